@@ -1,0 +1,76 @@
+//! Provisioning benchmark: time from start to "every agent answered hello" for N hosts,
+//! each with one interface on one L2 network, then teardown. Used by bench/podman.sh.
+//!
+//! `provision_bench podman N [URI] [IMAGE]` or `provision_bench netns N [AGENT_BIN]`.
+//! Prints one JSON line: {"mode","hosts","ready_s","teardown_s"}.
+
+use lnst_runner::provision::netns::NetnsProvisioner;
+use lnst_runner::provision::podman::{PodmanOptions, PodmanProvisioner};
+use lnst_runner::provision::Provisioner;
+use lnst_runner::requirements::{HostReq, Requirements};
+use lnst_runner::session::{AgentClient, ClientOptions};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("podman");
+    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let run_id = lnst_runner::runner::new_run_id();
+    let mut reqs = Requirements::default();
+    for i in 1..=n {
+        reqs.hosts.insert(
+            format!("host{i:02}"),
+            HostReq::default().with_interface("eth0", "net1", BTreeMap::new()),
+        );
+    }
+    let mut prov: Box<dyn Provisioner> = match mode {
+        "netns" => {
+            let agent = args
+                .get(3)
+                .cloned()
+                .unwrap_or_else(|| "target/release/lnst-agent".into());
+            Box::new(NetnsProvisioner::new(
+                &run_id,
+                vec![agent.into(), "--stdio".into()],
+            ))
+        }
+        _ => {
+            let uri = args
+                .get(3)
+                .cloned()
+                .unwrap_or_else(|| "unix:///run/podman/podman.sock".into());
+            let image = args.get(4).cloned().unwrap_or_else(|| "lnst-agent".into());
+            let p = PodmanProvisioner::connect(PodmanOptions::new(uri, image, &run_id))?;
+            p.preflight().await?;
+            Box::new(p)
+        }
+    };
+    let t0 = Instant::now();
+    let result = async {
+        let eps = prov.provision(&reqs).await?;
+        let mut clients = Vec::new();
+        for ep in eps {
+            let c = AgentClient::connect(&ep.host_id, ep.transport, None, ClientOptions::default())
+                .await?;
+            clients.push(c);
+        }
+        let ready = t0.elapsed().as_secs_f64();
+        for c in &clients {
+            let _ = c.bye().await;
+        }
+        anyhow::Ok(ready)
+    }
+    .await;
+    let t1 = Instant::now();
+    let td = prov.teardown().await;
+    let teardown = t1.elapsed().as_secs_f64();
+    let ready = result?;
+    td?;
+    println!(
+        "{}",
+        serde_json::json!({"mode": mode, "hosts": n, "ready_s": ready, "teardown_s": teardown})
+    );
+    Ok(())
+}

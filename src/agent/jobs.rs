@@ -1,0 +1,798 @@
+//! Jobs: ping and iperf3 processes (argv only, own process group, optional CPU pinning) and
+//! the in-process /proc/stat sampler.
+
+use super::OpError;
+use crate::protocol::{unix_now, ErrorKind, IperfProto, JobResult, JobSpec};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{watch, Notify};
+
+/// Per-stream output cap. Smaller than the spec's 16 MiB so that a JobResult carrying both
+/// streams still fits in one 16 MiB frame.
+pub const OUTPUT_CAP: usize = 7 * 1024 * 1024;
+
+/// Grace period between SIGINT and SIGKILL in StopJob.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Render a process job as argv (None for the in-process CPU sampler).
+/// What a waiter needs of a job: its process group, result channel, killed flag, stop signal.
+type JobHandle = (
+    Arc<Mutex<Option<i32>>>,
+    watch::Receiver<Option<JobResult>>,
+    Arc<AtomicBool>,
+    Option<Arc<Notify>>,
+);
+
+pub fn render_argv(spec: &JobSpec) -> Option<Vec<String>> {
+    match spec {
+        JobSpec::Ping {
+            dst,
+            src,
+            count,
+            interval_s,
+            size,
+            ipv6,
+        } => {
+            let mut v = vec!["ping".to_string(), dst.clone()];
+            if *ipv6 {
+                v.push("-6".into());
+            }
+            v.extend(["-c".into(), count.to_string()]);
+            v.extend(["-i".into(), format!("{interval_s:.6}")]);
+            if let Some(s) = src {
+                v.extend(["-I".into(), s.clone()]);
+            }
+            if let Some(s) = size {
+                v.extend(["-s".into(), s.to_string()]);
+            }
+            Some(v)
+        }
+        JobSpec::IperfServer {
+            bind, port, oneoff, ..
+        } => {
+            let mut v: Vec<String> = ["iperf3", "-s", "-B", bind, "-J", "-p"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            v.push(port.to_string());
+            if *oneoff {
+                v.push("-1".into());
+            }
+            Some(v)
+        }
+        JobSpec::IperfClient {
+            server,
+            port,
+            cport,
+            duration_s,
+            proto,
+            blksize,
+            parallel,
+            ..
+        } => {
+            let mut v: Vec<String> = ["iperf3", "-c", server, "-b", "0/1000", "-J", "-t"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            v.push(duration_s.to_string());
+            match proto {
+                IperfProto::Tcp => {}
+                IperfProto::Udp => v.push("--udp".into()),
+                IperfProto::Sctp => v.push("--sctp".into()),
+            }
+            if let Some(l) = blksize {
+                v.extend(["-l".into(), l.to_string()]);
+            }
+            if let Some(p) = parallel {
+                v.extend(["-P".into(), p.to_string()]);
+            }
+            v.extend(["-p".into(), port.to_string()]);
+            if let Some(c) = cport {
+                v.extend(["--cport".into(), c.to_string()]);
+            }
+            Some(v)
+        }
+        JobSpec::CpuStat { .. } => None,
+    }
+}
+
+fn cpus_of(spec: &JobSpec) -> Option<&[u32]> {
+    match spec {
+        JobSpec::IperfServer { cpus, .. } | JobSpec::IperfClient { cpus, .. } => cpus.as_deref(),
+        _ => None,
+    }
+}
+
+/// Validate a spec before running it.
+pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
+    let bad = |m: String| Err(OpError::new(ErrorKind::BadRequest, m));
+    match spec {
+        JobSpec::Ping {
+            dst,
+            interval_s,
+            count,
+            ..
+        } => {
+            if dst.is_empty() || dst.starts_with('-') {
+                return bad(format!("invalid ping destination {dst:?}"));
+            }
+            if !interval_s.is_finite() || *interval_s < 0.0 {
+                return bad(format!("invalid ping interval {interval_s}"));
+            }
+            if *count == 0 {
+                return bad("ping count must be at least 1".into());
+            }
+        }
+        JobSpec::IperfServer { bind, .. } if bind.is_empty() || bind.starts_with('-') => {
+            return bad(format!("invalid iperf3 bind address {bind:?}"));
+        }
+        JobSpec::IperfClient { server, .. } if server.is_empty() || server.starts_with('-') => {
+            return bad(format!("invalid iperf3 server {server:?}"));
+        }
+        JobSpec::CpuStat { interval_ms } if *interval_ms == 0 => {
+            return bad("CpuStat interval must be positive".into());
+        }
+        _ => {}
+    }
+    if let JobSpec::Ping { src: Some(s), .. } = spec {
+        if s.is_empty() || s.starts_with('-') {
+            return bad(format!("invalid ping source {s:?}"));
+        }
+    }
+    if let Some(cpus) = cpus_of(spec) {
+        let max = nix::sched::CpuSet::count();
+        if cpus.is_empty() {
+            return bad("empty CPU list".into());
+        }
+        if let Some(c) = cpus.iter().find(|c| **c as usize >= max) {
+            return bad(format!("CPU {c} out of range"));
+        }
+    }
+    Ok(())
+}
+
+/// One running or finished job.
+struct Job {
+    /// Process group id while the process runs.
+    pgid: Arc<Mutex<Option<i32>>>,
+    result: watch::Receiver<Option<JobResult>>,
+    killed: Arc<AtomicBool>,
+    /// CPU sampler stop signal.
+    stop: Option<Arc<Notify>>,
+}
+
+/// The jobs of one controller session.
+#[derive(Default)]
+pub struct Jobs {
+    next_id: Mutex<u64>,
+    jobs: Mutex<HashMap<u64, Job>>,
+}
+
+type OnFinish = Arc<dyn Fn(JobResult) + Send + Sync>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Jobs {
+    /// Start a job; `on_finish` is called with its result (to push the JobFinished event).
+    pub fn start(&self, spec: JobSpec, on_finish: OnFinish) -> Result<u64, OpError> {
+        validate(&spec)?;
+        let id = {
+            let mut n = lock(&self.next_id);
+            *n += 1;
+            *n
+        };
+        let (tx, rx) = watch::channel(None);
+        let killed = Arc::new(AtomicBool::new(false));
+        let pgid = Arc::new(Mutex::new(None));
+        let mut stop = None;
+        match render_argv(&spec) {
+            Some(argv) => {
+                let k = killed.clone();
+                let pg = pgid.clone();
+                // Spawn synchronously so the pgid is known before StartJob returns.
+                let started_at = unix_now();
+                let started = spawn_process(id, &spec, &argv);
+                match started {
+                    Ok((child, pid)) => {
+                        *lock(&pg) = Some(pid);
+                        tokio::spawn(async move {
+                            let r = finish_process(id, &spec, child, started_at, pg, k).await;
+                            on_finish(r.clone());
+                            let _ = tx.send(Some(r));
+                        });
+                    }
+                    Err(err) => {
+                        let now = unix_now();
+                        let r = JobResult {
+                            job_id: id,
+                            passed: false,
+                            exit_code: None,
+                            signal: None,
+                            stdout: String::new(),
+                            stderr: String::new(),
+                            started_at: now,
+                            finished_at: now,
+                            killed: false,
+                            error: Some(err),
+                            data: None,
+                        };
+                        tracing::warn!(
+                            "job {id} could not start: {}",
+                            r.error.as_deref().unwrap_or("")
+                        );
+                        on_finish(r.clone());
+                        let _ = tx.send(Some(r));
+                    }
+                }
+            }
+            None => {
+                let JobSpec::CpuStat { interval_ms } = spec else {
+                    return Err(OpError::new(ErrorKind::Internal, "job without argv"));
+                };
+                let n = Arc::new(Notify::new());
+                stop = Some(n.clone());
+                let k = killed.clone();
+                tokio::spawn(async move {
+                    let r = cpu_sampler(id, Duration::from_millis(interval_ms), n, k).await;
+                    on_finish(r.clone());
+                    let _ = tx.send(Some(r));
+                });
+            }
+        }
+        lock(&self.jobs).insert(
+            id,
+            Job {
+                pgid,
+                result: rx,
+                killed,
+                stop,
+            },
+        );
+        Ok(id)
+    }
+
+    fn handle(&self, id: u64) -> Result<JobHandle, OpError> {
+        let jobs = lock(&self.jobs);
+        let j = jobs
+            .get(&id)
+            .ok_or_else(|| OpError::new(ErrorKind::NotFound, format!("no such job: {id}")))?;
+        Ok((
+            j.pgid.clone(),
+            j.result.clone(),
+            j.killed.clone(),
+            j.stop.clone(),
+        ))
+    }
+
+    /// Wait for a job's result.
+    pub async fn wait(&self, id: u64, timeout: Duration) -> Result<JobResult, OpError> {
+        let (_, rx, _, _) = self.handle(id)?;
+        wait_result(rx, timeout).await.ok_or_else(|| {
+            OpError::new(
+                ErrorKind::Timeout,
+                format!("job {id} still running after {} ms", timeout.as_millis()),
+            )
+        })
+    }
+
+    /// SIGINT (or stop the sampler), then SIGKILL after [`STOP_GRACE`].
+    pub async fn stop(&self, id: u64) -> Result<JobResult, OpError> {
+        let (pgid, rx, killed, stop) = self.handle(id)?;
+        if let Some(r) = rx.borrow().clone() {
+            return Ok(r);
+        }
+        killed.store(true, Ordering::SeqCst);
+        if let Some(n) = stop {
+            n.notify_one();
+        } else {
+            signal_group(&pgid, Signal::SIGINT);
+        }
+        if let Some(r) = wait_result(rx.clone(), STOP_GRACE).await {
+            return Ok(r);
+        }
+        signal_group(&pgid, Signal::SIGKILL);
+        self.wait(id, Duration::from_secs(5)).await
+    }
+
+    /// SIGKILL (or stop the sampler) and return the result.
+    pub async fn kill(&self, id: u64) -> Result<JobResult, OpError> {
+        let (pgid, rx, killed, stop) = self.handle(id)?;
+        if let Some(r) = rx.borrow().clone() {
+            return Ok(r);
+        }
+        killed.store(true, Ordering::SeqCst);
+        if let Some(n) = stop {
+            n.notify_one();
+        }
+        signal_group(&pgid, Signal::SIGKILL);
+        self.wait(id, Duration::from_secs(5)).await
+    }
+
+    /// Kill every running job and wait (bounded) for them to be reaped.
+    pub async fn kill_all(&self) {
+        let ids: Vec<u64> = lock(&self.jobs).keys().copied().collect();
+        let waits = ids.into_iter().map(|id| async move {
+            if let Err(e) = self.kill(id).await {
+                tracing::warn!("killing job {id}: {e}");
+            }
+        });
+        futures::future::join_all(waits).await;
+    }
+}
+
+async fn wait_result(
+    mut rx: watch::Receiver<Option<JobResult>>,
+    timeout: Duration,
+) -> Option<JobResult> {
+    let fut = async {
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return Some(r);
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone();
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.ok().flatten()
+}
+
+fn signal_group(pgid: &Mutex<Option<i32>>, sig: Signal) {
+    if let Some(pid) = *lock(pgid) {
+        if let Err(e) = killpg(Pid::from_raw(pid), sig) {
+            tracing::debug!("killpg({pid}, {sig}): {e}");
+        }
+    }
+}
+
+fn spawn_process(
+    id: u64,
+    spec: &JobSpec,
+    argv: &[String],
+) -> Result<(tokio::process::Child, i32), String> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| "empty command".to_string())?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args.iter().map(OsString::from))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cpus) = cpus_of(spec) {
+        let mut set = nix::sched::CpuSet::new();
+        for c in cpus {
+            set.set(*c as usize)
+                .map_err(|e| format!("CPU {c} out of range: {e}"))?;
+        }
+        // SAFETY: the closure only calls sched_setaffinity (a plain syscall, async-signal-safe)
+        // on a CpuSet built before fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+            });
+        }
+    }
+    tracing::info!("job {id}: {}", argv.join(" "));
+    let child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{prog}: not found in PATH")
+        } else {
+            format!("{prog}: {e}")
+        }
+    })?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| format!("{prog}: no pid"))?;
+    Ok((child, pid))
+}
+
+/// Read a stream to the end, keeping at most `cap` bytes.
+async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize) -> (String, bool) {
+    let Some(mut r) = r else {
+        return (String::new(), false);
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut truncated = false;
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(out.len());
+                let take = n.min(room);
+                if take < n {
+                    truncated = true;
+                }
+                out.extend_from_slice(buf.get(..take).unwrap_or_default());
+            }
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), truncated)
+}
+
+async fn finish_process(
+    id: u64,
+    spec: &JobSpec,
+    mut child: tokio::process::Child,
+    started_at: f64,
+    pgid: Arc<Mutex<Option<i32>>>,
+    killed: Arc<AtomicBool>,
+) -> JobResult {
+    use std::os::unix::process::ExitStatusExt;
+    let out = tokio::spawn(read_capped(child.stdout.take(), OUTPUT_CAP));
+    let err = tokio::spawn(read_capped(child.stderr.take(), OUTPUT_CAP));
+    let status = child.wait().await;
+    // The leader is reaped; do not signal a group id that may be reused.
+    *lock(&pgid) = None;
+    let (stdout, out_trunc) = out.await.unwrap_or_default();
+    let (stderr, err_trunc) = err.await.unwrap_or_default();
+    let finished_at = unix_now();
+    let mut error = None;
+    let (exit_code, signal) = match &status {
+        Ok(s) => (s.code(), s.signal()),
+        Err(e) => {
+            error = Some(format!("waiting for the process: {e}"));
+            (None, None)
+        }
+    };
+    if out_trunc || err_trunc {
+        error = Some(format!(
+            "output truncated to {} MiB per stream",
+            OUTPUT_CAP / (1024 * 1024)
+        ));
+    }
+    let passed = exit_code.is_some_and(|c| spec.exit_code_passes(c)) && status.is_ok();
+    tracing::info!("job {id} finished: exit {exit_code:?} signal {signal:?} passed {passed}");
+    JobResult {
+        job_id: id,
+        passed,
+        exit_code,
+        signal,
+        stdout,
+        stderr,
+        started_at,
+        finished_at,
+        killed: killed.load(Ordering::SeqCst),
+        error,
+        data: None,
+    }
+}
+
+/// The `cpu*` lines of a /proc/stat text.
+pub fn cpu_lines(stat: &str) -> String {
+    let mut s = String::new();
+    for l in stat.lines().filter(|l| l.starts_with("cpu")) {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// Sample /proc/stat every `interval` (first sample immediately) until `stop` fires.
+pub async fn cpu_sampler(
+    id: u64,
+    interval: Duration,
+    stop: Arc<Notify>,
+    killed: Arc<AtomicBool>,
+) -> JobResult {
+    sample_loop(id, interval, stop, killed, "/proc/stat").await
+}
+
+async fn sample_loop(
+    id: u64,
+    interval: Duration,
+    stop: Arc<Notify>,
+    killed: Arc<AtomicBool>,
+    path: &str,
+) -> JobResult {
+    let started_at = unix_now();
+    let mut samples = Vec::new();
+    let mut error = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.notified() => break,
+            _ = ticker.tick() => {
+                match tokio::fs::read_to_string(path).await {
+                    Ok(text) => samples.push(serde_json::json!({
+                        "t": unix_now(),
+                        "text": cpu_lines(&text),
+                    })),
+                    Err(e) => {
+                        error = Some(format!("reading {path}: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    JobResult {
+        job_id: id,
+        passed: error.is_none() && !samples.is_empty(),
+        exit_code: None,
+        signal: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        started_at,
+        finished_at: unix_now(),
+        killed: killed.load(Ordering::SeqCst),
+        error,
+        data: Some(serde_json::Value::Array(samples)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn ping_argv() {
+        let spec = JobSpec::Ping {
+            dst: "198.18.101.2".into(),
+            src: Some("198.18.101.1".into()),
+            count: 100,
+            interval_s: 0.2,
+            size: Some(56),
+            ipv6: false,
+        };
+        assert_eq!(
+            render_argv(&spec),
+            Some(s(&[
+                "ping",
+                "198.18.101.2",
+                "-c",
+                "100",
+                "-i",
+                "0.200000",
+                "-I",
+                "198.18.101.1",
+                "-s",
+                "56"
+            ]))
+        );
+        let spec6 = JobSpec::Ping {
+            dst: "fd00::2".into(),
+            src: None,
+            count: 3,
+            interval_s: 1.0,
+            size: None,
+            ipv6: true,
+        };
+        assert_eq!(
+            render_argv(&spec6),
+            Some(s(&["ping", "fd00::2", "-6", "-c", "3", "-i", "1.000000"]))
+        );
+    }
+
+    #[test]
+    fn iperf_argv() {
+        let srv = JobSpec::IperfServer {
+            bind: "198.18.101.2".into(),
+            port: 12000,
+            cpus: Some(vec![0, 1]),
+            oneoff: true,
+        };
+        assert_eq!(
+            render_argv(&srv),
+            Some(s(&[
+                "iperf3",
+                "-s",
+                "-B",
+                "198.18.101.2",
+                "-J",
+                "-p",
+                "12000",
+                "-1"
+            ]))
+        );
+        let cli = JobSpec::IperfClient {
+            server: "198.18.101.2".into(),
+            port: 12000,
+            cport: Some(12000),
+            duration_s: 60,
+            proto: IperfProto::Sctp,
+            blksize: Some(123),
+            parallel: None,
+            cpus: None,
+        };
+        assert_eq!(
+            render_argv(&cli),
+            Some(s(&[
+                "iperf3",
+                "-c",
+                "198.18.101.2",
+                "-b",
+                "0/1000",
+                "-J",
+                "-t",
+                "60",
+                "--sctp",
+                "-l",
+                "123",
+                "-p",
+                "12000",
+                "--cport",
+                "12000"
+            ]))
+        );
+        let udp = JobSpec::IperfClient {
+            server: "fd00::2".into(),
+            port: 12000,
+            cport: None,
+            duration_s: 70,
+            proto: IperfProto::Udp,
+            blksize: None,
+            parallel: Some(2),
+            cpus: None,
+        };
+        assert_eq!(
+            render_argv(&udp),
+            Some(s(&[
+                "iperf3", "-c", "fd00::2", "-b", "0/1000", "-J", "-t", "70", "--udp", "-P", "2",
+                "-p", "12000"
+            ]))
+        );
+        assert_eq!(render_argv(&JobSpec::CpuStat { interval_ms: 5 }), None);
+    }
+
+    #[test]
+    fn validation() {
+        let ping = |dst: &str, src: Option<&str>| JobSpec::Ping {
+            dst: dst.into(),
+            src: src.map(String::from),
+            count: 1,
+            interval_s: 0.2,
+            size: None,
+            ipv6: false,
+        };
+        assert!(validate(&ping("198.18.0.1", None)).is_ok());
+        assert!(validate(&ping("-f", None)).is_err());
+        assert!(validate(&ping("198.18.0.1", Some("--flood"))).is_err());
+        let srv = |cpus: Vec<u32>| JobSpec::IperfServer {
+            bind: "198.18.0.1".into(),
+            port: 1,
+            cpus: Some(cpus),
+            oneoff: false,
+        };
+        assert!(validate(&srv(vec![0])).is_ok());
+        assert!(validate(&srv(vec![])).is_err());
+        assert!(validate(&srv(vec![1_000_000])).is_err());
+        assert!(validate(&JobSpec::CpuStat { interval_ms: 0 }).is_err());
+    }
+
+    #[test]
+    fn cpu_lines_filter() {
+        let stat = "cpu  10 0 5 100 0 0 0 0 0 0\ncpu0 5 0 2 50 0 0 0 0 0 0\nintr 12345 0\nctxt 99\ncpu1 5 0 3 50 0 0 0 0 0 0\nbtime 1\n";
+        assert_eq!(
+            cpu_lines(stat),
+            "cpu  10 0 5 100 0 0 0 0 0 0\ncpu0 5 0 2 50 0 0 0 0 0 0\ncpu1 5 0 3 50 0 0 0 0 0 0\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn sampler_samples_until_stopped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("stat");
+        std::fs::write(
+            &path,
+            "cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 9 10\nintr 5\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let stop = Arc::new(Notify::new());
+        let killed = Arc::new(AtomicBool::new(true));
+        let p = path.to_string_lossy().into_owned();
+        let st = stop.clone();
+        let task =
+            tokio::spawn(
+                async move { sample_loop(7, Duration::from_millis(20), st, killed, &p).await },
+            );
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        stop.notify_one();
+        let r = task.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.job_id, 7);
+        assert!(r.passed);
+        assert!(r.killed);
+        let data = r.data.unwrap_or_default();
+        let arr = data.as_array().cloned().unwrap_or_default();
+        assert!(
+            (3..=8).contains(&arr.len()),
+            "expected about 5 samples, got {}",
+            arr.len()
+        );
+        let mut prev = 0.0;
+        for smp in &arr {
+            assert_eq!(
+                smp["text"],
+                "cpu  1 2 3 4 5 6 7 8 9 10\ncpu0 1 2 3 4 5 6 7 8 9 10\n"
+            );
+            let t = smp["t"].as_f64().unwrap_or(0.0);
+            assert!(t >= prev && t >= r.started_at - 1.0);
+            prev = t;
+        }
+        // A missing file fails the job with a reason.
+        let stop = Arc::new(Notify::new());
+        let r = sample_loop(
+            8,
+            Duration::from_millis(10),
+            stop,
+            Arc::new(AtomicBool::new(false)),
+            "/nonexistent/stat",
+        )
+        .await;
+        assert!(!r.passed);
+        assert!(r.error.unwrap_or_default().contains("/nonexistent/stat"));
+    }
+
+    #[tokio::test]
+    async fn missing_tool_is_a_failed_job() {
+        let jobs = Jobs::default();
+        let spec = JobSpec::IperfServer {
+            bind: "198.18.0.1".into(),
+            port: 5,
+            cpus: None,
+            oneoff: true,
+        };
+        // Render, but spawn a program that does not exist.
+        let r = spawn_process(1, &spec, &s(&["lnst-no-such-tool-xyz", "-s"]));
+        assert_eq!(
+            r.err(),
+            Some("lnst-no-such-tool-xyz: not found in PATH".to_string())
+        );
+        assert!(jobs.wait(99, Duration::from_millis(1)).await.is_err());
+    }
+}
+
+/// Whether a TCP socket listens on `port` in this network namespace (/proc/net/tcp{,6}).
+pub fn is_listening(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .map(|t| {
+                t.lines().skip(1).any(|l| {
+                    let mut cols = l.split_whitespace();
+                    let local = cols.nth(1).unwrap_or("");
+                    let state = cols.nth(1).unwrap_or("");
+                    state == "0A" && local.ends_with(&want)
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Poll until something listens on `port`, at most `limit`.
+pub async fn wait_listening(port: u16, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !is_listening(port) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sees_a_listening_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(is_listening(port));
+        drop(l);
+        assert!(!is_listening(port));
+    }
+}

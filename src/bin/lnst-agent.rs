@@ -1,0 +1,89 @@
+//! lnst-agent: the test agent that lnst-runner drives (see docs/PROTOCOL.md).
+
+use anyhow::Context;
+use clap::Parser;
+use lnst_runner::agent::{self, AgentConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lnst-agent",
+    version,
+    about = "LNST test agent: serves one controller at a time over stdin/stdout or TCP"
+)]
+struct Args {
+    /// Serve one controller on stdin/stdout, then exit.
+    #[arg(long, conflicts_with = "port")]
+    stdio: bool,
+    /// Listen on this TCP port (one controller at a time).
+    #[arg(long, short = 'p')]
+    port: Option<u16>,
+    /// Address to bind with --port.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: IpAddr,
+    /// Require controllers to prove this shared secret (env LNST_AGENT_SECRET_FILE).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Serve the Shell operation (run an argv given by the controller).
+    #[arg(long)]
+    allow_shell: bool,
+    /// Debug logging.
+    #[arg(long, short = 'd')]
+    debug: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LNST_AGENT_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(if args.debug {
+                "debug"
+            } else {
+                // netlink-packet-route warns about every kernel attribute newer than itself.
+                "info,netlink_packet_route=error"
+            })
+        });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(agent::ForwardLayer)
+        .init();
+
+    let secret_file = args
+        .secret_file
+        .clone()
+        .or_else(|| std::env::var_os("LNST_AGENT_SECRET_FILE").map(PathBuf::from));
+    let secret = match &secret_file {
+        Some(p) => Some(AgentConfig::load_secret(p)?),
+        None => None,
+    };
+    let cfg = AgentConfig {
+        secret,
+        allow_shell: args.allow_shell,
+        ..AgentConfig::default()
+    };
+    if !args.stdio && args.port.is_none() {
+        anyhow::bail!("give --stdio or --port PORT");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        if args.stdio {
+            agent::run_stdio(cfg).await
+        } else {
+            let port = args.port.unwrap_or(lnst_runner::protocol::DEFAULT_PORT);
+            agent::run_tcp(SocketAddr::new(args.bind, port), cfg).await
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,542 @@
+//! Config: environment variables → typed configuration. The environment is the only source
+//! of truth (DESIGN.md "External contract").
+//!
+//! Differences from upstream, on purpose: `DEBUG`/`MULTIMATCH` accept 1/true/yes/on and
+//! 0/false/no/off/empty (case-insensitive) and reject anything else (upstream treats any
+//! non-empty string, even "0", as true); `FORMATTERS` is implemented (upstream documents it but
+//! ignores it). Empty `RECIPE`, `TEST_DB`, `PODMAN_URI`, `IMAGE_NAME`, `LNST_OCI_RUNTIME`,
+//! `LNST_POOL_DIR` and `LNST_RESULTS_DIR` count as unset. Without `HOME`, `/root` is used.
+
+use serde::Deserialize;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Every environment variable we read. Others are ignored (even when not UTF-8).
+pub const VARS: &[&str] = &[
+    "RECIPE",
+    "RECIPE_PARAMS",
+    "TEST_DB",
+    "FORMATTERS",
+    "DEBUG",
+    "MULTIMATCH",
+    "PODMAN_URI",
+    "IMAGE_NAME",
+    "LNST_OCI_RUNTIME",
+    "LNST_POOL_DIR",
+    "LNST_RESULTS_DIR",
+    "HOME",
+];
+
+/// Which run summaries are printed to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatterKind {
+    /// `HumanReadableRunSummaryFormatter` / `human`.
+    Human,
+    /// `JsonRunSummaryFormatter` / `json`.
+    Json,
+}
+
+impl FormatterKind {
+    /// Short name used in the plan JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatterKind::Human => "human",
+            FormatterKind::Json => "json",
+        }
+    }
+
+    /// Upstream class name.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            FormatterKind::Human => "HumanReadableRunSummaryFormatter",
+            FormatterKind::Json => "JsonRunSummaryFormatter",
+        }
+    }
+}
+
+/// Where the test agents come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// Agents started in network namespaces on this host.
+    Netns,
+    /// Machines described by `*.xml` in the pool dir.
+    Pool,
+    /// Agents started as Podman containers through `PODMAN_URI`.
+    Podman,
+}
+
+impl AgentMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentMode::Netns => "netns",
+            AgentMode::Pool => "pool",
+            AgentMode::Podman => "podman",
+        }
+    }
+}
+
+/// Podman API endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodmanUri {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl PodmanUri {
+    /// Accepts `unix:///path`, `unix:/path` and `tcp://host:port` (IPv6 hosts in brackets).
+    pub fn parse(s: &str) -> Result<PodmanUri, String> {
+        let expected = "expected unix:///path, unix:/path or tcp://host:port";
+        if let Some(rest) = s.strip_prefix("unix://") {
+            if !rest.starts_with('/') || rest.len() < 2 {
+                return Err(format!(
+                    "{} is not a valid unix socket URI ({expected})",
+                    quote(s)
+                ));
+            }
+            return Ok(PodmanUri::Unix(PathBuf::from(rest)));
+        }
+        if let Some(rest) = s.strip_prefix("unix:") {
+            if !rest.starts_with('/') || rest.starts_with("//") || rest.len() < 2 {
+                return Err(format!(
+                    "{} is not a valid unix socket URI ({expected})",
+                    quote(s)
+                ));
+            }
+            return Ok(PodmanUri::Unix(PathBuf::from(rest)));
+        }
+        if let Some(rest) = s.strip_prefix("tcp://") {
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+                match r.split_once("]:") {
+                    Some((h, p)) if h.contains(':') => (h, p),
+                    _ => return Err(format!("{} is not host:port ({expected})", quote(s))),
+                }
+            } else {
+                match rest.rsplit_once(':') {
+                    Some((h, p)) if !h.contains(':') => (h, p),
+                    _ => return Err(format!("{} is not host:port ({expected})", quote(s))),
+                }
+            };
+            let host_ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+            if !host_ok {
+                return Err(format!("{} has an invalid host ({expected})", quote(s)));
+            }
+            let port: u16 = match port.parse() {
+                Ok(p) if p > 0 => p,
+                _ => return Err(format!("{} has an invalid port ({expected})", quote(s))),
+            };
+            return Ok(PodmanUri::Tcp {
+                host: host.to_string(),
+                port,
+            });
+        }
+        Err(format!("{} is not supported ({expected})", quote(s)))
+    }
+
+    /// Canonical form: `unix:///path` or `tcp://host:port`.
+    pub fn to_uri(&self) -> String {
+        match self {
+            PodmanUri::Unix(p) => format!("unix://{}", p.display()),
+            PodmanUri::Tcp { host, port } if host.contains(':') => format!("tcp://[{host}]:{port}"),
+            PodmanUri::Tcp { host, port } => format!("tcp://{host}:{port}"),
+        }
+    }
+}
+
+impl fmt::Display for PodmanUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_uri())
+    }
+}
+
+/// The runner's configuration, read from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub recipe: Option<String>,
+    pub recipe_params: String,
+    pub test_db: Option<String>,
+    pub formatters: Vec<FormatterKind>,
+    pub debug: bool,
+    pub multimatch: bool,
+    pub podman_uri: Option<PodmanUri>,
+    pub image_name: String,
+    pub oci_runtime: Option<String>,
+    pub pool_dir: PathBuf,
+    pub results_dir: PathBuf,
+    pub agent_mode: AgentMode,
+}
+
+/// A bad environment variable. The message is one line and names the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: value is not valid UTF-8")]
+    NotUnicode { var: &'static str },
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+    #[error("environment: {0}")]
+    Env(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEnv {
+    recipe: Option<String>,
+    recipe_params: Option<String>,
+    test_db: Option<String>,
+    formatters: Option<String>,
+    debug: Option<String>,
+    multimatch: Option<String>,
+    podman_uri: Option<String>,
+    image_name: Option<String>,
+    lnst_oci_runtime: Option<String>,
+    lnst_pool_dir: Option<String>,
+    lnst_results_dir: Option<String>,
+    home: Option<String>,
+}
+
+fn quote(s: &str) -> String {
+    let t: String = s.chars().take(80).collect();
+    crate::params::Value::Str(t).to_string()
+}
+
+/// Parse a truth value: 1/true/yes/on, 0/false/no/off/empty (case-insensitive).
+pub fn parse_bool(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            var,
+            message: format!(
+                "{} is not a truth value (use 1/true/yes/on or 0/false/no/off)",
+                quote(v)
+            ),
+        }),
+    }
+}
+
+/// Parse `FORMATTERS`: a `;`-separated list of formatter names; empty means none.
+pub fn parse_formatters(v: &str) -> Result<Vec<FormatterKind>, ConfigError> {
+    let mut out = Vec::new();
+    for name in v.split(';').map(str::trim).filter(|n| !n.is_empty()) {
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "human" | "humanreadablerunsummaryformatter" => FormatterKind::Human,
+            "json" | "jsonrunsummaryformatter" => FormatterKind::Json,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "FORMATTERS",
+                    message: format!(
+                        "unknown formatter {} (known: HumanReadableRunSummaryFormatter or human, JsonRunSummaryFormatter or json)",
+                        quote(name)
+                    ),
+                })
+            }
+        };
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok(out)
+}
+
+/// `*.xml` (any case) directly in `dir`? A missing dir counts as none; an unreadable one is
+/// an error so that a permission problem does not silently switch to netns agents.
+fn has_pool_xml(dir: &Path) -> Result<bool, ConfigError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(ConfigError::Invalid {
+                var: "LNST_POOL_DIR",
+                message: format!("{} is not a directory", dir.display()),
+            })
+        }
+        Err(e) => {
+            return Err(ConfigError::Invalid {
+                var: "LNST_POOL_DIR",
+                message: format!("cannot read {}: {e}", dir.display()),
+            })
+        }
+    };
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let is_xml = Path::new(&name)
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+        if is_xml && entry.path().is_file() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+impl Config {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_vars(std::env::vars_os())
+    }
+
+    /// Read configuration from the given variables (testable; ignores variables we do not
+    /// use, and rejects non-UTF-8 values only in ours).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Config, ConfigError> {
+        let mut ours: Vec<(String, String)> = Vec::new();
+        for (k, v) in vars {
+            let Some(var) = k.to_str().and_then(|k| VARS.iter().find(|n| **n == k)) else {
+                continue;
+            };
+            match v.into_string() {
+                Ok(v) => ours.push((var.to_string(), v)),
+                Err(_) => return Err(ConfigError::NotUnicode { var }),
+            }
+        }
+        let raw: RawEnv = envy::from_iter(ours).map_err(|e| ConfigError::Env(e.to_string()))?;
+
+        let debug = parse_bool("DEBUG", raw.debug.as_deref().unwrap_or(""))?;
+        let multimatch = parse_bool("MULTIMATCH", raw.multimatch.as_deref().unwrap_or(""))?;
+        let formatters = match &raw.formatters {
+            None => vec![FormatterKind::Human],
+            Some(v) => parse_formatters(v)?,
+        };
+        let podman_uri = match non_empty(raw.podman_uri) {
+            None => None,
+            Some(u) => {
+                Some(
+                    PodmanUri::parse(u.trim()).map_err(|message| ConfigError::Invalid {
+                        var: "PODMAN_URI",
+                        message,
+                    })?,
+                )
+            }
+        };
+        let home = non_empty(raw.home).unwrap_or_else(|| "/root".to_string());
+        let lnst = Path::new(&home).join(".lnst");
+        let pool_dir = non_empty(raw.lnst_pool_dir)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| lnst.join("pool"));
+        let results_dir = non_empty(raw.lnst_results_dir)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| lnst.join("results"));
+        let agent_mode = if podman_uri.is_some() {
+            AgentMode::Podman
+        } else if has_pool_xml(&pool_dir)? {
+            AgentMode::Pool
+        } else {
+            AgentMode::Netns
+        };
+        Ok(Config {
+            recipe: non_empty(raw.recipe).map(|r| r.trim().to_string()),
+            recipe_params: raw.recipe_params.unwrap_or_default(),
+            test_db: non_empty(raw.test_db).map(|t| t.trim().to_string()),
+            formatters,
+            debug,
+            multimatch,
+            podman_uri,
+            image_name: non_empty(raw.image_name).unwrap_or_else(|| "lnst-agent".to_string()),
+            oci_runtime: non_empty(raw.lnst_oci_runtime),
+            pool_dir,
+            results_dir,
+            agent_mode,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStringExt;
+
+    /// Config from `vars`, with HOME pointing nowhere unless given (hermetic).
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut all: Vec<(OsString, OsString)> = vars
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        if !vars.iter().any(|(k, _)| *k == "HOME") {
+            all.push(("HOME".into(), "/nonexistent/lnst-runner-test-home".into()));
+        }
+        Config::from_vars(all)
+    }
+
+    fn home() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+    }
+
+    #[test]
+    fn defaults() {
+        let h = home();
+        let hs = h.path().to_string_lossy().to_string();
+        let c = cfg(&[("HOME", &hs)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.recipe, None);
+        assert_eq!(c.recipe_params, "");
+        assert_eq!(c.test_db, None);
+        assert_eq!(c.formatters, vec![FormatterKind::Human]);
+        assert!(!c.debug && !c.multimatch);
+        assert_eq!(c.podman_uri, None);
+        assert_eq!(c.image_name, "lnst-agent");
+        assert_eq!(c.oci_runtime, None);
+        assert_eq!(c.pool_dir, h.path().join(".lnst/pool"));
+        assert_eq!(c.results_dir, h.path().join(".lnst/results"));
+        assert_eq!(c.agent_mode, AgentMode::Netns);
+    }
+
+    #[test]
+    fn truthiness() {
+        for t in ["1", "true", "TRUE", "Yes", "on", " on "] {
+            assert_eq!(parse_bool("DEBUG", t), Ok(true), "{t}");
+        }
+        for f in ["0", "false", "No", "OFF", ""] {
+            assert_eq!(parse_bool("DEBUG", f), Ok(false), "{f}");
+        }
+        let e = cfg(&[("DEBUG", "maybe")]).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("DEBUG: 'maybe' is not a truth value (use 1/true/yes/on or 0/false/no/off)")
+        );
+        let e = cfg(&[("MULTIMATCH", "2")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("MULTIMATCH: "), "{e}");
+        let c = cfg(&[("DEBUG", "yes"), ("MULTIMATCH", "on")]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.debug && c.multimatch);
+    }
+
+    #[test]
+    fn formatters() {
+        assert_eq!(parse_formatters(""), Ok(vec![]));
+        assert_eq!(
+            parse_formatters("JsonRunSummaryFormatter;human;json"),
+            Ok(vec![FormatterKind::Json, FormatterKind::Human])
+        );
+        assert_eq!(
+            parse_formatters(" HumanReadableRunSummaryFormatter ; "),
+            Ok(vec![FormatterKind::Human])
+        );
+        let e = cfg(&[("FORMATTERS", "xml")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("FORMATTERS: unknown formatter 'xml'"), "{e}");
+        let c = cfg(&[("FORMATTERS", "")]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.formatters.is_empty());
+    }
+
+    #[test]
+    fn podman_uri() {
+        let p = |s: &str| PodmanUri::parse(s);
+        assert_eq!(
+            p("unix:///run/podman/podman.sock"),
+            Ok(PodmanUri::Unix("/run/podman/podman.sock".into()))
+        );
+        assert_eq!(p("unix:/run/x"), Ok(PodmanUri::Unix("/run/x".into())));
+        assert_eq!(
+            p("unix:/run/x").map(|u| u.to_uri()),
+            Ok("unix:///run/x".into())
+        );
+        assert_eq!(
+            p("tcp://localhost:8080"),
+            Ok(PodmanUri::Tcp {
+                host: "localhost".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            p("tcp://198.18.0.1:8080/").map(|u| u.to_uri()),
+            Ok("tcp://198.18.0.1:8080".into())
+        );
+        assert_eq!(
+            p("tcp://[fd00::1]:8080").map(|u| u.to_uri()),
+            Ok("tcp://[fd00::1]:8080".into())
+        );
+        for bad in [
+            "http://x",
+            "unix://relative/x",
+            "unix:relative",
+            "unix://",
+            "tcp://host",
+            "tcp://host:0",
+            "tcp://host:99999",
+            "tcp://:80",
+            "tcp://a b:80",
+            "tcp://fd00::1:80",
+            "/run/podman.sock",
+        ] {
+            assert!(p(bad).is_err(), "{bad} accepted");
+        }
+        let c = cfg(&[("PODMAN_URI", "unix:/run/x")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Podman);
+        let e = cfg(&[("PODMAN_URI", "http://x")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("PODMAN_URI: 'http://x' is not supported"),
+            "{e}"
+        );
+        let c = cfg(&[("PODMAN_URI", "")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.podman_uri, None);
+    }
+
+    #[test]
+    fn pool_detection() {
+        let h = home();
+        let pool = h.path().join("pool");
+        std::fs::create_dir(&pool).unwrap_or_else(|e| panic!("{e}"));
+        let ps = pool.to_string_lossy().to_string();
+        std::fs::write(pool.join("notes.txt"), "x").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(pool.join("dir.xml")).unwrap_or_else(|e| panic!("{e}"));
+        let c = cfg(&[("LNST_POOL_DIR", &ps)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Netns);
+        assert_eq!(c.pool_dir, pool);
+        std::fs::write(pool.join("machine1.XML"), "<x/>").unwrap_or_else(|e| panic!("{e}"));
+        let c = cfg(&[("LNST_POOL_DIR", &ps)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Pool);
+        let c = cfg(&[("LNST_POOL_DIR", &ps), ("PODMAN_URI", "tcp://h:1")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Podman);
+        let file = pool.join("notes.txt").to_string_lossy().to_string();
+        let e = cfg(&[("LNST_POOL_DIR", &file)])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("LNST_POOL_DIR: "), "{e}");
+    }
+
+    #[test]
+    fn strings_and_unicode() {
+        let c = cfg(&[
+            ("RECIPE", " SimpleNetworkRecipe "),
+            ("RECIPE_PARAMS", "a=1"),
+            ("TEST_DB", ""),
+            ("IMAGE_NAME", "my-agent"),
+            ("LNST_OCI_RUNTIME", "crun"),
+            ("LNST_RESULTS_DIR", "/tmp/r"),
+            ("recipe", "ignored"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.recipe.as_deref(), Some("SimpleNetworkRecipe"));
+        assert_eq!(c.recipe_params, "a=1");
+        assert_eq!(c.test_db, None);
+        assert_eq!(c.image_name, "my-agent");
+        assert_eq!(c.oci_runtime.as_deref(), Some("crun"));
+        assert_eq!(c.results_dir, PathBuf::from("/tmp/r"));
+        let bad = OsString::from_vec(vec![0x66, 0xff, 0x66]);
+        let e = Config::from_vars([(OsString::from("RECIPE_PARAMS"), bad.clone())])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("RECIPE_PARAMS: value is not valid UTF-8")
+        );
+        assert!(Config::from_vars([(OsString::from("OTHER"), bad.clone())]).is_ok());
+        assert!(Config::from_vars([(OsString::from_vec(vec![0xff]), bad)]).is_ok());
+    }
+}

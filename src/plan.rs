@@ -1,0 +1,428 @@
+//! Plan: RECIPE/RECIPE_PARAMS or TEST_DB → validated tests.
+//!
+//! With `RECIPE` set (non-empty), the plan is one test `0_<Recipe>` whose parameters come from
+//! `RECIPE_PARAMS` (a set `TEST_DB` is then ignored, as upstream). Otherwise `TEST_DB` names a
+//! JSON file (path, `file://` path, or `http(s)://` URL; certificates are verified, 10 s
+//! timeout, at most 8 MiB) holding `[{"uuid"?, "recipe_name", "params"?}, ...]`. Every test is
+//! validated against its recipe's schema before anything runs.
+
+use crate::config::Config;
+use crate::params::{parse_params, ParamsError, Value};
+use crate::recipes::{self, UnknownRecipe};
+use crate::schema::{resolve, ResolvedParams, SchemaError};
+use std::io::Read;
+use std::time::Duration;
+
+/// Largest accepted TEST_DB document.
+pub const TEST_DB_LIMIT: u64 = 8 * 1024 * 1024;
+/// Network timeout for fetching TEST_DB.
+pub const TEST_DB_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One test to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestSpec {
+    /// Result directory name: the TEST_DB uuid, or `<index>_<recipe>`.
+    pub id: String,
+    pub recipe: String,
+    pub params: ResolvedParams,
+}
+
+/// The tests of one run, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub tests: Vec<TestSpec>,
+}
+
+/// Why no plan could be made; one line naming the culprit.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Params(#[from] ParamsError),
+    #[error("RECIPE_PARAMS: {0}")]
+    Schema(#[from] SchemaError),
+    #[error("RECIPE: {0}")]
+    UnknownRecipe(#[from] UnknownRecipe),
+    #[error("nothing to run: set RECIPE (and RECIPE_PARAMS) or TEST_DB")]
+    NothingToRun,
+    #[error("TEST_DB: cannot read {location}: {message}")]
+    TestDbRead { location: String, message: String },
+    #[error("TEST_DB: {0}")]
+    TestDb(String),
+    #[error("TEST_DB: entry {index}{id}: {message}")]
+    TestDbEntry {
+        index: usize,
+        /// ` (id)` when known.
+        id: String,
+        message: String,
+    },
+}
+
+impl Plan {
+    /// Build and validate the plan from the configuration.
+    pub fn from_config(config: &Config) -> Result<Plan, PlanError> {
+        if let Some(recipe) = &config.recipe {
+            if config.test_db.is_some() {
+                tracing::warn!("RECIPE is set, so TEST_DB is ignored");
+            }
+            let def = recipes::find(recipe)?;
+            let given = parse_params(&config.recipe_params)?;
+            let params = resolve(def.name, &(def.params)(), given)?;
+            return Ok(Plan {
+                tests: vec![TestSpec {
+                    id: format!("0_{}", def.name),
+                    recipe: def.name.to_string(),
+                    params,
+                }],
+            });
+        }
+        let Some(location) = &config.test_db else {
+            return Err(PlanError::NothingToRun);
+        };
+        let bytes = read_test_db(location)?;
+        plan_from_test_db(&bytes)
+    }
+}
+
+/// Read the TEST_DB document from a path or URL, bounded in size and time.
+fn read_test_db(location: &str) -> Result<Vec<u8>, PlanError> {
+    let read_err = |message: String| PlanError::TestDbRead {
+        location: location.to_string(),
+        message,
+    };
+    let mut buf = Vec::new();
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        tracing::info!(url = location, "fetching TEST_DB");
+        let agent = ureq::AgentBuilder::new()
+            .timeout(TEST_DB_TIMEOUT)
+            .redirects(5)
+            .build();
+        let resp = agent.get(location).call().map_err(|e| match e {
+            ureq::Error::Status(code, _) => read_err(format!("HTTP status {code}")),
+            ureq::Error::Transport(t) => read_err(t.to_string()),
+        })?;
+        resp.into_reader()
+            .take(TEST_DB_LIMIT + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| read_err(e.to_string()))?;
+    } else {
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let f = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
+        f.take(TEST_DB_LIMIT + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| read_err(e.to_string()))?;
+    }
+    if buf.len() as u64 > TEST_DB_LIMIT {
+        return Err(read_err(format!(
+            "larger than the limit of {TEST_DB_LIMIT} bytes"
+        )));
+    }
+    Ok(buf)
+}
+
+/// A uuid usable as a results directory name.
+fn safe_id(id: &str) -> bool {
+    let mut cs = id.chars();
+    id.len() <= 128
+        && cs.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Validate a TEST_DB JSON document into a plan.
+pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
+    let doc: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| PlanError::TestDb(format!("not valid JSON: {e}")))?;
+    let entries = doc
+        .as_array()
+        .ok_or_else(|| PlanError::TestDb("expected a JSON list of tests".into()))?;
+    if entries.is_empty() {
+        return Err(PlanError::TestDb("the list of tests is empty".into()));
+    }
+    let mut tests: Vec<TestSpec> = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let entry_err = |id: &str, message: String| PlanError::TestDbEntry {
+            index,
+            id: if id.is_empty() {
+                String::new()
+            } else {
+                format!(" ({id})")
+            },
+            message,
+        };
+        let obj = entry
+            .as_object()
+            .ok_or_else(|| entry_err("", "expected an object".into()))?;
+        for key in obj.keys() {
+            if !matches!(key.as_str(), "uuid" | "recipe_name" | "params") {
+                tracing::warn!(index, key = key.as_str(), "TEST_DB: ignoring unknown field");
+            }
+        }
+        let uuid = match obj.get("uuid") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) if safe_id(u) => Some(u.clone()),
+            Some(serde_json::Value::String(u)) => {
+                return Err(entry_err(
+                    "",
+                    format!(
+                        "uuid {} is not a safe directory name (letters, digits, '.', '_', '-'; at most 128)",
+                        Value::Str(u.chars().take(64).collect())
+                    ),
+                ))
+            }
+            Some(_) => return Err(entry_err("", "uuid must be a string".into())),
+        };
+        let uuid_shown = uuid.clone().unwrap_or_default();
+        let recipe_name = obj
+            .get("recipe_name")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| entry_err(&uuid_shown, "recipe_name (a string) is missing".into()))?;
+        let def = recipes::find(recipe_name).map_err(|e| entry_err(&uuid_shown, e.to_string()))?;
+        let given: Vec<(String, Value)> = match obj.get("params") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    Value::from_json(v)
+                        .map(|v| (k.clone(), v))
+                        .map_err(|e| entry_err(&uuid_shown, format!("params: {k}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(entry_err(&uuid_shown, "params must be an object".into())),
+        };
+        let params = resolve(def.name, &(def.params)(), given)
+            .map_err(|e| entry_err(&uuid_shown, format!("params: {e}")))?;
+        let id = uuid.unwrap_or_else(|| format!("{index}_{}", def.name));
+        if tests.iter().any(|t| t.id == id) {
+            return Err(entry_err(&id, "duplicate test id".into()));
+        }
+        tests.push(TestSpec {
+            id,
+            recipe: def.name.to_string(),
+            params,
+        });
+    }
+    Ok(Plan { tests })
+}
+
+/// The resolved plan as printed by `lnst-runner plan`.
+pub fn plan_json(config: &Config, plan: &Plan) -> serde_json::Value {
+    serde_json::json!({
+        "agents": config.agent_mode.name(),
+        "debug": config.debug,
+        "multimatch": config.multimatch,
+        "formatters": config.formatters.iter().map(|f| f.name()).collect::<Vec<_>>(),
+        "pool_dir": config.pool_dir.to_string_lossy(),
+        "results_dir": config.results_dir.to_string_lossy(),
+        "tests": plan.tests.iter().map(|t| serde_json::json!({
+            "id": t.id,
+            "recipe": t.recipe,
+            "params": t.params.to_json(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgentMode, FormatterKind};
+    use std::path::PathBuf;
+
+    fn config() -> Config {
+        Config {
+            recipe: None,
+            recipe_params: String::new(),
+            test_db: None,
+            formatters: vec![FormatterKind::Human],
+            debug: false,
+            multimatch: false,
+            podman_uri: None,
+            image_name: "lnst-agent".into(),
+            oci_runtime: None,
+            pool_dir: PathBuf::from("/p"),
+            results_dir: PathBuf::from("/r"),
+            agent_mode: AgentMode::Netns,
+        }
+    }
+
+    fn err_of(r: Result<Plan, PlanError>) -> String {
+        match r {
+            Ok(p) => panic!("unexpected plan {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn recipe_plan() {
+        let mut c = config();
+        c.recipe = Some("SimpleNetworkRecipe".into());
+        c.recipe_params = "perf_iterations=1;perf_tests=['tcp_stream']".into();
+        let p = Plan::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.tests.len(), 1);
+        assert_eq!(p.tests[0].id, "0_SimpleNetworkRecipe");
+        assert_eq!(p.tests[0].params.int("perf_iterations"), Some(1));
+        assert_eq!(p.tests[0].params.int("perf_duration"), Some(60));
+        let j = plan_json(&c, &p);
+        assert_eq!(j["agents"], "netns");
+        assert_eq!(j["formatters"], serde_json::json!(["human"]));
+        assert_eq!(
+            j["tests"][0]["params"]["perf_tests"],
+            serde_json::json!(["tcp_stream"])
+        );
+        let keys: Vec<&String> = j
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keys,
+            [
+                "agents",
+                "debug",
+                "multimatch",
+                "formatters",
+                "pool_dir",
+                "results_dir",
+                "tests"
+            ]
+        );
+    }
+
+    #[test]
+    fn recipe_plan_errors() {
+        let mut c = config();
+        assert!(err_of(Plan::from_config(&c)).starts_with("nothing to run"));
+        c.recipe = Some("Nope".into());
+        assert!(err_of(Plan::from_config(&c)).starts_with("RECIPE: unknown recipe 'Nope'"));
+        c.recipe = Some("SimpleNetworkRecipe".into());
+        c.recipe_params = "perf_iteration=1".into();
+        assert_eq!(
+            err_of(Plan::from_config(&c)),
+            "RECIPE_PARAMS: unknown parameter 'perf_iteration' for SimpleNetworkRecipe (did you mean 'perf_iterations'?)"
+        );
+        c.recipe_params = "perf_iterations='1'".into();
+        assert!(err_of(Plan::from_config(&c))
+            .starts_with("RECIPE_PARAMS: perf_iterations: expected an int"));
+        c.recipe_params = "ip_versions=ipv4".into();
+        assert!(err_of(Plan::from_config(&c))
+            .starts_with("RECIPE_PARAMS: ip_versions: column 1: names"));
+        c.recipe_params = "net_ipv4='198.18.0.1/24'".into();
+        assert!(err_of(Plan::from_config(&c)).contains("host bits"));
+    }
+
+    #[test]
+    fn test_db_plan() {
+        let doc = br#"[
+          {"uuid": "abc-1", "recipe_name": "SimpleNetworkRecipe",
+           "params": {"perf_tool_cpu": [6], "dev_intr_cpu": [0], "perf_parallel_processes": 1,
+             "offload_combinations": [{"gro":"on","gso":"on","tso":"on","tx":"on","rx":"on"}],
+             "perf_duration": 60, "ip_versions": ["ipv4"], "perf_tests": ["tcp_stream"],
+             "perf_msg_sizes": [131072], "rx_pause_frames": false, "tx_pause_frames": false,
+             "perf_iterations": 1, "net_ipv4": "198.18.220.0/24"}},
+          {"recipe_name": "SimpleNetworkRecipe", "params": {"net_ipv6": "fd00:0:b100::/64", "ping_interval": 1}}
+        ]"#;
+        let p = plan_from_test_db(doc).unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<&str> = p.tests.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["abc-1", "1_SimpleNetworkRecipe"]);
+        assert_eq!(
+            p.tests[0].params.items("perf_tool_cpu").map(<[Value]>::len),
+            Some(1)
+        );
+        assert_eq!(p.tests[0].params.bool("rx_pause_frames"), Some(false));
+        assert_eq!(p.tests[1].params.float("ping_interval"), Some(1.0));
+        assert_eq!(p.tests[1].params.int("perf_iterations"), Some(5));
+    }
+
+    #[test]
+    fn test_db_errors() {
+        let e = |s: &str| err_of(plan_from_test_db(s.as_bytes()));
+        assert!(e("{").contains("not valid JSON"));
+        assert!(e("{}").contains("expected a JSON list"));
+        assert!(e("[]").contains("empty"));
+        assert!(e("[1]").starts_with("TEST_DB: entry 0: expected an object"));
+        assert!(e(r#"[{"params": {}}]"#).contains("recipe_name"));
+        assert!(e(r#"[{"recipe_name": "X"}]"#).contains("unknown recipe 'X'"));
+        assert!(
+            e(r#"[{"uuid": "../x", "recipe_name": "SimpleNetworkRecipe"}]"#)
+                .contains("safe directory name")
+        );
+        assert!(e(r#"[{"uuid": 5, "recipe_name": "SimpleNetworkRecipe"}]"#)
+            .contains("uuid must be a string"));
+        assert_eq!(
+            e(
+                r#"[{"uuid": "u1", "recipe_name": "SimpleNetworkRecipe", "params": {"perf_iterations": null}}]"#
+            ),
+            "TEST_DB: entry 0 (u1): params: perf_iterations: expected an int, got NoneType None"
+        );
+        assert!(
+            e(r#"[{"recipe_name": "SimpleNetworkRecipe", "params": []}]"#)
+                .contains("params must be an object")
+        );
+        assert!(e(r#"[{"uuid":"a","recipe_name":"SimpleNetworkRecipe"},{"uuid":"a","recipe_name":"SimpleNetworkRecipe"}]"#).contains("duplicate test id"));
+        assert!(e(
+            r#"[{"recipe_name": "SimpleNetworkRecipe", "params": {"mtu": 18446744073709551615}}]"#
+        )
+        .contains("64 bits"));
+    }
+
+    /// Serve `body` with `status` once per connection on a loopback port.
+    fn serve(status: &'static str, body: Vec<u8>, conns: usize) -> String {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(conns).flatten() {
+                let mut stream = stream;
+                let mut req = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut req);
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        format!("http://{addr}/test_db.json")
+    }
+
+    #[test]
+    fn test_db_over_http() {
+        let mut c = config();
+        c.test_db = Some(serve(
+            "200 OK",
+            br#"[{"uuid": "web-1", "recipe_name": "SimpleNetworkRecipe"}]"#.to_vec(),
+            1,
+        ));
+        let p = Plan::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.tests.first().map(|t| t.id.as_str()), Some("web-1"));
+        c.test_db = Some(serve("404 Not Found", b"nope".to_vec(), 1));
+        assert!(err_of(Plan::from_config(&c)).contains("HTTP status 404"));
+        c.test_db = Some(serve("200 OK", vec![b' '; (TEST_DB_LIMIT + 1) as usize], 1));
+        assert!(err_of(Plan::from_config(&c)).contains("larger than the limit"));
+    }
+
+    #[test]
+    fn test_db_from_file_and_limits() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let f = dir.path().join("db.json");
+        std::fs::write(&f, r#"[{"recipe_name": "SimpleNetworkRecipe"}]"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = config();
+        c.test_db = Some(f.to_string_lossy().to_string());
+        let p = Plan::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.tests.len(), 1);
+        c.test_db = Some(format!("file://{}", f.display()));
+        assert!(Plan::from_config(&c).is_ok());
+        c.test_db = Some(
+            dir.path()
+                .join("missing.json")
+                .to_string_lossy()
+                .to_string(),
+        );
+        assert!(err_of(Plan::from_config(&c)).starts_with("TEST_DB: cannot read"));
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; (TEST_DB_LIMIT + 10) as usize])
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.test_db = Some(big.to_string_lossy().to_string());
+        assert!(err_of(Plan::from_config(&c)).contains("larger than the limit"));
+    }
+}

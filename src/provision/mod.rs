@@ -1,0 +1,97 @@
+//! Provisioners: create agents for a recipe's requirements and tear them down.
+//!
+//! A provisioner is a *driver* (creates and destroys agents, converging: deleting what is
+//! already gone is success) that hands back one [`AgentEndpoint`] per requirement host: a
+//! transport to that host's agent plus the binding of each requirement interface to a
+//! device on the agent.
+
+pub mod netns;
+pub mod podman;
+
+use crate::requirements::Requirements;
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream to one agent (TCP socket halves, a child's stdout/stdin, an exec stream).
+pub struct Transport {
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    pub writer: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transport")
+    }
+}
+
+/// Where a requirement interface landed on the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfaceBinding {
+    /// Interface name as the agent sees it (`eth0`, `lnsttest0`, ...), when known up front.
+    pub ifname: Option<String>,
+    /// MAC address, lower-case `aa:bb:cc:dd:ee:ff`; the controller finds the device by it.
+    pub hwaddr: String,
+    /// Pool-side interface id (pool XML `<eth id>`; container NIC name; netns veth name).
+    pub target: String,
+}
+
+/// One provisioned agent for one requirement host.
+#[derive(Debug)]
+pub struct AgentEndpoint {
+    /// Requirement host id (`host1`).
+    pub host_id: String,
+    /// Pool machine id / container name / namespace name.
+    pub target: String,
+    /// Address or name shown in the match description.
+    pub hostname: String,
+    pub transport: Transport,
+    /// Shared secret the agent expects (None: agent runs without authentication).
+    pub secret: Option<Vec<u8>>,
+    /// Requirement interface id → binding.
+    pub interfaces: BTreeMap<String, IfaceBinding>,
+}
+
+/// Errors while provisioning: the test fails with this reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("needs root: {0}")]
+    NotRoot(String),
+    #[error("{0}")]
+    Setup(String),
+    #[error("this setup cannot be provisioned: {0}")]
+    Unsatisfiable(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Every error teardown met; teardown never stops at the first one.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("teardown left errors: {}", .0.join("; "))]
+pub struct TeardownErrors(pub Vec<String>);
+
+impl TeardownErrors {
+    pub fn push(&mut self, e: impl std::fmt::Display) {
+        self.0.push(e.to_string());
+    }
+    pub fn into_result(self) -> Result<(), TeardownErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// A driver that creates agents for requirements and destroys everything it created.
+pub trait Provisioner: Send {
+    /// Create agents (and their L2 networks) for `reqs`. On error, whatever was created is
+    /// still recorded so that [`Provisioner::teardown`] removes it.
+    fn provision<'a>(
+        &'a mut self,
+        reqs: &'a Requirements,
+    ) -> BoxFuture<'a, Result<Vec<AgentEndpoint>, ProvisionError>>;
+
+    /// Remove everything this provisioner created. Convergent: what is already gone is fine.
+    fn teardown(&mut self) -> BoxFuture<'_, Result<(), TeardownErrors>>;
+}

@@ -1,0 +1,8 @@
+//! Results: the model, the run summary formatters, and the exporter that writes the
+//! results layout (DESIGN.md) and decides the exit code.
+
+pub mod export;
+pub mod format;
+pub mod model;
+
+pub use model::*;

@@ -1,0 +1,585 @@
+//! The runner: for each test of the plan, provision agents (netns | pool | podman), connect,
+//! run the recipe, tear everything down, export the results, and decide the exit code.
+//! Teardown runs on success, failure, Ctrl-C and SIGTERM.
+
+use crate::config::{AgentMode, Config};
+use crate::plan::{Plan, TestSpec};
+use crate::pool::{Pool, Security};
+use crate::provision::netns::NetnsProvisioner;
+use crate::provision::podman::{PodmanOptions, PodmanProvisioner};
+use crate::provision::{AgentEndpoint, IfaceBinding, Provisioner, Transport};
+use crate::recipes::context::{HostHandle, RecipeError, RunContext};
+use crate::requirements::Requirements;
+use crate::results::export::{exit_code, stdout_summary, Exporter};
+use crate::results::{InterfaceMatch, MachineMatch, MatchDescription, RecipeRun, TestOutcome};
+use crate::session::{AgentClient, ClientOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Exit code for bad input detected before anything ran.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// Why a run could not start at all (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("{0}")]
+    NotRoot(String),
+    #[error("{0}")]
+    Pool(String),
+    #[error("{0}")]
+    Podman(String),
+    #[error("{0}")]
+    Results(String),
+    #[error("{0}")]
+    Agent(String),
+}
+
+/// A fresh short run id: 8 hex digits.
+pub fn new_run_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Where our agent binary is: `LNST_AGENT_BIN`, next to this executable, or on PATH.
+pub fn agent_binary() -> Result<PathBuf, PreflightError> {
+    if let Some(p) = std::env::var_os("LNST_AGENT_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(PreflightError::Agent(format!(
+            "LNST_AGENT_BIN={} does not exist",
+            p.display()
+        )));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            for cand in [dir.join("lnst-agent"), dir.join("../lnst-agent")] {
+                if cand.is_file() {
+                    return Ok(cand);
+                }
+            }
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let cand = dir.join("lnst-agent");
+            if cand.is_file() {
+                return Ok(cand);
+            }
+        }
+    }
+    Err(PreflightError::Agent(
+        "lnst-agent not found (next to lnst-runner, on PATH, or in LNST_AGENT_BIN)".into(),
+    ))
+}
+
+/// Everything checked before the first test: agents can be had, results can be written.
+enum Mode {
+    Netns { agent: PathBuf },
+    Pool { pool: Pool },
+    Podman { opts: PodmanOptions },
+}
+
+async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError> {
+    match config.agent_mode {
+        AgentMode::Netns => {
+            NetnsProvisioner::check_root().map_err(|e| PreflightError::NotRoot(e.to_string()))?;
+            Ok(Mode::Netns {
+                agent: agent_binary()?,
+            })
+        }
+        AgentMode::Pool => {
+            let pool = crate::pool::load_pool_dir(&config.pool_dir)
+                .map_err(|e| PreflightError::Pool(e.to_string()))?;
+            Ok(Mode::Pool { pool })
+        }
+        AgentMode::Podman => {
+            let uri = config
+                .podman_uri
+                .as_ref()
+                .map(|u| u.to_uri())
+                .unwrap_or_default();
+            let mut opts = PodmanOptions::new(uri, config.image_name.clone(), run_id);
+            opts.oci_runtime = config.oci_runtime.clone();
+            let prov = PodmanProvisioner::connect(opts.clone())
+                .map_err(|e| PreflightError::Podman(e.to_string()))?;
+            prov.preflight()
+                .await
+                .map_err(|e| PreflightError::Podman(e.to_string()))?;
+            Ok(Mode::Podman { opts })
+        }
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return "signal";
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// `lnst-runner run`: the whole plan; returns the exit code.
+pub async fn run(config: &Config, plan: Plan) -> i32 {
+    let run_id = new_run_id();
+    let mode = match preflight(config, &run_id).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lnst-runner: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let exporter = match Exporter::new(&config.results_dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("lnst-runner: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    tracing::debug!(
+        "run {run_id}: {} test(s), agents: {:?}",
+        plan.tests.len(),
+        config.agent_mode
+    );
+    let mut outcomes: Vec<TestOutcome> = Vec::new();
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let mut stopped_by: Option<&'static str> = None;
+    for spec in &plan.tests {
+        if let Some(sig) = stopped_by {
+            outcomes.push(TestOutcome {
+                id: spec.id.clone(),
+                recipe: spec.recipe.clone(),
+                params: spec.params.to_json(),
+                error: Some(format!("not run: the runner was stopped by {sig}")),
+                ..TestOutcome::default()
+            });
+            continue;
+        }
+        eprintln!("== test {} ({})", spec.id, spec.recipe);
+        let (outcome, sig) = run_test(config, &mode, spec, &run_id, &mut signal).await;
+        stopped_by = stopped_by.or(sig);
+        eprintln!("== test {}: {}", spec.id, outcome.overall_result());
+        if let Err(e) = exporter.write_test(&outcome) {
+            tracing::error!("exporting {} failed: {e}", outcome.id);
+        }
+        outcomes.push(outcome);
+    }
+    if let Err(e) = exporter.finish(&outcomes) {
+        tracing::error!("writing summary files failed: {e}");
+    }
+    print!("{}", stdout_summary(&outcomes, &config.formatters));
+    let code = exit_code(&outcomes);
+    if code == 0 && stopped_by.is_some() {
+        return 1;
+    }
+    code
+}
+
+fn make_provisioner(
+    mode: &Mode,
+    run_id: &str,
+    secret_file: Option<&Path>,
+) -> Option<Box<dyn Provisioner>> {
+    match mode {
+        Mode::Netns { agent } => {
+            let mut argv = vec![agent.clone().into_os_string(), "--stdio".into()];
+            if let Some(f) = secret_file {
+                argv.push("--secret-file".into());
+                argv.push(f.as_os_str().to_owned());
+            }
+            Some(Box::new(NetnsProvisioner::new(run_id, argv)))
+        }
+        Mode::Podman { opts } => match PodmanProvisioner::connect(opts.clone()) {
+            Ok(p) => Some(Box::new(p)),
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        },
+        Mode::Pool { .. } => None,
+    }
+}
+
+/// Run one test of the plan; never fails: problems become the outcome's error / run exceptions.
+async fn run_test(
+    config: &Config,
+    mode: &Mode,
+    spec: &TestSpec,
+    run_id: &str,
+    signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
+) -> (TestOutcome, Option<&'static str>) {
+    let started = Instant::now();
+    let mut outcome = TestOutcome {
+        id: spec.id.clone(),
+        recipe: spec.recipe.clone(),
+        params: spec.params.to_json(),
+        ..TestOutcome::default()
+    };
+    let def = match crate::recipes::find(&spec.recipe) {
+        Ok(d) => d,
+        Err(e) => {
+            outcome.error = Some(e.to_string());
+            return (outcome, None);
+        }
+    };
+    let reqs = (def.requirements)(&spec.params);
+    let mut stopped = None;
+
+    match mode {
+        Mode::Pool { pool } => {
+            let matches = match crate::mapper::map(&reqs, pool, config.multimatch) {
+                Ok(m) => m,
+                Err(e) => {
+                    outcome.error = Some(e.to_string());
+                    outcome.duration_s = started.elapsed().as_secs_f64();
+                    return (outcome, None);
+                }
+            };
+            for (i, m) in matches.into_iter().enumerate() {
+                eprintln!(
+                    "match {}: {}",
+                    i + 1,
+                    crate::mapper::describe_match(&m).join(" | ")
+                );
+                let fut = async {
+                    let eps = pool_endpoints(pool, &m).await?;
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone()).await)
+                };
+                tokio::select! {
+                    r = fut => match r {
+                        Ok((run, raw, tool)) => {
+                            outcome.runs.push(run);
+                            outcome.tool_time_s += tool;
+                            outcome.raw.extend(raw.into_iter().map(|(n, b)| (format!("match{}/{n}", i + 1), b)));
+                        }
+                        Err(e) => { outcome.error = Some(e); break; }
+                    },
+                    sig = signal.as_mut() => {
+                        outcome.error = Some(format!("interrupted by {sig}"));
+                        stopped = Some(sig);
+                        break;
+                    }
+                }
+            }
+        }
+        _ => {
+            let secret = hex::encode(rand::random::<[u8; 32]>());
+            let secret_file = write_secret_file(run_id, &secret);
+            let secret_path = secret_file.as_ref().ok().cloned();
+            if let Err(e) = &secret_file {
+                outcome.error = Some(format!("cannot write the agent secret: {e}"));
+                return (outcome, None);
+            }
+            let Some(mut prov) = make_provisioner(mode, run_id, secret_path.as_deref()) else {
+                outcome.error = Some("could not create the provisioner".into());
+                return (outcome, None);
+            };
+            let pool_name = match mode {
+                Mode::Podman { .. } => "podman",
+                _ => "netns",
+            };
+            let t0 = Instant::now();
+            eprintln!("provisioning {} agent(s) ({pool_name})", reqs.hosts.len());
+            {
+                let fut = async {
+                    let mut eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
+                    eprintln!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
+                    // Namespace agents read the run's fresh secret from a root-only file.
+                    // Container agents are reached through an exec on the engine's socket,
+                    // a channel only root can open; they run without a secret.
+                    if pool_name == "netns" {
+                        for ep in &mut eps {
+                            ep.secret = Some(secret.as_bytes().to_vec());
+                        }
+                    }
+                    let m = match_from_endpoints(&reqs, &eps, pool_name);
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m).await)
+                };
+                tokio::select! {
+                    r = fut => match r {
+                        Ok((run, raw, tool)) => {
+                            outcome.runs.push(run);
+                            outcome.raw = raw;
+                            outcome.tool_time_s = tool;
+                        }
+                        Err(e) => outcome.error = Some(e),
+                    },
+                    sig = signal.as_mut() => {
+                        outcome.error = Some(format!("interrupted by {sig}"));
+                        stopped = Some(sig);
+                    }
+                }
+            }
+            if let Err(e) = prov.teardown().await {
+                tracing::error!("{e}");
+                let msg = format!("teardown: {e}");
+                outcome.error = Some(match outcome.error.take() {
+                    Some(prev) => format!("{prev}; {msg}"),
+                    None => msg,
+                });
+            }
+            if let Some(p) = secret_path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    outcome.duration_s = started.elapsed().as_secs_f64();
+    (outcome, stopped)
+}
+
+fn write_secret_file(run_id: &str, secret: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = PathBuf::from("/run/lnst-runner");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{run_id}.secret"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(secret.as_bytes())?;
+    Ok(path)
+}
+
+fn match_from_endpoints(
+    reqs: &Requirements,
+    eps: &[AgentEndpoint],
+    pool: &str,
+) -> MatchDescription {
+    let mut m = MatchDescription {
+        pool_name: pool.to_string(),
+        ..MatchDescription::default()
+    };
+    for label in reqs.labels() {
+        m.networks.insert(label.clone(), label);
+    }
+    for ep in eps {
+        m.machines.insert(
+            ep.host_id.clone(),
+            MachineMatch {
+                target: ep.target.clone(),
+                hostname: ep.hostname.clone(),
+                interfaces: ep
+                    .interfaces
+                    .iter()
+                    .map(|(id, b)| {
+                        (
+                            id.clone(),
+                            InterfaceMatch {
+                                target: b.target.clone(),
+                                hwaddr: b.hwaddr.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+        );
+    }
+    m
+}
+
+/// Connect to the pool machines of a match over TCP (bounded by a timeout).
+async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEndpoint>, String> {
+    let mut eps = Vec::new();
+    for (host_id, mm) in &m.machines {
+        let machine = pool
+            .machines
+            .get(&mm.target)
+            .ok_or_else(|| format!("pool machine {} vanished", mm.target))?;
+        let port = machine.rpc_port().map_err(|e| e.to_string())?;
+        let hostname = machine.hostname().to_string();
+        let addr = format!("{hostname}:{port}");
+        let addr = if hostname.contains(':') && !hostname.starts_with('[') {
+            format!("[{hostname}]:{port}")
+        } else {
+            addr
+        };
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "pool machine {} ({addr}) did not answer within 5 s",
+                mm.target
+            )
+        })?
+        .map_err(|e| format!("pool machine {} ({addr}) is not reachable: {e}", mm.target))?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let secret = match &machine.security {
+            Security::None => None,
+            Security::Password { secret } => Some(secret.clone()),
+            Security::PasswordFile { path } => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        format!(
+                            "pool machine {}: secret file {}: {e}",
+                            mm.target,
+                            path.display()
+                        )
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .as_bytes()
+                    .to_vec(),
+            ),
+        };
+        eps.push(AgentEndpoint {
+            host_id: host_id.clone(),
+            target: mm.target.clone(),
+            hostname: hostname.clone(),
+            transport: Transport {
+                reader: Box::new(r),
+                writer: Box::new(w),
+            },
+            secret,
+            interfaces: mm
+                .interfaces
+                .iter()
+                .map(|(id, i)| {
+                    (
+                        id.clone(),
+                        IfaceBinding {
+                            ifname: None,
+                            hwaddr: i.hwaddr.to_ascii_lowercase(),
+                            target: i.target.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        });
+    }
+    Ok(eps)
+}
+
+/// Connect to every agent, bind interfaces by MAC, run the recipe, restore the agents.
+async fn run_on_endpoints(
+    spec: &TestSpec,
+    eps: Vec<AgentEndpoint>,
+    matched: MatchDescription,
+) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
+    let mut run = RecipeRun::new(&spec.recipe, matched);
+    let mut hosts = BTreeMap::new();
+    for ep in eps {
+        match connect_host(ep).await {
+            Ok(h) => {
+                hosts.insert(h.id.clone(), h);
+            }
+            Err(e) => {
+                run.exception = Some(e);
+                for h in hosts.values() {
+                    let _ = h.client.bye().await;
+                }
+                return (run, Vec::new(), 0.0);
+            }
+        }
+    }
+    let mut ctx = RunContext::new(hosts, run);
+    if let Some(path) = std::env::var_os("LNST_BASELINE_FILE") {
+        match crate::measure::evaluate::BaselineFile::load(Path::new(&path)) {
+            Ok(b) => ctx.baseline = Some(b),
+            Err(e) => ctx.run.exception = Some(format!("baseline file: {e}")),
+        }
+    }
+    if ctx.run.exception.is_none() {
+        let res = crate::recipes::run_recipe(&spec.recipe, &mut ctx, &spec.params).await;
+        if let Err(e) = res {
+            let msg = match &e {
+                RecipeError::Agent(se) => format!("agent failure: {se}"),
+                other => other.to_string(),
+            };
+            tracing::error!("Recipe execution terminated by unexpected exception: {msg}");
+            ctx.run.exception = Some(msg);
+        }
+    }
+    // Framework cleanup: restore device state and system config on every agent.
+    for h in ctx.hosts.values() {
+        if let Err(e) = h.client.end_recipe().await {
+            tracing::warn!("{}: restoring agent state failed: {e}", h.id);
+        }
+        let _ = h.client.bye().await;
+    }
+    (ctx.run, ctx.raw, ctx.tool_time_s)
+}
+
+async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
+    let host = ep.host_id.clone();
+    let client = AgentClient::connect(
+        &host,
+        ep.transport,
+        ep.secret.as_deref(),
+        ClientOptions::default(),
+    )
+    .await
+    .map_err(|e| format!("connecting to the agent of {host} ({}): {e}", ep.hostname))?;
+    let ifaces = client
+        .list_interfaces()
+        .await
+        .map_err(|e| format!("{host}: listing interfaces failed: {e}"))?;
+    let mut map = BTreeMap::new();
+    for (req_id, b) in &ep.interfaces {
+        let found = ifaces
+            .iter()
+            .find(|i| i.mac.eq_ignore_ascii_case(&b.hwaddr))
+            .ok_or_else(|| {
+                format!(
+                    "Device not found on {host} when searching by hwaddr {} (requirement {host}.{req_id})",
+                    b.hwaddr
+                )
+            })?;
+        map.insert(req_id.clone(), found.name.clone());
+    }
+    let names: Vec<String> = map.values().cloned().collect();
+    client
+        .start_recipe(&names)
+        .await
+        .map_err(|e| format!("{host}: start_recipe failed: {e}"))?;
+    Ok(HostHandle {
+        id: host,
+        client,
+        ifaces: map,
+    })
+}
+
+/// `lnst-runner cleanup`: remove what killed runs left behind.
+pub async fn cleanup(config: &Config) -> i32 {
+    let mut removed = Vec::new();
+    let mut failed = false;
+    match crate::provision::netns::cleanup_leftovers() {
+        Ok(r) => removed.extend(r),
+        Err(e) => {
+            eprintln!("lnst-runner: cleanup: {e}");
+            failed = true;
+        }
+    }
+    if let Some(uri) = &config.podman_uri {
+        match crate::provision::podman::cleanup_leftovers(&uri.to_uri()).await {
+            Ok(r) => removed.extend(r),
+            Err(e) => {
+                eprintln!("lnst-runner: cleanup: {e}");
+                failed = true;
+            }
+        }
+    }
+    if removed.is_empty() {
+        println!("nothing to clean up");
+    } else {
+        for r in &removed {
+            println!("removed {r}");
+        }
+    }
+    i32::from(failed)
+}

@@ -1,0 +1,536 @@
+//! Typed recipe parameter schemas and type checks, following upstream `Param.type_check`
+//! (reference lnst-recipes.md §1.3), with these deliberate differences:
+//!
+//! * `Int` accepts ints and floats with an integral value (`3.0` → 3); a non-integral float
+//!   (`3.7`, which upstream silently truncates), a bool, or a string (`"5"`) is an error.
+//! * `Float` accepts ints and floats (stored as float); nothing else.
+//! * `Str` accepts only strings (upstream converts anything with `str(v)`).
+//! * `Ipv4Net`/`Ipv6Net` are strict: host bits set or the wrong family is a clear error
+//!   (upstream raises an uncaught `ValueError` for host bits). A bare address means /32 or /128.
+//!   The stored value is normalised (`198.18.20.0/24`).
+//!
+//! As upstream: `Bool` takes only `True`/`False`; `List` only lists (tuples are rejected), with
+//! the element type checked when given; `Dict` only dicts; `Any` anything; `Choice` checks
+//! membership. Defaults are filled in, params without default that were not given stay
+//! absent, a missing mandatory param and an unknown name are errors.
+
+use crate::params::Value;
+use std::fmt;
+
+/// The type of one recipe parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamType {
+    Int,
+    Float,
+    Str,
+    Bool,
+    /// A list (not a tuple); the element type is checked when given.
+    List(Option<Box<ParamType>>),
+    Dict,
+    /// Untyped (upstream `Param`): anything.
+    Any,
+    /// A string from a fixed set.
+    Choice(Vec<&'static str>),
+    Ipv4Net,
+    Ipv6Net,
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamType::Int => write!(f, "int"),
+            ParamType::Float => write!(f, "float"),
+            ParamType::Str => write!(f, "str"),
+            ParamType::Bool => write!(f, "bool"),
+            ParamType::List(None) => write!(f, "list"),
+            ParamType::List(Some(t)) => write!(f, "list[{t}]"),
+            ParamType::Dict => write!(f, "dict"),
+            ParamType::Any => write!(f, "any"),
+            ParamType::Choice(c) => write!(f, "choice{{{}}}", c.join("|")),
+            ParamType::Ipv4Net => write!(f, "ipv4-network"),
+            ParamType::Ipv6Net => write!(f, "ipv6-network"),
+        }
+    }
+}
+
+/// One declared recipe parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub default: Option<Value>,
+    pub mandatory: bool,
+    pub doc: &'static str,
+}
+
+impl ParamSpec {
+    /// An optional parameter without default.
+    pub fn opt(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: None,
+            mandatory: false,
+            doc,
+        }
+    }
+
+    /// An optional parameter with a default.
+    pub fn with_default(
+        name: &'static str,
+        ty: ParamType,
+        default: Value,
+        doc: &'static str,
+    ) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: Some(default),
+            mandatory: false,
+            doc,
+        }
+    }
+
+    /// A mandatory parameter.
+    pub fn mandatory(name: &'static str, ty: ParamType, doc: &'static str) -> Self {
+        ParamSpec {
+            name,
+            ty,
+            default: None,
+            mandatory: true,
+            doc,
+        }
+    }
+}
+
+/// Validated parameters of one test, in schema order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResolvedParams {
+    entries: Vec<(String, Value)>,
+}
+
+impl ResolvedParams {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.get(name)?.as_i64()
+    }
+
+    pub fn float(&self, name: &str) -> Option<f64> {
+        self.get(name)?.as_f64()
+    }
+
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.get(name)?.as_bool()
+    }
+
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.get(name)?.as_str()
+    }
+
+    pub fn items(&self, name: &str) -> Option<&[Value]> {
+        self.get(name)?.items()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A JSON object `{name: value}` in schema order.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        )
+    }
+}
+
+/// A parameter that does not fit the recipe's schema. Messages carry no "RECIPE_PARAMS:"
+/// prefix; the caller adds where the value came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    #[error("unknown parameter '{name}' for {recipe} (did you mean '{suggestion}'?)")]
+    UnknownWithSuggestion {
+        recipe: String,
+        name: String,
+        suggestion: &'static str,
+    },
+    #[error("'{name}' is not a parameter of {recipe} (see `lnst-runner recipes {recipe}`)")]
+    Unknown { recipe: String, name: String },
+    #[error("parameter '{name}' of {recipe} is mandatory")]
+    Missing { recipe: String, name: &'static str },
+    #[error("parameter '{name}' given more than once")]
+    Duplicate { name: String },
+    #[error("{name}: {message}")]
+    Type { name: String, message: String },
+}
+
+/// Closest known name, if reasonably close.
+fn suggest(name: &str, specs: &[ParamSpec]) -> Option<&'static str> {
+    let mut best: Option<(f64, &'static str)> = None;
+    for s in specs {
+        let score = strsim::normalized_damerau_levenshtein(name, s.name);
+        let dist = strsim::damerau_levenshtein(name, s.name);
+        if (score >= 0.75 || dist <= 2) && best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, s.name));
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+/// Check `given` against `specs`, fill defaults, and return the parameters in schema order.
+pub fn resolve(
+    recipe: &str,
+    specs: &[ParamSpec],
+    given: Vec<(String, Value)>,
+) -> Result<ResolvedParams, SchemaError> {
+    let mut checked: Vec<(String, Value)> = Vec::new();
+    for (name, value) in given {
+        let Some(spec) = specs.iter().find(|s| s.name == name) else {
+            return Err(match suggest(&name, specs) {
+                Some(suggestion) => SchemaError::UnknownWithSuggestion {
+                    recipe: recipe.to_string(),
+                    name,
+                    suggestion,
+                },
+                None => SchemaError::Unknown {
+                    recipe: recipe.to_string(),
+                    name,
+                },
+            });
+        };
+        if checked.iter().any(|(k, _)| *k == name) {
+            return Err(SchemaError::Duplicate { name });
+        }
+        let v = check(&spec.ty, value).map_err(|message| SchemaError::Type {
+            name: name.clone(),
+            message,
+        })?;
+        checked.push((name, v));
+    }
+    let mut entries = Vec::new();
+    for spec in specs {
+        if let Some(pos) = checked.iter().position(|(k, _)| k == spec.name) {
+            let (k, v) = checked.swap_remove(pos);
+            entries.push((k, v));
+        } else if let Some(d) = &spec.default {
+            entries.push((spec.name.to_string(), d.clone()));
+        } else if spec.mandatory {
+            return Err(SchemaError::Missing {
+                recipe: recipe.to_string(),
+                name: spec.name,
+            });
+        }
+    }
+    Ok(ResolvedParams { entries })
+}
+
+/// Check one value against a type; returns the (possibly normalised) value or a message.
+pub fn check(ty: &ParamType, v: Value) -> Result<Value, String> {
+    let bad = |v: &Value, what: &str| format!("expected {what}, got {} {v}", v.type_name());
+    match ty {
+        ParamType::Any => Ok(v),
+        ParamType::Int => match v {
+            Value::Int(_) => Ok(v),
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(Value::Int(f as i64)),
+            Value::Float(f) if f.fract() == 0.0 => Err(format!(
+                "expected an int, got {v}, which does not fit in 64 bits"
+            )),
+            Value::Float(_) => Err(format!(
+                "expected an int, got the non-integral float {v} (not truncated)"
+            )),
+            other => Err(bad(&other, "an int")),
+        },
+        ParamType::Float => match v {
+            Value::Float(_) => Ok(v),
+            Value::Int(i) => Ok(Value::Float(i as f64)),
+            other => Err(bad(&other, "a float")),
+        },
+        ParamType::Str => match v {
+            Value::Str(_) => Ok(v),
+            other => Err(bad(&other, "a quoted string")),
+        },
+        ParamType::Bool => match v {
+            Value::Bool(_) => Ok(v),
+            other => Err(bad(&other, "True or False")),
+        },
+        ParamType::List(elem) => match v {
+            Value::List(items) => match elem {
+                None => Ok(Value::List(items)),
+                Some(t) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| check(t, x).map_err(|m| format!("item {i}: {m}")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::List),
+            },
+            Value::Tuple(_) => Err(format!(
+                "expected a list [...], got the tuple {v} (use square brackets)"
+            )),
+            other => Err(bad(&other, "a list")),
+        },
+        ParamType::Dict => match v {
+            Value::Dict(_) => Ok(v),
+            other => Err(bad(&other, "a dict")),
+        },
+        ParamType::Choice(choices) => match &v {
+            Value::Str(s) if choices.iter().any(|c| c == s) => Ok(v),
+            _ => Err(format!(
+                "{v} is not one of {}",
+                choices
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+        ParamType::Ipv4Net => net(v, true),
+        ParamType::Ipv6Net => net(v, false),
+    }
+}
+
+fn net(v: Value, want_v4: bool) -> Result<Value, String> {
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+    use std::net::IpAddr;
+    let family = if want_v4 { "IPv4" } else { "IPv6" };
+    let s = match &v {
+        Value::Str(s) => s.trim(),
+        other => {
+            return Err(format!(
+                "expected an {family} network string like '{}', got {} {other}",
+                if want_v4 {
+                    "198.18.0.0/24"
+                } else {
+                    "fd00::/64"
+                },
+                other.type_name()
+            ))
+        }
+    };
+    let parsed: IpNet = if let Ok(n) = s.parse::<IpNet>() {
+        n
+    } else if let Ok(a) = s.parse::<IpAddr>() {
+        match a {
+            IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
+            IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
+        }
+    } else {
+        return Err(format!("{v} is not an {family} network"));
+    };
+    match (&parsed, want_v4) {
+        (IpNet::V4(_), true) | (IpNet::V6(_), false) => {}
+        (IpNet::V6(_), true) => return Err(format!("{v} is an IPv6 network, expected IPv4")),
+        (IpNet::V4(_), false) => return Err(format!("{v} is an IPv4 network, expected IPv6")),
+    }
+    if parsed.trunc() != parsed {
+        return Err(format!(
+            "{v} has host bits set (did you mean '{}'?)",
+            parsed.trunc()
+        ));
+    }
+    Ok(Value::Str(parsed.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::parse_value;
+
+    fn val(s: &str) -> Value {
+        parse_value(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ok(ty: ParamType, s: &str) -> Value {
+        check(&ty, val(s)).unwrap_or_else(|e| panic!("{ty} {s}: {e}"))
+    }
+
+    fn no(ty: ParamType, s: &str) -> String {
+        match check(&ty, val(s)) {
+            Ok(v) => panic!("{ty} accepted {s} as {v}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn int_rules() {
+        assert_eq!(ok(ParamType::Int, "5"), Value::Int(5));
+        assert_eq!(ok(ParamType::Int, "3.0"), Value::Int(3));
+        assert!(no(ParamType::Int, "3.7").contains("non-integral"));
+        assert!(no(ParamType::Int, "True").contains("got bool"));
+        assert!(no(ParamType::Int, "'5'").contains("got str"));
+        assert!(no(ParamType::Int, "None").contains("NoneType"));
+        assert!(no(ParamType::Int, "1e19").contains("does not fit"));
+    }
+
+    #[test]
+    fn float_str_bool_rules() {
+        assert_eq!(ok(ParamType::Float, "1"), Value::Float(1.0));
+        assert_eq!(ok(ParamType::Float, "0.2"), Value::Float(0.2));
+        assert!(no(ParamType::Float, "'0.2'").contains("got str"));
+        assert!(no(ParamType::Float, "False").contains("got bool"));
+        assert_eq!(ok(ParamType::Str, "'ice'"), Value::Str("ice".into()));
+        assert!(no(ParamType::Str, "5").contains("quoted string"));
+        assert_eq!(ok(ParamType::Bool, "True"), Value::Bool(true));
+        assert_eq!(ok(ParamType::Bool, "False"), Value::Bool(false));
+        assert!(no(ParamType::Bool, "1").contains("True or False"));
+        assert!(no(ParamType::Bool, "0").contains("True or False"));
+        assert!(no(ParamType::Bool, "'True'").contains("True or False"));
+    }
+
+    #[test]
+    fn list_dict_any_rules() {
+        assert_eq!(
+            ok(ParamType::List(None), "[0, 'a']"),
+            Value::List(vec![Value::Int(0), Value::Str("a".into())])
+        );
+        assert!(no(ParamType::List(None), "(0, 1)").contains("tuple"));
+        assert!(no(ParamType::List(None), "'abc'").contains("a list"));
+        let li = ParamType::List(Some(Box::new(ParamType::Int)));
+        assert_eq!(ok(li.clone(), "[0, 1]"), val("[0, 1]"));
+        assert!(no(li, "[0, 'x']").contains("item 1"));
+        assert_eq!(ok(ParamType::Dict, "{}"), Value::Dict(vec![]));
+        assert!(no(ParamType::Dict, "[]").contains("a dict"));
+        assert_eq!(ok(ParamType::Any, "('ipv4',)"), val("('ipv4',)"));
+        assert_eq!(ok(ParamType::Any, "'ipv4'"), val("'ipv4'"));
+    }
+
+    #[test]
+    fn choice_rules() {
+        let c = ParamType::Choice(vec!["iperf", "neper"]);
+        assert_eq!(ok(c.clone(), "'neper'"), Value::Str("neper".into()));
+        assert!(no(c.clone(), "'netperf'").contains("'iperf', 'neper'"));
+        assert!(no(c, "1").contains("is not one of"));
+    }
+
+    #[test]
+    fn network_rules() {
+        assert_eq!(
+            ok(ParamType::Ipv4Net, "'198.18.20.0/24'"),
+            Value::Str("198.18.20.0/24".into())
+        );
+        assert_eq!(
+            ok(ParamType::Ipv4Net, "' 198.18.20.0/24 '"),
+            Value::Str("198.18.20.0/24".into())
+        );
+        assert_eq!(
+            ok(ParamType::Ipv4Net, "'198.18.0.1'"),
+            Value::Str("198.18.0.1/32".into())
+        );
+        assert!(no(ParamType::Ipv4Net, "'198.18.20.1/24'").contains("host bits"));
+        assert!(no(ParamType::Ipv4Net, "'fd00::/64'").contains("IPv6 network, expected IPv4"));
+        assert!(no(ParamType::Ipv4Net, "'198.18.0.0/33'").contains("not an IPv4 network"));
+        assert!(no(ParamType::Ipv4Net, "'banana'").contains("not an IPv4 network"));
+        assert!(no(ParamType::Ipv4Net, "24").contains("network string"));
+        assert_eq!(
+            ok(ParamType::Ipv6Net, "'fd00:0:b100::/64'"),
+            Value::Str("fd00:0:b100::/64".into())
+        );
+        assert_eq!(
+            ok(ParamType::Ipv6Net, "'FD00:0000::/64'"),
+            Value::Str("fd00::/64".into())
+        );
+        assert!(no(ParamType::Ipv6Net, "'fd00::1/64'").contains("host bits"));
+        assert!(no(ParamType::Ipv6Net, "'198.18.0.0/24'").contains("IPv4 network, expected IPv6"));
+    }
+
+    fn specs() -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::with_default("perf_iterations", ParamType::Int, Value::Int(5), "n"),
+            ParamSpec::with_default("perf_duration", ParamType::Int, Value::Int(60), "s"),
+            ParamSpec::opt("driver", ParamType::Str, "driver"),
+            ParamSpec::mandatory("scale", ParamType::Int, "scale"),
+        ]
+    }
+
+    #[test]
+    fn resolve_fills_defaults_in_schema_order() {
+        let r = resolve(
+            "R",
+            &specs(),
+            vec![
+                ("scale".into(), Value::Int(3)),
+                ("perf_duration".into(), Value::Int(10)),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = r.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["perf_iterations", "perf_duration", "scale"]);
+        assert_eq!(r.int("perf_iterations"), Some(5));
+        assert_eq!(r.int("perf_duration"), Some(10));
+        assert_eq!(r.get("driver"), None);
+        assert!(!r.contains("driver"));
+        assert_eq!(
+            r.to_json(),
+            serde_json::json!({"perf_iterations": 5, "perf_duration": 10, "scale": 3})
+        );
+    }
+
+    #[test]
+    fn resolve_errors() {
+        let e = resolve("R", &specs(), vec![]).err().map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("parameter 'scale' of R is mandatory"));
+        let e = resolve(
+            "SimpleNetworkRecipe",
+            &specs(),
+            vec![("perf_iteration".into(), Value::Int(1))],
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("unknown parameter 'perf_iteration' for SimpleNetworkRecipe (did you mean 'perf_iterations'?)")
+        );
+        let e = resolve(
+            "R",
+            &specs(),
+            vec![("multi_dev_interrupt_config".into(), Value::Dict(vec![]))],
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.starts_with("'multi_dev_interrupt_config' is not a parameter of R"),
+            "{e}"
+        );
+        let e = resolve(
+            "R",
+            &specs(),
+            vec![
+                ("scale".into(), Value::Int(1)),
+                ("perf_duration".into(), Value::Str("x".into())),
+            ],
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            e.starts_with("perf_duration: expected an int, got str 'x'"),
+            "{e}"
+        );
+        let e = resolve(
+            "R",
+            &specs(),
+            vec![
+                ("scale".into(), Value::Int(1)),
+                ("scale".into(), Value::Int(2)),
+            ],
+        );
+        assert!(matches!(e, Err(SchemaError::Duplicate { .. })));
+    }
+}

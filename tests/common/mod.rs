@@ -1,0 +1,150 @@
+//! Shared helpers of the end-to-end tests.
+#![allow(dead_code)]
+
+pub mod lab;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+/// End-to-end scenarios share the machine's CPUs and namespaces: run them one at a time.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True when the prerequisite holds. Missing: skip with a reason, except under CI, where
+/// a skipped end-to-end test is a failure.
+pub fn require(cond: bool, why: &str) -> bool {
+    if cond {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("required in CI: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn have(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Root plus the tools the embedded pool needs.
+pub fn require_netns_e2e() -> bool {
+    require(is_root(), "end-to-end tests need root")
+        && require(have("iperf3"), "iperf3 is not installed")
+        && require(have("ping"), "ping is not installed")
+        && require(have("ethtool"), "ethtool is not installed")
+        && require(have("ip"), "iproute2 is not installed")
+}
+
+pub fn runner_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lnst-runner"))
+}
+
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lnst-agent"))
+}
+
+/// A runner command with a clean environment: only PATH, the given HOME and variables.
+pub fn runner(home: &Path, vars: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(runner_bin());
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LNST_AGENT_BIN", agent_bin())
+        .env("LNST_POOL_DIR", home.join("pool"))
+        .env("LNST_RESULTS_DIR", home.join("results"));
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Names of network namespaces whose name starts with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a command, panicking with its output when it fails (test setup only).
+pub fn sh(args: &[&str]) -> String {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(o.status.success(), "{args:?}: {}", output_text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Network namespaces (and a root-side bridge) a test made; removed on drop.
+#[derive(Default)]
+pub struct Testbed {
+    pub namespaces: Vec<String>,
+    pub root_links: Vec<String>,
+    pub children: Vec<std::process::Child>,
+}
+
+impl Testbed {
+    pub fn add_ns(&mut self, name: &str) {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        sh(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for l in &self.root_links {
+            let _ = Command::new("ip").args(["link", "del", l]).output();
+        }
+        for n in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// The MAC of a link inside a namespace.
+pub fn mac_of(ns: &str, dev: &str) -> String {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/address")).ok();
+    let out = sh(&["ip", "-n", ns, "-o", "link", "show", dev]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}

@@ -1,0 +1,269 @@
+//! End to end with Podman: the runner on the host driving agent containers through the API,
+//! the controller image doing the same from a container (`--network=host`, socket mounted),
+//! the controller image against a read-only mounted pool, interruption and leftovers, and the
+//! exit-2 preflight errors. Needs the Podman API service and the images that `.ci/run` builds
+//! (`container_files/build-images.sh`). The `podman` CLI is used only by the tests themselves.
+
+mod common;
+use common::lab::*;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const SOCK: &str = "/run/podman/podman.sock";
+const URI: &str = "unix:///run/podman/podman.sock";
+const PARAMS: &str = "perf_iterations=1;perf_duration=2;perf_tests=['tcp_stream'];offload_combinations=();net_ipv4='198.18.24.0/24';net_ipv6='fd00:24::/64';ping_count=3;ping_interval=0.2";
+
+fn podman_cli(args: &[&str]) -> std::process::Output {
+    let mut c = Command::new("podman");
+    if Path::new("/etc/lnst-runner/containers.conf").exists() {
+        c.env("CONTAINERS_CONF", "/etc/lnst-runner/containers.conf");
+    }
+    c.args(args).output().expect("podman CLI")
+}
+
+fn image_exists(name: &str) -> bool {
+    podman_cli(&["image", "exists", name]).status.success()
+}
+
+fn require_podman() -> bool {
+    require_netns_e2e()
+        && require(
+            Path::new(SOCK).exists(),
+            "the Podman API socket is not running",
+        )
+        && require(have("podman"), "podman is not installed")
+        && require(
+            image_exists("localhost/lnst-agent"),
+            "image lnst-agent is not built",
+        )
+        && require(
+            image_exists("localhost/lnst_controller"),
+            "image lnst_controller is not built",
+        )
+}
+
+/// Containers and networks labelled by lnst-runner.
+fn leftovers() -> (String, String) {
+    let c = podman_cli(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=lnst-runner.run",
+        "--format",
+        "{{.Names}}",
+    ]);
+    let n = podman_cli(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=lnst-runner.run",
+        "--format",
+        "{{.Name}}",
+    ]);
+    (
+        String::from_utf8_lossy(&c.stdout).trim().to_string(),
+        String::from_utf8_lossy(&n.stdout).trim().to_string(),
+    )
+}
+
+fn assert_clean() {
+    let (c, n) = leftovers();
+    assert!(
+        c.is_empty() && n.is_empty(),
+        "left behind: containers [{c}] networks [{n}]"
+    );
+}
+
+#[test]
+fn runner_on_host_with_podman_agents_passes() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let home = tempfile::tempdir().unwrap();
+    let out = runner(
+        home.path(),
+        &[
+            ("RECIPE", "SimpleNetworkRecipe"),
+            ("RECIPE_PARAMS", PARAMS),
+            ("PODMAN_URI", URI),
+            ("IMAGE_NAME", "lnst-agent"),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let summary = read_json(&home.path().join("results/summary.json"));
+    assert_eq!(summary["overall"], "PASS");
+    let data = read_json(
+        &home
+            .path()
+            .join("results/0_SimpleNetworkRecipe/run-data-0.json"),
+    );
+    let flows: Vec<_> = data
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["measurement_type"] == "flow")
+        .collect();
+    assert_eq!(flows.len(), 2, "ipv4 and ipv6 tcp_stream");
+    assert!(flows
+        .iter()
+        .all(|f| f["data"]["generator_results"].as_f64().unwrap() > 0.0));
+    assert_clean();
+}
+
+#[test]
+fn controller_image_drives_podman_through_the_mounted_socket() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let results = tempfile::tempdir().unwrap();
+    let vol = format!("{}:/root/.lnst/results", results.path().display());
+    let sock = format!("{SOCK}:{SOCK}");
+    let out = podman_cli(&[
+        "run",
+        "--rm",
+        "--network=host",
+        "-v",
+        &sock,
+        "-v",
+        &vol,
+        "-e",
+        "RECIPE=SimpleNetworkRecipe",
+        "-e",
+        &format!("RECIPE_PARAMS={PARAMS}"),
+        "-e",
+        &format!("PODMAN_URI={URI}"),
+        "-e",
+        "IMAGE_NAME=lnst-agent",
+        "localhost/lnst_controller",
+    ]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let summary = read_json(&results.path().join("summary.json"));
+    assert_eq!(summary["overall"], "PASS");
+    assert!(results.path().join("results.zip").exists());
+    assert_clean();
+}
+
+#[test]
+fn controller_image_with_read_only_pool_passes() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let home = tempfile::tempdir().unwrap();
+    let secret = home.path().join("secret");
+    std::fs::write(&secret, "image-pool-secret").unwrap();
+    let lab = build_lab(&format!("{}", (std::process::id() + 7) % 10000), &secret);
+    let pool = home.path().join("pool");
+    write_pool(&pool, &lab, &password_security("image-pool-secret"));
+    let results = home.path().join("results");
+    std::fs::create_dir_all(&results).unwrap();
+    let out = podman_cli(&[
+        "run", "--rm", "--network=host",
+        "-v", &format!("{}:/root/.lnst/pool:ro", pool.display()),
+        "-v", &format!("{}:/root/.lnst/results", results.display()),
+        "-e", "RECIPE=SimpleNetworkRecipe",
+        "-e", "RECIPE_PARAMS=perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.25.0/24';ping_count=2;ping_interval=0.2",
+        "localhost/lnst_controller",
+    ]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(read_json(&results.join("summary.json"))["overall"], "PASS");
+    drop(lab);
+}
+
+#[test]
+fn sigterm_during_a_podman_run_leaves_nothing() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = runner(
+        home.path(),
+        &[
+            ("RECIPE", "SimpleNetworkRecipe"),
+            ("RECIPE_PARAMS", "perf_iterations=3;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.26.0/24';ping_count=20;ping_interval=0.2"),
+            ("PODMAN_URI", URI),
+        ],
+    )
+    .stderr(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Wait until its containers exist, then terminate it.
+    let mut seen = false;
+    for _ in 0..100 {
+        if !leftovers().0.is_empty() {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen, "the runner never created its containers");
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert_clean();
+    let c = runner(home.path(), &[("PODMAN_URI", URI)])
+        .arg("cleanup")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&c.stdout).contains("nothing to clean up"),
+        "{}",
+        output_text(&c)
+    );
+}
+
+#[test]
+fn missing_image_and_wrong_socket_are_exit_2() {
+    if !require_podman() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = runner(
+        home.path(),
+        &[
+            ("RECIPE", "SimpleNetworkRecipe"),
+            ("PODMAN_URI", URI),
+            ("IMAGE_NAME", "lnst-no-such-image"),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lnst-no-such-image"), "{text}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {text}");
+
+    let out = runner(
+        home.path(),
+        &[
+            ("RECIPE", "SimpleNetworkRecipe"),
+            ("PODMAN_URI", "unix:///run/podman/no-such.sock"),
+        ],
+    )
+    .output()
+    .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such.sock"),
+        "{text}"
+    );
+    assert_clean();
+}
