@@ -241,8 +241,9 @@ pub fn parse_formatters(v: &str) -> Result<Vec<FormatterKind>, ConfigError> {
     Ok(out)
 }
 
-/// `*.xml` (any case) directly in `dir`? A missing dir counts as none; an unreadable one is
-/// an error so that a permission problem does not silently switch to netns agents.
+/// `*.xml` (any case, not a directory) directly in `dir`? A missing dir counts as none; an
+/// unreadable one is an error so that a permission problem does not silently switch to netns
+/// agents.
 fn has_pool_xml(dir: &Path) -> Result<bool, ConfigError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -265,7 +266,9 @@ fn has_pool_xml(dir: &Path) -> Result<bool, ConfigError> {
         let is_xml = Path::new(&name)
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
-        if is_xml && entry.path().is_file() {
+        // Anything but a directory counts, even a FIFO or a broken symlink: loading the pool
+        // then names it, instead of silently switching to netns agents.
+        if is_xml && !entry.path().is_dir() {
             return Ok(true);
         }
     }
@@ -498,6 +501,14 @@ mod tests {
         assert_eq!(c.pool_dir, pool);
         std::fs::write(pool.join("machine1.XML"), "<x/>").unwrap_or_else(|e| panic!("{e}"));
         let c = cfg(&[("LNST_POOL_DIR", &ps)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Pool);
+        // A FIFO or a dangling symlink named *.xml selects the pool, whose loading names it.
+        let p2 = h.path().join("pool2");
+        std::fs::create_dir(&p2).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("/nonexistent/x", p2.join("gone.xml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let p2s = p2.to_string_lossy().to_string();
+        let c = cfg(&[("LNST_POOL_DIR", &p2s)]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.agent_mode, AgentMode::Pool);
         let c = cfg(&[("LNST_POOL_DIR", &ps), ("PODMAN_URI", "tcp://h:1")])
             .unwrap_or_else(|e| panic!("{e}"));

@@ -27,6 +27,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_RPC_PORT: u16 = 9999;
 /// Largest pool XML file we read.
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// Deepest element nesting accepted (a valid pool file nests 5 levels). Checked before the
+/// XML parser runs, because roxmltree's tokenizer recurses once per level and a deeply nested
+/// file would overflow the stack.
+pub const MAX_XML_DEPTH: usize = 32;
 /// Name of the single pool loaded from a directory.
 pub const DEFAULT_POOL_NAME: &str = "default";
 
@@ -49,6 +53,60 @@ pub enum PoolError {
     /// A problem with a machine's parameter found after loading.
     #[error("pool machine {machine}: {message}")]
     Param { machine: String, message: String },
+    /// A `*.xml` entry that is neither a regular file nor a directory (FIFO, socket, device).
+    #[error("pool XML {}: not a regular file ({kind})", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    /// A `*.xml` entry whose name is not UTF-8 (the machine id would be unusable).
+    #[error("pool XML {}: file name is not valid UTF-8", path.display())]
+    BadFileName { path: PathBuf },
+}
+
+/// `s` as a short, single-line Python-style quoted string for messages: control characters
+/// escaped, at most 64 characters (pool files may hold huge or multi-line values).
+fn quote(s: &str) -> String {
+    let mut t: String = s.chars().take(64).collect();
+    if s.chars().nth(64).is_some() {
+        t.push('…');
+    }
+    crate::params::Value::Str(t).to_string()
+}
+
+/// `s` shortened to 64 characters with control characters escaped, unquoted (for ids).
+fn clip(s: &str) -> String {
+    let mut t: String = s
+        .chars()
+        .take(64)
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect();
+    if s.chars().nth(64).is_some() {
+        t.push('…');
+    }
+    t
+}
+
+/// What kind of non-regular file `ft` is, for messages.
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
 }
 
 /// One `<eth>` of a pool machine.
@@ -151,7 +209,7 @@ pub struct Pool {
 fn parse_port(v: &str) -> Result<u16, String> {
     match v.trim().parse::<u16>() {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(format!("rpc_port '{v}' is not a TCP port (1-65535)")),
+        _ => Err(format!("rpc_port {} is not a TCP port (1-65535)", quote(v))),
     }
 }
 
@@ -186,38 +244,66 @@ fn is_xml_name(name: &str) -> bool {
             .is_some_and(|s| s.eq_ignore_ascii_case(".xml"))
 }
 
-/// Pool XML files of `dir` (regular files, following symlinks), sorted by name.
+/// True if the raw file name ends in `.xml`, case-insensitively (for names that are not UTF-8).
+fn is_xml_bytes(name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    b.len() > 4 && b[b.len() - 4..].eq_ignore_ascii_case(b".xml")
+}
+
+/// Pool XML files of `dir`, sorted by name: every `*.xml` entry (symlinks followed) that is not
+/// a directory. An entry that cannot be a machine file (a FIFO, a device, a dangling symlink or
+/// a symlink loop, a name that is not UTF-8) is an error naming it, never silently skipped, and
+/// nothing is opened here (a FIFO would block).
 fn xml_files(dir: &Path) -> Result<Vec<PathBuf>, PoolError> {
     let rd = std::fs::read_dir(dir).map_err(|source| PoolError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let mut files = Vec::new();
+    let mut entries = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|source| PoolError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        entries.push((entry.file_name(), entry.path()));
+    }
+    // Sorted first, so that the error reported is the same on every run.
+    entries.sort();
+    let mut files = Vec::new();
+    for (name, path) in entries {
+        let Some(name) = name.to_str() else {
+            if is_xml_bytes(&name) {
+                return Err(PoolError::BadFileName { path });
+            }
+            continue;
+        };
         if !is_xml_name(name) {
             continue;
         }
-        let path = entry.path();
-        if std::fs::metadata(&path)
-            .map(|m| m.is_file())
-            .unwrap_or(false)
-        {
-            files.push(path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) if m.is_dir() => {}
+            Ok(m) => {
+                return Err(PoolError::NotRegular {
+                    path,
+                    kind: file_kind(m.file_type()),
+                })
+            }
+            Err(source) => return Err(PoolError::Io { path, source }),
         }
     }
-    files.sort();
     Ok(files)
 }
 
-/// Whether `dir` holds at least one pool XML (`*.xml`, case-insensitive) file.
+/// Whether `dir` holds at least one pool XML (`*.xml`, case-insensitive) entry. An entry that
+/// cannot be read counts (loading the pool then reports it); an unreadable dir does not.
 pub fn has_pool_xml(dir: &Path) -> bool {
-    xml_files(dir).map(|f| !f.is_empty()).unwrap_or(false)
+    match xml_files(dir) {
+        Ok(f) => !f.is_empty(),
+        Err(PoolError::Io { path, .. }) if path == dir => false,
+        Err(_) => true,
+    }
 }
 
 /// Where each machine's hostname param was defined, for cross-file errors.
@@ -243,8 +329,8 @@ pub fn load_pool_dir(dir: &Path) -> Result<Pool, PoolError> {
                 line: loaded.hostname_pos.0,
                 col: loaded.hostname_pos.1,
                 message: format!(
-                    "hostname '{}' is already used by machine '{other}': the same machine is listed twice",
-                    m.hostname()
+                    "hostname {} is already used by machine '{other}': the same machine is listed twice",
+                    quote(m.hostname())
                 ),
             });
         }
@@ -274,7 +360,23 @@ fn read_limited(file: &Path) -> Result<String, PoolError> {
         path: file.to_path_buf(),
         source,
     };
-    let f = std::fs::File::open(file).map_err(io_err)?;
+    // O_NONBLOCK: if the file was swapped for a FIFO since it was listed, opening it must not
+    // wait for a writer. Reads of regular files ignore the flag.
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(file)
+            .map_err(io_err)?
+    };
+    let meta = f.metadata().map_err(io_err)?;
+    if !meta.is_file() {
+        return Err(PoolError::NotRegular {
+            path: file.to_path_buf(),
+            kind: file_kind(meta.file_type()),
+        });
+    }
     let mut buf = Vec::new();
     f.take(MAX_FILE_SIZE + 1)
         .read_to_end(&mut buf)
@@ -344,7 +446,7 @@ impl Ctx<'_, '_> {
             } else if c.is_text() && c.text().is_some_and(|t| !t.trim().is_empty()) {
                 return Err(self.err(
                     c,
-                    format!("unexpected text inside <{}>", node.tag_name().name()),
+                    format!("unexpected text inside <{}>", clip(node.tag_name().name())),
                 ));
             }
         }
@@ -355,14 +457,151 @@ impl Ctx<'_, '_> {
             node,
             format!(
                 "unexpected element <{}> inside <{parent}> (allowed: {allowed})",
-                node.tag_name().name()
+                clip(node.tag_name().name())
             ),
         )
     }
 }
 
+/// 1-based line and column (in characters) of byte offset `at` of `text`.
+fn text_pos(text: &str, at: usize) -> (u32, u32) {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
+
+/// Reject element nesting deeper than [`MAX_XML_DEPTH`] without recursion: a light scan of
+/// tags that skips comments, CDATA sections, processing instructions and quoted attribute
+/// values. It stops at a DOCTYPE (the parser refuses DTDs before reaching any element) and
+/// leaves every other malformation to the parser. Returns the byte offset of the first tag
+/// that is too deep.
+fn too_deep(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let find = |from: usize, pat: &[u8]| -> usize {
+        b.get(from..)
+            .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
+            .map_or(b.len(), |p| from + p + pat.len())
+    };
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        if rest.starts_with(b"<!--") {
+            i = find(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = find(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = find(i + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            return None;
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = find(i + 2, b">");
+        } else {
+            // A start tag: find its end outside quoted attribute values.
+            let start = i;
+            let mut j = i + 1;
+            let mut quote: Option<u8> = None;
+            let mut self_closing = false;
+            while j < b.len() {
+                let c = b[j];
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => {
+                        self_closing = j > i && b[j - 1] == b'/';
+                        break;
+                    }
+                    None => {}
+                }
+                j += 1;
+            }
+            if !self_closing {
+                depth += 1;
+                if depth > MAX_XML_DEPTH {
+                    return Some(start);
+                }
+            }
+            i = j + 1;
+        }
+    }
+    None
+}
+
+/// Document-wide rules the element handlers do not see: no processing instructions, no
+/// namespaces, and only the attributes of the upstream schema (`<param name value>`,
+/// `<eth id label>`; `<define>` content is legacy and ignored, as upstream).
+fn check_document(ctx: &Ctx) -> Result<(), PoolError> {
+    for node in ctx.doc.descendants() {
+        if node.is_pi() {
+            return Err(ctx.err(node, "processing instructions are not allowed in pool XML"));
+        }
+        if !node.is_element() {
+            continue;
+        }
+        let tag = node.tag_name();
+        if tag.namespace().is_some() {
+            return Err(ctx.err(
+                node,
+                format!(
+                    "element <{}> is in a namespace; pool XML elements have none",
+                    clip(tag.name())
+                ),
+            ));
+        }
+        if node
+            .ancestors()
+            .any(|a| a.is_element() && a.tag_name().name() == "define")
+        {
+            continue;
+        }
+        let allowed: &[&str] = match tag.name() {
+            "param" => &["name", "value"],
+            "eth" => &["id", "label"],
+            "define" => continue,
+            _ => &[],
+        };
+        for a in node.attributes() {
+            if a.namespace().is_some() || !allowed.contains(&a.name()) {
+                let allowed = if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                };
+                return Err(ctx.err(
+                    node,
+                    format!(
+                        "unknown attribute {} on <{}> (allowed: {allowed})",
+                        quote(a.name()),
+                        clip(tag.name())
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
     let text = read_limited(file)?;
+    if let Some(at) = too_deep(&text) {
+        let (line, col) = text_pos(&text, at);
+        return Err(PoolError::Xml {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message: format!("elements nested deeper than {MAX_XML_DEPTH} levels"),
+        });
+    }
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: 100_000,
@@ -387,13 +626,14 @@ fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
         }
     })?;
     let ctx = Ctx { file, doc: &doc };
+    check_document(&ctx)?;
     let root = doc.root_element();
     if root.tag_name().name() != "agentmachine" {
         return Err(ctx.err(
             root,
             format!(
                 "root element must be <agentmachine>, found <{}>",
-                root.tag_name().name()
+                clip(root.tag_name().name())
             ),
         ));
     }
@@ -415,17 +655,19 @@ fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
                         "eth" => {
                             let iface = read_eth(&ctx, eth)?;
                             if interfaces.contains_key(&iface.id) {
-                                return Err(
-                                    ctx.err(eth, format!("duplicate interface id '{}'", iface.id))
-                                );
+                                return Err(ctx.err(
+                                    eth,
+                                    format!("duplicate interface id {}", quote(&iface.id)),
+                                ));
                             }
                             let mac = iface.hwaddr().to_string();
                             if let Some(other) = hwaddrs.get(&mac) {
                                 return Err(ctx.err(
                                     eth,
                                     format!(
-                                        "duplicate hwaddr {mac}: interfaces '{other}' and '{}'",
-                                        iface.id
+                                        "duplicate hwaddr {mac}: interfaces {} and {}",
+                                        quote(other),
+                                        quote(&iface.id)
                                     ),
                                 ));
                             }
@@ -455,7 +697,10 @@ fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
     let Some(hostname_pos) = param_pos.get("hostname").copied() else {
         return Err(ctx.err(
             root,
-            format!("mandatory parameter 'hostname' missing for machine {id}"),
+            format!(
+                "mandatory parameter 'hostname' missing for machine {}",
+                clip(&id)
+            ),
         ));
     };
     if params.get("hostname").is_none_or(|h| h.is_empty()) {
@@ -463,7 +708,7 @@ fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
             file: file.to_path_buf(),
             line: hostname_pos.0,
             col: hostname_pos.1,
-            message: format!("parameter 'hostname' of machine {id} is empty"),
+            message: format!("parameter 'hostname' of machine {} is empty", clip(&id)),
         });
     }
     if let (Some(port), Some(pos)) = (params.get("rpc_port"), param_pos.get("rpc_port")) {
@@ -510,20 +755,23 @@ fn read_params(
                     .filter_map(|c| c.text())
                     .collect();
                 if p.children().any(|c| c.is_element()) {
-                    return Err(ctx.err(p, format!("param '{name}' must not contain elements")));
+                    return Err(ctx.err(
+                        p,
+                        format!("param {} must not contain elements", quote(name)),
+                    ));
                 }
                 let value = match p.attribute("value") {
                     Some(v) if text.trim().is_empty() => v.trim().to_string(),
                     Some(_) => {
                         return Err(ctx.err(
                             p,
-                            format!("param '{name}' has both a value attribute and text"),
+                            format!("param {} has both a value attribute and text", quote(name)),
                         ))
                     }
                     None => text.trim().to_string(),
                 };
                 if out.contains_key(name) {
-                    return Err(ctx.err(p, format!("duplicate parameter '{name}'")));
+                    return Err(ctx.err(p, format!("duplicate parameter {}", quote(name))));
                 }
                 if let Some(pos) = positions.as_deref_mut() {
                     pos.insert(name.to_string(), ctx.pos(p));
@@ -543,7 +791,10 @@ fn read_eth(ctx: &Ctx, eth: roxmltree::Node) -> Result<PoolInterface, PoolError>
     }
     let label = eth.attribute("label").map(str::trim).unwrap_or_default();
     if label.is_empty() {
-        return Err(ctx.err(eth, format!("<eth id=\"{id}\"> without a label attribute")));
+        return Err(ctx.err(
+            eth,
+            format!("<eth id=\"{}\"> without a label attribute", clip(id)),
+        ));
     }
     let mut params = BTreeMap::new();
     let mut positions = HashMap::new();
@@ -557,7 +808,10 @@ fn read_eth(ctx: &Ctx, eth: roxmltree::Node) -> Result<PoolInterface, PoolError>
     let Some(raw) = params.get("hwaddr") else {
         return Err(ctx.err(
             eth,
-            format!("mandatory parameter 'hwaddr' missing for interface {id}"),
+            format!(
+                "mandatory parameter 'hwaddr' missing for interface {}",
+                clip(id)
+            ),
         ));
     };
     let Some(mac) = normalize_hwaddr(raw) else {
@@ -569,7 +823,11 @@ fn read_eth(ctx: &Ctx, eth: roxmltree::Node) -> Result<PoolInterface, PoolError>
             file: ctx.file.to_path_buf(),
             line,
             col,
-            message: format!("hwaddr '{raw}' of interface {id} is not a MAC address"),
+            message: format!(
+                "hwaddr {} of interface {} is not a MAC address",
+                quote(raw),
+                clip(id)
+            ),
         });
     };
     params.insert("hwaddr".to_string(), mac);
@@ -611,7 +869,7 @@ fn read_security(ctx: &Ctx, node: roxmltree::Node) -> Result<Security, PoolError
             }
         };
         if slot.is_some() {
-            return Err(ctx.err(c, format!("duplicate <{}>", c.tag_name().name())));
+            return Err(ctx.err(c, format!("duplicate <{}>", clip(c.tag_name().name()))));
         }
         *slot = Some((element_text(c), c));
     }
@@ -658,11 +916,11 @@ fn read_security(ctx: &Ctx, node: roxmltree::Node) -> Result<Security, PoolError
         },
         "pubkey" | "ssh" => Err(ctx.err(
             kind_node,
-            format!("auth_type '{kind}' is not supported (upstream's secure modes are broken); use auth_type password"),
+            format!("auth_type {} is not supported (upstream's secure modes are broken); use auth_type password", quote(&kind)),
         )),
         other => Err(ctx.err(
             kind_node,
-            format!("unknown auth_type '{other}' (expected none or password)"),
+            format!("unknown auth_type {} (expected none or password)", quote(other)),
         )),
     }
 }
@@ -753,6 +1011,164 @@ mod tests {
         assert!(!is_xml_name("a.xmlx"));
         assert!(!is_xml_name("é"));
         assert_eq!(machine_id(Path::new("/x/lab1.XML")), "lab1");
+    }
+
+    fn load_text(text: &[u8]) -> Result<Pool, PoolError> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("m.xml"), text).unwrap_or_else(|e| panic!("{e}"));
+        load_pool_dir(dir.path())
+    }
+
+    fn load_err(text: &[u8]) -> String {
+        match load_text(text) {
+            Ok(p) => panic!("expected an error, got {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const HOST: &str = r#"<params><param name="hostname" value="198.18.0.1"/></params>"#;
+
+    #[test]
+    fn deep_nesting_is_rejected_before_parsing() {
+        // 100 000 levels overflowed roxmltree's recursive tokenizer (the process aborted).
+        let deep = format!("<agentmachine>{}", "<params>".repeat(100_000));
+        let e = load_err(deep.as_bytes());
+        assert!(e.contains("m.xml:1:"), "{e}");
+        assert!(e.contains("nested deeper than 32"), "{e}");
+        let closed = format!(
+            "<agentmachine>{}{}</agentmachine>",
+            "<a>".repeat(40),
+            "</a>".repeat(40)
+        );
+        assert!(load_err(closed.as_bytes()).contains("nested deeper"));
+        // Self-closing tags, comments, CDATA and quoted '>' do not count as levels.
+        let flat = format!(
+            "<agentmachine>{HOST}{}<!-- <a><a><a> --><params><param name=\"n\"><![CDATA[<b>]]></param></params></agentmachine>",
+            r#"<define><alias name="x>" value="y/>"/></define>"#.repeat(50)
+        );
+        assert!(too_deep(&flat).is_none());
+        if let Err(e) = load_text(flat.as_bytes()) {
+            panic!("{e}");
+        }
+        assert_eq!(too_deep("<a><b>\n<c>"), None);
+        let (line, col) = text_pos("ab\ncd<x>", 5);
+        assert_eq!((line, col), (2, 3));
+    }
+
+    #[test]
+    fn special_files_are_errors_not_skipped_or_hangs() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.path();
+        // A FIFO named *.xml: an error naming it, and no open() that waits for a writer.
+        nix::unistd::mkfifo(&d.join("f.xml"), nix::sys::stat::Mode::S_IRWXU)
+            .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+        let e = load_pool_dir(d).map(|_| ()).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("f.xml: not a regular file (a FIFO)")),
+            "{e:?}"
+        );
+        assert!(has_pool_xml(d));
+        std::fs::remove_file(d.join("f.xml")).unwrap_or_else(|e| panic!("{e}"));
+        // A symlink loop.
+        std::os::unix::fs::symlink("b.xml", d.join("a.xml")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("a.xml", d.join("b.xml")).unwrap_or_else(|e| panic!("{e}"));
+        let e = load_pool_dir(d).map(|_| ()).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("a.xml: ") && e.contains("symbolic links")),
+            "{e:?}"
+        );
+        assert!(has_pool_xml(d));
+        // A directory named *.xml is still ignored.
+        let d2 = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(d2.path().join("x.xml")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!has_pool_xml(d2.path()));
+        assert!(load_pool_dir(d2.path()).is_ok_and(|p| p.machines.is_empty()));
+        // A file name that is not UTF-8.
+        use std::os::unix::ffi::OsStrExt;
+        let bad = d2.path().join(std::ffi::OsStr::from_bytes(b"m\xff.xml"));
+        std::fs::write(&bad, "<agentmachine/>").unwrap_or_else(|e| panic!("{e}"));
+        let e = load_pool_dir(d2.path())
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("file name is not valid UTF-8")),
+            "{e:?}"
+        );
+        // read_limited itself refuses a non-regular file without blocking.
+        let fifo = d2.path().join("g");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU)
+            .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+        assert!(matches!(
+            read_limited(&fifo),
+            Err(PoolError::NotRegular { .. })
+        ));
+    }
+
+    #[test]
+    fn pis_namespaces_and_unknown_attributes_are_rejected() {
+        let e = load_err(
+            format!("<agentmachine>{HOST}<?php system('id') ?></agentmachine>").as_bytes(),
+        );
+        assert!(e.contains("processing instructions are not allowed"), "{e}");
+        let e = load_err(format!("<?evil x?><agentmachine>{HOST}</agentmachine>").as_bytes());
+        assert!(e.contains("m.xml:1:1: processing instructions"), "{e}");
+        // The XML declaration is not a processing instruction.
+        assert!(load_text(
+            format!("<?xml version=\"1.0\"?><agentmachine>{HOST}</agentmachine>").as_bytes()
+        )
+        .is_ok());
+        let e = load_err(br#"<x:agentmachine xmlns:x="urn:x"><x:params><x:param name="hostname" value="198.18.0.1"/></x:params></x:agentmachine>"#);
+        assert!(
+            e.contains("element <agentmachine> is in a namespace"),
+            "{e}"
+        );
+        let e = load_err(format!("<agentmachine xmlns=\"urn:x\">{HOST}</agentmachine>").as_bytes());
+        assert!(e.contains("namespace"), "{e}");
+        let e = load_err(br#"<agentmachine><params><param name="hostname" value="198.18.0.1" valeu="x"/></params></agentmachine>"#);
+        assert!(
+            e.contains("unknown attribute 'valeu' on <param> (allowed: name, value)"),
+            "{e}"
+        );
+        let e = load_err(format!("<agentmachine id=\"a\">{HOST}</agentmachine>").as_bytes());
+        assert!(
+            e.contains("unknown attribute 'id' on <agentmachine> (allowed: none)"),
+            "{e}"
+        );
+        let e = load_err(format!("<agentmachine>{HOST}<interfaces><eth id=\"e\" label=\"n\" xml:lang=\"en\"/></interfaces></agentmachine>").as_bytes());
+        assert!(e.contains("unknown attribute 'lang' on <eth>"), "{e}");
+        // <define> content is legacy and not checked.
+        assert!(load_text(format!("<agentmachine><define><alias name=\"a\" value=\"b\" x=\"y\"/></define>{HOST}</agentmachine>").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn messages_quote_and_clip_file_values() {
+        let huge = "A".repeat(900_000);
+        let xml = format!(
+            "<agentmachine>{HOST}<interfaces><eth id=\"e\" label=\"n\"><params><param name=\"hwaddr\" value=\"{huge}\"/></params></eth></interfaces></agentmachine>"
+        );
+        let e = load_err(xml.as_bytes());
+        assert!(
+            e.contains("is not a MAC address"),
+            "{}",
+            &e[..200.min(e.len())]
+        );
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = load_err(
+            b"<agentmachine><params><param name=\"hostname\" value=\"h\"/><param name=\"rpc_port\">1\n2</param></params></agentmachine>",
+        );
+        assert!(e.contains("rpc_port '1\\n2' is not a TCP port"), "{e}");
+        assert!(!e.contains('\n'), "{e:?}");
+        let long_tag = format!(
+            "<agentmachine>{HOST}<{}/></agentmachine>",
+            "t".repeat(10_000)
+        );
+        assert!(load_err(long_tag.as_bytes()).len() < 400);
+        assert_eq!(clip("a\u{1b}b"), "a\\u{1b}b");
+        assert_eq!(quote("it's"), "\"it's\"");
     }
 
     #[test]
