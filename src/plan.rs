@@ -83,34 +83,115 @@ impl Plan {
     }
 }
 
+/// Whether `host` (as the URL parser normalised it: `127.0.0.1`, `[::1]`, `localhost`) is a
+/// loopback address, the only place plain http is fetched from.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// Fetch TEST_DB over https (certificates verified, redirects only to https), or over plain
+/// http from a loopback address only (no redirects): a job description fetched in clear text
+/// from the network could be swapped on the way.
+fn fetch_test_db(location: &str, buf: &mut Vec<u8>) -> Result<(), String> {
+    let probe = ureq::AgentBuilder::new().build();
+    let url = probe
+        .get(location)
+        .request_url()
+        .map_err(|e| format!("not a valid URL: {e}"))?;
+    let https = match url.scheme() {
+        "https" => true,
+        "http" if is_loopback_host(url.host()) => false,
+        "http" => {
+            return Err(format!(
+                "plain http:// is refused for host {} (use https://, or a file path)",
+                clip(url.host())
+            ))
+        }
+        other => return Err(format!("unsupported URL scheme {}", clip(other))),
+    };
+    tracing::debug!(url = location, "fetching TEST_DB");
+    let agent = ureq::AgentBuilder::new()
+        .timeout(TEST_DB_TIMEOUT)
+        .https_only(https)
+        .redirects(if https { 5 } else { 0 })
+        .build();
+    let resp = agent.get(location).call().map_err(|e| match e {
+        ureq::Error::Status(code, _) => format!("HTTP status {code}"),
+        ureq::Error::Transport(t) => t.to_string(),
+    })?;
+    if (300..400).contains(&resp.status()) {
+        return Err(format!(
+            "HTTP status {}: redirects are not followed for plain http",
+            resp.status()
+        ));
+    }
+    resp.into_reader()
+        .take(TEST_DB_LIMIT + 1)
+        .read_to_end(buf)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Read a TEST_DB file: a regular file only (a FIFO would block, a device never end), opened
+/// without waiting for a writer.
+fn read_test_db_file(path: &str, buf: &mut Vec<u8>) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |m: &std::fs::Metadata| {
+        let kind = if m.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO, socket or device"
+        };
+        format!("not a regular file ({kind})")
+    };
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    f.take(TEST_DB_LIMIT + 1)
+        .read_to_end(buf)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `s` shortened to 200 characters for messages (env values may be 128 KiB).
+fn clip(s: &str) -> String {
+    let mut t: String = s.chars().take(200).collect();
+    if s.chars().nth(200).is_some() {
+        t.push('…');
+    }
+    t
+}
+
 /// Read the TEST_DB document from a path or URL, bounded in size and time.
 fn read_test_db(location: &str) -> Result<Vec<u8>, PlanError> {
     let read_err = |message: String| PlanError::TestDbRead {
-        location: location.to_string(),
+        location: clip(location),
         message,
     };
     let mut buf = Vec::new();
     let lower = location.to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
-        tracing::info!(url = location, "fetching TEST_DB");
-        let agent = ureq::AgentBuilder::new()
-            .timeout(TEST_DB_TIMEOUT)
-            .redirects(5)
-            .build();
-        let resp = agent.get(location).call().map_err(|e| match e {
-            ureq::Error::Status(code, _) => read_err(format!("HTTP status {code}")),
-            ureq::Error::Transport(t) => read_err(t.to_string()),
-        })?;
-        resp.into_reader()
-            .take(TEST_DB_LIMIT + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| read_err(e.to_string()))?;
+        fetch_test_db(location, &mut buf).map_err(read_err)?;
     } else {
         let path = location.strip_prefix("file://").unwrap_or(location);
-        let f = std::fs::File::open(path).map_err(|e| read_err(e.to_string()))?;
-        f.take(TEST_DB_LIMIT + 1)
-            .read_to_end(&mut buf)
-            .map_err(|e| read_err(e.to_string()))?;
+        read_test_db_file(path, &mut buf).map_err(read_err)?;
     }
     if buf.len() as u64 > TEST_DB_LIMIT {
         return Err(read_err(format!(
@@ -119,6 +200,78 @@ fn read_test_db(location: &str) -> Result<Vec<u8>, PlanError> {
     }
     Ok(buf)
 }
+
+/// A JSON value parsed like `serde_json::Value`, except that an object with a duplicate key
+/// is an error (serde_json keeps the last one silently, so `{"perf_iterations": 1,
+/// "perf_iterations": 100}` would run 100 iterations without a word). serde_json's recursion
+/// limit still applies.
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| E::custom("number is not finite"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(StrictJson(x)) = seq.next_element()? {
+            v.push(x);
+        }
+        Ok(serde_json::Value::Array(v))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut m = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if m.contains_key(&k) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {}",
+                    Value::Str(k.chars().take(64).collect())
+                )));
+            }
+            let StrictJson(v) = map.next_value()?;
+            m.insert(k, v);
+        }
+        Ok(serde_json::Value::Object(m))
+    }
+}
+
+/// The fields of one TEST_DB entry.
+const ENTRY_FIELDS: &[&str] = &["uuid", "recipe_name", "params"];
 
 /// A uuid usable as a results directory name.
 fn safe_id(id: &str) -> bool {
@@ -130,7 +283,7 @@ fn safe_id(id: &str) -> bool {
 
 /// Validate a TEST_DB JSON document into a plan.
 pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
-    let doc: serde_json::Value = serde_json::from_slice(bytes)
+    let StrictJson(doc) = serde_json::from_slice(bytes)
         .map_err(|e| PlanError::TestDb(format!("not valid JSON: {e}")))?;
     let entries = doc
         .as_array()
@@ -152,10 +305,16 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
         let obj = entry
             .as_object()
             .ok_or_else(|| entry_err("", "expected an object".into()))?;
-        for key in obj.keys() {
-            if !matches!(key.as_str(), "uuid" | "recipe_name" | "params") {
-                tracing::warn!(index, key = key.as_str(), "TEST_DB: ignoring unknown field");
-            }
+        // An unknown field is an error: a misspelt "params" would otherwise run defaults.
+        if let Some(key) = obj.keys().find(|k| !ENTRY_FIELDS.contains(&k.as_str())) {
+            return Err(entry_err(
+                "",
+                format!(
+                    "unknown field {} (expected {})",
+                    Value::Str(key.chars().take(64).collect()),
+                    ENTRY_FIELDS.join(", ")
+                ),
+            ));
         }
         let uuid = match obj.get("uuid") {
             None | Some(serde_json::Value::Null) => None,
@@ -398,6 +557,82 @@ mod tests {
         assert!(err_of(Plan::from_config(&c)).contains("HTTP status 404"));
         c.test_db = Some(serve("200 OK", vec![b' '; (TEST_DB_LIMIT + 1) as usize], 1));
         assert!(err_of(Plan::from_config(&c)).contains("larger than the limit"));
+    }
+
+    #[test]
+    fn test_db_plain_http_only_from_loopback() {
+        let mut c = config();
+        // Refused before any connection is attempted (these addresses are never contacted).
+        for url in [
+            "http://198.51.100.1/test_db.json",
+            "HTTP://198.51.100.1/x",
+            "http://127.0.0.1@198.51.100.1/x",
+            "http://[::ffff:198.51.100.1]/x",
+            "http://example.invalid/x",
+        ] {
+            c.test_db = Some(url.into());
+            let e = err_of(Plan::from_config(&c));
+            assert!(
+                e.starts_with("TEST_DB: cannot read ") && e.contains("plain http:// is refused"),
+                "{url}: {e}"
+            );
+        }
+        c.test_db = Some("http://".into());
+        assert!(err_of(Plan::from_config(&c)).contains("not a valid URL"));
+        // Loopback http is fetched, but a redirect is not followed.
+        c.test_db = Some(serve("301 Moved Permanently", b"[]".to_vec(), 1));
+        assert!(err_of(Plan::from_config(&c)).contains("redirects are not followed"));
+        assert!(is_loopback_host("127.0.0.1"));
+        assert!(is_loopback_host("[::1]"));
+        assert!(is_loopback_host("LocalHost"));
+        assert!(!is_loopback_host("198.18.0.1"));
+        assert!(!is_loopback_host("localhost.example"));
+    }
+
+    #[test]
+    fn test_db_special_files_do_not_hang() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fifo = dir.path().join("db.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU)
+            .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+        let mut c = config();
+        c.test_db = Some(fifo.to_string_lossy().to_string());
+        let t = std::time::Instant::now();
+        let e = err_of(Plan::from_config(&c));
+        assert!(
+            e.contains("not a regular file (a FIFO, socket or device)"),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2));
+        c.test_db = Some(dir.path().to_string_lossy().to_string());
+        assert!(err_of(Plan::from_config(&c)).contains("not a regular file (a directory)"));
+        c.test_db = Some("/dev/zero".into());
+        assert!(err_of(Plan::from_config(&c)).contains("not a regular file"));
+        c.test_db = Some(format!("/nonexistent/{}", "x".repeat(100_000)));
+        let e = err_of(Plan::from_config(&c));
+        assert!(e.len() < 400, "location not clipped: {} bytes", e.len());
+    }
+
+    #[test]
+    fn test_db_duplicate_keys_and_unknown_fields() {
+        let e = |s: &str| err_of(plan_from_test_db(s.as_bytes()));
+        let m = e(
+            r#"[{"recipe_name": "SimpleNetworkRecipe", "params": {"perf_iterations": 1, "perf_iterations": 100}}]"#,
+        );
+        assert!(m.contains("duplicate key 'perf_iterations'"), "{m}");
+        let m = e(r#"[{"recipe_name": "X", "recipe_name": "SimpleNetworkRecipe"}]"#);
+        assert!(m.contains("duplicate key 'recipe_name'"), "{m}");
+        let m = e(r#"[{"recipe_name": "SimpleNetworkRecipe", "parms": {"perf_iterations": 1}}]"#);
+        assert_eq!(
+            m,
+            "TEST_DB: entry 0: unknown field 'parms' (expected uuid, recipe_name, params)"
+        );
+        // Same keys at different places are fine.
+        assert!(plan_from_test_db(
+            br#"[{"recipe_name": "SimpleNetworkRecipe", "params": {"coalescing_settings": {"a": {"a": 1}}}}]"#
+        )
+        .is_ok());
+        assert!(e(&"[".repeat(100_000)).contains("recursion limit"));
     }
 
     #[test]
