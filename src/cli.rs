@@ -183,17 +183,17 @@ pub fn recipe_params_table(def: &RecipeDef) -> String {
                 (None, true) => "(mandatory)".to_string(),
                 (None, false) => "-".to_string(),
             };
-            [
-                p.name.to_string(),
-                p.ty.to_string(),
-                default,
-                p.doc.to_string(),
-            ]
+            let doc = match p.bounds {
+                Some(b) => format!("{} (range {b})", p.doc),
+                None => p.doc.to_string(),
+            };
+            [p.name.to_string(), p.ty.to_string(), default, doc]
         })
         .collect();
     let w = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-    // Long defaults (offload_combinations) overflow their column instead of widening it.
-    let (w0, w1, w2) = (w(0), w(1), w(2).min(20));
+    // Long types and defaults (perf_tests, offload_combinations) overflow their column
+    // instead of widening it.
+    let (w0, w1, w2) = (w(0), w(1).min(24), w(2).min(20));
     let mut s = format!("{}: {}\n", def.name, def.doc);
     for [n, t, d, doc] in &rows {
         s.push_str(&format!("  {n:<w0$}  {t:<w1$}  {d:<w2$}  {doc}\n"));

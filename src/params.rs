@@ -35,6 +35,10 @@ pub const MAX_DEPTH: usize = 32;
 /// Maximum absolute value of a `**` exponent.
 pub const MAX_EXPONENT: i128 = 1024;
 
+/// Strings may not hold NUL (`'\x00'`, `'\0'`, `"\u0000"` in TEST_DB): parameter strings end
+/// up in argv, file names and sysctl values, where NUL cannot be passed or silently truncates.
+const NUL_IN_STRING: &str = "NUL characters are not allowed in strings";
+
 /// A parsed parameter value: the Python literal types we accept.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -173,7 +177,11 @@ fn from_json_depth(v: &serde_json::Value, depth: usize) -> Result<Value, ParamsE
                 }
             }
         }
+        J::String(s) if s.contains('\0') => return Err(ParamsError::plain(NUL_IN_STRING.into())),
         J::String(s) => Value::Str(s.clone()),
+        J::Object(o) if o.keys().any(|k| k.contains('\0')) => {
+            return Err(ParamsError::plain(NUL_IN_STRING.into()))
+        }
         J::Array(a) => Value::List(
             a.iter()
                 .map(|x| from_json_depth(x, depth + 1))
@@ -797,6 +805,9 @@ impl Parser {
                     "unterminated string (newline inside a string)".into(),
                 ));
             }
+            if c == '\0' {
+                return Err(ParamsError::at(self.col() - 1, NUL_IN_STRING.into()));
+            }
             if c != '\\' {
                 out.push(c);
                 continue;
@@ -842,6 +853,7 @@ impl Parser {
                         }
                     }
                     match char::from_u32(n) {
+                        Some('\0') => return Err(ParamsError::at(esc_col, NUL_IN_STRING.into())),
                         Some(ch) => out.push(ch),
                         None => {
                             return Err(ParamsError::at(esc_col, "invalid octal escape".into()))
@@ -870,6 +882,7 @@ impl Parser {
                         }
                     }
                     match char::from_u32(n) {
+                        Some('\0') => return Err(ParamsError::at(esc_col, NUL_IN_STRING.into())),
                         Some(ch) => out.push(ch),
                         None => {
                             return Err(ParamsError::at(
@@ -1407,7 +1420,7 @@ mod tests {
         assert_eq!(v("'active-backup'"), s("active-backup"));
         assert_eq!(v(r#"'a\nb\tc\\d\'e\"f'"#), s("a\nb\tc\\d'e\"f"));
         assert_eq!(v(r"'\x41\u00e9\U0001F600'"), s("Aé😀"));
-        assert_eq!(v(r"'\101\0'"), s("A\0"));
+        assert_eq!(v(r"'\101'"), s("A"));
         assert_eq!(v(r"'\d'"), s("\\d"));
         assert_eq!(v(r"r'\d+\n'"), s("\\d+\\n"));
         assert_eq!(v(r"R'a\'b'"), s("a\\'b"));
@@ -1418,6 +1431,39 @@ mod tests {
         assert_eq!(v("'x=y;z'"), s("x=y;z"));
         assert_eq!(v("'192.168.220.0/24'"), s("192.168.220.0/24"));
         assert_eq!(v("\"fd00:0:b100::/64\""), s("fd00:0:b100::/64"));
+    }
+
+    #[test]
+    fn nul_is_rejected_in_strings() {
+        for lit in [
+            r"'\x00'",
+            r"'\0'",
+            r"'\000'",
+            r"'a\u0000'",
+            r"'\U00000000'",
+            "'a\u{0}b'",
+        ] {
+            let e = err(lit);
+            assert!(e.contains("NUL characters are not allowed"), "{lit}: {e}");
+        }
+        assert!(err(r"'ab\x00'").starts_with("column 4: "));
+        let e = parse_params(r"driver='ice\x00evil'")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            "RECIPE_PARAMS: driver: column 5: NUL characters are not allowed in strings"
+        );
+        // A raw string keeps the backslash: no NUL.
+        assert_eq!(v(r"r'\0'"), s("\\0"));
+        assert_eq!(v(r"'\x01'"), s("\u{1}"));
+        let j = serde_json::json!({"a\u{0}": 1});
+        assert!(Value::from_json(&j).is_err());
+        let j = serde_json::json!(["ice\u{0}"]);
+        assert!(Value::from_json(&j)
+            .err()
+            .is_some_and(|e| e.to_string().contains("NUL")));
     }
 
     #[test]

@@ -468,6 +468,55 @@ mod tests {
     }
 
     #[test]
+    fn recipe_params_ranges_and_shapes_fail_before_running() {
+        let mut c = config();
+        c.recipe = Some("SimpleNetworkRecipe".into());
+        for (params, want) in [
+            // Each of these planned fine and failed, wrapped or panicked only at run time.
+            (
+                "ping_interval=1e300",
+                "ping_interval: 1e+300 is out of range",
+            ),
+            (
+                "ping_count=2**40",
+                "ping_count: 1099511627776 is out of range",
+            ),
+            ("ping_psize=-56", "ping_psize: -56 is out of range"),
+            ("perf_iterations=-1", "perf_iterations: -1 is out of range"),
+            ("perf_duration=0", "perf_duration: 0 is out of range"),
+            ("perf_parallel_streams=129", "perf_parallel_streams: 129"),
+            ("mtu=99999999999", "mtu: 99999999999 is out of range"),
+            (
+                "perf_tool_cpu=[0, -1]",
+                "perf_tool_cpu: item 1: -1 is out of range",
+            ),
+            (
+                "ip_versions='ipv4'",
+                "ip_versions: expected a list or tuple",
+            ),
+            (
+                "ip_versions=('ipv5',)",
+                "ip_versions: item 0: 'ipv5' is not one of",
+            ),
+            ("perf_tests=5", "perf_tests: expected a list or tuple"),
+            (
+                "offload_combinations=[{'gro': 1}]",
+                "offload_combinations: item 0: key 'gro'",
+            ),
+        ] {
+            c.recipe_params = params.into();
+            let e = err_of(Plan::from_config(&c));
+            assert!(
+                e.starts_with(&format!("RECIPE_PARAMS: {want}")),
+                "{params}: {e}"
+            );
+        }
+        c.recipe_params =
+            "ip_versions=['ipv6'];perf_tests=('tcp_rr',);offload_combinations=[]".into();
+        assert!(Plan::from_config(&c).is_ok());
+    }
+
+    #[test]
     fn test_db_plan() {
         let doc = br#"[
           {"uuid": "abc-1", "recipe_name": "SimpleNetworkRecipe",

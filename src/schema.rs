@@ -26,7 +26,11 @@ pub enum ParamType {
     Bool,
     /// A list (not a tuple); the element type is checked when given.
     List(Option<Box<ParamType>>),
+    /// A list or a tuple (upstream untyped `Param`s that are iterated), each item of this type.
+    Seq(Box<ParamType>),
     Dict,
+    /// A dict with string keys and values of this type.
+    Map(Box<ParamType>),
     /// Untyped (upstream `Param`): anything.
     Any,
     /// A string from a fixed set.
@@ -44,12 +48,28 @@ impl fmt::Display for ParamType {
             ParamType::Bool => write!(f, "bool"),
             ParamType::List(None) => write!(f, "list"),
             ParamType::List(Some(t)) => write!(f, "list[{t}]"),
+            ParamType::Seq(t) => write!(f, "seq[{t}]"),
             ParamType::Dict => write!(f, "dict"),
+            ParamType::Map(t) => write!(f, "dict[str, {t}]"),
             ParamType::Any => write!(f, "any"),
             ParamType::Choice(c) => write!(f, "choice{{{}}}", c.join("|")),
             ParamType::Ipv4Net => write!(f, "ipv4-network"),
             ParamType::Ipv6Net => write!(f, "ipv6-network"),
         }
+    }
+}
+
+/// Inclusive bounds of a numeric parameter, or of every number in a list parameter. Values
+/// outside are bad input (exit 2) instead of a failure, a wrap-around or a panic at run time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl fmt::Display for Bounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} to {}", self.min, self.max)
     }
 }
 
@@ -61,6 +81,8 @@ pub struct ParamSpec {
     pub default: Option<Value>,
     pub mandatory: bool,
     pub doc: &'static str,
+    /// Accepted range of the value (or of each item of a list of numbers).
+    pub bounds: Option<Bounds>,
 }
 
 impl ParamSpec {
@@ -72,6 +94,7 @@ impl ParamSpec {
             default: None,
             mandatory: false,
             doc,
+            bounds: None,
         }
     }
 
@@ -88,6 +111,7 @@ impl ParamSpec {
             default: Some(default),
             mandatory: false,
             doc,
+            bounds: None,
         }
     }
 
@@ -99,7 +123,14 @@ impl ParamSpec {
             default: None,
             mandatory: true,
             doc,
+            bounds: None,
         }
+    }
+
+    /// The same parameter, accepting only numbers in `min..=max`.
+    pub fn range(mut self, min: f64, max: f64) -> Self {
+        self.bounds = Some(Bounds { min, max });
+        self
     }
 }
 
@@ -218,10 +249,15 @@ pub fn resolve(
         if checked.iter().any(|(k, _)| *k == name) {
             return Err(SchemaError::Duplicate { name });
         }
-        let v = check(&spec.ty, value).map_err(|message| SchemaError::Type {
-            name: name.clone(),
-            message,
-        })?;
+        let v = check(&spec.ty, value)
+            .and_then(|v| match spec.bounds {
+                Some(b) => check_bounds(&v, b).map(|()| v),
+                None => Ok(v),
+            })
+            .map_err(|message| SchemaError::Type {
+                name: name.clone(),
+                message,
+            })?;
         checked.push((name, v));
     }
     let mut entries = Vec::new();
@@ -241,9 +277,42 @@ pub fn resolve(
     Ok(ResolvedParams { entries })
 }
 
+/// The Python repr of `v`, cut to 80 characters (values may be 64 KiB long).
+fn short(v: &Value) -> String {
+    let r = v.to_string();
+    if r.chars().nth(80).is_none() {
+        return r;
+    }
+    let mut t: String = r.chars().take(80).collect();
+    t.push('…');
+    t
+}
+
+/// Check a number (or every number of a list or tuple) against `b`.
+pub fn check_bounds(v: &Value, b: Bounds) -> Result<(), String> {
+    match v {
+        Value::List(items) | Value::Tuple(items) => {
+            for (i, x) in items.iter().enumerate() {
+                check_bounds(x, b).map_err(|m| format!("item {i}: {m}"))?;
+            }
+            Ok(())
+        }
+        Value::Int(_) | Value::Float(_) => {
+            let x = v.as_f64().unwrap_or(f64::NAN);
+            if x >= b.min && x <= b.max {
+                Ok(())
+            } else {
+                Err(format!("{} is out of range ({b})", short(v)))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Check one value against a type; returns the (possibly normalised) value or a message.
 pub fn check(ty: &ParamType, v: Value) -> Result<Value, String> {
-    let bad = |v: &Value, what: &str| format!("expected {what}, got {} {v}", v.type_name());
+    let bad =
+        |v: &Value, what: &str| format!("expected {what}, got {} {}", v.type_name(), short(v));
     match ty {
         ParamType::Any => Ok(v),
         ParamType::Int => match v {
@@ -281,18 +350,59 @@ pub fn check(ty: &ParamType, v: Value) -> Result<Value, String> {
                     .map(Value::List),
             },
             Value::Tuple(_) => Err(format!(
-                "expected a list [...], got the tuple {v} (use square brackets)"
+                "expected a list [...], got the tuple {} (use square brackets)",
+                short(&v)
             )),
             other => Err(bad(&other, "a list")),
         },
+        ParamType::Seq(t) => {
+            let (items, tuple) = match v {
+                Value::List(items) => (items, false),
+                Value::Tuple(items) => (items, true),
+                other => {
+                    return Err(bad(
+                        &other,
+                        "a list or tuple (a 1-tuple needs a trailing comma: ('x',))",
+                    ))
+                }
+            };
+            let items = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| check(t, x).map_err(|m| format!("item {i}: {m}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(if tuple {
+                Value::Tuple(items)
+            } else {
+                Value::List(items)
+            })
+        }
         ParamType::Dict => match v {
             Value::Dict(_) => Ok(v),
+            other => Err(bad(&other, "a dict")),
+        },
+        ParamType::Map(t) => match v {
+            Value::Dict(entries) => entries
+                .into_iter()
+                .map(|(k, x)| match k {
+                    Value::Str(ks) => check(t, x)
+                        .map(|x| (Value::Str(ks.clone()), x))
+                        .map_err(|m| format!("key {}: {m}", short(&Value::Str(ks)))),
+                    other => Err(format!(
+                        "dict keys must be strings, got {} {}",
+                        other.type_name(),
+                        short(&other)
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Dict),
             other => Err(bad(&other, "a dict")),
         },
         ParamType::Choice(choices) => match &v {
             Value::Str(s) if choices.iter().any(|c| c == s) => Ok(v),
             _ => Err(format!(
-                "{v} is not one of {}",
+                "{} is not one of {}",
+                short(&v),
                 choices
                     .iter()
                     .map(|c| format!("'{c}'"))
@@ -313,13 +423,14 @@ fn net(v: Value, want_v4: bool) -> Result<Value, String> {
         Value::Str(s) => s.trim(),
         other => {
             return Err(format!(
-                "expected an {family} network string like '{}', got {} {other}",
+                "expected an {family} network string like '{}', got {} {}",
                 if want_v4 {
                     "198.18.0.0/24"
                 } else {
                     "fd00::/64"
                 },
-                other.type_name()
+                other.type_name(),
+                short(other)
             ))
         }
     };
@@ -331,16 +442,21 @@ fn net(v: Value, want_v4: bool) -> Result<Value, String> {
             IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
         }
     } else {
-        return Err(format!("{v} is not an {family} network"));
+        return Err(format!("{} is not an {family} network", short(&v)));
     };
     match (&parsed, want_v4) {
         (IpNet::V4(_), true) | (IpNet::V6(_), false) => {}
-        (IpNet::V6(_), true) => return Err(format!("{v} is an IPv6 network, expected IPv4")),
-        (IpNet::V4(_), false) => return Err(format!("{v} is an IPv4 network, expected IPv6")),
+        (IpNet::V6(_), true) => {
+            return Err(format!("{} is an IPv6 network, expected IPv4", short(&v)))
+        }
+        (IpNet::V4(_), false) => {
+            return Err(format!("{} is an IPv4 network, expected IPv6", short(&v)))
+        }
     }
     if parsed.trunc() != parsed {
         return Err(format!(
-            "{v} has host bits set (did you mean '{}'?)",
+            "{} has host bits set (did you mean '{}'?)",
+            short(&v),
             parsed.trunc()
         ));
     }
@@ -408,6 +524,73 @@ mod tests {
         assert!(no(ParamType::Dict, "[]").contains("a dict"));
         assert_eq!(ok(ParamType::Any, "('ipv4',)"), val("('ipv4',)"));
         assert_eq!(ok(ParamType::Any, "'ipv4'"), val("'ipv4'"));
+    }
+
+    #[test]
+    fn seq_map_and_bounds() {
+        let seq = ParamType::Seq(Box::new(ParamType::Choice(vec!["ipv4", "ipv6"])));
+        assert_eq!(ok(seq.clone(), "('ipv4',)"), val("('ipv4',)"));
+        assert_eq!(ok(seq.clone(), "['ipv6']"), val("['ipv6']"));
+        assert!(no(seq.clone(), "('ipv4')").contains("trailing comma"));
+        assert!(no(seq.clone(), "['ipv5']").starts_with("item 0: 'ipv5' is not one of"));
+        assert_eq!(seq.to_string(), "seq[choice{ipv4|ipv6}]");
+        let map = ParamType::Seq(Box::new(ParamType::Map(Box::new(ParamType::Choice(vec![
+            "on", "off",
+        ])))));
+        assert_eq!(
+            ok(map.clone(), "[{'gro': 'on'}, {}]"),
+            val("[{'gro': 'on'}, {}]")
+        );
+        assert!(
+            no(map.clone(), "[{'gro': True}]").contains("item 0: key 'gro': True is not one of")
+        );
+        assert!(no(map.clone(), "[{1: 'on'}]").contains("dict keys must be strings"));
+        assert!(no(map, "[1]").contains("expected a dict"));
+
+        let b = Bounds {
+            min: 1.0,
+            max: 128.0,
+        };
+        assert_eq!(check_bounds(&Value::Int(1), b), Ok(()));
+        assert_eq!(check_bounds(&Value::Int(128), b), Ok(()));
+        assert_eq!(
+            check_bounds(&Value::Int(0), b),
+            Err("0 is out of range (1 to 128)".to_string())
+        );
+        assert!(check_bounds(&Value::Float(1e300), b).is_err());
+        assert!(check_bounds(&val("[1, 2, 129]"), b)
+            .err()
+            .is_some_and(|e| e.starts_with("item 2: 129 is out of range")));
+        // Long values are shown cut.
+        let long = format!("[{}]", "1, ".repeat(1000));
+        let m = no(ParamType::Int, &long);
+        assert!(m.len() < 200, "{m}");
+        assert!(m.ends_with('…'), "{m}");
+    }
+
+    #[test]
+    fn resolve_checks_bounds() {
+        let specs = vec![
+            ParamSpec::with_default("n", ParamType::Int, Value::Int(1), "n").range(1.0, 10.0),
+            ParamSpec::opt("f", ParamType::Float, "f").range(0.001, 60.0),
+        ];
+        let r = |s: &str| {
+            resolve(
+                "R",
+                &specs,
+                crate::params::parse_params(s).unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        assert!(r("n=10;f=0.5").is_ok());
+        assert_eq!(
+            r("n=11").err().map(|e| e.to_string()).as_deref(),
+            Some("n: 11 is out of range (1 to 10)")
+        );
+        assert!(r("n=-1").is_err());
+        assert!(r("f=0").is_err());
+        assert!(r("f=1e300").is_err());
+        // Defaults are not range-checked (they are ours); 3.0 becomes 3 before the check.
+        assert!(r("n=3.0").is_ok());
     }
 
     #[test]

@@ -533,16 +533,28 @@ async fn do_ping_tests(
             continue;
         }
         // Start every conf of this IP version, then wait for each (they run in parallel).
-        let timeout = Duration::from_secs_f64(count as f64 * interval + 10.0);
+        // The schema bounds count and interval; try_ keeps a bad value an error, not a panic.
+        let timeout =
+            Duration::try_from_secs_f64(count as f64 * interval + 10.0).map_err(|_| {
+                RecipeError::Param(format!(
+                    "ping_count={count} with ping_interval={interval} is too long"
+                ))
+            })?;
+        let count = u32::try_from(count)
+            .map_err(|_| RecipeError::Param(format!("ping_count={count} is out of range")))?;
+        let size = size
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| RecipeError::Param("ping_psize is out of range".into()))?;
         let t0 = std::time::Instant::now();
         let mut started = Vec::new();
         for c in &confs {
             let spec = JobSpec::Ping {
                 dst: c.dst.addr.to_string(),
                 src: Some(c.src.addr.to_string()),
-                count: count as u32,
+                count,
                 interval_s: interval,
-                size: size.map(|s| s as u32),
+                size,
                 ipv6: c.dst.addr.is_ipv6(),
             };
             let job = ctx.start_job(&c.client, spec).await?;

@@ -30,6 +30,24 @@ fn int_list() -> ParamType {
     ParamType::List(Some(Box::new(ParamType::Int)))
 }
 
+/// Largest value of a u32 field of the agent protocol (ping count, CPU numbers, sizes).
+const U32_MAX: f64 = u32::MAX as f64;
+/// iperf3 refuses longer tests (its MAX_TIME).
+const IPERF_MAX_SECONDS: f64 = 86_400.0;
+/// iperf3's limit on `-P` (its MAX_STREAMS).
+const IPERF_MAX_STREAMS: f64 = 128.0;
+/// Flow types of upstream's flow generators (iperf: *_stream; neper: *_rr, tcp_crr); the run
+/// says which of them this runner cannot measure.
+const PERF_TESTS: [&str; 7] = [
+    "tcp_stream",
+    "udp_stream",
+    "sctp_stream",
+    "mptcp_stream",
+    "tcp_rr",
+    "tcp_crr",
+    "udp_rr",
+];
+
 /// One offload combination dict in the upstream key order.
 fn offloads(gro: &str, gso: &str, tso: &str, tx: &str, rx: &str) -> Value {
     Value::Dict(vec![
@@ -57,6 +75,7 @@ pub fn params() -> Vec<ParamSpec> {
     use ParamType::*;
     let d = ParamSpec::with_default;
     let o = ParamSpec::opt;
+    let seq_of = |t: ParamType| Seq(Box::new(t));
     vec![
         d(
             "net_ipv4",
@@ -72,7 +91,7 @@ pub fn params() -> Vec<ParamSpec> {
         ),
         d(
             "ip_versions",
-            Any,
+            seq_of(Choice(vec!["ipv4", "ipv6"])),
             Value::Tuple(strs(&["ipv4", "ipv6"])),
             "IP versions the ping and perf phases loop over",
         ),
@@ -88,20 +107,22 @@ pub fn params() -> Vec<ParamSpec> {
             Value::Bool(false),
             "also ping in the reverse direction (not evaluated)",
         ),
-        d("ping_count", Int, Value::Int(100), "ping -c"),
+        d("ping_count", Int, Value::Int(100), "ping -c").range(1.0, U32_MAX),
         d(
             "ping_interval",
             Float,
             Value::Float(0.2),
             "ping -i, seconds",
-        ),
-        d("ping_psize", Int, Value::Int(56), "ping -s, payload bytes"),
+        )
+        .range(0.001, 86_400.0),
+        d("ping_psize", Int, Value::Int(56), "ping -s, payload bytes").range(0.0, 65_535.0),
         d(
             "perf_iterations",
             Int,
             Value::Int(5),
             "iterations per perf configuration",
-        ),
+        )
+        .range(1.0, U32_MAX),
         d(
             "perf_test_simulation",
             Bool,
@@ -110,7 +131,7 @@ pub fn params() -> Vec<ParamSpec> {
         ),
         d(
             "perf_tests",
-            Any,
+            seq_of(Choice(PERF_TESTS.to_vec())),
             Value::Tuple(strs(&["tcp_stream", "udp_stream", "sctp_stream"])),
             "flow types (iperf: tcp/udp/sctp/mptcp_stream; neper: tcp_rr/tcp_crr/udp_rr)",
         ),
@@ -119,31 +140,36 @@ pub fn params() -> Vec<ParamSpec> {
             Int,
             Value::Int(60),
             "measured seconds per iteration",
-        ),
+        )
+        .range(1.0, IPERF_MAX_SECONDS),
         d(
             "perf_warmup_duration",
             Int,
             Value::Int(0),
             "warm-up seconds trimmed from both ends (iperf -t = duration + 2*warmup)",
-        ),
+        )
+        .range(0.0, IPERF_MAX_SECONDS),
         d(
             "perf_parallel_streams",
             Int,
             Value::Int(1),
             "iperf -P streams per process",
-        ),
+        )
+        .range(1.0, IPERF_MAX_STREAMS),
         d(
             "perf_parallel_processes",
             Int,
             Value::Int(1),
             "client/server process pairs per endpoint pair",
-        ),
+        )
+        .range(1.0, 1024.0),
         d(
             "perf_msg_sizes",
             int_list(),
             Value::List(vec![Value::Int(123)]),
             "iperf -l sizes; one perf configuration per size",
-        ),
+        )
+        .range(1.0, U32_MAX),
         d(
             "net_perf_tool",
             Choice(vec!["iperf", "neper"]),
@@ -154,7 +180,8 @@ pub fn params() -> Vec<ParamSpec> {
             "perf_tool_cpu",
             int_list(),
             "CPUs the perf tool is pinned to (taskset -c), client and server",
-        ),
+        )
+        .range(0.0, U32_MAX),
         o(
             "perf_tool_cpu_policy",
             Choice(vec!["all", "round-robin"]),
@@ -177,13 +204,15 @@ pub fn params() -> Vec<ParamSpec> {
             Int,
             Value::Int(104_857_600),
             "ipfrag_high_thresh during udp_stream",
-        ),
+        )
+        .range(0.0, U32_MAX),
         d(
             "udp_fragmentation_time",
             Int,
             Value::Int(1),
             "ipfrag_time during udp_stream",
-        ),
+        )
+        .range(0.0, 86_400.0),
         d(
             "drop_caches",
             Bool,
@@ -200,7 +229,8 @@ pub fn params() -> Vec<ParamSpec> {
             "minimal_idlestates_latency",
             Int,
             "disable CPU idle states above this latency (cpupower idle-set -D)",
-        ),
+        )
+        .range(0.0, U32_MAX),
         o(
             "enable_intel_sst_tf",
             Bool,
@@ -218,18 +248,19 @@ pub fn params() -> Vec<ParamSpec> {
         o("nic_model", Str, "match only NICs of this model"),
         d(
             "offload_combinations",
-            Any,
+            seq_of(Map(Box::new(Choice(vec!["on", "off"])))),
             default_offload_combinations(),
             "offload settings (gro/gso/tso/tx/rx); one sub-configuration per dict",
         ),
-        o("mtu", Int, "MTU set on host1.eth0 and host2.eth0"),
+        o("mtu", Int, "MTU set on host1.eth0 and host2.eth0").range(68.0, 65_535.0),
         o("rx_pause_frames", Bool, "ethtool -A rx on/off"),
         o("tx_pause_frames", Bool, "ethtool -A tx on/off"),
         o(
             "dev_intr_cpu",
             int_list(),
             "CPUs the NIC IRQs are pinned to, round-robin",
-        ),
+        )
+        .range(0.0, U32_MAX),
         d(
             "coalescing_settings",
             Dict,
