@@ -275,6 +275,32 @@ fn has_pool_xml(dir: &Path) -> Result<bool, ConfigError> {
     Ok(false)
 }
 
+/// Check `IMAGE_NAME` as an OCI image reference: `[registry[:port]/]name[:tag][@digest]` made
+/// of letters, digits and `. _ - / : @` (plus brackets around an IPv6 registry), at most 1024
+/// characters. It is passed to the Podman API as data, never to a shell, but a value like
+/// `x; rm -rf /` is a mistake worth reporting before anything runs.
+pub fn check_image_name(v: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid {
+        var: "IMAGE_NAME",
+        message: format!("{} is not an image reference ({why})", quote(v)),
+    };
+    if v.len() > 1024 {
+        return Err(bad("longer than 1024 characters"));
+    }
+    if let Some(c) = v.chars().find(|c| {
+        !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@' | '[' | ']'))
+    }) {
+        return Err(bad(&format!(
+            "{} is not allowed",
+            crate::params::Value::Str(c.to_string())
+        )));
+    }
+    if !v.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[') {
+        return Err(bad("must start with a letter or digit"));
+    }
+    Ok(())
+}
+
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
@@ -319,6 +345,10 @@ impl Config {
                 )
             }
         };
+        let image_name = non_empty(raw.image_name)
+            .map(|i| i.trim().to_string())
+            .unwrap_or_else(|| "lnst-agent".to_string());
+        check_image_name(&image_name)?;
         let home = non_empty(raw.home).unwrap_or_else(|| "/root".to_string());
         let lnst = Path::new(&home).join(".lnst");
         let pool_dir = non_empty(raw.lnst_pool_dir)
@@ -342,7 +372,7 @@ impl Config {
             debug,
             multimatch,
             podman_uri,
-            image_name: non_empty(raw.image_name).unwrap_or_else(|| "lnst-agent".to_string()),
+            image_name,
             oci_runtime: non_empty(raw.lnst_oci_runtime),
             pool_dir,
             results_dir,
@@ -486,6 +516,44 @@ mod tests {
         );
         let c = cfg(&[("PODMAN_URI", "")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.podman_uri, None);
+    }
+
+    #[test]
+    fn image_names() {
+        for ok in [
+            "lnst-agent",
+            "localhost/lnst-agent:latest",
+            "registry.example:5000/team/agent:v1.2_rc-3",
+            "quay.io/x/y@sha256:0123abcd",
+            "[fd00::1]:5000/agent",
+        ] {
+            assert_eq!(check_image_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "x; rm -rf /",
+            "$(touch /tmp/x)",
+            "`id`",
+            "a b",
+            "-x",
+            "/abs",
+            "agent\n",
+            "ägent",
+        ] {
+            let e = check_image_name(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("IMAGE_NAME: "), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{e:?}");
+        }
+        assert!(check_image_name(&"a".repeat(2000)).is_err());
+        let e = cfg(&[("IMAGE_NAME", "a;b")]).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("IMAGE_NAME: 'a;b' is not an image reference (';' is not allowed)")
+        );
+        let c = cfg(&[("IMAGE_NAME", " my-agent ")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.image_name, "my-agent");
     }
 
     #[test]
