@@ -5,6 +5,12 @@
 //! configured), then serve requests concurrently (each in its own task, so keepalive pings are
 //! answered while a long wait runs). When the controller says Bye or disconnects, the session is
 //! cleaned up: jobs are killed and the interface snapshot and sysctls are restored.
+//!
+//! The agent survives every failing operation: a request that fails, and a well-framed
+//! `Request` whose op cannot be decoded (unknown op, missing or mistyped field), get an error
+//! `Response` for their id and the session goes on. A frame that is not a decodable message
+//! and not such a request (garbage, an unknown message type, an oversized or truncated frame)
+//! gets an `Error` and ends this connection, never the agent.
 
 pub mod jobs;
 pub mod net;
@@ -637,6 +643,32 @@ async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRec
     let _ = w.shutdown().await;
 }
 
+/// The id of a frame that is a `Request` (`{"type": "Request", "id": N, ...}`) even when its
+/// op cannot be decoded. Other fields are skipped without recursion (serde_json ignores
+/// values iteratively), so deeply nested garbage costs no stack.
+fn request_id_of(frame: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        ty: String,
+        id: u64,
+    }
+    serde_json::from_slice::<Probe>(frame)
+        .ok()
+        .filter(|p| p.ty == "Request")
+        .map(|p| p.id)
+}
+
+/// Decoder messages echo the peer's input (an unknown op name may be megabytes): keep 300
+/// characters.
+fn clip_message(m: &str) -> String {
+    let mut t: String = m.chars().take(300).collect();
+    if m.chars().nth(300).is_some() {
+        t.push('…');
+    }
+    t
+}
+
 /// Serve one controller on a reader/writer pair until it says Bye or goes away. Never fails
 /// because an operation failed; a malformed frame ends only this connection.
 pub async fn serve_connection<R, W>(mut reader: R, writer: W, cfg: Arc<AgentConfig>, peer: &str)
@@ -696,29 +728,54 @@ where
     loop {
         // Reap finished request tasks so the set does not grow without bound.
         while tasks.try_join_next().is_some() {}
-        let msg = match tokio::time::timeout(cfg.idle_timeout, protocol::read_message(&mut reader))
-            .await
-        {
-            Err(_) => {
-                tracing::warn!(
-                    "controller {peer} silent for {} s; closing",
-                    cfg.idle_timeout.as_secs()
-                );
-                break;
-            }
-            Ok(Ok(None)) => {
-                tracing::info!("controller {peer} disconnected");
-                break;
-            }
-            Ok(Err(e)) => {
+        let frame =
+            match tokio::time::timeout(cfg.idle_timeout, protocol::read_frame_bytes(&mut reader))
+                .await
+            {
+                Err(_) => {
+                    tracing::warn!(
+                        "controller {peer} silent for {} s; closing",
+                        cfg.idle_timeout.as_secs()
+                    );
+                    break;
+                }
+                Ok(Ok(None)) => {
+                    tracing::info!("controller {peer} disconnected");
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("controller {peer}: {e}; closing the connection");
+                    let _ = out.send(Out::Msg(Message::Error(ErrorReply::new(
+                        ErrorKind::Protocol,
+                        e.to_string(),
+                    ))));
+                    break;
+                }
+                Ok(Ok(Some(bytes))) => bytes,
+            };
+        let msg = match serde_json::from_slice::<Message>(&frame) {
+            Ok(m) => m,
+            Err(e) => {
+                // A well-framed request the agent cannot decode (unknown op, bad field) fails
+                // like any other operation: an error reply, and the session goes on. Anything
+                // else undecodable ends the connection.
+                if let Some(id) = request_id_of(&frame) {
+                    let m = clip_message(&format!("malformed request: {e}"));
+                    tracing::warn!("controller {peer}: request {id}: {m}");
+                    let _ = out.send(Out::Msg(Message::Response {
+                        id,
+                        result: Err(ErrorReply::new(ErrorKind::BadRequest, m)),
+                    }));
+                    continue;
+                }
+                let e = protocol::FrameError::Json(e);
                 tracing::warn!("controller {peer}: {e}; closing the connection");
                 let _ = out.send(Out::Msg(Message::Error(ErrorReply::new(
                     ErrorKind::Protocol,
-                    e.to_string(),
+                    clip_message(&e.to_string()),
                 ))));
                 break;
             }
-            Ok(Ok(Some(m))) => m,
         };
         match msg {
             Message::Request { id, op: Op::Bye } => {
@@ -858,6 +915,35 @@ mod tests {
         ] {
             assert!(sysctl_path(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn undecodable_requests_are_answered_by_id() {
+        assert_eq!(
+            request_id_of(br#"{"type":"Request","id":7,"op":{"op":"RunShell","cmd":"id"}}"#),
+            Some(7)
+        );
+        assert_eq!(
+            request_id_of(br#"{"op":{"op":"SetMtu","mtu":-1},"id":8,"type":"Request"}"#),
+            Some(8)
+        );
+        let deep = format!(
+            r#"{{"type":"Request","id":9,"op":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(request_id_of(deep.as_bytes()), Some(9));
+        for not_a_request in [
+            &br#"{"type":"Frobnicate","id":1}"#[..],
+            br#"{"type":"Request","id":-1,"op":{}}"#,
+            br#"{"type":"Request","op":{}}"#,
+            b"{{{{",
+            b"",
+            b"\xff",
+        ] {
+            assert_eq!(request_id_of(not_a_request), None);
+        }
+        assert_eq!(clip_message(&"x".repeat(1000)).chars().count(), 301);
     }
 
     #[test]
