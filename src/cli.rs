@@ -87,8 +87,12 @@ impl CliError {
 
 /// The error as one line (control characters from user input replaced).
 pub fn one_line(e: &CliError) -> String {
-    e.to_string()
-        .chars()
+    line(&e.to_string())
+}
+
+/// `s` as one line: control characters (newlines from user input) replaced by spaces.
+pub fn line(s: &str) -> String {
+    s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }

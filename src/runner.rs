@@ -134,14 +134,14 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     let mode = match preflight(config, &run_id).await {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("lnst-runner: {e}");
+            eprintln!("lnst-runner: {}", crate::cli::line(&e.to_string()));
             return EXIT_BAD_INPUT;
         }
     };
     let exporter = match Exporter::new(&config.results_dir) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("lnst-runner: {e}");
+            eprintln!("lnst-runner: {}", crate::cli::line(&e.to_string()));
             return EXIT_BAD_INPUT;
         }
     };
