@@ -136,6 +136,7 @@ impl Netlink {
     }
 
     pub async fn link(&self, ifname: &str) -> Result<Link, OpError> {
+        check_ifname(ifname)?;
         let res = self
             .handle
             .link()
@@ -334,6 +335,35 @@ impl Netlink {
     }
 }
 
+/// Check an interface name as the kernel's `dev_valid_name` does: 1 to 15 bytes, not `.` or
+/// `..`, no `/`, `:`, whitespace or NUL. Every name-based operation goes through
+/// [`Netlink::link`], which checks first: a controller-supplied name of 100 000 bytes made
+/// netlink-packet-route panic while encoding the request, and the netlink connection task died
+/// with it (every later netlink request of the session failed).
+pub fn check_ifname(name: &str) -> Result<(), OpError> {
+    let ok = !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+    if ok {
+        return Ok(());
+    }
+    let mut shown: String = name.chars().take(32).collect();
+    if name.chars().nth(32).is_some() {
+        shown.push('…');
+    }
+    Err(OpError::new(
+        ErrorKind::BadRequest,
+        format!(
+            "invalid interface name {shown:?} ({} bytes; 1 to 15, no '/', ':', whitespace or NUL)",
+            name.len()
+        ),
+    ))
+}
+
 fn no_such(ifname: &str) -> OpError {
     OpError::new(ErrorKind::NotFound, format!("no such interface: {ifname}"))
 }
@@ -509,6 +539,36 @@ mod tests {
         );
         assert_eq!(parse_ethtool_driver("driver: \n"), None);
         assert_eq!(parse_ethtool_driver("nothing"), None);
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["lo", "eth0", "veth-a.100", "x", "123456789012345"] {
+            assert!(check_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "1234567890123456",
+            "a/b",
+            "eth0:1",
+            "a b",
+            "lo\0x",
+            "tab\t",
+        ] {
+            let e = check_ifname(bad).err();
+            assert_eq!(
+                e.as_ref().map(|e| e.kind),
+                Some(ErrorKind::BadRequest),
+                "{bad:?}"
+            );
+        }
+        let e = check_ifname(&"x".repeat(100_000))
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(e.len() < 150 && e.contains("100000 bytes"), "{e}");
     }
 
     #[test]
