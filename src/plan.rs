@@ -61,12 +61,13 @@ impl Plan {
     /// Build and validate the plan from the configuration.
     pub fn from_config(config: &Config) -> Result<Plan, PlanError> {
         if let Some(recipe) = &config.recipe {
-            if config.test_db.is_some() {
-                tracing::warn!("RECIPE is set, so TEST_DB is ignored");
-            }
             let def = recipes::find(recipe)?;
             let given = parse_params(&config.recipe_params)?;
             let params = resolve(def.name, &(def.params)(), given)?;
+            // Warned only once the plan stands: bad input gets its one error line alone.
+            if config.test_db.is_some() {
+                tracing::warn!("RECIPE is set, so TEST_DB is ignored");
+            }
             return Ok(Plan {
                 tests: vec![TestSpec {
                     id: format!("0_{}", def.name),

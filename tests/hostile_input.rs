@@ -69,6 +69,10 @@ enum Input {
     Pool(Vec<u8>),
     /// `pool check DIR`, DIR prepared by the function.
     PoolMade(fn(&Path)),
+    /// The inner input through `lnst-runner run` (RECIPE=SimpleNetworkRecipe; a pool directory
+    /// becomes LNST_POOL_DIR): rejected before anything runs. LNST_AGENT_BIN names a missing
+    /// file, so that an input accepted by mistake fails preflight instead of provisioning.
+    Run(Box<Input>),
 }
 
 struct Case {
@@ -105,6 +109,10 @@ fn db_params(params: &str) -> Input {
     db(format!(
         r#"[{{"recipe_name": "SimpleNetworkRecipe", "params": {params}}}]"#
     ))
+}
+
+fn run(i: Input) -> Input {
+    Input::Run(Box::new(i))
 }
 
 fn xml(s: impl Into<Vec<u8>>) -> Input {
@@ -457,6 +465,18 @@ fn corpus() -> Vec<Case> {
             let f = d.join(std::ffi::OsStr::from_bytes(b"m\xff.xml"));
             std::fs::write(f, "<agentmachine/>").unwrap_or_else(|e| panic!("{e}"));
         }), "file name is not valid UTF-8"),
+        // ---- The same through `run`, and warnings that must not add lines. ----
+        case("run_import_system", Injection, run(p("perf_iterations=__import__('os').system('touch @CANARY@')")), "RECIPE_PARAMS: perf_iterations"),
+        case("run_fstring", Injection, run(p(r#"driver=f'{open("@CANARY@","w")}'"#)), "RECIPE_PARAMS: driver"),
+        case("run_shell_substitution", Injection, run(p("driver=$(touch @CANARY@)")), "RECIPE_PARAMS: driver"),
+        case("run_params_list_60k", Nesting, run(p(format!("perf_tests={}", "[".repeat(60_000)))), "RECIPE_PARAMS: perf_tests"),
+        case("run_ping_interval_1e300", Numbers, run(p("ping_interval=1e300")), "RECIPE_PARAMS: ping_interval"),
+        case("run_duplicate_key", Syntax, run(p("perf_iterations=1;perf_iterations=2")), "RECIPE_PARAMS: perf_iterations: parameter given more than once"),
+        case("run_pool_nesting_100k", PoolXml, run(xml(format!("<agentmachine>{}", "<params>".repeat(100_000)))), "m.xml:1:"),
+        case("run_pool_fifo", PoolXml, run(Input::PoolMade(|d| mkfifo(&d.join("m.xml")))), "m.xml: not a regular file (a FIFO)"),
+        case("run_pool_external_entity", PoolXml, run(xml(r#"<!DOCTYPE agentmachine [<!ENTITY x SYSTEM "file:///etc/passwd">]><agentmachine><params><param name="hostname">&x;</param></params></agentmachine>"#)), "m.xml:1:"),
+        case("recipe_with_test_db_and_bad_params", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("TEST_DB", b"/nonexistent.json"), ("RECIPE_PARAMS", b"bogus=1")]), "RECIPE_PARAMS: 'bogus'"),
+        case("debug_on_with_bad_params", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("DEBUG", b"1"), ("RECIPE_PARAMS", b"perf_iterations=-1")]), "RECIPE_PARAMS: perf_iterations"),
     ];
     // Keep the declaration order stable for the report.
     v.sort_by_key(|c| c.cat);
@@ -579,6 +599,66 @@ fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Outcome {
     }
 }
 
+fn os(b: Vec<u8>) -> std::ffi::OsString {
+    std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&b))
+}
+
+/// Set up `input` in home `h` and add its arguments and variables to `cmd`; `run` selects
+/// `lnst-runner run` instead of `plan` / `pool check`.
+fn prepare(cmd: &mut Command, input: &Input, h: &Path, run: bool) {
+    let plan = if run { "run" } else { "plan" };
+    let pool = |cmd: &mut Command, d: &Path| {
+        if run {
+            cmd.arg("run")
+                .env("RECIPE", "SimpleNetworkRecipe")
+                .env("LNST_POOL_DIR", d);
+        } else {
+            cmd.args(["pool", "check"]).arg(d);
+        }
+    };
+    match input {
+        Input::Params(b) => {
+            cmd.arg(plan)
+                .env("RECIPE", "SimpleNetworkRecipe")
+                .env("RECIPE_PARAMS", os(subst(b, h)));
+        }
+        Input::Env(vars) => {
+            cmd.arg(plan);
+            for (k, v) in vars {
+                cmd.env(k, os(subst(v, h)));
+            }
+        }
+        Input::TestDb(b) => {
+            let f = h.join("test_db.json");
+            std::fs::write(&f, subst(b, h)).unwrap_or_else(|e| panic!("{e}"));
+            cmd.arg(plan).env("TEST_DB", &f);
+        }
+        Input::TestDbAt(b) => {
+            cmd.arg(plan).env("TEST_DB", os(subst(b, h)));
+        }
+        Input::TestDbMade(make) => {
+            let f = make(h);
+            cmd.arg(plan).env("TEST_DB", f);
+        }
+        Input::Pool(b) => {
+            let d = h.join("pooldir");
+            std::fs::create_dir(&d).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(d.join("m.xml"), subst(b, h)).unwrap_or_else(|e| panic!("{e}"));
+            pool(cmd, &d);
+        }
+        Input::PoolMade(make) => {
+            let d = h.join("pooldir");
+            std::fs::create_dir(&d).unwrap_or_else(|e| panic!("{e}"));
+            make(&d);
+            pool(cmd, &d);
+        }
+        Input::Run(inner) => {
+            cmd.env("LNST_AGENT_BIN", h.join("no-such-agent"));
+            prepare(cmd, inner, h, true);
+        }
+    }
+}
+
 /// Run one case; returns its failures (empty: it passed) and the runner's pid.
 fn run_case(c: &Case) -> (Vec<String>, u32) {
     let home = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
@@ -591,44 +671,7 @@ fn run_case(c: &Case) -> (Vec<String>, u32) {
         .env("LNST_POOL_DIR", h.join("pool"))
         .env("LNST_RESULTS_DIR", h.join("results"))
         .current_dir(h);
-    let os = |b: Vec<u8>| std::ffi::OsString::from(std::ffi::OsStr::from_bytes(&b));
-    match &c.input {
-        Input::Params(b) => {
-            cmd.arg("plan")
-                .env("RECIPE", "SimpleNetworkRecipe")
-                .env("RECIPE_PARAMS", os(subst(b, h)));
-        }
-        Input::Env(vars) => {
-            cmd.arg("plan");
-            for (k, v) in vars {
-                cmd.env(k, os(subst(v, h)));
-            }
-        }
-        Input::TestDb(b) => {
-            let f = h.join("test_db.json");
-            std::fs::write(&f, subst(b, h)).unwrap_or_else(|e| panic!("{e}"));
-            cmd.arg("plan").env("TEST_DB", &f);
-        }
-        Input::TestDbAt(b) => {
-            cmd.arg("plan").env("TEST_DB", os(subst(b, h)));
-        }
-        Input::TestDbMade(make) => {
-            let f = make(h);
-            cmd.arg("plan").env("TEST_DB", f);
-        }
-        Input::Pool(b) => {
-            let d = h.join("pooldir");
-            std::fs::create_dir(&d).unwrap_or_else(|e| panic!("{e}"));
-            std::fs::write(d.join("m.xml"), subst(b, h)).unwrap_or_else(|e| panic!("{e}"));
-            cmd.args(["pool", "check"]).arg(&d);
-        }
-        Input::PoolMade(make) => {
-            let d = h.join("pooldir");
-            std::fs::create_dir(&d).unwrap_or_else(|e| panic!("{e}"));
-            make(&d);
-            cmd.args(["pool", "check"]).arg(&d);
-        }
-    }
+    prepare(&mut cmd, &c.input, h, false);
     let before = tree(h);
     let o = run_with_timeout(cmd, CASE_TIMEOUT);
     let after = tree(h);
