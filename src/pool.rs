@@ -16,7 +16,11 @@
 //! * Security: `none` and `password` (a shared secret, `<auth_password>` or
 //!   `<auth_password_file>` relative to the XML's directory). `pubkey`/`ssh` are rejected.
 //! * DTDs are refused outright (roxmltree's default), so entity expansion attacks
-//!   (billion laughs, external entities) fail immediately. Files above 1 MiB are refused.
+//!   (billion laughs, external entities) fail immediately. Files above 1 MiB, nesting deeper
+//!   than [`MAX_XML_DEPTH`], processing instructions, namespaced elements and attributes the
+//!   upstream schema does not have are refused too.
+//! * A `*.xml` entry that cannot be a machine file (a FIFO, a device, a dangling symlink, a
+//!   symlink loop, a name that is not UTF-8) is an error naming it, not silently skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
