@@ -214,6 +214,11 @@ pub enum SchemaError {
 
 /// Closest known name, if reasonably close.
 fn suggest(name: &str, specs: &[ParamSpec]) -> Option<&'static str> {
+    // Edit distances cost O(len²): a 60 000-character name took seconds per spec. No
+    // parameter name is close to one that long.
+    if name.chars().nth(64).is_some() {
+        return None;
+    }
     let mut best: Option<(f64, &'static str)> = None;
     for s in specs {
         let score = strsim::normalized_damerau_levenshtein(name, s.name);
@@ -234,7 +239,13 @@ pub fn resolve(
     let mut checked: Vec<(String, Value)> = Vec::new();
     for (name, value) in given {
         let Some(spec) = specs.iter().find(|s| s.name == name) else {
-            return Err(match suggest(&name, specs) {
+            let suggestion = suggest(&name, specs);
+            // The name is user input of any length: shown cut to 64 characters.
+            let mut name: String = name.chars().take(64).collect();
+            if name.len() == 64 && suggestion.is_none() {
+                name.push('…');
+            }
+            return Err(match suggestion {
                 Some(suggestion) => SchemaError::UnknownWithSuggestion {
                     recipe: recipe.to_string(),
                     name,
@@ -566,6 +577,21 @@ mod tests {
         let m = no(ParamType::Int, &long);
         assert!(m.len() < 200, "{m}");
         assert!(m.ends_with('…'), "{m}");
+    }
+
+    #[test]
+    fn long_unknown_names_are_cut_and_not_compared() {
+        let specs = vec![ParamSpec::opt("perf_iterations", ParamType::Int, "n")];
+        let long = format!("perf_iterations{}", "x".repeat(60_000));
+        assert_eq!(suggest(&long, &specs), None);
+        assert_eq!(suggest("perf_iteration", &specs), Some("perf_iterations"));
+        let e = resolve("R", &specs, vec![(long, Value::Int(1))])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.starts_with("'perf_iterationsxxx"), "{e}");
+        assert!(e.contains("…' is not a parameter of R"), "{e}");
+        assert!(e.len() < 200, "{} bytes", e.len());
     }
 
     #[test]

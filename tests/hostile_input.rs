@@ -31,6 +31,9 @@ const CANARY: &str = "@CANARY@";
 const HOME: &str = "@HOME@";
 /// A case that takes longer than this hangs.
 const CASE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A rejection slower than this is a CPU sink (every case takes well under 1 s; a 60 000-
+/// character parameter name once took 4 s of edit-distance computations).
+const CASE_BUDGET: Duration = Duration::from_secs(5);
 /// Parallel runner processes (the machine has 2 cores; most cases are a few ms of CPU).
 const WORKERS: usize = 4;
 
@@ -339,6 +342,7 @@ fn corpus() -> Vec<Case> {
         case("missing_equals", Syntax, p("perf_iterations"), "RECIPE_PARAMS: 'perf_iterations': missing '='"),
         case("double_equals", Syntax, p("perf_iterations==1"), "RECIPE_PARAMS: perf_iterations"),
         case("empty_value", Syntax, p("perf_iterations="), "RECIPE_PARAMS: perf_iterations"),
+        case("unknown_key_60k", Syntax, p(format!("perf_iterations{}=1", "x".repeat(60_000))), "RECIPE_PARAMS: 'perf_iterationsxxx"),
         case("input_over_64k", Syntax, p(format!("driver='{}'", "a".repeat(70_000))), "RECIPE_PARAMS: input is"),
         // ---- Other variables. ----
         case("debug_not_truth", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("DEBUG", b"maybe")]), "DEBUG: 'maybe'"),
@@ -383,6 +387,7 @@ fn corpus() -> Vec<Case> {
         case("db_duplicate_recipe_name", TestDb, db(r#"[{"recipe_name": "Nope", "recipe_name": "SimpleNetworkRecipe"}]"#), "duplicate key 'recipe_name'"),
         case("db_unknown_field", TestDb, db(r#"[{"recipe_name": "SimpleNetworkRecipe", "parms": {"perf_iterations": 1}}]"#), "TEST_DB: entry 0: unknown field 'parms'"),
         case("db_unknown_param", TestDb, db_params(r#"{"bogus": 1}"#), "TEST_DB: entry 0: params: 'bogus'"),
+        case("db_unknown_param_100k", TestDb, db_params(&format!(r#"{{"{}": 1}}"#, "p".repeat(100_000))), "TEST_DB: entry 0: params: 'ppp"),
         case("db_wrong_type", TestDb, db_params(r#"{"perf_iterations": "5"}"#), "TEST_DB: entry 0: params: perf_iterations"),
         case("db_null_param", TestDb, db_params(r#"{"perf_iterations": null}"#), "TEST_DB: entry 0: params: perf_iterations"),
         case("db_code_in_int_param", TestDb, db_params(r#"{"perf_iterations": "__import__('os').system('touch @CANARY@')"}"#), "TEST_DB: entry 0: params: perf_iterations"),
@@ -659,8 +664,8 @@ fn prepare(cmd: &mut Command, input: &Input, h: &Path, run: bool) {
     }
 }
 
-/// Run one case; returns its failures (empty: it passed) and the runner's pid.
-fn run_case(c: &Case) -> (Vec<String>, u32) {
+/// Run one case; returns its failures (empty: it passed), the runner's pid and its run time.
+fn run_case(c: &Case) -> (Vec<String>, u32, Duration) {
     let home = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let h = home.path();
     let canary = h.join("canary");
@@ -680,7 +685,10 @@ fn run_case(c: &Case) -> (Vec<String>, u32) {
     let mut fail = |m: String| fails.push(m);
     if o.hung {
         fail(format!("hung: killed after {:?}", o.took));
-    } else if o.code != Some(2) {
+    } else if o.took > CASE_BUDGET {
+        fail(format!("took {:.1} s to reject", o.took.as_secs_f64()));
+    }
+    if !o.hung && o.code != Some(2) {
         fail(format!("exit code {:?}, expected 2", o.code));
     }
     for (what, text) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
@@ -723,7 +731,7 @@ fn run_case(c: &Case) -> (Vec<String>, u32) {
         let gone: Vec<&PathBuf> = before.iter().filter(|p| !after.contains(p)).collect();
         fail(format!("home changed: new {new:?}, gone {gone:?}"));
     }
-    (fails, o.pid)
+    (fails, o.pid, o.took)
 }
 
 /// Output of a panic or a stack overflow.
@@ -801,18 +809,19 @@ fn hostile_inputs_are_rejected_with_one_line_and_exit_2() {
     let root = common::is_root();
     let ns_before = lnst_namespaces();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Vec<String>, u32)>> = Mutex::new(Vec::new());
+    type Done = (usize, Vec<String>, u32, Duration);
+    let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
     let t0 = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(c) = cases.get(i) else { break };
-                let (fails, pid) = run_case(c);
+                let (fails, pid, took) = run_case(c);
                 results
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push((i, fails, pid));
+                    .push((i, fails, pid, took));
             });
         }
     });
@@ -823,7 +832,7 @@ fn hostile_inputs_are_rejected_with_one_line_and_exit_2() {
 
     let mut report = String::new();
     let mut per_cat: BTreeMap<Cat, (usize, usize)> = BTreeMap::new();
-    for (i, fails, _) in &results {
+    for (i, fails, _, _) in &results {
         let c = &cases[*i];
         let e = per_cat.entry(c.cat).or_default();
         e.0 += 1;
@@ -860,10 +869,13 @@ fn hostile_inputs_are_rejected_with_one_line_and_exit_2() {
     } else {
         eprintln!("note: not root, the network namespace check is skipped");
     }
+    let slowest = results.iter().max_by_key(|r| r.3);
     eprintln!(
-        "hostile corpus: {} cases in {:.1} s",
+        "hostile corpus: {} cases in {:.1} s (slowest: {} in {:.2} s)",
         cases.len(),
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        slowest.map_or("-", |r| cases[r.0].name),
+        slowest.map_or(0.0, |r| r.3.as_secs_f64())
     );
     for (cat, (n, failed)) in &per_cat {
         eprintln!("  {cat:?}: {n} cases, {failed} failed");
