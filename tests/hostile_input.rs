@@ -364,6 +364,8 @@ fn corpus() -> Vec<Case> {
         case("image_name_shell", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("IMAGE_NAME", b"x; touch @CANARY@")]), "IMAGE_NAME: "),
         case("image_name_substitution", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("IMAGE_NAME", b"$(touch @CANARY@)")]), "IMAGE_NAME: "),
         case("pool_dir_is_a_file", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("LNST_POOL_DIR", b"/etc/hostname")]), "LNST_POOL_DIR: "),
+        case("pool_dir_is_a_device", Env, env(&[("RECIPE", b"SimpleNetworkRecipe"), ("LNST_POOL_DIR", b"/dev/null")]), "LNST_POOL_DIR: "),
+        case("pool_dir_name_too_long", Env, Input::Env(vec![("RECIPE", b"SimpleNetworkRecipe".to_vec()), ("LNST_POOL_DIR", [b"/".to_vec(), b"a".repeat(100_000)].concat())]), "LNST_POOL_DIR: "),
         case("nothing_to_run", Env, env(&[]), "set RECIPE (and RECIPE_PARAMS) or TEST_DB"),
         // ---- TEST_DB. ----
         case("db_unclosed_object", TestDb, db("{"), "TEST_DB: not valid JSON"),
@@ -1308,6 +1310,39 @@ fn agent_survives_bad_requests() {
                 "  {name}: expected an error response {want:?} for id {id}, got {other:?}\n"
             )),
         }
+    }
+    // Extreme but valid values: u64::MAX milliseconds must not overflow a deadline.
+    a.send_payload(
+        br#"{"type":"Request","id":3,"op":{"op":"WaitDad","ifname":"lo","timeout_ms":18446744073709551615}}"#,
+    );
+    match a.recv() {
+        Some(Message::Response {
+            id: 3,
+            result: Ok(_),
+        }) => {}
+        other => report.push_str(&format!("  WaitDad lo u64::MAX ms: {other:?}\n")),
+    }
+    a.send_payload(
+        br#"{"type":"Request","id":4,"op":{"op":"StartJob","spec":{"kind":"CpuStat","interval_ms":18446744073709551615}}}"#,
+    );
+    match a.recv() {
+        Some(Message::Response {
+            id: 4,
+            result: Ok(protocol::Reply::JobId(job)),
+        }) => {
+            a.send(&Message::Request {
+                id: 5,
+                op: Op::StopJob { job_id: job },
+            });
+            match a.recv() {
+                Some(Message::Response {
+                    id: 5,
+                    result: Ok(_),
+                }) => {}
+                other => report.push_str(&format!("  StopJob of the sampler: {other:?}\n")),
+            }
+        }
+        other => report.push_str(&format!("  CpuStat u64::MAX ms: {other:?}\n")),
     }
     // The session still works: a valid request, a keepalive, then a clean bye.
     a.send(&Message::Request {
