@@ -1,7 +1,7 @@
 //! Leaks: back-to-back short runs, each followed by a look at what the machine holds, compared
 //! with the baseline taken before the first run:
 //!   - embedded pool: network namespaces (named and held by processes), root-namespace links,
-//!     our processes (lnst-agent, iperf3, ping), files under /run/lnst-runner;
+//!     our processes (lnst-agent, iperf3, ping; conmon for Podman), files under /run/lnst-runner;
 //!   - pool XML over TCP: additionally the long-lived agents' open fds and threads (the only
 //!     processes here that outlive a run, so the only ones that can accumulate);
 //!   - Podman: additionally the engine's containers and networks.
@@ -26,7 +26,7 @@ fn runs(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-const OURS: [&str; 3] = ["lnst-agent", "iperf3", "ping"];
+const OURS: [&str; 4] = ["lnst-agent", "iperf3", "ping", "conmon"];
 
 /// What the machine holds that a run could leave behind.
 #[derive(Debug, Clone, PartialEq)]
