@@ -2,6 +2,7 @@
 //! run the recipe, tear everything down, export the results, and decide the exit code.
 //! Teardown runs on success, failure, Ctrl-C and SIGTERM.
 
+use crate::agent::AGENT_SECRET_ENV;
 use crate::config::{AgentMode, Config};
 use crate::plan::{Plan, TestSpec};
 use crate::pool::{Pool, Security};
@@ -112,24 +113,31 @@ async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError
     }
 }
 
-/// Resolves when SIGINT or SIGTERM arrives, with the signal's name.
-async fn interrupted() -> &'static str {
+/// Resolves when SIGINT or SIGTERM arrives, with the signal's name. The handlers are installed
+/// when this is called, not when the future is first polled: from then on neither signal can
+/// kill the process before its teardown has run.
+fn interrupted() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        std::future::pending::<()>().await;
-        return "signal";
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            std::future::pending::<()>().await;
+            return "signal";
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     }
 }
 
 /// `lnst-runner run`: the whole plan; returns the exit code.
 pub async fn run(config: &Config, plan: Plan) -> i32 {
+    let signal = interrupted();
+    tokio::pin!(signal);
     let run_id = new_run_id();
     let mode = match preflight(config, &run_id).await {
         Ok(m) => m,
@@ -151,8 +159,6 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
         config.agent_mode
     );
     let mut outcomes: Vec<TestOutcome> = Vec::new();
-    let signal = interrupted();
-    tokio::pin!(signal);
     let mut stopped_by: Option<&'static str> = None;
     for spec in &plan.tests {
         if let Some(sig) = stopped_by {
@@ -174,6 +180,18 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
         }
         outcomes.push(outcome);
     }
+    if stopped_by.is_none() {
+        // A signal that arrived while nothing was waiting for it (during a teardown, say):
+        // the run finished its work, but it was asked to stop, so it does not report success.
+        stopped_by = tokio::select! {
+            biased;
+            sig = signal.as_mut() => Some(sig),
+            _ = std::future::ready(()) => None,
+        };
+        if let Some(sig) = stopped_by {
+            eprintln!("lnst-runner: {sig} received during teardown; teardown completed");
+        }
+    }
     if let Err(e) = exporter.finish(&outcomes) {
         tracing::error!("writing summary files failed: {e}");
     }
@@ -185,21 +203,20 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     code
 }
 
-fn make_provisioner(
-    mode: &Mode,
-    run_id: &str,
-    secret_file: Option<&Path>,
-) -> Option<Box<dyn Provisioner>> {
+fn make_provisioner(mode: &Mode, run_id: &str, secret: &str) -> Option<Box<dyn Provisioner>> {
+    // The run's secret reaches each agent in its environment (a root-only channel: a child's
+    // environment, an exec's environment on the engine's socket), never in a file.
     match mode {
         Mode::Netns { agent } => {
-            let mut argv = vec![agent.clone().into_os_string(), "--stdio".into()];
-            if let Some(f) = secret_file {
-                argv.push("--secret-file".into());
-                argv.push(f.as_os_str().to_owned());
-            }
-            Some(Box::new(NetnsProvisioner::new(run_id, argv)))
+            let argv = vec![agent.clone().into_os_string(), "--stdio".into()];
+            Some(Box::new(
+                NetnsProvisioner::new(run_id, argv).with_agent_env(AGENT_SECRET_ENV, secret),
+            ))
         }
-        Mode::Podman { opts } => match PodmanProvisioner::connect(opts.clone()) {
+        Mode::Podman { opts } => match PodmanProvisioner::connect(PodmanOptions {
+            agent_secret: Some(secret.to_string()),
+            ..opts.clone()
+        }) {
             Ok(p) => Some(Box::new(p)),
             Err(e) => {
                 tracing::error!("{e}");
@@ -274,13 +291,7 @@ async fn run_test(
         }
         _ => {
             let secret = hex::encode(rand::random::<[u8; 32]>());
-            let secret_file = write_secret_file(run_id, &secret);
-            let secret_path = secret_file.as_ref().ok().cloned();
-            if let Err(e) = &secret_file {
-                outcome.error = Some(format!("cannot write the agent secret: {e}"));
-                return (outcome, None);
-            }
-            let Some(mut prov) = make_provisioner(mode, run_id, secret_path.as_deref()) else {
+            let Some(mut prov) = make_provisioner(mode, run_id, &secret) else {
                 outcome.error = Some("could not create the provisioner".into());
                 return (outcome, None);
             };
@@ -294,13 +305,9 @@ async fn run_test(
                 let fut = async {
                     let mut eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
                     eprintln!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
-                    // Namespace agents read the run's fresh secret from a root-only file.
-                    // Container agents are reached through an exec on the engine's socket,
-                    // a channel only root can open; they run without a secret.
-                    if pool_name == "netns" {
-                        for ep in &mut eps {
-                            ep.secret = Some(secret.as_bytes().to_vec());
-                        }
+                    // Every agent holds the run's fresh secret and must be proven to.
+                    for ep in &mut eps {
+                        ep.secret = Some(secret.as_bytes().to_vec());
                     }
                     let m = match_from_endpoints(&reqs, &eps, pool_name);
                     Ok::<_, String>(run_on_endpoints(spec, eps, m).await)
@@ -320,6 +327,7 @@ async fn run_test(
                     }
                 }
             }
+            eprintln!("tearing down the {pool_name} agents");
             if let Err(e) = prov.teardown().await {
                 tracing::error!("{e}");
                 let msg = format!("teardown: {e}");
@@ -328,29 +336,10 @@ async fn run_test(
                     None => msg,
                 });
             }
-            if let Some(p) = secret_path {
-                let _ = std::fs::remove_file(p);
-            }
         }
     }
     outcome.duration_s = started.elapsed().as_secs_f64();
     (outcome, stopped)
-}
-
-fn write_secret_file(run_id: &str, secret: &str) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = PathBuf::from("/run/lnst-runner");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{run_id}.secret"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(secret.as_bytes())?;
-    Ok(path)
 }
 
 fn match_from_endpoints(

@@ -3,10 +3,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ISSUE_PARAMS: &str = "perf_iterations=2;perf_duration=2;perf_tests=['tcp_stream','udp_stream'];offload_combinations=[{'gro':'on','gso':'on','tso':'on','tx':'on','rx':'on'},{'gro':'off','gso':'on','tso':'on','tx':'on','rx':'on'}];net_ipv4='198.18.20.0/24';net_ipv6='fd00:1:2::/64';ping_count=5;ping_interval=0.2";
 
@@ -109,83 +106,6 @@ fn embedded_simple_network_recipe_passes_and_leaves_nothing() {
     assert_eq!(before, after, "namespaces left behind");
 }
 
-fn children_named(parent: u32, name: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let comm = &stat[stat.find('(').unwrap_or(0) + 1..close];
-        let ppid: u32 = stat[close + 2..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if ppid == parent && comm == name {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Start the runner, wait until its stderr shows `marker`, then call `act(pid)`.
-fn run_and_interrupt(
-    home: &Path,
-    params: &str,
-    marker: &str,
-    act: impl FnOnce(u32),
-) -> (std::process::Output, Duration) {
-    let mut child = runner(
-        home,
-        &[("RECIPE", "SimpleNetworkRecipe"), ("RECIPE_PARAMS", params)],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) if l.contains(marker) => break,
-            Ok(_) => {}
-            Err(_) if Instant::now() > deadline => panic!("marker {marker:?} never seen"),
-            Err(_) => {}
-        }
-    }
-    let t0 = Instant::now();
-    act(pid);
-    let out = child.wait_with_output().unwrap();
-    let elapsed = t0.elapsed();
-    let err = reader.join().unwrap();
-    (
-        std::process::Output {
-            status: out.status,
-            stdout: out.stdout,
-            stderr: err.into_bytes(),
-        },
-        elapsed,
-    )
-}
-
 #[test]
 fn agent_killed_mid_iteration_fails_the_test_and_cleans_up() {
     if !require_netns_e2e() {
@@ -196,7 +116,7 @@ fn agent_killed_mid_iteration_fails_the_test_and_cleans_up() {
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let before = netns_with_prefix("lnst-");
     let params = "perf_iterations=3;perf_duration=3;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.21.0/24';ping_count=2;ping_interval=0.2";
-    let (out, elapsed) = run_and_interrupt(home.path(), params, "iter 1/3", |pid| {
+    let (out, elapsed) = run_recipe_and_interrupt(home.path(), params, "iter 1/3", |pid| {
         let agents = children_named(pid, "lnst-agent");
         assert_eq!(agents.len(), 2, "two agents run under the runner");
         nix::sys::signal::kill(
@@ -235,7 +155,7 @@ fn sigterm_mid_run_tears_down_and_exports() {
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let before = netns_with_prefix("lnst-");
     let params = "perf_iterations=5;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.22.0/24';ping_count=2;ping_interval=0.2";
-    let (out, elapsed) = run_and_interrupt(home.path(), params, "ping ipv4", |pid| {
+    let (out, elapsed) = run_recipe_and_interrupt(home.path(), params, "ping ipv4", |pid| {
         std::thread::sleep(Duration::from_millis(500));
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

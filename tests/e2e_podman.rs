@@ -6,67 +6,11 @@
 
 mod common;
 use common::lab::*;
+use common::podman::*;
 use common::*;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-const SOCK: &str = "/run/podman/podman.sock";
-const URI: &str = "unix:///run/podman/podman.sock";
 const PARAMS: &str = "perf_iterations=1;perf_duration=2;perf_tests=['tcp_stream'];offload_combinations=();net_ipv4='198.18.24.0/24';net_ipv6='fd00:24::/64';ping_count=3;ping_interval=0.2";
-
-fn podman_cli(args: &[&str]) -> std::process::Output {
-    let mut c = Command::new("podman");
-    if Path::new("/etc/lnst-runner/containers.conf").exists() {
-        c.env("CONTAINERS_CONF", "/etc/lnst-runner/containers.conf");
-    }
-    c.args(args).output().expect("podman CLI")
-}
-
-fn image_exists(name: &str) -> bool {
-    podman_cli(&["image", "exists", name]).status.success()
-}
-
-fn require_podman() -> bool {
-    require_netns_e2e()
-        && require(
-            Path::new(SOCK).exists(),
-            "the Podman API socket is not running",
-        )
-        && require(have("podman"), "podman is not installed")
-        && require(
-            image_exists("localhost/lnst-agent"),
-            "image lnst-agent is not built",
-        )
-        && require(
-            image_exists("localhost/lnst_controller"),
-            "image lnst_controller is not built",
-        )
-}
-
-/// Containers and networks labelled by lnst-runner.
-fn leftovers() -> (String, String) {
-    let c = podman_cli(&[
-        "ps",
-        "-a",
-        "--filter",
-        "label=lnst-runner.run",
-        "--format",
-        "{{.Names}}",
-    ]);
-    let n = podman_cli(&[
-        "network",
-        "ls",
-        "--filter",
-        "label=lnst-runner.run",
-        "--format",
-        "{{.Name}}",
-    ]);
-    (
-        String::from_utf8_lossy(&c.stdout).trim().to_string(),
-        String::from_utf8_lossy(&n.stdout).trim().to_string(),
-    )
-}
 
 fn assert_clean() {
     let (c, n) = leftovers();
@@ -266,4 +210,39 @@ fn missing_image_and_wrong_socket_are_exit_2() {
         "{text}"
     );
     assert_clean();
+}
+
+#[test]
+fn sigterm_in_provision_configure_and_teardown_leaves_nothing() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let phases = [
+        ("provision", "provisioning "),
+        ("configure", "configuring the test network"),
+        ("teardown", "tearing down the podman agents"),
+    ];
+    for (phase, marker) in phases {
+        let home = tempfile::tempdir().unwrap();
+        let w = Watched::start(runner(
+            home.path(),
+            &[
+                ("RECIPE", "SimpleNetworkRecipe"),
+                ("RECIPE_PARAMS", "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();net_ipv4='198.18.27.0/24';net_ipv6='fd00:27::/64';ping_count=2;ping_interval=0.2"),
+                ("PODMAN_URI", URI),
+            ],
+        ));
+        w.wait_for(marker, Duration::from_secs(60));
+        sigterm(w.pid());
+        let out = w.finish();
+        let text = format!("phase {phase}: {}", output_text(&out));
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(home.path().join("results/summary.json").exists(), "{text}");
+        let (c, n) = leftovers();
+        assert!(
+            c.is_empty() && n.is_empty(),
+            "SIGTERM in {phase} left containers [{c}] networks [{n}]\n{text}"
+        );
+    }
 }

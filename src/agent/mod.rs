@@ -59,6 +59,10 @@ pub enum AgentError {
     Config(String),
 }
 
+/// Environment variable holding the shared secret itself (how the runner hands its fresh
+/// per-run secret to the agents it starts); `--secret-file` takes precedence.
+pub const AGENT_SECRET_ENV: &str = "LNST_AGENT_SECRET";
+
 /// Agent settings.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {

@@ -24,7 +24,8 @@ struct Args {
     /// Address to bind with --port.
     #[arg(long, default_value = "0.0.0.0")]
     bind: IpAddr,
-    /// Require controllers to prove this shared secret (env LNST_AGENT_SECRET_FILE).
+    /// Require controllers to prove this shared secret (env LNST_AGENT_SECRET_FILE; or the
+    /// secret itself in LNST_AGENT_SECRET).
     #[arg(long)]
     secret_file: Option<PathBuf>,
     /// Serve the Shell operation (run an argv given by the controller).
@@ -60,9 +61,17 @@ fn main() -> anyhow::Result<()> {
         .secret_file
         .clone()
         .or_else(|| std::env::var_os("LNST_AGENT_SECRET_FILE").map(PathBuf::from));
-    let secret = match &secret_file {
-        Some(p) => Some(AgentConfig::load_secret(p)?),
-        None => None,
+    // The secret itself may come in the environment (the Podman provisioner passes it in the
+    // exec's environment); it is taken out before any thread or child process exists.
+    let secret_env = std::env::var_os(agent::AGENT_SECRET_ENV);
+    std::env::remove_var(agent::AGENT_SECRET_ENV);
+    let secret = match (&secret_file, secret_env) {
+        (Some(p), _) => Some(AgentConfig::load_secret(p)?),
+        (None, Some(v)) => Some(
+            lnst_runner::protocol::normalize_secret(v.as_encoded_bytes())
+                .ok_or_else(|| anyhow::anyhow!("{} is empty", agent::AGENT_SECRET_ENV))?,
+        ),
+        (None, None) => None,
     };
     let cfg = AgentConfig {
         secret,

@@ -45,6 +45,8 @@ const AGENT_STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct NetnsProvisioner {
     run_id: String,
     agent_cmd: Vec<OsString>,
+    /// Extra environment of each agent (the run's secret travels here, never in a file).
+    agent_env: Vec<(OsString, OsString)>,
     state: RunState,
     /// Whether this provisioner wrote the state file (only then does teardown remove it).
     wrote_state: bool,
@@ -81,10 +83,17 @@ impl NetnsProvisioner {
         NetnsProvisioner {
             run_id: run_id.to_string(),
             agent_cmd,
+            agent_env: Vec::new(),
             state: RunState::for_this_process(run_id),
             wrote_state: false,
             agents: Vec::new(),
         }
+    }
+
+    /// Set a variable in every agent's environment.
+    pub fn with_agent_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.agent_env.push((key.into(), value.into()));
+        self
     }
 
     /// The run id.
@@ -308,6 +317,7 @@ impl NetnsProvisioner {
         let setup = ChildNsSetup::new()?;
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -356,6 +366,12 @@ impl NetnsProvisioner {
 
     async fn teardown_inner(&mut self) -> Result<(), TeardownErrors> {
         let mut errs = TeardownErrors::default();
+
+        // 0. An interrupted provisioning may have left workers creating namespaces: let them
+        //    finish, so that what they create is deleted below rather than left behind.
+        if !nsfs::wait_for_workers(std::time::Duration::from_secs(10)).await {
+            errs.push("namespace workers still running after 10 s; teardown goes on anyway");
+        }
 
         // 1. Agents: close every stdin, give them a shared grace period, then kill.
         let mut agents: Vec<AgentProc> = self.agents.drain(..).collect();

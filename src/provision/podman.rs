@@ -36,6 +36,7 @@ use ipnet::Ipv4Net;
 use libpod::{Libpod, LIBPOD_PREFIX};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// Label carrying the run id on every container and network.
@@ -118,6 +119,9 @@ pub struct PodmanOptions {
     pub agent_cmd: Vec<String>,
     /// Run agent containers `--privileged` instead of the capability set (escape hatch).
     pub privileged: bool,
+    /// This run's shared secret, handed to each agent in its exec's environment
+    /// (`LNST_AGENT_SECRET`); None: agents accept any controller on the exec channel.
+    pub agent_secret: Option<String>,
 }
 
 impl PodmanOptions {
@@ -134,6 +138,7 @@ impl PodmanOptions {
             subnet_v4: default_subnet_v4(),
             agent_cmd: vec!["lnst-agent".into(), "--stdio".into()],
             privileged: false,
+            agent_secret: None,
         }
     }
 }
@@ -314,6 +319,9 @@ pub struct PodmanProvisioner {
     veths: Vec<String>,
     /// MACs of veth container ends: (container, interface id) → MAC.
     veth_macs: BTreeMap<(String, String), String>,
+    /// A create call was sent and has not returned: the run was interrupted mid-call, and the
+    /// engine may finish creating the resource after teardown has looked for it.
+    mid_create: bool,
 }
 
 impl std::fmt::Debug for PodmanProvisioner {
@@ -384,6 +392,7 @@ impl PodmanProvisioner {
             networks: Vec::new(),
             veths: Vec::new(),
             veth_macs: BTreeMap::new(),
+            mid_create: false,
         })
     }
 
@@ -503,6 +512,7 @@ impl PodmanProvisioner {
         let labels = self.labels((LABEL_NET, label));
         // Recorded before the call: a create that timed out may still have happened.
         self.networks.push(name.to_string());
+        self.mid_create = true;
         match engine.kind {
             EngineKind::Podman => {
                 let body = serde_json::json!({
@@ -557,6 +567,7 @@ impl PodmanProvisioner {
                     .map_err(|e| PodmanError::api(&format!("create network {name}"), e))?;
             }
         }
+        self.mid_create = false;
         tracing::debug!("created network {name} for label {label}");
         Ok(())
     }
@@ -595,6 +606,7 @@ impl PodmanProvisioner {
             ..Default::default()
         };
         self.containers.push(name.clone());
+        self.mid_create = true;
         docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -605,6 +617,7 @@ impl PodmanProvisioner {
             )
             .await
             .map_err(|e| PodmanError::api(&format!("create container {name}"), e))?;
+        self.mid_create = false;
         docker
             .start_container(&name, None)
             .await
@@ -724,15 +737,23 @@ impl PodmanProvisioner {
         let mut endpoints = Vec::new();
         for host in &plan.hosts {
             let interfaces = self.bindings(host).await?;
-            let transport =
-                exec::stdio_transport(self.docker().await?, &host.container, &self.opts.agent_cmd)
-                    .await?;
+            let transport = exec::stdio_transport(
+                self.docker().await?,
+                &host.container,
+                &self.opts.agent_cmd,
+                self.opts.agent_secret.as_deref(),
+            )
+            .await?;
             endpoints.push(AgentEndpoint {
                 host_id: host.host_id.clone(),
                 target: host.container.clone(),
                 hostname: host.container.clone(),
                 transport,
-                secret: None,
+                secret: self
+                    .opts
+                    .agent_secret
+                    .as_ref()
+                    .map(|s| s.as_bytes().to_vec()),
                 interfaces,
             });
         }
@@ -777,8 +798,67 @@ impl PodmanProvisioner {
         // What failed stays recorded, so that another teardown can retry it.
         self.containers = kept_containers;
         self.networks = kept_networks;
+        // Anything else labelled with this run: a create interrupted mid-call may complete
+        // in the engine after the removal above found nothing, so look again for a while.
+        let rounds: &[u64] = if self.mid_create {
+            &[0, 500, 1000, 1500]
+        } else {
+            &[0]
+        };
+        for wait_ms in rounds {
+            tokio::time::sleep(Duration::from_millis(*wait_ms)).await;
+            if let Err(e) = sweep_run(&docker, &self.opts.run_id).await {
+                errors.0.extend(e.0);
+                break;
+            }
+        }
+        self.mid_create = false;
         errors.into_result()
     }
+}
+
+/// Remove every container, then every network, labelled with run `run_id`.
+async fn sweep_run(docker: &Docker, run_id: &str) -> Result<(), TeardownErrors> {
+    let mut errors = TeardownErrors::default();
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
+    match docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(list) => {
+            for c in list {
+                let Some(id) = c.id else { continue };
+                tracing::debug!("teardown: removing late container {id} of run {run_id}");
+                if let Err(e) = remove_container(docker, &id).await {
+                    errors.push(e);
+                }
+            }
+        }
+        Err(e) => errors.push(format!("list containers: {}", one_line(&e.to_string()))),
+    }
+    match docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+    {
+        Ok(list) => {
+            for n in list {
+                let Some(name) = n.name else { continue };
+                tracing::debug!("teardown: removing late network {name} of run {run_id}");
+                if let Err(e) = remove_network(docker, &name).await {
+                    errors.push(e);
+                }
+            }
+        }
+        Err(e) => errors.push(format!("list networks: {}", one_line(&e.to_string()))),
+    }
+    errors.into_result()
 }
 
 async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {

@@ -303,6 +303,7 @@ pub async fn run(ctx: &mut RunContext, params: &ResolvedParams) -> Result<(), Re
     ));
 
     // ---- A. test-wide configuration ----
+    ctx.progress("configuring the test network");
     let mut ips: BTreeMap<String, Vec<DevIp>> = BTreeMap::new();
     let net4 = params
         .str("net_ipv4")

@@ -26,17 +26,47 @@ pub struct PoolLab {
     pub macs: [String; 2],
 }
 
-fn wait_port(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+fn wait_port(addr: &str, ns: &str, br: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
     while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
-            .is_ok()
-        {
-            return;
+        match std::net::TcpStream::connect_timeout(
+            &addr.parse().unwrap(),
+            Duration::from_millis(500),
+        ) {
+            Ok(_) => return,
+            Err(e) => last = e.to_string(),
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("agent at {addr} never listened");
+    // Say why: the route the root namespace takes, the bridge, and the agent's side.
+    let ip = addr.split(':').next().unwrap_or(addr);
+    let diag = [
+        vec!["ip", "route", "get", ip],
+        vec!["ip", "-br", "addr"],
+        vec!["bridge", "link", "show", "master", br],
+        vec!["ip", "-n", ns, "-br", "addr"],
+        vec!["ip", "netns", "exec", ns, "ss", "-ltnp"],
+        vec!["ip", "neigh", "show", ip],
+        vec!["iptables", "-S"],
+    ]
+    .iter()
+    .map(|a| {
+        let o = Command::new(a[0]).args(&a[1..]).output();
+        let text = o
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_else(|e| e.to_string());
+        format!("$ {}\n{text}", a.join(" "))
+    })
+    .collect::<Vec<_>>()
+    .join("\n");
+    panic!("agent at {addr} never accepted a connection (last error: {last})\n{diag}");
 }
 
 pub fn build_lab(tag: &str, secret_file: &Path) -> PoolLab {
@@ -91,8 +121,8 @@ pub fn build_lab(tag: &str, secret_file: &Path) -> PoolLab {
             .unwrap();
         bed.children.push(child);
     }
-    for a in &ctl {
-        wait_port(&format!("{a}:9999"));
+    for (i, a) in ctl.iter().enumerate() {
+        wait_port(&format!("{a}:9999"), &ns[i], &br);
     }
     PoolLab { bed, ctl, macs }
 }

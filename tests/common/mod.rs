@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod podman;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -147,4 +148,132 @@ pub fn mac_of(ns: &str, dev: &str) -> String {
 pub fn read_json(p: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Pids of the direct children of `parent` whose command name is `name`.
+pub fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let comm = &stat[stat.find('(').unwrap_or(0) + 1..close];
+        let ppid: u32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if ppid == parent && comm == name {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A running runner whose stderr is read line by line.
+pub struct Watched {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+impl Watched {
+    /// Start `cmd` with piped output.
+    pub fn start(mut cmd: Command) -> Watched {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        Watched {
+            child,
+            lines,
+            reader,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Block until a stderr line contains `marker` (panics after `limit`).
+    pub fn wait_for(&self, marker: &str, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            match self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(200))
+            {
+                Ok(l) if l.contains(marker) => return,
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("runner exited before printing {marker:?}")
+                }
+                Err(_) if std::time::Instant::now() > deadline => {
+                    panic!("marker {marker:?} never seen")
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Wait for the exit; stderr holds every line the runner printed.
+    pub fn finish(self) -> Output {
+        let out = self.child.wait_with_output().unwrap();
+        let err = self.reader.join().unwrap();
+        Output {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: err.into_bytes(),
+        }
+    }
+}
+
+pub fn sigterm(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
+
+/// Start SimpleNetworkRecipe on the embedded pool, wait until stderr shows `marker`, then call
+/// `act(pid)`; returns the output and the time from `act` to the exit.
+pub fn run_recipe_and_interrupt(
+    home: &Path,
+    params: &str,
+    marker: &str,
+    act: impl FnOnce(u32),
+) -> (Output, std::time::Duration) {
+    let w = Watched::start(runner(
+        home,
+        &[("RECIPE", "SimpleNetworkRecipe"), ("RECIPE_PARAMS", params)],
+    ));
+    w.wait_for(marker, std::time::Duration::from_secs(60));
+    let t0 = std::time::Instant::now();
+    act(w.pid());
+    let out = w.finish();
+    (out, t0.elapsed())
 }

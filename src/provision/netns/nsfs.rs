@@ -111,6 +111,38 @@ pub enum NsEntry {
     Enter(String),
 }
 
+/// Namespace worker threads still running. A caller that stops waiting (a run interrupted by
+/// SIGTERM drops its provisioning future) does not stop the thread, which may go on to create
+/// its namespace; teardown waits for them with [`wait_for_workers`] before deleting anything.
+static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct WorkerGuard;
+
+impl WorkerGuard {
+    fn new() -> WorkerGuard {
+        WORKERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        WorkerGuard
+    }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        WORKERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Wait until no namespace worker thread runs (or `limit` passes; false then).
+pub async fn wait_for_workers(limit: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while WORKERS.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    true
+}
+
 /// Run `f` with an rtnetlink handle whose socket lives in the given namespace. The work runs on
 /// a dedicated OS thread (namespace membership is per thread) with its own small runtime, so
 /// the caller's threads never change namespace.
@@ -124,9 +156,11 @@ where
     let label = match &entry {
         NsEntry::Create(n) | NsEntry::Enter(n) => n.clone(),
     };
+    let guard = WorkerGuard::new();
     std::thread::Builder::new()
         .name("lnst-netns".into())
         .spawn(move || {
+            let _guard = guard;
             let run = || -> Result<T, ProvisionError> {
                 match &entry {
                     NsEntry::Create(name) => create_and_enter(name),

@@ -18,6 +18,7 @@ pub(crate) async fn stdio_transport(
     docker: &Docker,
     container: &str,
     cmd: &[String],
+    secret: Option<&str>,
 ) -> Result<Transport, PodmanError> {
     let op = format!("exec {cmd:?} in {container}");
     let created = docker
@@ -29,6 +30,8 @@ pub(crate) async fn stdio_transport(
                 attach_stderr: Some(true),
                 tty: Some(false),
                 cmd: Some(cmd.to_vec()),
+                // Only holders of the engine socket (root) can read an exec's environment.
+                env: secret.map(|s| vec![format!("{}={s}", crate::agent::AGENT_SECRET_ENV)]),
                 ..Default::default()
             },
         )
