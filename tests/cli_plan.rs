@@ -306,3 +306,14 @@ fn upstream_style_test_db_fixture() {
         Some(1)
     );
 }
+
+#[test]
+fn usage_errors_are_one_line_and_exit_2() {
+    let h = home();
+    bad_input(&run_in(h.path(), &[], &["bogus"]), "bogus");
+    bad_input(&run_in(h.path(), &[], &["recipes", "a", "b"]), "'b'");
+    bad_input(&run_in(h.path(), &[], &["plan", "--no-such-flag"]), "--no-such-flag");
+    let help = run_in(h.path(), &[], &["--help"]);
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout.contains("RECIPE_PARAMS"), "{}", help.stdout);
+}

@@ -13,9 +13,25 @@ fn main() -> ExitCode {
     let args = match Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
-            // Help and version go to stdout with 0; usage errors to stderr with 2.
-            let _ = e.print();
-            return code(e.exit_code());
+            use clap::error::ErrorKind;
+            // Help and version go to stdout with 0; a usage error is one line on stderr, 2.
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return code(e.exit_code());
+            }
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            let _ = writeln!(std::io::stderr(), "lnst-runner: {first} (see --help)");
+            return code(2);
         }
     };
     match cli::execute(args) {
