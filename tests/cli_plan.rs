@@ -312,7 +312,10 @@ fn usage_errors_are_one_line_and_exit_2() {
     let h = home();
     bad_input(&run_in(h.path(), &[], &["bogus"]), "bogus");
     bad_input(&run_in(h.path(), &[], &["recipes", "a", "b"]), "'b'");
-    bad_input(&run_in(h.path(), &[], &["plan", "--no-such-flag"]), "--no-such-flag");
+    bad_input(
+        &run_in(h.path(), &[], &["plan", "--no-such-flag"]),
+        "--no-such-flag",
+    );
     let help = run_in(h.path(), &[], &["--help"]);
     assert_eq!(help.code, Some(0));
     assert!(help.stdout.contains("RECIPE_PARAMS"), "{}", help.stdout);
