@@ -583,8 +583,8 @@ pub fn parse_nonce(s: &str) -> Option<[u8; NONCE_LEN]> {
     <[u8; NONCE_LEN]>::try_from(v.as_slice()).ok()
 }
 
-/// Strip one trailing newline (`\n` or `\r\n`) and surrounding whitespace from a secret read
-/// from a file, so `echo secret > file` works; None if nothing is left.
+/// Strip surrounding ASCII whitespace from a secret (so `echo secret > file` works); None if
+/// nothing is left. Both sides apply it: the agent to its secret, the controller to the pool's.
 pub fn normalize_secret(raw: &[u8]) -> Option<Vec<u8>> {
     let start = raw
         .iter()

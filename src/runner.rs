@@ -409,21 +409,27 @@ async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEn
         .map_err(|e| format!("pool machine {} ({addr}) is not reachable: {e}", mm.target))?;
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
-        let secret = match &machine.security {
+        // Normalised exactly as the agent normalises its own copy (surrounding whitespace
+        // stripped), so that `echo secret > file` on either side matches.
+        let raw = match &machine.security {
             Security::None => None,
-            Security::Password { secret } => Some(secret.clone()),
-            Security::PasswordFile { path } => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        format!(
-                            "pool machine {}: secret file {}: {e}",
-                            mm.target,
-                            path.display()
-                        )
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .as_bytes()
-                    .to_vec(),
+            Security::Password { secret } => Some((secret.clone(), "<auth_password>".to_string())),
+            Security::PasswordFile { path } => Some((
+                std::fs::read(path).map_err(|e| {
+                    format!(
+                        "pool machine {}: secret file {}: {e}",
+                        mm.target,
+                        path.display()
+                    )
+                })?,
+                format!("secret file {}", path.display()),
+            )),
+        };
+        let secret = match raw {
+            None => None,
+            Some((bytes, what)) => Some(
+                crate::protocol::normalize_secret(&bytes)
+                    .ok_or_else(|| format!("pool machine {}: {what} is empty", mm.target))?,
             ),
         };
         eps.push(AgentEndpoint {

@@ -240,18 +240,9 @@ mod tests {
 
     fn spec() -> FlowSpec {
         FlowSpec {
-            kind: "tcp_stream".into(),
-            generator: "host1".into(),
-            generator_bind: "198.18.0.1".into(),
-            generator_port: Some(12000),
-            receiver: "host2".into(),
-            receiver_bind: "198.18.0.2".into(),
-            receiver_port: 12000,
-            msg_size: None,
-            duration: 10,
             warmup: 0,
-            parallel_streams: 1,
             cpupin: None,
+            ..crate::measure::flow::tests::spec()
         }
     }
 

@@ -545,9 +545,10 @@ pub fn aggregate_cpu(per_iteration: &[Vec<CpuIteration>]) -> Result<Vec<Aggregat
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A tcp_stream flow between 198.18.0.1 and 198.18.0.2 (unit-test fixture).
     pub(crate) fn spec() -> FlowSpec {
         FlowSpec {
             kind: "tcp_stream".into(),

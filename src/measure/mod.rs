@@ -53,18 +53,10 @@ mod pipeline_tests {
 
     fn spec() -> FlowSpec {
         FlowSpec {
-            kind: "tcp_stream".into(),
-            generator: "host1".into(),
-            generator_bind: "198.18.0.1".into(),
-            generator_port: Some(12000),
-            receiver: "host2".into(),
-            receiver_bind: "198.18.0.2".into(),
-            receiver_port: 12000,
-            msg_size: None,
             duration: 1,
             warmup: 1,
-            parallel_streams: 1,
             cpupin: None,
+            ..crate::measure::flow::tests::spec()
         }
     }
 

@@ -820,8 +820,35 @@ impl PodmanProvisioner {
 /// Remove every container, then every network, labelled with run `run_id`.
 async fn sweep_run(docker: &Docker, run_id: &str) -> Result<(), TeardownErrors> {
     let mut errors = TeardownErrors::default();
+    let (containers, networks) =
+        list_labelled(docker, &format!("{LABEL_RUN}={run_id}"), &mut errors).await;
+    for (name, _) in containers {
+        tracing::debug!("teardown: removing late container {name} of run {run_id}");
+        if let Err(e) = remove_container(docker, &name).await {
+            errors.push(e);
+        }
+    }
+    for (name, _) in networks {
+        tracing::debug!("teardown: removing late network {name} of run {run_id}");
+        if let Err(e) = remove_network(docker, &name).await {
+            errors.push(e);
+        }
+    }
+    errors.into_result()
+}
+
+type Labelled = Vec<(String, HashMap<String, String>)>;
+
+/// Containers (all states) and networks matching the label filter `label` (`key` or
+/// `key=value`), as (name, labels); listing errors are collected in `errors`.
+async fn list_labelled(
+    docker: &Docker,
+    label: &str,
+    errors: &mut TeardownErrors,
+) -> (Labelled, Labelled) {
     let filters: HashMap<String, Vec<String>> =
-        HashMap::from([("label".to_string(), vec![format!("{LABEL_RUN}={run_id}")])]);
+        HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    let mut containers = Vec::new();
     match docker
         .list_containers(Some(ListContainersOptions {
             all: true,
@@ -832,15 +859,20 @@ async fn sweep_run(docker: &Docker, run_id: &str) -> Result<(), TeardownErrors> 
     {
         Ok(list) => {
             for c in list {
-                let Some(id) = c.id else { continue };
-                tracing::debug!("teardown: removing late container {id} of run {run_id}");
-                if let Err(e) = remove_container(docker, &id).await {
-                    errors.push(e);
+                let name = c
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .or(c.id.clone());
+                if let Some(name) = name {
+                    containers.push((name, c.labels.unwrap_or_default()));
                 }
             }
         }
         Err(e) => errors.push(format!("list containers: {}", one_line(&e.to_string()))),
     }
+    let mut networks = Vec::new();
     match docker
         .list_networks(Some(ListNetworksOptions {
             filters: Some(filters),
@@ -849,16 +881,14 @@ async fn sweep_run(docker: &Docker, run_id: &str) -> Result<(), TeardownErrors> 
     {
         Ok(list) => {
             for n in list {
-                let Some(name) = n.name else { continue };
-                tracing::debug!("teardown: removing late network {name} of run {run_id}");
-                if let Err(e) = remove_network(docker, &name).await {
-                    errors.push(e);
+                if let Some(name) = n.name {
+                    networks.push((name, n.labels.unwrap_or_default()));
                 }
             }
         }
         Err(e) => errors.push(format!("list networks: {}", one_line(&e.to_string()))),
     }
-    errors.into_result()
+    (containers, networks)
 }
 
 async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {
@@ -935,54 +965,14 @@ pub async fn cleanup_leftovers(uri: &str) -> Result<Vec<String>, TeardownErrors>
     let docker = connect_docker(&parsed)
         .await
         .map_err(|e| TeardownErrors(vec![e.to_string()]))?;
-    let filters: HashMap<String, Vec<String>> =
-        HashMap::from([("label".to_string(), vec![LABEL_RUN.to_string()])]);
-
-    let mut containers: Vec<(String, Leftover)> = Vec::new();
-    match docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters.clone()),
-            ..Default::default()
-        }))
-        .await
-    {
-        Ok(list) => {
-            for c in list {
-                let name = c
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .or(c.id.clone());
-                if let (Some(name), Some(l)) =
-                    (name, c.labels.as_ref().and_then(leftover_from_labels))
-                {
-                    containers.push((name, l));
-                }
-            }
-        }
-        Err(e) => errors.push(format!("list containers: {}", one_line(&e.to_string()))),
-    }
-    let mut networks: Vec<(String, Leftover)> = Vec::new();
-    match docker
-        .list_networks(Some(ListNetworksOptions {
-            filters: Some(filters),
-        }))
-        .await
-    {
-        Ok(list) => {
-            for n in list {
-                if let (Some(name), Some(l)) = (
-                    n.name.clone(),
-                    n.labels.as_ref().and_then(leftover_from_labels),
-                ) {
-                    networks.push((name, l));
-                }
-            }
-        }
-        Err(e) => errors.push(format!("list networks: {}", one_line(&e.to_string()))),
-    }
+    let (all_containers, all_networks) = list_labelled(&docker, LABEL_RUN, &mut errors).await;
+    let with_owner = |list: Labelled| -> Vec<(String, Leftover)> {
+        list.into_iter()
+            .filter_map(|(name, labels)| leftover_from_labels(&labels).map(|l| (name, l)))
+            .collect()
+    };
+    let containers = with_owner(all_containers);
+    let networks = with_owner(all_networks);
 
     // Judge each run once, from any of its resources' owner labels.
     let here_boot = owner::current_boot_id().unwrap_or_default();
