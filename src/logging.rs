@@ -8,12 +8,13 @@ use tracing_subscriber::EnvFilter;
 /// The journald socket; the journald layer is added only when it exists.
 pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// The default filter: INFO, or DEBUG for our crates when `debug`.
+/// The default filter: INFO, or DEBUG for our crates when `debug`. netlink-packet-route warns
+/// about every kernel attribute newer than itself (harmless, and many per link): errors only.
 pub fn default_filter(debug: bool) -> &'static str {
     if debug {
-        "info,lnst_runner=debug,lnst_agent=debug"
+        "info,lnst_runner=debug,lnst_agent=debug,netlink_packet_route=error"
     } else {
-        "info"
+        "info,netlink_packet_route=error"
     }
 }
 

@@ -221,6 +221,7 @@ impl NetnsProvisioner {
             let sw = sw.clone();
             in_netns(NsEntry::Create(h.ns.clone()), move |handle| async move {
                 set_up_by_name(&handle, "lo").await?;
+                skip_ipv6_dad();
                 let sw_file = std::fs::File::open(nsfs::ns_path(&sw))?;
                 let mut macs = BTreeMap::new();
                 for v in &h.veths {
@@ -423,6 +424,19 @@ impl NetnsProvisioner {
             errs.push(format!("cannot update state file: {e}"));
         }
         errs.into_result()
+    }
+}
+
+/// No IPv6 duplicate address detection on the interfaces about to be created in this thread's
+/// namespace: every address on these private links is assigned by the recipe, so a duplicate
+/// cannot exist, and DAD would only delay each test by about a second before addresses leave
+/// the tentative state. Best effort: without IPv6 the files do not exist.
+fn skip_ipv6_dad() {
+    for scope in ["all", "default"] {
+        let path = format!("/proc/sys/net/ipv6/conf/{scope}/accept_dad");
+        if let Err(e) = std::fs::write(&path, "0") {
+            tracing::debug!("{path}: {e}");
+        }
     }
 }
 
