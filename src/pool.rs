@@ -269,6 +269,15 @@ pub fn load_machine(file: &Path) -> Result<PoolMachine, PoolError> {
     load_machine_file(file).map(|l| l.machine)
 }
 
+/// Parse the text of one pool machine XML, as [`load_machine`] does after reading `file`.
+///
+/// `file` is never opened: its stem is the machine id, it is recorded as the source, a
+/// relative `<auth_password_file>` is resolved against its directory, and errors name it.
+/// Texts larger than [`MAX_FILE_SIZE`] bytes are refused, as files are.
+pub fn parse_machine_xml(text: &str, file: &Path) -> Result<PoolMachine, PoolError> {
+    parse_machine_text(text, file).map(|l| l.machine)
+}
+
 fn read_limited(file: &Path) -> Result<String, PoolError> {
     let io_err = |source| PoolError::Io {
         path: file.to_path_buf(),
@@ -280,12 +289,7 @@ fn read_limited(file: &Path) -> Result<String, PoolError> {
         .read_to_end(&mut buf)
         .map_err(io_err)?;
     if buf.len() as u64 > MAX_FILE_SIZE {
-        return Err(PoolError::Xml {
-            file: file.to_path_buf(),
-            line: 1,
-            col: 1,
-            message: format!("file is larger than {MAX_FILE_SIZE} bytes"),
-        });
+        return Err(too_large(file));
     }
     String::from_utf8(buf).map_err(|e| PoolError::Xml {
         file: file.to_path_buf(),
@@ -363,11 +367,27 @@ impl Ctx<'_, '_> {
 
 fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
     let text = read_limited(file)?;
+    parse_machine_text(&text, file)
+}
+
+fn too_large(file: &Path) -> PoolError {
+    PoolError::Xml {
+        file: file.to_path_buf(),
+        line: 1,
+        col: 1,
+        message: format!("file is larger than {MAX_FILE_SIZE} bytes"),
+    }
+}
+
+fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
+    if text.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large(file));
+    }
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
         nodes_limit: 100_000,
     };
-    let doc = roxmltree::Document::parse_with_options(&text, opts).map_err(|e| {
+    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| {
         let p = e.pos();
         let message = match e {
             roxmltree::Error::DtdDetected => {
@@ -753,6 +773,46 @@ mod tests {
         assert!(!is_xml_name("a.xmlx"));
         assert!(!is_xml_name("é"));
         assert_eq!(machine_id(Path::new("/x/lab1.XML")), "lab1");
+    }
+
+    #[test]
+    fn parse_from_text_matches_file_rules() {
+        let xml = r#"<agentmachine>
+            <params><param name="hostname" value=" h1 "/></params>
+            <interfaces><eth id="e" label="n"><params>
+                <param name="hwaddr">52:54:00:AA:bb:0c</param>
+            </params></eth></interfaces>
+            <security><auth_type>password</auth_type>
+                <auth_password_file>k/s.key</auth_password_file></security>
+        </agentmachine>"#;
+        let file = Path::new("/nowhere/lab7.XML");
+        let m = match parse_machine_xml(xml, file) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(m.id, "lab7");
+        assert_eq!(m.hostname(), "h1");
+        assert_eq!(m.source, file);
+        assert_eq!(m.interfaces["e"].hwaddr(), "52:54:00:aa:bb:0c");
+        assert_eq!(
+            m.security,
+            Security::PasswordFile {
+                path: PathBuf::from("/nowhere/k/s.key")
+            }
+        );
+        let e = parse_machine_xml("<agentmachine/>", file)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("pool XML /nowhere/lab7.XML:1:1: mandatory parameter 'hostname' missing for machine lab7")
+        );
+        let big = format!("<agentmachine>{}</agentmachine>", " ".repeat(1024 * 1024));
+        let e = parse_machine_xml(&big, file).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("pool XML /nowhere/lab7.XML:1:1: file is larger than 1048576 bytes")
+        );
     }
 
     #[test]
