@@ -16,7 +16,9 @@
 //! * Security: `none` and `password` (a shared secret, `<auth_password>` or
 //!   `<auth_password_file>` relative to the XML's directory). `pubkey`/`ssh` are rejected.
 //! * DTDs are refused outright (roxmltree's default), so entity expansion attacks
-//!   (billion laughs, external entities) fail immediately. Files above 1 MiB are refused.
+//!   (billion laughs, external entities) fail immediately. Files above 1 MiB are refused, and
+//!   so are elements nested deeper than [`MAX_XML_DEPTH`] levels, before roxmltree (which
+//!   parses elements recursively) sees them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -29,6 +31,11 @@ pub const DEFAULT_RPC_PORT: u16 = 9999;
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
 /// Name of the single pool loaded from a directory.
 pub const DEFAULT_POOL_NAME: &str = "default";
+/// Deepest element nesting accepted. A valid machine nests at most six levels
+/// (`agentmachine/params/define/alias`, `agentmachine/interfaces/eth/params/param`), but
+/// roxmltree recurses once per level, so a file of a few tens of KiB nesting thousands of
+/// elements would overflow the stack.
+pub const MAX_XML_DEPTH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -379,9 +386,93 @@ fn too_large(file: &Path) -> PoolError {
     }
 }
 
+/// Byte offset of `needle` in `hay` at or after `from`.
+fn find_from(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// Byte offset of the first start tag nested deeper than `limit` elements.
+///
+/// A single linear scan: comments, CDATA sections, processing instructions and `<!...>`
+/// declarations are skipped, quoted attribute values may hold `>`, `<x/>` does not nest and
+/// `</x>` closes one level. It never counts fewer open elements than a parser that accepts
+/// the markup so far would; on malformed markup it may count more, and roxmltree rejects that
+/// markup anyway.
+fn deep_start_tag(text: &str, limit: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut depth = 0usize;
+    while let Some(start) = b.get(i..)?.iter().position(|&c| c == b'<').map(|p| p + i) {
+        let rest = b.get(start..).unwrap_or_default();
+        let skip_past =
+            |from: usize, end: &[u8]| find_from(b, from, end).map_or(b.len(), |e| e + end.len());
+        if rest.starts_with(b"<!--") {
+            i = skip_past(start + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_past(start + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_past(start + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = skip_past(start + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = skip_past(start + 2, b">");
+        } else {
+            // A start tag: its end is the first `>` outside quotes.
+            let mut quote: Option<u8> = None;
+            let mut end = None;
+            for (j, &c) in rest.iter().enumerate().skip(1) {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => {
+                        end = Some(start + j);
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            let end = end?;
+            if b.get(end - 1) != Some(&b'/') {
+                depth += 1;
+                if depth > limit {
+                    return Some(start);
+                }
+            }
+            i = end + 1;
+        }
+    }
+    None
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
+    let col = before.get(line_start..).unwrap_or_default().chars().count() + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(col).unwrap_or(u32::MAX),
+    )
+}
+
 fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
     if text.len() as u64 > MAX_FILE_SIZE {
         return Err(too_large(file));
+    }
+    if let Some(offset) = deep_start_tag(text, MAX_XML_DEPTH) {
+        let (line, col) = line_col(text, offset);
+        return Err(PoolError::Xml {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message: format!("elements nested deeper than {MAX_XML_DEPTH} levels"),
+        });
     }
     let opts = roxmltree::ParsingOptions {
         allow_dtd: false,
@@ -813,6 +904,55 @@ mod tests {
             e.as_deref(),
             Some("pool XML /nowhere/lab7.XML:1:1: file is larger than 1048576 bytes")
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // Regression (found by fuzzing): roxmltree recurses per element, and 20 000 nested
+        // elements (60 KiB) overflowed an 8 MiB stack; this test thread has 2 MiB.
+        let file = Path::new("/p/m.xml");
+        let deep = format!("<agentmachine>{}", "<a>".repeat(100_000));
+        let e = parse_machine_xml(&deep, file).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("pool XML /p/m.xml:1:204: elements nested deeper than 64 levels")
+        );
+        let deep = format!("<agentmachine>\n{}", "<a x='>'>\n".repeat(100));
+        let e = parse_machine_xml(&deep, file).err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("pool XML /p/m.xml:65:1: elements nested deeper than 64 levels")
+        );
+
+        // Exactly 64 levels parse (<define> content is never processed), 65 do not.
+        let nested = |n: usize| {
+            format!(
+                "<agentmachine><define>{}{}</define><params><param name='hostname' value='h'/></params></agentmachine>",
+                "<x>".repeat(n),
+                "</x>".repeat(n)
+            )
+        };
+        assert!(parse_machine_xml(&nested(62), file).is_ok());
+        let e = parse_machine_xml(&nested(63), file)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("nested deeper than 64")));
+
+        // Markup that does not nest is not counted.
+        let many = "<a>".repeat(200);
+        let xml = format!(
+            "<?xml version='1.0'?><!-- {many} --><agentmachine><?pi {many}?>\
+             <params><param name='hostname' value='a>b&lt;'/></params>\
+             <define><![CDATA[{many}]]>{}</define></agentmachine>",
+            "<y/>".repeat(200)
+        );
+        match parse_machine_xml(&xml, file) {
+            Ok(m) => assert_eq!(m.hostname(), "a>b<"),
+            Err(e) => panic!("{e}"),
+        }
+        assert_eq!(deep_start_tag("<a><b/></a><c><d>", 1), Some(14));
+        assert_eq!(deep_start_tag("<a x='", 0), None);
+        assert_eq!(line_col("ab\ncé<", 6), (2, 3));
     }
 
     #[test]
