@@ -13,6 +13,8 @@
 //! MAX_FRAME; a byte slice never gives an I/O error; B decodes exactly as `serde_json` does
 //! on the payload and consumes the whole frame; every decoded message re-encodes to a frame
 //! that decodes to the same message (floats to within a few ULPs, see common.rs).
+//!
+//! Checks run on a 512 KiB stack (common.rs) so that deep recursion shows up as a crash.
 
 #![no_main]
 
@@ -28,9 +30,11 @@ thread_local! {
     };
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| common::on_small_stack(data, run));
+
+fn run(data: &[u8]) {
     RT.with(|rt| rt.block_on(check(data)));
-});
+}
 
 async fn check(data: &[u8]) {
     // A. A stream of frames.

@@ -11,6 +11,8 @@
 //!   JSON text parses back to the same document (floats to within a few ULPs, see common.rs);
 //! * resolved parameters are a fixed point of `resolve`, and the plan JSON of resolved
 //!   parameters, fed back as TEST_DB params, resolves to the same plan JSON.
+//!
+//! Checks run on a 512 KiB stack (common.rs) so that deep recursion shows up as a crash.
 
 #![no_main]
 
@@ -20,7 +22,9 @@ use libfuzzer_sys::fuzz_target;
 use lnst_runner::params::{parse_params, parse_value, Value, MAX_DEPTH, MAX_INPUT};
 use lnst_runner::{plan, recipes, schema};
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| common::on_small_stack(data, check));
+
+fn check(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(v) = parse_value(&text) {
         check_value(&v);
@@ -39,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(m.starts_with("RECIPE_PARAMS: "), "{m}");
         }
     }
-});
+}
 
 fn is_identifier(s: &str) -> bool {
     let mut cs = s.chars();

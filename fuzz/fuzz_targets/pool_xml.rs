@@ -5,6 +5,8 @@
 //! has the id and source of its file, a non-empty hostname, a valid rpc_port, interfaces
 //! keyed by their non-empty id with a non-empty label and a unique, normalised MAC, and a
 //! non-empty secret; an error is located in the file at line, column ≥ 1.
+//!
+//! Checks run on a 512 KiB stack (common.rs) so that deep recursion shows up as a crash.
 
 #![no_main]
 
@@ -12,7 +14,11 @@ use libfuzzer_sys::fuzz_target;
 use lnst_runner::pool::{normalize_hwaddr, parse_machine_xml, PoolError, Security};
 use std::path::Path;
 
-fuzz_target!(|data: &[u8]| {
+mod common;
+
+fuzz_target!(|data: &[u8]| common::on_small_stack(data, check));
+
+fn check(data: &[u8]) {
     // The real reader refuses non-UTF-8 before parsing; a lossy conversion keeps every input
     // useful.
     let text = String::from_utf8_lossy(data);
@@ -56,4 +62,4 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => panic!("parsing text gave a non-XML error: {e}"),
     }
-});
+}
