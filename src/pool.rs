@@ -597,8 +597,18 @@ fn check_document(ctx: &Ctx) -> Result<(), PoolError> {
 
 fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
     let text = read_limited(file)?;
-    if let Some(at) = too_deep(&text) {
-        let (line, col) = text_pos(&text, at);
+    parse_machine_text(&text, file)
+}
+
+/// Parse the text of machine file `file` (pure: nothing is opened; a relative
+/// `<auth_password_file>` is resolved against `file`'s directory, not read).
+pub fn parse_machine_xml(text: &str, file: &Path) -> Result<PoolMachine, PoolError> {
+    parse_machine_text(text, file).map(|l| l.machine)
+}
+
+fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
+    if let Some(at) = too_deep(text) {
+        let (line, col) = text_pos(text, at);
         return Err(PoolError::Xml {
             file: file.to_path_buf(),
             line,
@@ -610,7 +620,7 @@ fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
         allow_dtd: false,
         nodes_limit: 100_000,
     };
-    let doc = roxmltree::Document::parse_with_options(&text, opts).map_err(|e| {
+    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| {
         let p = e.pos();
         let message = match e {
             roxmltree::Error::DtdDetected => {
