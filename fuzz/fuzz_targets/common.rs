@@ -22,12 +22,17 @@ type Worker = (mpsc::Sender<Vec<u8>>, Mutex<mpsc::Receiver<()>>);
 pub fn on_small_stack(data: &[u8], check: fn(&[u8])) {
     static WORKER: OnceLock<Worker> = OnceLock::new();
     let (jobs, done) = WORKER.get_or_init(|| {
+        // The two threads take turns and never run at once: keep them on one CPU, where a
+        // hand-off is a local context switch instead of a cross-CPU wake-up (tens of µs on
+        // a VM, which would cut throughput by three quarters).
+        let cpu = pin_to_current_cpu(None);
         let (jobs, inbox) = mpsc::channel::<Vec<u8>>();
         let (finished, done) = mpsc::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("fuzz-check".into())
             .stack_size(CHECK_STACK)
             .spawn(move || {
+                pin_to_current_cpu(cpu);
                 catch_stack_overflow();
                 for input in inbox {
                     check(&input);
@@ -50,6 +55,22 @@ pub fn on_small_stack(data: &[u8], check: fn(&[u8])) {
     };
     if done.recv().is_err() {
         panic!("the check thread is gone");
+    }
+}
+
+/// Pin the calling thread to `cpu`, or to the CPU it runs on; returns that CPU (None when
+/// unknown or when pinning fails, which only costs speed).
+fn pin_to_current_cpu(cpu: Option<usize>) -> Option<usize> {
+    // SAFETY: plain libc calls on a zero-initialised cpu_set_t owned by this frame.
+    unsafe {
+        let cpu = match cpu {
+            Some(c) => c,
+            None => usize::try_from(libc::sched_getcpu()).ok()?,
+        };
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let ok = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0;
+        ok.then_some(cpu)
     }
 }
 
