@@ -123,6 +123,14 @@ impl Value {
 
     /// JSON rendering: tuples become arrays, None becomes null, dict keys that are not
     /// strings are rendered as their Python repr.
+    /// The JSON object key a dict key becomes: a string as is, anything else as its repr.
+    pub fn json_key(&self) -> String {
+        match self {
+            Value::Str(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
@@ -135,11 +143,7 @@ impl Value {
             Value::Dict(d) => {
                 let mut m = serde_json::Map::new();
                 for (k, v) in d {
-                    let key = match k {
-                        Value::Str(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    m.insert(key, v.to_json());
+                    m.insert(k.json_key(), v.to_json());
                 }
                 J::Object(m)
             }
@@ -1210,6 +1214,14 @@ impl Parser {
                     format!("duplicate dict key {key}"),
                 ));
             }
+            // Distinct in Python, one key in JSON (`{1: 'a', '1': 'b'}`): the plan and the
+            // results would silently lose an entry.
+            if let Some((other, _)) = items.iter().find(|(k, _)| k.json_key() == key.json_key()) {
+                return Err(ParamsError::at(
+                    key_col,
+                    format!("dict keys {other} and {key} are the same key in JSON"),
+                ));
+            }
             let value = self.expr()?;
             items.push((key, value));
             self.skip_ws();
@@ -1756,6 +1768,7 @@ mod tests {
         assert!(e("a=").contains("a: column 1: empty value"));
         assert!(e("a=1=2").contains("a: column 2: unexpected '='"));
         assert!(e("a={'k':1,'k':2}").contains("duplicate dict key 'k'"));
+        assert!(e("a={1:'a','1':'b'}").contains("dict keys 1 and '1' are the same key in JSON"));
         assert!(e("a=[1, x]").starts_with("RECIPE_PARAMS: a: column 5: names"));
     }
 

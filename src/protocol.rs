@@ -20,6 +20,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame payload accepted or sent (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
+/// Largest frame accepted before the peer is authenticated (Hello, Auth, Start, AuthOk, Error).
+pub const MAX_HANDSHAKE_FRAME: usize = 64 * 1024;
+
 /// Default TCP port of an agent.
 pub const DEFAULT_PORT: u16 = 9999;
 
@@ -429,6 +432,16 @@ pub fn offload_long_name(name: &str) -> &str {
 pub async fn read_frame_bytes<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<Option<Vec<u8>>, FrameError> {
+    read_frame_bytes_limited(r, MAX_FRAME).await
+}
+
+/// [`read_frame_bytes`] with a lower limit than [`MAX_FRAME`] (the handshake uses
+/// [`MAX_HANDSHAKE_FRAME`]). The buffer grows with the bytes that arrive: an announced length
+/// alone allocates nothing.
+pub async fn read_frame_bytes_limited<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut len_buf = [0u8; 4];
     let mut got = 0;
     while got < len_buf.len() {
@@ -444,22 +457,31 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin + ?Sized>(
         got += n;
     }
     let len = u32::from_be_bytes(len_buf) as usize;
-    if len > MAX_FRAME {
+    if len > max.min(MAX_FRAME) {
         return Err(FrameError::TooLarge(len));
     }
-    let mut buf = vec![0u8; len];
-    match r.read_exact(&mut buf).await {
-        Ok(_) => Ok(Some(buf)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
-        Err(e) => Err(FrameError::Io(e)),
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    let mut limited = r.take(len as u64);
+    limited.read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(FrameError::Truncated);
     }
+    Ok(Some(buf))
 }
 
 /// Read and decode one [`Message`]. `Ok(None)`: clean EOF.
 pub async fn read_message<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
 ) -> Result<Option<Message>, FrameError> {
-    match read_frame_bytes(r).await? {
+    read_message_limited(r, MAX_FRAME).await
+}
+
+/// [`read_message`] with a frame limit below [`MAX_FRAME`].
+pub async fn read_message_limited<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Message>, FrameError> {
+    match read_frame_bytes_limited(r, max).await? {
         None => Ok(None),
         Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
     }
@@ -743,6 +765,37 @@ mod tests {
                 read_frame_bytes(&mut rd).await,
                 Err(FrameError::TooLarge(_))
             ));
+        });
+    }
+
+    #[test]
+    fn handshake_limit_and_lazy_buffer() {
+        rt().block_on(async {
+            // Over the handshake limit: refused on the length alone.
+            let over = ((MAX_HANDSHAKE_FRAME + 1) as u32).to_be_bytes();
+            let mut rd = &over[..];
+            assert!(matches!(
+                read_message_limited(&mut rd, MAX_HANDSHAKE_FRAME).await,
+                Err(FrameError::TooLarge(n)) if n == MAX_HANDSHAKE_FRAME + 1
+            ));
+            // Announces the full MAX_FRAME but sends 10 bytes: truncated, and the buffer never
+            // grew to the announced size.
+            let mut data = (MAX_FRAME as u32).to_be_bytes().to_vec();
+            data.extend_from_slice(b"0123456789");
+            let mut rd = &data[..];
+            assert!(matches!(
+                read_frame_bytes(&mut rd).await,
+                Err(FrameError::Truncated)
+            ));
+            // Exactly at the limit is fine.
+            let payload = vec![b' '; 100];
+            let mut data = 100u32.to_be_bytes().to_vec();
+            data.extend_from_slice(&payload);
+            let mut rd = &data[..];
+            let got = read_frame_bytes_limited(&mut rd, 100)
+                .await
+                .unwrap_or_default();
+            assert_eq!(got.map(|b| b.len()), Some(100));
         });
     }
 

@@ -169,7 +169,7 @@ async fn handshake(
         host: host.to_string(),
         reason: reason.to_string(),
     };
-    let first = protocol::read_message(reader)
+    let first = protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME)
         .await
         .map_err(|e| hs(e.to_string()))?
         .ok_or_else(|| hs("connection closed before the agent said hello".into()))?;
@@ -249,7 +249,7 @@ async fn handshake(
             )
             .await
             .map_err(|e| hs(e.to_string()))?;
-            match protocol::read_message(reader).await {
+            match protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME).await {
                 Ok(Some(Message::AuthOk { mac })) => {
                     if protocol::verify_agent_mac(secret, &client_nonce, &agent_nonce, &mac) {
                         Ok(hello)

@@ -542,7 +542,7 @@ async fn handshake<R: AsyncRead + Unpin>(
     nonce: &[u8; protocol::NONCE_LEN],
 ) -> Result<(), HandshakeFail> {
     let auth_fail = |m: &str| ErrorReply::new(ErrorKind::AuthFailed, m);
-    let msg = match protocol::read_message(reader).await {
+    let msg = match protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME).await {
         Ok(Some(m)) => m,
         Ok(None) => {
             return Err(HandshakeFail {
