@@ -29,12 +29,21 @@ out = ["# Leak report", "",
        "conmon of every exec session made through its API for 300 s (`--exit-delay 300`) after "
        "the session ends, even when the container is gone, then it exits by itself.", ""]
 for kind in ("embedded", "pool", "podman"):
-    runs = [l for l in lines if l.startswith(f"LEAK {kind} run ")]
+    runs = [l for l in log.splitlines() if re.search(rf"LEAK {kind} run \d+:", l)]
+    runs = [l[l.index("LEAK "):] for l in runs]
     summary = [l for l in lines if l.startswith(f"LEAK {kind} summary")]
     if not runs:
         continue
     bad = [l for l in runs if l.endswith("DIFFERS")]
-    out += [f"## {kind}", "", f"- runs checked: {len(runs) - 1}; differing from the baseline: {len(bad)}"]
+    checked = [l for l in runs if not l.startswith(f"LEAK {kind} run 0:")]
+    out += [f"## {kind}", "", f"- runs checked: {len(checked)}; differing from the baseline: {len(bad)}"]
+    rss = [(int(m.group(1)), m.group(2)) for m in
+           (re.search(r"run (\d+):.*rss_kib=(\[[^\]]*\])", l) for l in runs) if m]
+    if rss:
+        n = rss[-1][0]
+        marks = sorted({0, n // 4, n // 2, 3 * n // 4, n})
+        out += ["- long-lived agents' RSS (KiB) after run " +
+                ", ".join(f"{i}: {r}" for i, r in rss if i in marks)]
     out += [f"- {s[len('LEAK '):]}" for s in summary]
     out += ["", "First and last lines:", "", "```"] + runs[:3] + ["..."] + runs[-2:] + ["```", ""]
 print("\n".join(out))
