@@ -15,9 +15,17 @@ use std::time::Instant;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    // RUST_LOG=lnst_runner=debug shows each step with its time.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mode = args.get(1).map(String::as_str).unwrap_or("podman");
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let run_id = lnst_runner::runner::new_run_id();
+    let secret = hex::encode(rand::random::<[u8; 32]>());
     let mut reqs = Requirements::default();
     for i in 1..=n {
         reqs.hosts.insert(
@@ -31,10 +39,10 @@ async fn main() -> anyhow::Result<()> {
                 .get(3)
                 .cloned()
                 .unwrap_or_else(|| "target/release/lnst-agent".into());
-            Box::new(NetnsProvisioner::new(
-                &run_id,
-                vec![agent.into(), "--stdio".into()],
-            ))
+            Box::new(
+                NetnsProvisioner::new(&run_id, vec![agent.into(), "--stdio".into()])
+                    .with_agent_env(lnst_runner::agent::AGENT_SECRET_ENV, &secret),
+            )
         }
         _ => {
             let uri = args
@@ -42,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
                 .cloned()
                 .unwrap_or_else(|| "unix:///run/podman/podman.sock".into());
             let image = args.get(4).cloned().unwrap_or_else(|| "lnst-agent".into());
-            let p = PodmanProvisioner::connect(PodmanOptions::new(uri, image, &run_id))?;
+            let p = PodmanProvisioner::connect(PodmanOptions {
+                agent_secret: Some(secret.clone()),
+                ..PodmanOptions::new(uri, image, &run_id)
+            })?;
             p.preflight().await?;
             Box::new(p)
         }
@@ -50,12 +61,22 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let result = async {
         let eps = prov.provision(&reqs).await?;
-        let mut clients = Vec::new();
-        for ep in eps {
-            let c = AgentClient::connect(&ep.host_id, ep.transport, None, ClientOptions::default())
-                .await?;
-            clients.push(c);
-        }
+        // As the runner does: every agent proves the run's secret; all handshakes at once.
+        let clients = futures::future::join_all(eps.into_iter().map(|ep| {
+            let secret = secret.clone();
+            async move {
+                AgentClient::connect(
+                    &ep.host_id,
+                    ep.transport,
+                    Some(secret.as_bytes()),
+                    ClientOptions::default(),
+                )
+                .await
+            }
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
         let ready = t0.elapsed().as_secs_f64();
         for c in &clients {
             let _ = c.bye().await;

@@ -467,20 +467,26 @@ async fn run_on_endpoints(
     matched: MatchDescription,
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
+    // Every agent at once: handshakes and interface listings run concurrently.
+    let connected = futures::future::join_all(eps.into_iter().map(connect_host)).await;
     let mut hosts = BTreeMap::new();
-    for ep in eps {
-        match connect_host(ep).await {
+    let mut first_error = None;
+    for c in connected {
+        match c {
             Ok(h) => {
                 hosts.insert(h.id.clone(), h);
             }
             Err(e) => {
-                run.exception = Some(e);
-                for h in hosts.values() {
-                    let _ = h.client.bye().await;
-                }
-                return (run, Vec::new(), 0.0);
+                first_error.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = first_error {
+        run.exception = Some(e);
+        for h in hosts.values() {
+            let _ = h.client.bye().await;
+        }
+        return (run, Vec::new(), 0.0);
     }
     let mut ctx = RunContext::new(hosts, run);
     if let Some(path) = std::env::var_os("LNST_BASELINE_FILE") {

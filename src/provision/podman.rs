@@ -572,9 +572,44 @@ impl PodmanProvisioner {
         Ok(())
     }
 
-    async fn create_container(&mut self, host: &HostPlan) -> Result<(), PodmanError> {
+    /// Create and start every host's container, all at once (the engine works on them in
+    /// parallel); every name is recorded first, and all calls have returned before this does.
+    async fn create_containers(&mut self, hosts: &[HostPlan]) -> Result<(), PodmanError> {
         let docker = self.docker().await?.clone();
-        let name = host.container.clone();
+        let bodies: Vec<(String, ContainerCreateBody)> = hosts
+            .iter()
+            .map(|h| (h.container.clone(), self.container_body(h)))
+            .collect();
+        self.containers
+            .extend(bodies.iter().map(|(n, _)| n.clone()));
+        self.mid_create = true;
+        let results = futures::future::join_all(bodies.into_iter().map(|(name, body)| {
+            let docker = docker.clone();
+            async move {
+                docker
+                    .create_container(
+                        Some(CreateContainerOptions {
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        }),
+                        body,
+                    )
+                    .await
+                    .map_err(|e| PodmanError::api(&format!("create container {name}"), e))?;
+                docker
+                    .start_container(&name, None)
+                    .await
+                    .map_err(|e| PodmanError::api(&format!("start container {name}"), e))?;
+                tracing::debug!("started container {name}");
+                Ok::<(), PodmanError>(())
+            }
+        }))
+        .await;
+        self.mid_create = false;
+        results.into_iter().collect()
+    }
+
+    fn container_body(&self, host: &HostPlan) -> ContainerCreateBody {
         let nets: BTreeSet<&String> = host.nics.values().collect();
         let endpoints: HashMap<String, EndpointSettings> = nets
             .iter()
@@ -587,7 +622,7 @@ impl PodmanProvisioner {
             .next()
             .map(|n| n.to_string())
             .unwrap_or_else(|| "none".to_string());
-        let body = ContainerCreateBody {
+        ContainerCreateBody {
             image: Some(self.opts.image.clone()),
             hostname: Some(sanitize(&host.host_id)),
             cmd: Some(vec!["sleep".into(), "infinity".into()]),
@@ -604,26 +639,7 @@ impl PodmanProvisioner {
                 endpoints_config: Some(endpoints),
             }),
             ..Default::default()
-        };
-        self.containers.push(name.clone());
-        self.mid_create = true;
-        docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| PodmanError::api(&format!("create container {name}"), e))?;
-        self.mid_create = false;
-        docker
-            .start_container(&name, None)
-            .await
-            .map_err(|e| PodmanError::api(&format!("start container {name}"), e))?;
-        tracing::debug!("started container {name} for {}", host.host_id);
-        Ok(())
+        }
     }
 
     /// Requirement interface → binding, from the MACs the engine reports.
@@ -730,34 +746,39 @@ impl PodmanProvisioner {
         for (label, name) in &plan.networks {
             self.create_network(label, name).await?;
         }
+        self.create_containers(&plan.hosts).await?;
         for host in &plan.hosts {
-            self.create_container(host).await?;
             self.add_veths(host).await?;
         }
-        let mut endpoints = Vec::new();
-        for host in &plan.hosts {
-            let interfaces = self.bindings(host).await?;
-            let transport = exec::stdio_transport(
-                self.docker().await?,
-                &host.container,
-                &self.opts.agent_cmd,
-                self.opts.agent_secret.as_deref(),
-            )
-            .await?;
-            endpoints.push(AgentEndpoint {
-                host_id: host.host_id.clone(),
-                target: host.container.clone(),
-                hostname: host.container.clone(),
-                transport,
-                secret: self
-                    .opts
-                    .agent_secret
-                    .as_ref()
-                    .map(|s| s.as_bytes().to_vec()),
-                interfaces,
-            });
-        }
-        Ok(endpoints)
+        // Inspect each container and start its agent, all hosts at once.
+        let this = &*self;
+        let endpoints =
+            futures::future::join_all(plan.hosts.iter().map(|host| this.endpoint(host))).await;
+        endpoints.into_iter().collect()
+    }
+
+    /// The agent endpoint of `host`: its interface bindings and an exec'd `lnst-agent --stdio`.
+    async fn endpoint(&self, host: &HostPlan) -> Result<AgentEndpoint, ProvisionError> {
+        let interfaces = self.bindings(host).await?;
+        let transport = exec::stdio_transport(
+            self.docker().await?,
+            &host.container,
+            &self.opts.agent_cmd,
+            self.opts.agent_secret.as_deref(),
+        )
+        .await?;
+        Ok(AgentEndpoint {
+            host_id: host.host_id.clone(),
+            target: host.container.clone(),
+            hostname: host.container.clone(),
+            transport,
+            secret: self
+                .opts
+                .agent_secret
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec()),
+            interfaces,
+        })
     }
 
     async fn teardown_inner(&mut self) -> Result<(), TeardownErrors> {
