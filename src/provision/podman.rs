@@ -793,9 +793,13 @@ impl PodmanProvisioner {
                 return errors.into_result();
             }
         };
+        // Every container at once (the engine stops and removes them in parallel).
+        let names = std::mem::take(&mut self.containers);
+        let removed =
+            futures::future::join_all(names.iter().map(|n| remove_container(&docker, n))).await;
         let mut kept_containers = Vec::new();
-        for name in std::mem::take(&mut self.containers) {
-            if let Err(e) = remove_container(&docker, &name).await {
+        for (name, r) in names.into_iter().zip(removed) {
+            if let Err(e) = r {
                 errors.push(e);
                 kept_containers.push(name);
             }
