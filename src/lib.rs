@@ -4,6 +4,27 @@
 //! → [`provision`] (netns | pool | podman) → [`mapper`] → [`session`] (agent clients over
 //! [`protocol`]) → recipe run ([`recipes`], [`measure`]) → [`results`] → exit code.
 
+/// `eprintln!` that never panics: a closed stderr (a pipe into `head`, a gone terminal) must
+/// not kill a run between its provisioning and its teardown.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `print!`/`println!` that never panic (see [`say!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout();
+        let _ = write!(o, $($arg)*);
+        let _ = o.flush();
+    }};
+}
+
 pub mod agent;
 pub mod cli;
 pub mod config;

@@ -142,14 +142,14 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     let mode = match preflight(config, &run_id).await {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("lnst-runner: {}", crate::cli::line(&e.to_string()));
+            crate::say!("lnst-runner: {}", crate::cli::line(&e.to_string()));
             return EXIT_BAD_INPUT;
         }
     };
     let exporter = match Exporter::new(&config.results_dir) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("lnst-runner: {}", crate::cli::line(&e.to_string()));
+            crate::say!("lnst-runner: {}", crate::cli::line(&e.to_string()));
             return EXIT_BAD_INPUT;
         }
     };
@@ -171,10 +171,10 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
             });
             continue;
         }
-        eprintln!("== test {} ({})", spec.id, spec.recipe);
+        crate::say!("== test {} ({})", spec.id, spec.recipe);
         let (outcome, sig) = run_test(config, &mode, spec, &run_id, &mut signal).await;
         stopped_by = stopped_by.or(sig);
-        eprintln!("== test {}: {}", spec.id, outcome.overall_result());
+        crate::say!("== test {}: {}", spec.id, outcome.overall_result());
         if let Err(e) = exporter.write_test(&outcome) {
             tracing::error!("exporting {} failed: {e}", outcome.id);
         }
@@ -189,13 +189,13 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
             _ = std::future::ready(()) => None,
         };
         if let Some(sig) = stopped_by {
-            eprintln!("lnst-runner: {sig} received during teardown; teardown completed");
+            crate::say!("lnst-runner: {sig} received during teardown; teardown completed");
         }
     }
     if let Err(e) = exporter.finish(&outcomes) {
         tracing::error!("writing summary files failed: {e}");
     }
-    print!("{}", stdout_summary(&outcomes, &config.formatters));
+    crate::out!("{}", stdout_summary(&outcomes, &config.formatters));
     let code = exit_code(&outcomes);
     if code == 0 && stopped_by.is_some() {
         return 1;
@@ -263,7 +263,7 @@ async fn run_test(
                 }
             };
             for (i, m) in matches.into_iter().enumerate() {
-                eprintln!(
+                crate::say!(
                     "match {}: {}",
                     i + 1,
                     crate::mapper::describe_match(&m).join(" | ")
@@ -300,11 +300,11 @@ async fn run_test(
                 _ => "netns",
             };
             let t0 = Instant::now();
-            eprintln!("provisioning {} agent(s) ({pool_name})", reqs.hosts.len());
+            crate::say!("provisioning {} agent(s) ({pool_name})", reqs.hosts.len());
             {
                 let fut = async {
                     let mut eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
-                    eprintln!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
+                    crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
                     // Every agent holds the run's fresh secret and must be proven to.
                     for ep in &mut eps {
                         ep.secret = Some(secret.as_bytes().to_vec());
@@ -327,7 +327,7 @@ async fn run_test(
                     }
                 }
             }
-            eprintln!("tearing down the {pool_name} agents");
+            crate::say!("tearing down the {pool_name} agents");
             if let Err(e) = prov.teardown().await {
                 tracing::error!("{e}");
                 let msg = format!("teardown: {e}");
@@ -562,7 +562,7 @@ pub async fn cleanup(config: &Config) -> i32 {
     match crate::provision::netns::cleanup_leftovers() {
         Ok(r) => removed.extend(r),
         Err(e) => {
-            eprintln!("lnst-runner: cleanup: {e}");
+            crate::say!("lnst-runner: cleanup: {e}");
             failed = true;
         }
     }
@@ -570,16 +570,16 @@ pub async fn cleanup(config: &Config) -> i32 {
         match crate::provision::podman::cleanup_leftovers(&uri.to_uri()).await {
             Ok(r) => removed.extend(r),
             Err(e) => {
-                eprintln!("lnst-runner: cleanup: {e}");
+                crate::say!("lnst-runner: cleanup: {e}");
                 failed = true;
             }
         }
     }
     if removed.is_empty() {
-        println!("nothing to clean up");
+        crate::out!("nothing to clean up\n");
     } else {
         for r in &removed {
-            println!("removed {r}");
+            crate::out!("removed {r}\n");
         }
     }
     i32::from(failed)

@@ -242,3 +242,43 @@ fn second_runner_does_not_disturb_the_first() {
     assert!(!flows.is_empty(), "{run_data}");
     assert_eq!(before, footprint(), "left behind after two runs");
 }
+
+#[test]
+fn closed_output_pipes_do_not_stop_the_run() {
+    if !require_netns_e2e() {
+        return;
+    }
+    let _g = serial();
+    let before = footprint();
+    let home = home_with_pool();
+    // `lnst-runner | head -3`: the reader goes away in the middle of the run.
+    let mut child = runner(
+        home.path(),
+        &[
+            ("RECIPE", "SimpleNetworkRecipe"),
+            ("RECIPE_PARAMS", &params(47, 2, 1)),
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        for _ in 0..3 {
+            let _ = lines.next();
+        }
+        drop(child.stdout.take());
+    } // both pipes closed here
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the run goes on without its readers"
+    );
+    let summary = read_json(&home.path().join("results/summary.json"));
+    assert_eq!(summary["overall"], "PASS");
+    assert_eq!(before, footprint(), "left behind after closed pipes");
+}

@@ -70,9 +70,9 @@ impl RunContext {
     /// One progress line on stderr.
     pub fn progress(&self, msg: &str) {
         if self.progress_prefix.is_empty() {
-            eprintln!("{msg}");
+            crate::say!("{msg}");
         } else {
-            eprintln!("{} {msg}", self.progress_prefix);
+            crate::say!("{} {msg}", self.progress_prefix);
         }
     }
 
