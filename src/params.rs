@@ -827,6 +827,10 @@ impl Parser {
                 }
             };
             self.pos += 1;
+            if e == '\0' {
+                // A backslash before a literal NUL keeps it (raw strings, unknown escapes).
+                return Err(ParamsError::at(esc_col + 1, NUL_IN_STRING.into()));
+            }
             if raw {
                 // A backslash keeps the next character (and itself) in raw strings.
                 out.push('\\');
@@ -1454,6 +1458,10 @@ mod tests {
             r"'a\u0000'",
             r"'\U00000000'",
             "'a\u{0}b'",
+            // A backslash before a literal NUL (found by the params fuzz target in CI).
+            "'a\\\u{0}b'",
+            "r'a\\\u{0}b'",
+            "u\"\\x82\\\\\\\u{0}\"",
         ] {
             let e = err(lit);
             assert!(e.contains("NUL characters are not allowed"), "{lit}: {e}");
