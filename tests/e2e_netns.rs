@@ -173,12 +173,7 @@ fn sigterm_mid_run_tears_down_and_exports() {
     assert!(res.join("results.zip").exists());
     assert_eq!(before, netns_with_prefix("lnst-"), "namespaces left behind");
     // Nothing for cleanup to do afterwards.
-    let c = runner(home.path(), &[]).arg("cleanup").output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&c.stdout).contains("nothing to clean up"),
-        "{}",
-        output_text(&c)
-    );
+    assert_nothing_to_clean_up(home.path(), &[]);
 }
 
 #[test]

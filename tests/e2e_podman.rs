@@ -161,15 +161,7 @@ fn sigterm_during_a_podman_run_leaves_nothing() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     assert_clean();
-    let c = runner(home.path(), &[("PODMAN_URI", URI)])
-        .arg("cleanup")
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&c.stdout).contains("nothing to clean up"),
-        "{}",
-        output_text(&c)
-    );
+    assert_nothing_to_clean_up(home.path(), &[("PODMAN_URI", URI)]);
 }
 
 #[test]

@@ -24,17 +24,6 @@ fn agent_processes() -> usize {
     n
 }
 
-/// Links in the root namespace.
-fn root_links() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// What a run may leave behind, to compare before and after.
 #[derive(Debug, PartialEq)]
 struct Footprint {
@@ -109,13 +98,7 @@ fn sigterm_in_each_phase_leaves_nothing() {
         }
         assert_eq!(before, footprint(), "left behind after SIGTERM in {phase}");
     }
-    let home = home_with_pool();
-    let c = runner(home.path(), &[]).arg("cleanup").output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&c.stdout).contains("nothing to clean up"),
-        "{}",
-        output_text(&c)
-    );
+    assert_nothing_to_clean_up(home_with_pool().path(), &[]);
 }
 
 #[test]
@@ -208,13 +191,7 @@ fn second_runner_does_not_disturb_the_first() {
         output_text(&b)
     );
     // And a cleanup: the first runner is alive, so none of its resources are leftovers.
-    let c = runner(home_b.path(), &[]).arg("cleanup").output().unwrap();
-    assert!(c.status.success(), "{}", output_text(&c));
-    assert!(
-        String::from_utf8_lossy(&c.stdout).contains("nothing to clean up"),
-        "cleanup touched a live run: {}",
-        output_text(&c)
-    );
+    assert_nothing_to_clean_up(home_b.path(), &[]);
     for ns in &mine {
         assert!(
             netns_with_prefix("lnst-").contains(ns),

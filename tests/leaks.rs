@@ -84,12 +84,7 @@ fn snapshot(podman: bool) -> (Snapshot, Noise) {
             }
         }
     }
-    let mut links: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    links.sort();
+    let links = root_links();
     let mut run_files: Vec<String> = std::fs::read_dir("/run/lnst-runner")
         .map(|rd| {
             rd.flatten()

@@ -277,3 +277,24 @@ pub fn run_recipe_and_interrupt(
     let out = w.finish();
     (out, t0.elapsed())
 }
+
+/// `lnst-runner cleanup` (with `vars`) finds nothing left by earlier runs.
+pub fn assert_nothing_to_clean_up(home: &Path, vars: &[(&str, &str)]) {
+    let c = runner(home, vars).arg("cleanup").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&c.stdout).contains("nothing to clean up"),
+        "{}",
+        output_text(&c)
+    );
+}
+
+/// Links in the root namespace, sorted.
+pub fn root_links() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
