@@ -22,7 +22,7 @@ direct_once() {
         ip -n lnstb-sw link set p$x master br0 up
     done
     # The offloads of the runner's first sub-configuration (veth defaults differ: GRO is off).
-    for x in a b; do ip netns exec lnstb-$x ethtool -K eth0 gro on gso on tso on tx on rx on; done
+    for x in a b; do ip netns exec lnstb-$x ethtool -K eth0 gro on gso on tso on tx on rx on >/dev/null 2>&1; done
     ip -n lnstb-a addr add 198.18.20.1/24 dev eth0; ip -n lnstb-a link set eth0 up
     ip -n lnstb-b addr add 198.18.20.2/24 dev eth0; ip -n lnstb-b link set eth0 up
     sleep 0.5
