@@ -205,7 +205,7 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
 
 fn make_provisioner(mode: &Mode, run_id: &str, secret: &str) -> Option<Box<dyn Provisioner>> {
     // The run's secret reaches each agent in its environment (a root-only channel: a child's
-    // environment, an exec's environment on the engine's socket), never in a file.
+    // environment, a container's environment on the engine's socket), never in a file.
     match mode {
         Mode::Netns { agent } => {
             let argv = vec![agent.clone().into_os_string(), "--stdio".into()];

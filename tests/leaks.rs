@@ -45,8 +45,8 @@ struct Snapshot {
 struct Noise {
     processes: usize,
     files_open: u64,
-    /// Podman's conmon processes: the one of an exec session made through the API waits 300 s
-    /// (its `--exit-delay`) before it exits, even after its container is removed.
+    /// Podman's conmon processes: runs make no exec sessions, but the conmon of an exec session
+    /// made by another test waits 300 s (its `--exit-delay`) before it exits.
     conmon: usize,
 }
 

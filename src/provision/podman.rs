@@ -1,7 +1,8 @@
 //! Podman provisioner: one L2-only network per requirement label and one container per
-//! requirement host, created through the engine API at `PODMAN_URI`; each agent is reached
-//! through an exec of `lnst-agent --stdio` inside its container (no dependence on the host's
-//! routing, works from a controller container that has the socket mounted).
+//! requirement host, created through the engine API at `PODMAN_URI`; each container's command
+//! is `lnst-agent --stdio` and the controller reaches it by attaching to the container's stdio
+//! (no dependence on the host's routing, works from a controller container that has the socket
+//! mounted).
 //!
 //! bollard (Docker-compatible API) does most of the work; the libpod endpoint creates the
 //! networks, because the compat create ignores `IPAM.Driver` and so cannot make a network
@@ -12,6 +13,7 @@
 //! `lnst-runner.run=<run>` and `lnst-runner.pid=<owner>` (see [`OwnerInfo`]), so that
 //! [`cleanup_leftovers`] can remove what a killed run left behind.
 
+mod attach;
 mod exec;
 mod libpod;
 mod owner;
@@ -20,14 +22,14 @@ mod veth;
 pub use exec::ExecOutput;
 pub use owner::{Liveness, OwnerInfo};
 
-use super::{AgentEndpoint, IfaceBinding, ProvisionError, Provisioner, TeardownErrors};
+use super::{AgentEndpoint, IfaceBinding, ProvisionError, Provisioner, TeardownErrors, Transport};
 use crate::requirements::Requirements;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest,
-    NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Ipam, IpamConfig,
+    NetworkCreateRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, RemoveContainerOptions,
+    CreateContainerOptions, ListNetworksOptions, RemoveContainerOptions,
 };
 use bollard::Docker;
 use futures::future::BoxFuture;
@@ -115,12 +117,13 @@ pub struct PodmanOptions {
     pub oci_runtime: Option<String>,
     /// Docker only: /24 subnets for the test networks are carved from here.
     pub subnet_v4: Ipv4Net,
-    /// Command exec'd in each container to reach the agent over stdin/stdout.
+    /// Command of each agent container; the controller talks to it over the container's
+    /// attached stdin/stdout.
     pub agent_cmd: Vec<String>,
     /// Run agent containers `--privileged` instead of the capability set (escape hatch).
     pub privileged: bool,
-    /// This run's shared secret, handed to each agent in its exec's environment
-    /// (`LNST_AGENT_SECRET`); None: agents accept any controller on the exec channel.
+    /// This run's shared secret, handed to each agent in its container's environment
+    /// (`LNST_AGENT_SECRET`); None: agents accept any controller on the stdio channel.
     pub agent_secret: Option<String>,
 }
 
@@ -319,6 +322,9 @@ pub struct PodmanProvisioner {
     veths: Vec<String>,
     /// MACs of veth container ends: (container, interface id) → MAC.
     veth_macs: BTreeMap<(String, String), String>,
+    /// Each started container's attached stdio, until its endpoint takes it (a Mutex only to
+    /// keep the provisioner `Sync`: it is used from `&mut self`).
+    transports: std::sync::Mutex<HashMap<String, Transport>>,
     /// A create call was sent and has not returned: the run was interrupted mid-call, and the
     /// engine may finish creating the resource after teardown has looked for it.
     mid_create: bool,
@@ -392,6 +398,7 @@ impl PodmanProvisioner {
             networks: Vec::new(),
             veths: Vec::new(),
             veth_macs: BTreeMap::new(),
+            transports: Default::default(),
             mid_create: false,
         })
     }
@@ -572,8 +579,9 @@ impl PodmanProvisioner {
         Ok(())
     }
 
-    /// Create and start every host's container, all at once (the engine works on them in
-    /// parallel); every name is recorded first, and all calls have returned before this does.
+    /// Create, attach to and start every host's container, all at once (the engine works on
+    /// them in parallel); every name is recorded first, and all calls have returned before this
+    /// does. The attached stdio of each container is kept for its endpoint.
     async fn create_containers(&mut self, hosts: &[HostPlan]) -> Result<(), PodmanError> {
         let docker = self.docker().await?.clone();
         let bodies: Vec<(String, ContainerCreateBody)> = hosts
@@ -596,17 +604,30 @@ impl PodmanProvisioner {
                     )
                     .await
                     .map_err(|e| PodmanError::api(&format!("create container {name}"), e))?;
+                // Attached before the start: the agent speaks first.
+                let transport = attach::stdio_transport(&docker, &name).await?;
                 docker
                     .start_container(&name, None)
                     .await
                     .map_err(|e| PodmanError::api(&format!("start container {name}"), e))?;
                 tracing::debug!("started container {name}");
-                Ok::<(), PodmanError>(())
+                Ok::<_, PodmanError>((name, transport))
             }
         }))
         .await;
         self.mid_create = false;
-        results.into_iter().collect()
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok((name, transport)) => {
+                    self.transports_mut().insert(name, transport);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     fn container_body(&self, host: &HostPlan) -> ContainerCreateBody {
@@ -625,7 +646,21 @@ impl PodmanProvisioner {
         ContainerCreateBody {
             image: Some(self.opts.image.clone()),
             hostname: Some(sanitize(&host.host_id)),
-            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            // The agent is the container's command; the controller attaches to its stdio before
+            // starting it. stdin_once: when the controller's attach ends, the agent sees EOF,
+            // restores its interfaces and exits, and the container stops.
+            cmd: Some(self.opts.agent_cmd.clone()),
+            env: self
+                .opts
+                .agent_secret
+                .as_ref()
+                .map(|s| vec![format!("{}={s}", crate::agent::AGENT_SECRET_ENV)]),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
             labels: Some(self.labels((LABEL_HOST, &host.host_id))),
             host_config: Some(HostConfig {
                 network_mode: Some(network_mode),
@@ -633,6 +668,11 @@ impl PodmanProvisioner {
                 security_opt: Some(AGENT_SECURITY_OPTS.iter().map(|c| c.to_string()).collect()),
                 privileged: Some(self.opts.privileged),
                 runtime: self.opts.oci_runtime.clone(),
+                // The protocol runs over stdout: keep it out of the engine's container log.
+                log_config: Some(HostConfigLogConfig {
+                    typ: Some("none".into()),
+                    config: None,
+                }),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
@@ -750,23 +790,36 @@ impl PodmanProvisioner {
         for host in &plan.hosts {
             self.add_veths(host).await?;
         }
-        // Inspect each container and start its agent, all hosts at once.
+        // Inspect each container for its interface bindings, all hosts at once.
+        let mut transports = std::mem::take(self.transports_mut());
+        let with_transport: Vec<(&HostPlan, Option<Transport>)> = plan
+            .hosts
+            .iter()
+            .map(|h| (h, transports.remove(&h.container)))
+            .collect();
         let this = &*self;
-        let endpoints =
-            futures::future::join_all(plan.hosts.iter().map(|host| this.endpoint(host))).await;
+        let endpoints = futures::future::join_all(
+            with_transport
+                .into_iter()
+                .map(|(host, transport)| this.endpoint(host, transport)),
+        )
+        .await;
         endpoints.into_iter().collect()
     }
 
-    /// The agent endpoint of `host`: its interface bindings and an exec'd `lnst-agent --stdio`.
-    async fn endpoint(&self, host: &HostPlan) -> Result<AgentEndpoint, ProvisionError> {
+    /// The agent endpoint of `host`: its interface bindings and its attached stdio.
+    async fn endpoint(
+        &self,
+        host: &HostPlan,
+        transport: Option<Transport>,
+    ) -> Result<AgentEndpoint, ProvisionError> {
+        let transport = transport.ok_or_else(|| {
+            PodmanError::api(
+                &format!("attach to {}", host.container),
+                "container has no attached stdio",
+            )
+        })?;
         let interfaces = self.bindings(host).await?;
-        let transport = exec::stdio_transport(
-            self.docker().await?,
-            &host.container,
-            &self.opts.agent_cmd,
-            self.opts.agent_secret.as_deref(),
-        )
-        .await?;
         Ok(AgentEndpoint {
             host_id: host.host_id.clone(),
             target: host.container.clone(),
@@ -781,8 +834,16 @@ impl PodmanProvisioner {
         })
     }
 
+    fn transports_mut(&mut self) -> &mut HashMap<String, Transport> {
+        self.transports
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn teardown_inner(&mut self) -> Result<(), TeardownErrors> {
         let mut errors = TeardownErrors::default();
+        // Unclaimed attaches (a provisioning that failed part-way) end here.
+        self.transports_mut().clear();
         if self.containers.is_empty() && self.networks.is_empty() && self.veths.is_empty() {
             return Ok(());
         }
@@ -832,7 +893,7 @@ impl PodmanProvisioner {
         };
         for wait_ms in rounds {
             tokio::time::sleep(Duration::from_millis(*wait_ms)).await;
-            if let Err(e) = sweep_run(&docker, &self.opts.run_id).await {
+            if let Err(e) = sweep_run(&docker, &self.libpod, &self.opts.run_id).await {
                 errors.0.extend(e.0);
                 break;
             }
@@ -843,10 +904,15 @@ impl PodmanProvisioner {
 }
 
 /// Remove every container, then every network, labelled with run `run_id`.
-async fn sweep_run(docker: &Docker, run_id: &str) -> Result<(), TeardownErrors> {
+async fn sweep_run(docker: &Docker, libpod: &Libpod, run_id: &str) -> Result<(), TeardownErrors> {
     let mut errors = TeardownErrors::default();
-    let (containers, networks) =
-        list_labelled(docker, &format!("{LABEL_RUN}={run_id}"), &mut errors).await;
+    let (containers, networks) = list_labelled(
+        docker,
+        libpod,
+        &format!("{LABEL_RUN}={run_id}"),
+        &mut errors,
+    )
+    .await;
     for (name, _) in containers {
         tracing::debug!("teardown: removing late container {name} of run {run_id}");
         if let Err(e) = remove_container(docker, &name).await {
@@ -864,38 +930,66 @@ async fn sweep_run(docker: &Docker, run_id: &str) -> Result<(), TeardownErrors> 
 
 type Labelled = Vec<(String, HashMap<String, String>)>;
 
+/// (name, labels) of each container in an engine's `/containers/json` answer (Docker
+/// schema: `Names` with a leading `/`, `Id`, `Labels`).
+fn containers_of_listing(list: &serde_json::Value) -> Labelled {
+    let mut out = Vec::new();
+    for c in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let name = c
+            .get("Names")
+            .and_then(|n| n.get(0))
+            .and_then(|n| n.as_str())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .or_else(|| c.get("Id").and_then(|i| i.as_str()).map(str::to_string));
+        let labels = c
+            .get("Labels")
+            .and_then(|l| l.as_object())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(name) = name {
+            out.push((name, labels));
+        }
+    }
+    out
+}
+
+/// Percent-encode everything but RFC 3986's unreserved characters (for a query value).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Containers (all states) and networks matching the label filter `label` (`key` or
 /// `key=value`), as (name, labels); listing errors are collected in `errors`.
 async fn list_labelled(
     docker: &Docker,
+    libpod: &Libpod,
     label: &str,
     errors: &mut TeardownErrors,
 ) -> (Labelled, Labelled) {
     let filters: HashMap<String, Vec<String>> =
         HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    // Containers are listed as plain JSON: Podman's compat listing reports states such as
+    // `stopped` that the Docker schema (and so bollard's typed listing) does not know.
     let mut containers = Vec::new();
-    match docker
-        .list_containers(Some(ListContainersOptions {
-            all: true,
-            filters: Some(filters.clone()),
-            ..Default::default()
-        }))
-        .await
-    {
-        Ok(list) => {
-            for c in list {
-                let name = c
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(|n| n.trim_start_matches('/').to_string())
-                    .or(c.id.clone());
-                if let Some(name) = name {
-                    containers.push((name, c.labels.unwrap_or_default()));
-                }
-            }
-        }
-        Err(e) => errors.push(format!("list containers: {}", one_line(&e.to_string()))),
+    let path = format!(
+        "/containers/json?all=true&filters={}",
+        percent_encode(&serde_json::json!(filters).to_string())
+    );
+    match libpod.json(Method::GET, &path, None).await {
+        Ok(list) => containers = containers_of_listing(&list),
+        Err(e) => errors.push(format!("list containers: {e}")),
     }
     let mut networks = Vec::new();
     match docker
@@ -916,27 +1010,42 @@ async fn list_labelled(
     (containers, networks)
 }
 
+/// Attempts at removing one container: an agent whose controller left exits by itself, and
+/// Podman refuses a forced removal that meets the container half-way through stopping
+/// ("could not be stopped: container state improper"); the next attempt succeeds.
+const REMOVE_ATTEMPTS: u32 = 5;
+
 async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {
-    match docker
-        .remove_container(
-            name,
-            Some(RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            }),
-        )
-        .await
-    {
-        Ok(()) => {
-            tracing::debug!("removed container {name}");
-            Ok(())
+    let mut attempt = 1;
+    loop {
+        match docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => {
+                tracing::debug!("removed container {name}");
+                return Ok(());
+            }
+            Err(e) if status_of(&e) == Some(404) => return Ok(()),
+            Err(e) if attempt < REMOVE_ATTEMPTS && status_of(&e).is_some() => {
+                tracing::debug!("remove container {name} (attempt {attempt}): {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "remove container {name}: {}",
+                    one_line(&e.to_string())
+                ))
+            }
         }
-        Err(e) if status_of(&e) == Some(404) => Ok(()),
-        Err(e) => Err(format!(
-            "remove container {name}: {}",
-            one_line(&e.to_string())
-        )),
     }
 }
 
@@ -990,7 +1099,9 @@ pub async fn cleanup_leftovers(uri: &str) -> Result<Vec<String>, TeardownErrors>
     let docker = connect_docker(&parsed)
         .await
         .map_err(|e| TeardownErrors(vec![e.to_string()]))?;
-    let (all_containers, all_networks) = list_labelled(&docker, LABEL_RUN, &mut errors).await;
+    let libpod = Libpod::new(parsed.clone());
+    let (all_containers, all_networks) =
+        list_labelled(&docker, &libpod, LABEL_RUN, &mut errors).await;
     let with_owner = |list: Labelled| -> Vec<(String, Leftover)> {
         list.into_iter()
             .filter_map(|(name, labels)| leftover_from_labels(&labels).map(|l| (name, l)))
@@ -1057,6 +1168,39 @@ pub async fn cleanup_leftovers(uri: &str) -> Result<Vec<String>, TeardownErrors>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_takes_podman_only_states() {
+        // Podman 4.3's compat listing says "stopped", which the Docker schema lacks.
+        let list = serde_json::json!([
+            {"Id": "abc", "Names": ["/lnst-1-h1"], "State": "stopped",
+             "Labels": {"lnst-runner.run": "1", "n": 3}},
+            {"Id": "def", "State": "running"},
+            {"Names": [], "Labels": null}
+        ]);
+        let got = containers_of_listing(&list);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "lnst-1-h1");
+        assert_eq!(
+            got[0].1.get("lnst-runner.run").map(String::as_str),
+            Some("1")
+        );
+        assert!(
+            !got[0].1.contains_key("n"),
+            "non-string label values are dropped"
+        );
+        assert_eq!(got[1].0, "def");
+        assert!(containers_of_listing(&serde_json::json!({"message": "x"})).is_empty());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            percent_encode(r#"{"label":["a=b c"]}"#),
+            "%7B%22label%22%3A%5B%22a%3Db%20c%22%5D%7D"
+        );
+        assert_eq!(percent_encode("Az09-._~"), "Az09-._~");
+    }
     use crate::requirements::HostReq;
 
     #[test]
