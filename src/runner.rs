@@ -555,6 +555,16 @@ async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     })
 }
 
+/// Podman's rootful API socket, when one exists at the default path.
+fn default_podman_socket() -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = "/run/podman/podman.sock";
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|_| format!("unix://{path}"))
+}
+
 /// `lnst-runner cleanup`: remove what killed runs left behind.
 pub async fn cleanup(config: &Config) -> i32 {
     let mut removed = Vec::new();
@@ -566,13 +576,21 @@ pub async fn cleanup(config: &Config) -> i32 {
             failed = true;
         }
     }
-    if let Some(uri) = &config.podman_uri {
-        match crate::provision::podman::cleanup_leftovers(&uri.to_uri()).await {
+    // Without PODMAN_URI, the rootful default socket is looked at too when it exists: a killed
+    // Podman run's leftovers should not need the URI repeated. An engine that does not answer
+    // there is only reported.
+    let (uri, explicit) = match &config.podman_uri {
+        Some(uri) => (Some(uri.to_uri()), true),
+        None => (default_podman_socket(), false),
+    };
+    if let Some(uri) = uri {
+        match crate::provision::podman::cleanup_leftovers(&uri).await {
             Ok(r) => removed.extend(r),
-            Err(e) => {
+            Err(e) if explicit => {
                 crate::say!("lnst-runner: cleanup: {e}");
                 failed = true;
             }
+            Err(e) => crate::say!("lnst-runner: cleanup: skipped the engine at {uri}: {e}"),
         }
     }
     if removed.is_empty() {

@@ -123,18 +123,17 @@ fn controller_image_with_read_only_pool_passes() {
     drop(lab);
 }
 
-#[test]
-fn sigterm_during_a_podman_run_leaves_nothing() {
-    if !require_podman() {
-        return;
-    }
-    let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    let mut child = runner(
-        home.path(),
+/// Start a Podman run with long measurements on `net_ipv4` and wait until its containers exist.
+fn podman_run_with_containers(home: &std::path::Path, net_ipv4: &str) -> std::process::Child {
+    let params = format!(
+        "perf_iterations=3;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();\
+         ip_versions=('ipv4',);net_ipv4='{net_ipv4}';ping_count=20;ping_interval=0.2"
+    );
+    let child = runner(
+        home,
         &[
             ("RECIPE", "SimpleNetworkRecipe"),
-            ("RECIPE_PARAMS", "perf_iterations=3;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.26.0/24';ping_count=20;ping_interval=0.2"),
+            ("RECIPE_PARAMS", &params),
             ("PODMAN_URI", URI),
         ],
     )
@@ -142,16 +141,23 @@ fn sigterm_during_a_podman_run_leaves_nothing() {
     .stdout(std::process::Stdio::null())
     .spawn()
     .unwrap();
-    // Wait until its containers exist, then terminate it.
-    let mut seen = false;
     for _ in 0..100 {
         if !leftovers().0.is_empty() {
-            seen = true;
-            break;
+            return child;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(seen, "the runner never created its containers");
+    panic!("the runner never created its containers");
+}
+
+#[test]
+fn sigterm_during_a_podman_run_leaves_nothing() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = podman_run_with_containers(home.path(), "198.18.26.0/24");
     std::thread::sleep(Duration::from_millis(1500));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -162,6 +168,40 @@ fn sigterm_during_a_podman_run_leaves_nothing() {
     assert_eq!(status.code(), Some(1));
     assert_clean();
     assert_nothing_to_clean_up(home.path(), &[("PODMAN_URI", URI)]);
+}
+
+/// SIGKILL gives no teardown: the agents see their stdio close and exit, the containers and the
+/// network stay, and `lnst-runner cleanup` removes them — without PODMAN_URI when the engine is
+/// on the default rootful socket.
+#[test]
+fn sigkilled_podman_run_is_removed_by_cleanup() {
+    if !require_podman() {
+        return;
+    }
+    let _g = serial();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = podman_run_with_containers(home.path(), "198.18.27.0/24");
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (containers, networks) = leftovers();
+    assert!(
+        !containers.is_empty() && !networks.is_empty(),
+        "a killed run leaves its containers and network: {containers:?} {networks:?}"
+    );
+    // No PODMAN_URI: the engine is on the default rootful socket (URI), which cleanup finds.
+    let vars: &[(&str, &str)] = &[];
+    let c = runner(home.path(), vars).arg("cleanup").output().unwrap();
+    let text = output_text(&c);
+    assert_eq!(c.status.code(), Some(0), "{text}");
+    for name in containers.lines().chain(networks.lines()) {
+        assert!(
+            text.contains(&format!("removed {name}")),
+            "{name} not removed: {text}"
+        );
+    }
+    assert_clean();
+    assert_nothing_to_clean_up(home.path(), vars);
 }
 
 #[test]
