@@ -129,7 +129,7 @@ fn podman_run_with_containers(home: &std::path::Path, net_ipv4: &str) -> std::pr
         "perf_iterations=3;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();\
          ip_versions=('ipv4',);net_ipv4='{net_ipv4}';ping_count=20;ping_interval=0.2"
     );
-    let child = runner(
+    let mut child = runner(
         home,
         &[
             ("RECIPE", "SimpleNetworkRecipe"),
@@ -147,6 +147,8 @@ fn podman_run_with_containers(home: &std::path::Path, net_ipv4: &str) -> std::pr
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the runner never created its containers");
 }
 
