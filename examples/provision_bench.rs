@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| "target/release/lnst-agent".into());
             Box::new(
                 NetnsProvisioner::new(&run_id, vec![agent.into(), "--stdio".into()])
-                    .with_agent_env(lnst_runner::agent::AGENT_SECRET_ENV, &secret),
+                    .with_agent_secret(&secret),
             )
         }
         _ => {

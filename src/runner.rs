@@ -2,7 +2,6 @@
 //! run the recipe, tear everything down, export the results, and decide the exit code.
 //! Teardown runs on success, failure, Ctrl-C and SIGTERM.
 
-use crate::agent::AGENT_SECRET_ENV;
 use crate::config::{AgentMode, Config};
 use crate::plan::{Plan, TestSpec};
 use crate::pool::{Pool, Security};
@@ -210,7 +209,7 @@ fn make_provisioner(mode: &Mode, run_id: &str, secret: &str) -> Option<Box<dyn P
         Mode::Netns { agent } => {
             let argv = vec![agent.clone().into_os_string(), "--stdio".into()];
             Some(Box::new(
-                NetnsProvisioner::new(run_id, argv).with_agent_env(AGENT_SECRET_ENV, secret),
+                NetnsProvisioner::new(run_id, argv).with_agent_secret(secret),
             ))
         }
         Mode::Podman { opts } => match PodmanProvisioner::connect(PodmanOptions {
@@ -303,12 +302,10 @@ async fn run_test(
             crate::say!("provisioning {} agent(s) ({pool_name})", reqs.hosts.len());
             {
                 let fut = async {
-                    let mut eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
+                    // Both provisioners give every agent the run's fresh secret and put it on
+                    // its endpoint: the controller then requires each agent to prove it.
+                    let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
                     crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
-                    // Every agent holds the run's fresh secret and must be proven to.
-                    for ep in &mut eps {
-                        ep.secret = Some(secret.as_bytes().to_vec());
-                    }
                     let m = match_from_endpoints(&reqs, &eps, pool_name);
                     Ok::<_, String>(run_on_endpoints(spec, eps, m).await)
                 };

@@ -47,6 +47,8 @@ pub struct NetnsProvisioner {
     agent_cmd: Vec<OsString>,
     /// Extra environment of each agent (the run's secret travels here, never in a file).
     agent_env: Vec<(OsString, OsString)>,
+    /// The run's secret, given to each agent and put on its endpoint.
+    agent_secret: Option<String>,
     state: RunState,
     /// Whether this provisioner wrote the state file (only then does teardown remove it).
     wrote_state: bool,
@@ -84,6 +86,7 @@ impl NetnsProvisioner {
             run_id: run_id.to_string(),
             agent_cmd,
             agent_env: Vec::new(),
+            agent_secret: None,
             state: RunState::for_this_process(run_id),
             wrote_state: false,
             agents: Vec::new(),
@@ -94,6 +97,15 @@ impl NetnsProvisioner {
     pub fn with_agent_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.agent_env.push((key.into(), value.into()));
         self
+    }
+
+    /// Require `secret` of every agent: it reaches each agent in its environment
+    /// (`LNST_AGENT_SECRET`) and is set on each endpoint, so that the controller refuses an
+    /// agent that cannot prove it.
+    pub fn with_agent_secret(self, secret: &str) -> Self {
+        let mut this = self.with_agent_env(crate::agent::AGENT_SECRET_ENV, secret);
+        this.agent_secret = Some(secret.to_string());
+        this
     }
 
     /// The run id.
@@ -298,7 +310,7 @@ impl NetnsProvisioner {
                 target: h.ns.clone(),
                 hostname: h.ns.clone(),
                 transport,
-                secret: None,
+                secret: self.agent_secret.as_ref().map(|s| s.as_bytes().to_vec()),
                 interfaces,
             });
         }
