@@ -115,7 +115,7 @@ fn agent_killed_mid_iteration_fails_the_test_and_cleans_up() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let before = netns_with_prefix("lnst-");
-    let params = "perf_iterations=3;perf_duration=3;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.21.0/24';ping_count=2;ping_interval=0.2";
+    let params = "perf_iterations=3;perf_duration=3;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.21.0/24';net_ipv6='fd00:21::/64';ping_count=2;ping_interval=0.2";
     let (out, elapsed) = run_recipe_and_interrupt(home.path(), params, "iter 1/3", |pid| {
         let agents = children_named(pid, "lnst-agent");
         assert_eq!(agents.len(), 2, "two agents run under the runner");
@@ -154,7 +154,7 @@ fn sigterm_mid_run_tears_down_and_exports() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let before = netns_with_prefix("lnst-");
-    let params = "perf_iterations=5;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.22.0/24';ping_count=2;ping_interval=0.2";
+    let params = "perf_iterations=5;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.22.0/24';net_ipv6='fd00:22::/64';ping_count=2;ping_interval=0.2";
     let (out, elapsed) = run_recipe_and_interrupt(home.path(), params, "ping ipv4", |pid| {
         std::thread::sleep(Duration::from_millis(500));
         nix::sys::signal::kill(

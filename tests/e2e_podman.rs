@@ -114,7 +114,7 @@ fn controller_image_with_read_only_pool_passes() {
         "-v", &format!("{}:/root/.lnst/pool:ro", pool.display()),
         "-v", &format!("{}:/root/.lnst/results", results.display()),
         "-e", "RECIPE=SimpleNetworkRecipe",
-        "-e", "RECIPE_PARAMS=perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.25.0/24';ping_count=2;ping_interval=0.2",
+        "-e", "RECIPE_PARAMS=perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);net_ipv4='198.18.25.0/24';net_ipv6='fd00:25::/64';ping_count=2;ping_interval=0.2",
         "localhost/lnst_controller",
     ]);
     let text = output_text(&out);
@@ -123,11 +123,13 @@ fn controller_image_with_read_only_pool_passes() {
     drop(lab);
 }
 
-/// Start a Podman run with long measurements on `net_ipv4` and wait until its containers exist.
-fn podman_run_with_containers(home: &std::path::Path, net_ipv4: &str) -> std::process::Child {
+/// Start a Podman run with long measurements on 198.18.`net`.0/24 and fd00:`net`::/64, and
+/// wait until its containers exist.
+fn podman_run_with_containers(home: &std::path::Path, net: u8) -> std::process::Child {
     let params = format!(
         "perf_iterations=3;perf_duration=5;perf_tests=['tcp_stream'];offload_combinations=();\
-         ip_versions=('ipv4',);net_ipv4='{net_ipv4}';ping_count=20;ping_interval=0.2"
+         ip_versions=('ipv4',);net_ipv4='198.18.{net}.0/24';net_ipv6='fd00:{net}::/64';\
+         ping_count=20;ping_interval=0.2"
     );
     let mut child = runner(
         home,
@@ -159,7 +161,7 @@ fn sigterm_during_a_podman_run_leaves_nothing() {
     }
     let _g = serial();
     let home = tempfile::tempdir().unwrap();
-    let mut child = podman_run_with_containers(home.path(), "198.18.26.0/24");
+    let mut child = podman_run_with_containers(home.path(), 26);
     std::thread::sleep(Duration::from_millis(1500));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -182,7 +184,7 @@ fn sigkilled_podman_run_is_removed_by_cleanup() {
     }
     let _g = serial();
     let home = tempfile::tempdir().unwrap();
-    let mut child = podman_run_with_containers(home.path(), "198.18.27.0/24");
+    let mut child = podman_run_with_containers(home.path(), 28);
     std::thread::sleep(Duration::from_millis(1500));
     child.kill().unwrap();
     child.wait().unwrap();

@@ -159,7 +159,8 @@ fn rss_kib(pid: u32) -> u64 {
 fn short_params(subnet: u8) -> String {
     format!(
         "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();\
-         ip_versions=('ipv4',);net_ipv4='198.18.{subnet}.0/24';ping_count=1;ping_interval=0.2"
+         ip_versions=('ipv4',);net_ipv4='198.18.{subnet}.0/24';\
+         net_ipv6='fd00:{subnet}::/64';ping_count=1;ping_interval=0.2"
     )
 }
 

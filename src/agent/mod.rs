@@ -290,8 +290,8 @@ impl Session {
                         }));
                     }),
                 )?;
-                // An iperf3 server is started once it listens: the client can follow at
-                // once, instead of upstream's fixed 2 s head start.
+                // An iperf3 server is started once it listens (the controller then pauses
+                // briefly before its clients; see recipes::simple_network::SERVER_SETTLE).
                 if let Some(port) = listen_port {
                     jobs::wait_listening(port, Duration::from_secs(5)).await;
                 }
