@@ -191,8 +191,9 @@ lines += [""] + sorted_lines + ["",
           "the server listening, a few milliseconds after the server's start, and in that case "
           "the 123-byte flow took the slow level in 20 of 20 runs (direct by hand: 12 of 20 "
           "fast); a direct run with a 20 ms gap did the same (0 of 8 fast), with 0.1 s or more "
-          "about half were fast. The runner now pauses 0.5 s after its servers listen "
-          "(`SERVER_SETTLE`; upstream sleeps 2 s), counted in the tool time."]
+          "about half were fast. The runner now pauses 0.25 s after its servers listen "
+          "(`SERVER_SETTLE`; upstream sleeps 2 s), counted in the tool time like upstream's "
+          "pause."]
 print("\n".join(lines))
 PY
 cat bench/embedded-report.md
