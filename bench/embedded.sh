@@ -140,8 +140,9 @@ lines += ["", f"Median overhead: **{statistics.median(ov):.2f} s** (target < 1 s
           "(`tool_time_s` in summary.json, measured by the runner from the first job start "
           "to the last client finish of each phase): it covers namespace and agent start-up, "
           "connection, address and offload configuration, iperf3 server readiness "
-          "(the agent waits until the server listens instead of upstream's fixed 2 s), "
-          "result export and teardown.", "",
+          "(the agent reports a server started once it listens), "
+          "result export and teardown. Tool time includes the 0.25 s pause between servers "
+          "and clients of each iteration (upstream: 2 s), 4 s of this run's 16 iterations.", "",
           f"Traceability: every reported figure above ÷ the mean of iperf3's own "
           f"`end.sum_sent.bits_per_second` in that run's raw/ files: "
           f"{', '.join(f'{t:.6f}' for t in trace)}."]

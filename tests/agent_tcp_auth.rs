@@ -143,6 +143,20 @@ async fn wait_for_log(a: &Agent, needle: &str) -> bool {
     false
 }
 
+/// Connect as a controller, retrying while the agent is still busy with a previous session.
+async fn connect_when_free(
+    agent: &Agent,
+    secret: Option<&[u8]>,
+) -> Result<AgentClient, SessionError> {
+    for _ in 0..60 {
+        match AgentClient::connect("host1", agent.transport().await, secret, opts()).await {
+            Err(SessionError::Busy { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => return other,
+        }
+    }
+    panic!("agent stayed busy")
+}
+
 #[tokio::test]
 async fn tcp_agent_authentication() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -167,35 +181,50 @@ async fn tcp_agent_authentication() {
     c.bye().await.unwrap_or_else(|e| panic!("bye: {e}"));
     drop(c);
 
-    // Wrong secret: clear error on both sides.
-    let mut wrong = None;
-    for _ in 0..40 {
-        // The agent may still be finishing the previous session: retry while busy.
-        match AgentClient::connect("host1", agent.transport().await, Some(b"nope"), opts()).await {
-            Err(SessionError::Busy { .. }) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            other => {
-                wrong = Some(other);
-                break;
-            }
-        }
-    }
-    match wrong {
-        Some(Err(e @ SessionError::AuthFailed { .. })) => assert_eq!(
+    // Wrong secret: clear error on both sides, after the agent's delay.
+    let guessed_at = std::time::Instant::now();
+    match connect_when_free(&agent, Some(b"nope")).await {
+        Err(e @ SessionError::AuthFailed { .. }) => assert_eq!(
             e.to_string(),
             "authentication with agent host1 failed: wrong secret"
         ),
         other => panic!("expected AuthFailed, got {other:?}"),
     }
     assert!(
+        guessed_at.elapsed() >= lnst_runner::agent::WRONG_SECRET_DELAY,
+        "a wrong secret was answered after {:?}",
+        guessed_at.elapsed()
+    );
+    assert!(
         wait_for_log(&agent, "handshake failed: wrong secret").await,
         "agent log: {}",
         agent.log_text()
     );
 
+    // While it delays a wrong guess the agent is busy: one guess per second at most.
+    let (mut s, h) = agent.raw().await;
+    let an = protocol::parse_nonce(&h.nonce).unwrap_or_else(|| panic!("nonce"));
+    let cn = protocol::new_nonce();
+    let guess = Message::Auth {
+        protocol_version: PROTOCOL_VERSION,
+        client_nonce: hex::encode(cn),
+        mac: hex::encode(protocol::client_mac(b"guess", &an, &cn)),
+    };
+    send(&mut s, &guess).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = agent.tcp().await;
+    match read(&mut second).await {
+        Some(Message::Error(e)) => assert_eq!(e.kind, ErrorKind::Busy, "{e:?}"),
+        other => panic!("expected Busy during the delay, got {other:?}"),
+    }
+    match read(&mut s).await {
+        Some(Message::Error(e)) => assert_eq!(e.kind, ErrorKind::AuthFailed, "{e:?}"),
+        other => panic!("expected AuthFailed, got {other:?}"),
+    }
+    drop(s);
+
     // No secret: rejected by the controller before anything is sent.
-    match AgentClient::connect("host1", agent.transport().await, None, opts()).await {
+    match connect_when_free(&agent, None).await {
         Err(e @ SessionError::AuthFailed { .. }) => assert!(
             e.to_string()
                 .starts_with("authentication with agent host1 failed: the agent requires a secret"),

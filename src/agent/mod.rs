@@ -535,6 +535,11 @@ impl From<ErrorReply> for HandshakeFail {
     }
 }
 
+/// How long an agent holds a connection that proved a wrong secret before it answers. A TCP
+/// agent serves one controller at a time, so this also bounds online guessing of a weak pool
+/// secret to about one attempt per second per agent.
+pub const WRONG_SECRET_DELAY: Duration = Duration::from_secs(1);
+
 async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut R,
     out: &mpsc::UnboundedSender<Out>,
@@ -576,6 +581,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 return Err(auth_fail("malformed client nonce").into());
             };
             if !protocol::verify_client_mac(secret, nonce, &cn, &mac) {
+                tokio::time::sleep(WRONG_SECRET_DELAY).await;
                 return Err(auth_fail("wrong secret").into());
             }
             let mac = hex::encode(protocol::agent_mac(secret, &cn, nonce));
