@@ -68,10 +68,17 @@ pub enum Message {
     Start {
         protocol_version: u32,
     },
-    /// agent → controller, answers a valid Auth.
+    /// agent → controller, answers a valid Auth. An agent that requires authentication sends
+    /// its identity here, not in the (unauthenticated) Hello.
     AuthOk {
         /// HMAC-SHA256(secret, "lnst-agent-auth-v1-agent" ‖ client_nonce ‖ agent_nonce), hex.
         mac: String,
+        #[serde(default)]
+        agent_version: String,
+        #[serde(default)]
+        kernel_release: String,
+        #[serde(default)]
+        hostname: String,
     },
     /// Either side: fatal error (authentication, version, busy, malformed frame); the sender
     /// closes the connection after it.

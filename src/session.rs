@@ -250,8 +250,24 @@ async fn handshake(
             .await
             .map_err(|e| hs(e.to_string()))?;
             match protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME).await {
-                Ok(Some(Message::AuthOk { mac })) => {
+                Ok(Some(Message::AuthOk {
+                    mac,
+                    agent_version,
+                    kernel_release,
+                    hostname,
+                })) => {
                     if protocol::verify_agent_mac(secret, &client_nonce, &agent_nonce, &mac) {
+                        // The agent's identity comes after the proof, not in its Hello.
+                        let mut hello = hello;
+                        for (field, value) in [
+                            (&mut hello.agent_version, agent_version),
+                            (&mut hello.kernel_release, kernel_release),
+                            (&mut hello.hostname, hostname),
+                        ] {
+                            if !value.is_empty() {
+                                *field = value;
+                            }
+                        }
                         Ok(hello)
                     } else {
                         Err(auth("the agent did not prove the secret"))
@@ -839,6 +855,9 @@ mod tests {
                     &mut w,
                     &Message::AuthOk {
                         mac: hex::encode([0u8; 32]),
+                        agent_version: String::new(),
+                        kernel_release: String::new(),
+                        hostname: String::new(),
                     },
                 )
                 .await;

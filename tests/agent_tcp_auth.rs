@@ -167,6 +167,8 @@ async fn tcp_agent_authentication() {
         .await
         .unwrap_or_else(|e| panic!("connect with the right secret: {e}"));
     assert!(c.hello().auth_required);
+    // Identity after the proof: the session's hello is completed from AuthOk.
+    assert!(!c.hello().hostname.is_empty() && !c.hello().kernel_release.is_empty());
     let ifs = c
         .list_interfaces()
         .await
@@ -201,8 +203,16 @@ async fn tcp_agent_authentication() {
         agent.log_text()
     );
 
-    // While it delays a wrong guess the agent is busy: one guess per second at most.
+    // While it delays a wrong guess the agent is busy: one guess per second at most. Its Hello
+    // says nothing about it before a proof.
     let (mut s, h) = agent.raw().await;
+    assert!(
+        h.auth_required
+            && h.hostname.is_empty()
+            && h.kernel_release.is_empty()
+            && h.agent_version.is_empty(),
+        "{h:?}"
+    );
     let an = protocol::parse_nonce(&h.nonce).unwrap_or_else(|| panic!("nonce"));
     let cn = protocol::new_nonce();
     let guess = Message::Auth {
@@ -276,7 +286,8 @@ async fn tcp_agent_authentication() {
     };
     send(&mut s, &auth).await;
     match read(&mut s).await {
-        Some(Message::AuthOk { mac }) => {
+        Some(Message::AuthOk { mac, hostname, .. }) => {
+            assert!(!hostname.is_empty(), "AuthOk carries the agent's identity");
             assert!(protocol::verify_agent_mac(SECRET, &cn, &an, &mac))
         }
         other => panic!("expected AuthOk, got {other:?}"),

@@ -493,15 +493,31 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn hello(cfg: &AgentConfig, nonce: &[u8; protocol::NONCE_LEN]) -> HelloInfo {
-    HelloInfo {
-        protocol_version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        kernel_release: read_trimmed("/proc/sys/kernel/osrelease"),
-        hostname: nix::unistd::gethostname()
+/// Agent version, kernel release and hostname.
+fn identity() -> (String, String, String) {
+    (
+        env!("CARGO_PKG_VERSION").to_string(),
+        read_trimmed("/proc/sys/kernel/osrelease"),
+        nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default(),
+    )
+}
+
+/// The first frame. An agent that requires authentication tells nobody who it is before the
+/// controller has proved the secret: its identity goes in AuthOk instead.
+fn hello(cfg: &AgentConfig, nonce: &[u8; protocol::NONCE_LEN]) -> HelloInfo {
+    let (agent_version, kernel_release, hostname) = if cfg.secret.is_some() {
+        Default::default()
+    } else {
+        identity()
+    };
+    HelloInfo {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version,
+        kernel_release,
+        hostname,
         auth_required: cfg.secret.is_some(),
         nonce: hex::encode(nonce),
     }
@@ -585,7 +601,13 @@ async fn handshake<R: AsyncRead + Unpin>(
                 return Err(auth_fail("wrong secret").into());
             }
             let mac = hex::encode(protocol::agent_mac(secret, &cn, nonce));
-            let _ = out.send(Out::Msg(Message::AuthOk { mac }));
+            let (agent_version, kernel_release, hostname) = identity();
+            let _ = out.send(Out::Msg(Message::AuthOk {
+                mac,
+                agent_version,
+                kernel_release,
+                hostname,
+            }));
             Ok(())
         }
         Message::Error(e) => Err(HandshakeFail {
