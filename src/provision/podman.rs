@@ -648,8 +648,10 @@ impl PodmanProvisioner {
             hostname: Some(sanitize(&host.host_id)),
             // The agent is the container's command; the controller attaches to its stdio before
             // starting it. stdin_once: when the controller's attach ends, the agent sees EOF,
-            // restores its interfaces and exits, and the container stops.
-            cmd: Some(self.opts.agent_cmd.clone()),
+            // restores its interfaces and exits, and the container stops. The whole argv is the
+            // entrypoint (and no cmd), so an image's own ENTRYPOINT or CMD changes nothing.
+            entrypoint: Some(self.opts.agent_cmd.clone()),
+            cmd: Some(Vec::new()),
             env: self
                 .opts
                 .agent_secret
@@ -687,16 +689,9 @@ impl PodmanProvisioner {
         &self,
         host: &HostPlan,
     ) -> Result<BTreeMap<String, IfaceBinding>, PodmanError> {
-        let docker = self.docker().await?;
         let op = format!("inspect container {}", host.container);
-        let inspect = docker
-            .inspect_container(&host.container, None)
-            .await
-            .map_err(|e| PodmanError::api(&op, e))?;
-        let nets = inspect
-            .network_settings
-            .and_then(|s| s.networks)
-            .unwrap_or_default();
+        let inspect = running_container(&self.libpod, &host.container).await?;
+        let nets = &inspect["NetworkSettings"]["Networks"];
         let mut out = BTreeMap::new();
         for (iface_id, (net, _, ctr_end)) in &host.veths {
             let mac = self
@@ -714,9 +709,8 @@ impl PodmanProvisioner {
             );
         }
         for (iface_id, net) in &host.nics {
-            let mac = nets
-                .get(net)
-                .and_then(|e| e.mac_address.clone())
+            let mac = nets[net.as_str()]["MacAddress"]
+                .as_str()
                 .filter(|m| !m.is_empty())
                 .ok_or_else(|| {
                     PodmanError::api(&op, format!("no MAC reported on network {net}"))
@@ -739,14 +733,8 @@ impl PodmanProvisioner {
             return Ok(());
         }
         let op = format!("inspect container {}", host.container);
-        let pid = self
-            .docker()
-            .await?
-            .inspect_container(&host.container, None)
-            .await
-            .map_err(|e| PodmanError::api(&op, e))?
-            .state
-            .and_then(|s| s.pid)
+        let pid = running_container(&self.libpod, &host.container).await?["State"]["Pid"]
+            .as_u64()
             .and_then(|p| u32::try_from(p).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| PodmanError::api(&op, "container has no pid"))?;
@@ -957,6 +945,54 @@ fn containers_of_listing(list: &serde_json::Value) -> Labelled {
     out
 }
 
+/// A container's inspect answer as plain JSON (Podman reports states, e.g. `stopped`, that the
+/// Docker schema, and so bollard's typed inspect, lacks); `None`: no such container.
+async fn inspect_raw(
+    libpod: &Libpod,
+    name: &str,
+) -> Result<Option<serde_json::Value>, PodmanError> {
+    let op = format!("inspect container {name}");
+    let resp = libpod
+        .request(
+            Method::GET,
+            &format!("/containers/{}/json", percent_encode(name)),
+            None,
+        )
+        .await?;
+    if resp.status == 404 {
+        return Ok(None);
+    }
+    if !resp.is_success() {
+        return Err(PodmanError::api(&op, resp.error_message()));
+    }
+    serde_json::from_slice(&resp.body)
+        .map(Some)
+        .map_err(|e| PodmanError::api(&op, format!("bad JSON in answer: {e}")))
+}
+
+/// The inspect answer of an agent container that must be running: one that is gone or has
+/// stopped (its agent exited at once, e.g. an image without `lnst-agent`) is an error that says
+/// so, with the exit code.
+async fn running_container(libpod: &Libpod, name: &str) -> Result<serde_json::Value, PodmanError> {
+    let op = format!("inspect container {name}");
+    let v = inspect_raw(libpod, name)
+        .await?
+        .ok_or_else(|| PodmanError::api(&op, "the container is gone"))?;
+    if v["State"]["Running"].as_bool() != Some(true) {
+        return Err(PodmanError::api(
+            &op,
+            format!(
+                "the agent container is not running (state {}, exit code {}): its agent did \
+                 not start — is lnst-agent in image {}?",
+                v["State"]["Status"].as_str().unwrap_or("?"),
+                v["State"]["ExitCode"],
+                v["Config"]["Image"].as_str().unwrap_or("?"),
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// Percent-encode everything but RFC 3986's unreserved characters (for a query value).
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
@@ -1121,15 +1157,9 @@ pub async fn cleanup_leftovers(uri: &str) -> Result<Vec<String>, TeardownErrors>
         let verdict = match &l.owner {
             None => Liveness::Unknown,
             Some(o) => match &o.container {
-                Some(ctr) => match docker.inspect_container(ctr, None).await {
-                    Ok(i) => {
-                        if i.state.and_then(|s| s.running).unwrap_or(false) {
-                            Liveness::Alive
-                        } else {
-                            Liveness::Dead
-                        }
-                    }
-                    Err(e) if status_of(&e) == Some(404) => Liveness::Dead,
+                Some(ctr) => match inspect_raw(&libpod, ctr).await {
+                    Ok(Some(i)) if i["State"]["Running"].as_bool() == Some(true) => Liveness::Alive,
+                    Ok(_) => Liveness::Dead,
                     Err(_) => Liveness::Unknown,
                 },
                 None => o.local_liveness(&here_boot, here_ns, owner::proc_start_time),
@@ -1281,6 +1311,30 @@ mod tests {
         assert_eq!(p.hosts[0].container, "lnst-r42-host1");
         assert_eq!(p.hosts[0].nics.get("eth1").unwrap(), "lnst-r42-net2");
         assert_eq!(p.hosts[1].nics.get("eth0").unwrap(), "lnst-r42-net1");
+    }
+
+    #[test]
+    fn agent_container_runs_the_agent_whatever_the_image_says() {
+        let mut o = PodmanOptions::new("unix:///x.sock", "img", "r42");
+        o.agent_secret = Some("s3cr3t".into());
+        let p = PodmanProvisioner::connect(o).unwrap();
+        let r = reqs(&[("host1", &[("eth0", "net1")])]);
+        let body = p.container_body(&plan(&r, "r42").unwrap().hosts[0]);
+        // The whole argv is the entrypoint and cmd is empty: an image's ENTRYPOINT or CMD
+        // cannot wrap or extend the agent's command.
+        assert_eq!(
+            body.entrypoint,
+            Some(vec!["lnst-agent".to_string(), "--stdio".to_string()])
+        );
+        assert_eq!(body.cmd, Some(vec![]));
+        assert_eq!(body.env, Some(vec!["LNST_AGENT_SECRET=s3cr3t".to_string()]));
+        assert_eq!(
+            (body.open_stdin, body.stdin_once, body.tty),
+            (Some(true), Some(true), Some(false))
+        );
+        let hc = body.host_config.unwrap_or_default();
+        assert_eq!(hc.network_mode.as_deref(), Some("lnst-r42-net1"));
+        assert_eq!(hc.log_config.and_then(|l| l.typ).as_deref(), Some("none"));
     }
 
     #[test]
