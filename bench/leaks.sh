@@ -27,7 +27,9 @@ out = ["# Leak report", "",
        "agents' open fds and threads. Machine-wide process and open-file counts are shown for "
        "context only (other programs move them), and so is Podman's conmon count: Podman keeps the "
        "conmon of every exec session made through its API for 300 s (`--exit-delay 300`) after "
-       "the session ends, even when the container is gone, then it exits by itself.", ""]
+       "the session ends, even when the container is gone. Runs make no exec session (the agent "
+       "is the container's command, reached through an attach), so after a run the count "
+       "should be back where it was.", ""]
 for kind in ("embedded", "pool", "podman"):
     runs = [l for l in log.splitlines() if re.search(rf"LEAK {kind} run \d+:", l)]
     runs = [l[l.index("LEAK "):] for l in runs]
