@@ -322,9 +322,6 @@ pub struct PodmanProvisioner {
     veths: Vec<String>,
     /// MACs of veth container ends: (container, interface id) → MAC.
     veth_macs: BTreeMap<(String, String), String>,
-    /// Each started container's attached stdio, until its endpoint takes it (a Mutex only to
-    /// keep the provisioner `Sync`: it is used from `&mut self`).
-    transports: std::sync::Mutex<HashMap<String, Transport>>,
     /// A create call was sent and has not returned: the run was interrupted mid-call, and the
     /// engine may finish creating the resource after teardown has looked for it.
     mid_create: bool,
@@ -398,7 +395,6 @@ impl PodmanProvisioner {
             networks: Vec::new(),
             veths: Vec::new(),
             veth_macs: BTreeMap::new(),
-            transports: Default::default(),
             mid_create: false,
         })
     }
@@ -581,8 +577,11 @@ impl PodmanProvisioner {
 
     /// Create, attach to and start every host's container, all at once (the engine works on
     /// them in parallel); every name is recorded first, and all calls have returned before this
-    /// does. The attached stdio of each container is kept for its endpoint.
-    async fn create_containers(&mut self, hosts: &[HostPlan]) -> Result<(), PodmanError> {
+    /// does. Returns the attached stdio of each container, in the order of `hosts`.
+    async fn create_containers(
+        &mut self,
+        hosts: &[HostPlan],
+    ) -> Result<Vec<Transport>, PodmanError> {
         let docker = self.docker().await?.clone();
         let bodies: Vec<(String, ContainerCreateBody)> = hosts
             .iter()
@@ -611,23 +610,14 @@ impl PodmanProvisioner {
                     .await
                     .map_err(|e| PodmanError::api(&format!("start container {name}"), e))?;
                 tracing::debug!("started container {name}");
-                Ok::<_, PodmanError>((name, transport))
+                Ok::<_, PodmanError>(transport)
             }
         }))
         .await;
         self.mid_create = false;
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok((name, transport)) => {
-                    self.transports_mut().insert(name, transport);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        // join_all keeps the order; on an error the attaches made are dropped (their agents
+        // read EOF) and teardown removes every container recorded above.
+        results.into_iter().collect()
     }
 
     fn container_body(&self, host: &HostPlan) -> ContainerCreateBody {
@@ -774,21 +764,16 @@ impl PodmanProvisioner {
         for (label, name) in &plan.networks {
             self.create_network(label, name).await?;
         }
-        self.create_containers(&plan.hosts).await?;
+        let transports = self.create_containers(&plan.hosts).await?;
         for host in &plan.hosts {
             self.add_veths(host).await?;
         }
         // Inspect each container for its interface bindings, all hosts at once.
-        let mut transports = std::mem::take(self.transports_mut());
-        let with_transport: Vec<(&HostPlan, Option<Transport>)> = plan
-            .hosts
-            .iter()
-            .map(|h| (h, transports.remove(&h.container)))
-            .collect();
         let this = &*self;
         let endpoints = futures::future::join_all(
-            with_transport
-                .into_iter()
+            plan.hosts
+                .iter()
+                .zip(transports)
                 .map(|(host, transport)| this.endpoint(host, transport)),
         )
         .await;
@@ -799,14 +784,8 @@ impl PodmanProvisioner {
     async fn endpoint(
         &self,
         host: &HostPlan,
-        transport: Option<Transport>,
+        transport: Transport,
     ) -> Result<AgentEndpoint, ProvisionError> {
-        let transport = transport.ok_or_else(|| {
-            PodmanError::api(
-                &format!("attach to {}", host.container),
-                "container has no attached stdio",
-            )
-        })?;
         let interfaces = self.bindings(host).await?;
         Ok(AgentEndpoint {
             host_id: host.host_id.clone(),
@@ -822,16 +801,8 @@ impl PodmanProvisioner {
         })
     }
 
-    fn transports_mut(&mut self) -> &mut HashMap<String, Transport> {
-        self.transports
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     async fn teardown_inner(&mut self) -> Result<(), TeardownErrors> {
         let mut errors = TeardownErrors::default();
-        // Unclaimed attaches (a provisioning that failed part-way) end here.
-        self.transports_mut().clear();
         if self.containers.is_empty() && self.networks.is_empty() && self.veths.is_empty() {
             return Ok(());
         }
@@ -951,23 +922,8 @@ async fn inspect_raw(
     libpod: &Libpod,
     name: &str,
 ) -> Result<Option<serde_json::Value>, PodmanError> {
-    let op = format!("inspect container {name}");
-    let resp = libpod
-        .request(
-            Method::GET,
-            &format!("/containers/{}/json", percent_encode(name)),
-            None,
-        )
-        .await?;
-    if resp.status == 404 {
-        return Ok(None);
-    }
-    if !resp.is_success() {
-        return Err(PodmanError::api(&op, resp.error_message()));
-    }
-    serde_json::from_slice(&resp.body)
-        .map(Some)
-        .map_err(|e| PodmanError::api(&op, format!("bad JSON in answer: {e}")))
+    let path = format!("/containers/{}/json", percent_encode(name));
+    libpod.json_unless_404(Method::GET, &path, None).await
 }
 
 /// The inspect answer of an agent container that must be running: one that is gone or has

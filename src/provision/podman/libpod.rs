@@ -90,16 +90,35 @@ impl Libpod {
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, PodmanError> {
         let op = format!("{method} {path}");
-        let resp = self.request(method, path, body).await?;
-        if !resp.is_success() {
-            return Err(PodmanError::api(&op, resp.error_message()));
-        }
-        if resp.body.is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_slice(&resp.body)
-            .map_err(|e| PodmanError::api(&op, format!("bad JSON in answer: {e}")))
+        json_body(&op, self.request(method, path, body).await?)
     }
+
+    /// Like [`Libpod::json`], but a 404 is `None` (no such object).
+    pub async fn json_unless_404(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, PodmanError> {
+        let op = format!("{method} {path}");
+        let resp = self.request(method, path, body).await?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        json_body(&op, resp).map(Some)
+    }
+}
+
+/// The JSON body of a 2xx answer (`Null` when empty); any other status is an error.
+fn json_body(op: &str, resp: RawResponse) -> Result<serde_json::Value, PodmanError> {
+    if !resp.is_success() {
+        return Err(PodmanError::api(op, resp.error_message()));
+    }
+    if resp.body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&resp.body)
+        .map_err(|e| PodmanError::api(op, format!("bad JSON in answer: {e}")))
 }
 
 async fn send<S>(
