@@ -13,7 +13,13 @@ if [ -n "$need" ]; then
 fi
 cargo build --release --bins
 export RECIPE=SimpleNetworkRecipe
-export RECIPE_PARAMS="${RECIPE_PARAMS:-perf_iterations=2;perf_duration=2;perf_tests=['tcp_stream','udp_stream'];offload_combinations=[{'gro':'on','gso':'on','tso':'on','tx':'on','rx':'on'}];net_ipv4='198.18.20.0/24';net_ipv6='fd00:1:2::/64';ping_count=5;ping_interval=0.2}"
+# The default is a plain variable: inside "${RECIPE_PARAMS:-...}" the first '}' of a dict would
+# end the expansion and cut the parameters short.
+default_params="perf_iterations=2;perf_duration=2;perf_tests=['tcp_stream','udp_stream'];offload_combinations=[{'gro':'on','gso':'on','tso':'on','tx':'on','rx':'on'}];net_ipv4='198.18.20.0/24';net_ipv6='fd00:1:2::/64';ping_count=5;ping_interval=0.2"
+if [ -z "${RECIPE_PARAMS:-}" ]; then
+    RECIPE_PARAMS=$default_params
+fi
+export RECIPE_PARAMS
 export LNST_RESULTS_DIR="${LNST_RESULTS_DIR:-$PWD/results}"
 export LNST_POOL_DIR="${LNST_POOL_DIR:-$PWD/.quickstart-empty-pool}"
 mkdir -p "$LNST_POOL_DIR"

@@ -24,7 +24,9 @@ for _p in podman:podman runc:runc debootstrap:debootstrap iperf3:iperf3 curl:cur
     command -v "${_p%%:*}" >/dev/null 2>&1 || _lnst_need="$_lnst_need ${_p#*:}"
 done
 # Packages without a single binary to probe.
-for _p in uidmap ca-certificates libc6-dev netavark; do
+# netavark runs iptables to set up container networks; --no-install-recommends would
+# skip them.
+for _p in uidmap ca-certificates libc6-dev netavark iptables; do
     dpkg -s "$_p" >/dev/null 2>&1 || _lnst_need="$_lnst_need $_p"
 done
 if [ -n "$_lnst_need" ]; then
