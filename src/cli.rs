@@ -130,6 +130,7 @@ pub fn execute(cli: Cli) -> Result<i32, CliError> {
             let config = Config::from_env()?;
             crate::logging::init(config.debug);
             let plan = Plan::from_config(&config)?;
+            crate::logging::release_held();
             let json = plan_json(&config, &plan);
             let text = serde_json::to_string_pretty(&json)
                 .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
@@ -162,10 +163,36 @@ pub fn execute(cli: Cli) -> Result<i32, CliError> {
         Command::Cleanup => {
             let config = Config::from_env()?;
             crate::logging::init(config.debug);
+            crate::logging::release_held();
             let rt = runtime()?;
             Ok(rt.block_on(crate::runner::cleanup(&config)))
         }
     }
+}
+
+/// The one-line usage error for a command given without its subcommand (`lnst-runner pool`):
+/// which command, and the subcommands it has.
+pub fn missing_subcommand_line(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["lnst-runner".to_string()];
+    for a in args.iter().skip(1) {
+        let Some(sub) = cmd.find_subcommand(a).cloned() else {
+            break;
+        };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    let subs: Vec<&str> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|n| *n != "help")
+        .collect();
+    let path = path.join(" ");
+    format!(
+        "lnst-runner: '{path}' needs a subcommand: {} (see '{path} --help')",
+        subs.join(", ")
+    )
 }
 
 /// One recipe per line: name and doc.

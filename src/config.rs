@@ -244,22 +244,32 @@ pub fn parse_formatters(v: &str) -> Result<Vec<FormatterKind>, ConfigError> {
 /// `*.xml` (any case, not a directory) directly in `dir`? A missing dir counts as none; an
 /// unreadable one is an error so that a permission problem does not silently switch to netns
 /// agents.
-fn has_pool_xml(dir: &Path) -> Result<bool, ConfigError> {
+///
+/// `from_home` says the directory is the default one under HOME: a problem with it is then
+/// HOME's, and the message says so.
+fn has_pool_xml(dir: &Path, from_home: Option<&str>) -> Result<bool, ConfigError> {
+    let bad = |what: String| {
+        match from_home {
+        None => ConfigError::Invalid {
+            var: "LNST_POOL_DIR",
+            message: what,
+        },
+        Some(home) => ConfigError::Invalid {
+            var: "HOME",
+            message: format!(
+                "{} is not a usable home directory: the default pool directory {what} (set HOME, or LNST_POOL_DIR)",
+                quote(home)
+            ),
+        },
+    }
+    };
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-            return Err(ConfigError::Invalid {
-                var: "LNST_POOL_DIR",
-                message: format!("{} is not a directory", dir.display()),
-            })
+            return Err(bad(format!("{} is not a directory", dir.display())))
         }
-        Err(e) => {
-            return Err(ConfigError::Invalid {
-                var: "LNST_POOL_DIR",
-                message: format!("cannot read {}: {e}", dir.display()),
-            })
-        }
+        Err(e) => return Err(bad(format!("cannot read {}: {e}", dir.display()))),
     };
     for entry in rd.flatten() {
         let name = entry.file_name();
@@ -351,6 +361,10 @@ impl Config {
         check_image_name(&image_name)?;
         let home = non_empty(raw.home).unwrap_or_else(|| "/root".to_string());
         let lnst = Path::new(&home).join(".lnst");
+        let pool_from_home = raw
+            .lnst_pool_dir
+            .as_deref()
+            .is_none_or(|p| p.trim().is_empty());
         let pool_dir = non_empty(raw.lnst_pool_dir)
             .map(PathBuf::from)
             .unwrap_or_else(|| lnst.join("pool"));
@@ -359,7 +373,7 @@ impl Config {
             .unwrap_or_else(|| lnst.join("results"));
         let agent_mode = if podman_uri.is_some() {
             AgentMode::Podman
-        } else if has_pool_xml(&pool_dir)? {
+        } else if has_pool_xml(&pool_dir, pool_from_home.then_some(home.as_str()))? {
             AgentMode::Pool
         } else {
             AgentMode::Netns
@@ -400,6 +414,22 @@ mod tests {
 
     fn home() -> tempfile::TempDir {
         tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+    }
+
+    #[test]
+    fn unusable_home_is_blamed_on_home_not_on_the_pool_dir() {
+        match cfg(&[("HOME", "/dev/null")]) {
+            Err(ConfigError::Invalid { var, message }) => {
+                assert_eq!(var, "HOME");
+                assert!(message.contains("/dev/null/.lnst/pool"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An explicit LNST_POOL_DIR that is not a directory is its own culprit.
+        match cfg(&[("HOME", "/dev/null"), ("LNST_POOL_DIR", "/dev/null")]) {
+            Err(ConfigError::Invalid { var, .. }) => assert_eq!(var, "LNST_POOL_DIR"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

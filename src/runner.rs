@@ -145,13 +145,22 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    let exporter = match Exporter::new(&config.results_dir) {
+    // The results directory, and the entries an earlier run left there, hold no links.
+    let exporter = match Exporter::new(&config.results_dir).and_then(|e| {
+        e.check_tests(plan.tests.iter().map(|t| t.id.as_str()))
+            .map(|()| e)
+    }) {
         Ok(e) => e,
         Err(e) => {
             crate::say!("lnst-runner: {}", crate::cli::line(&e.to_string()));
             return EXIT_BAD_INPUT;
         }
     };
+    // Past the checks: the debug lines held back until now may be shown.
+    crate::logging::release_held();
+    // An export that failed (a link planted during the run, a full disk) is an error line,
+    // and the run does not exit 0.
+    let mut export_failed = false;
     tracing::debug!(
         "run {run_id}: {} test(s), agents: {:?}",
         plan.tests.len(),
@@ -175,7 +184,12 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
         stopped_by = stopped_by.or(sig);
         crate::say!("== test {}: {}", spec.id, outcome.overall_result());
         if let Err(e) = exporter.write_test(&outcome) {
-            tracing::error!("exporting {} failed: {e}", outcome.id);
+            crate::say!(
+                "lnst-runner: results of test {}: {}",
+                outcome.id,
+                crate::cli::line(&e.to_string())
+            );
+            export_failed = true;
         }
         outcomes.push(outcome);
     }
@@ -192,11 +206,12 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
         }
     }
     if let Err(e) = exporter.finish(&outcomes) {
-        tracing::error!("writing summary files failed: {e}");
+        crate::say!("lnst-runner: results: {}", crate::cli::line(&e.to_string()));
+        export_failed = true;
     }
     crate::out!("{}", stdout_summary(&outcomes, &config.formatters));
     let code = exit_code(&outcomes);
-    if code == 0 && stopped_by.is_some() {
+    if code == 0 && (stopped_by.is_some() || export_failed) {
         return 1;
     }
     code

@@ -15,14 +15,14 @@ fn main() -> ExitCode {
         Err(e) => {
             use clap::error::ErrorKind;
             // Help and version go to stdout with 0; a usage error is one line on stderr, 2.
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 return code(e.exit_code());
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let args: Vec<String> = std::env::args().collect();
+                let _ = writeln!(std::io::stderr(), "{}", cli::missing_subcommand_line(&args));
+                return code(2);
             }
             let text = e.render().to_string();
             let first = text

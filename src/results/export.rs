@@ -11,12 +11,15 @@
 
 use super::format::{exception_json, human_summary, json_summary_value, py_json, result_json};
 use super::model::{RecipeRun, ResultKind, ResultLevel, ResultType, TestOutcome};
+use super::nofollow::{DirFd, EntryError, Kind, TEMP_PREFIX};
 use crate::config::FormatterKind;
 use serde_json::{json, Value};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// Name of the archive written last by [`Exporter::finish`].
 pub const ZIP_NAME: &str = "results.zip";
@@ -40,6 +43,10 @@ pub enum ExportError {
     UnsafeId(String),
     #[error("raw file name '{0}' of test {1} is not a safe relative path")]
     UnsafeRawName(String, String),
+    #[error("results directory {} is a symbolic link: set LNST_RESULTS_DIR to the directory itself (links inside it are never followed)", path.display())]
+    DirIsLink { path: PathBuf },
+    #[error("{0}")]
+    Entry(#[from] EntryError),
     #[error("writing {}: {source}", path.display())]
     Zip {
         path: PathBuf,
@@ -128,25 +135,54 @@ pub fn run_data_value(run: &RecipeRun) -> Value {
     Value::Array(list)
 }
 
-/// Writes the results layout under one directory.
+/// Writes the results layout under one directory, never through a link (see
+/// [`super::nofollow`]): a result entry that is a symbolic link is an error.
 #[derive(Debug, Clone)]
 pub struct Exporter {
     dir: PathBuf,
+    root: Arc<DirFd>,
 }
 
+/// Entries examined when checking an existing test directory before the run; the check is
+/// an early report only (every write checks again), so a huge old tree is not walked whole.
+const CHECK_LIMIT: usize = 10_000;
+
 impl Exporter {
-    /// Create (if needed) the results directory and check that it is writable.
+    /// Create (if needed) the results directory, open it (it must not itself be a link; links
+    /// among its parents are the user's path and are followed), check that a file can be
+    /// created in it, and that `summary.json`, `junit.xml` and `results.zip` are not links.
     pub fn new(results_dir: &Path) -> Result<Exporter, ExportError> {
         let not_writable = |source| ExportError::NotWritable {
             path: results_dir.to_path_buf(),
             source,
         };
-        fs::create_dir_all(results_dir).map_err(not_writable)?;
-        let probe = results_dir.join(format!(".lnst-write-test-{}", std::process::id()));
-        fs::write(&probe, b"").map_err(not_writable)?;
-        let _ = fs::remove_file(&probe);
+        if let Err(e) = fs::create_dir_all(results_dir) {
+            // A link to a directory passes create_dir_all; a dangling one does not.
+            let is_link = fs::symlink_metadata(results_dir)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false);
+            if !is_link {
+                return Err(not_writable(e));
+            }
+        }
+        let root = DirFd::open(results_dir).map_err(|e| match e {
+            EntryError::Io { source, .. } => not_writable(source),
+            EntryError::Symlink { path } => ExportError::DirIsLink { path },
+            other => ExportError::Entry(other),
+        })?;
+        // The write check: an unnamed-in-advance file, created exclusively and removed.
+        let (probe, f) = root.create_temp().map_err(|e| match e {
+            EntryError::Io { source, .. } => not_writable(source),
+            other => ExportError::Entry(other),
+        })?;
+        drop(f);
+        root.remove_quietly(&probe);
+        for name in RESERVED {
+            root.check_file_slot(OsStr::new(name))?;
+        }
         Ok(Exporter {
             dir: results_dir.to_path_buf(),
+            root: Arc::new(root),
         })
     }
 
@@ -162,16 +198,40 @@ impl Exporter {
         Ok(self.dir.join(id))
     }
 
-    fn write(&self, path: &Path, data: &[u8]) -> Result<(), ExportError> {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(io_err(parent))?;
+    /// Before the run: the directories of these tests, where they exist already (an earlier
+    /// run), hold no links. Reports what [`Exporter::write_test`] would refuse after the run.
+    pub fn check_tests<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ExportError> {
+        let mut budget = CHECK_LIMIT;
+        for id in ids {
+            self.test_dir(id)?;
+            match self.root.kind(OsStr::new(id))? {
+                None => {}
+                Some(Kind::Dir) => {
+                    let d = self.root.open_subdir(OsStr::new(id))?;
+                    check_tree(&d, &mut budget)?;
+                }
+                Some(Kind::Symlink) => {
+                    return Err(ExportError::Entry(EntryError::Symlink {
+                        path: self.dir.join(id),
+                    }))
+                }
+                Some(_) => {
+                    return Err(ExportError::Entry(EntryError::NotPlain {
+                        path: self.dir.join(id),
+                        expected: "directory",
+                    }))
+                }
+            }
         }
-        fs::write(path, data).map_err(io_err(path))
+        Ok(())
     }
 
     /// Write one test's directory: run data, summary log, crash log, raw files.
     pub fn write_test(&self, t: &TestOutcome) -> Result<(), ExportError> {
-        let dir = self.test_dir(&t.id)?;
+        self.test_dir(&t.id)?;
         // Validate every raw name before writing anything.
         let mut raw = Vec::with_capacity(t.raw.len());
         for (name, data) in &t.raw {
@@ -179,8 +239,8 @@ impl Exporter {
                 .ok_or_else(|| ExportError::UnsafeRawName(name.clone(), t.id.clone()))?;
             raw.push((rel, data));
         }
-        let logs = dir.join("logs");
-        fs::create_dir_all(&logs).map_err(io_err(&logs))?;
+        let dir = self.root.subdir(OsStr::new(&t.id))?;
+        let logs = dir.subdir(OsStr::new("logs"))?;
 
         let mut summary = String::new();
         let mut crash = String::new();
@@ -193,7 +253,7 @@ impl Exporter {
                 let msg = format!("could not format the results of run {i}");
                 text = py_json(&json!([exception_json(&msg)]), true);
             }
-            self.write(&dir.join(format!("run-data-{i}.json")), text.as_bytes())?;
+            dir.write_file(OsStr::new(&format!("run-data-{i}.json")), text.as_bytes())?;
             summary.push_str(&human_summary(run, ResultLevel::Debug));
             summary.push('\n');
             if let Some(exc) = &run.exception {
@@ -204,15 +264,26 @@ impl Exporter {
                 );
             }
         }
-        self.write(&logs.join("result_summary.log"), summary.as_bytes())?;
+        logs.write_file(OsStr::new("result_summary.log"), summary.as_bytes())?;
         if !crash.is_empty() {
-            self.write(&logs.join("crash.log"), crash.as_bytes())?;
+            logs.write_file(OsStr::new("crash.log"), crash.as_bytes())?;
         }
-        let raw_dir = dir.join("raw");
-        for (rel, data) in raw {
-            self.write(&raw_dir.join(rel), data)?;
+        if !raw.is_empty() {
+            let raw_dir = dir.subdir(OsStr::new("raw"))?;
+            for (rel, data) in raw {
+                let parts: Vec<&OsStr> = rel.iter().collect();
+                let Some((file, parents)) = parts.split_last() else {
+                    continue;
+                };
+                let mut d = None;
+                for p in parents {
+                    let next = d.as_ref().unwrap_or(&raw_dir).subdir(p)?;
+                    d = Some(next);
+                }
+                d.as_ref().unwrap_or(&raw_dir).write_file(file, data)?;
+            }
         }
-        tracing::debug!(test = %t.id, dir = %dir.display(), "test results written");
+        tracing::debug!(test = %t.id, dir = %dir.path().display(), "test results written");
         Ok(())
     }
 
@@ -235,60 +306,99 @@ impl Exporter {
         });
         let mut text = py_json(&summary, true);
         text.push('\n');
-        self.write(&self.dir.join("summary.json"), text.as_bytes())?;
-        self.write(&self.dir.join("junit.xml"), junit_xml(tests).as_bytes())?;
+        self.root
+            .write_file(OsStr::new("summary.json"), text.as_bytes())?;
+        self.root
+            .write_file(OsStr::new("junit.xml"), junit_xml(tests).as_bytes())?;
         self.write_zip()
     }
 
     fn write_zip(&self) -> Result<(), ExportError> {
         let final_path = self.dir.join(ZIP_NAME);
-        let tmp_name = format!(".{ZIP_NAME}.tmp");
-        let tmp_path = self.dir.join(&tmp_name);
-        let mut files = Vec::new();
-        collect_files(&self.dir, Path::new(""), &mut files).map_err(io_err(&self.dir))?;
-        files.retain(|rel| {
-            rel.as_path() != Path::new(ZIP_NAME) && rel.as_path() != Path::new(&tmp_name)
-        });
-        files.sort();
-        let zip_err = |source| ExportError::Zip {
-            path: final_path.clone(),
-            source,
+        self.root.check_file_slot(OsStr::new(ZIP_NAME))?;
+        let (tmp, f) = self.root.create_temp()?;
+        let tmp_path = self.dir.join(&tmp);
+        let result = (|| {
+            let zip_err = |source| ExportError::Zip {
+                path: final_path.clone(),
+                source,
+            };
+            let mut zw = zip::ZipWriter::new(io::BufWriter::new(f));
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .large_file(true);
+            let mut count = 0usize;
+            add_tree(&self.root, "", &mut |name, mut input| {
+                zw.start_file(name, opts).map_err(zip_err)?;
+                io::copy(&mut input, &mut zw).map_err(io_err(&tmp_path))?;
+                count += 1;
+                Ok(())
+            })?;
+            let mut w = zw.finish().map_err(zip_err)?;
+            io::Write::flush(&mut w).map_err(io_err(&tmp_path))?;
+            Ok(count)
+        })();
+        let count = match result {
+            Ok(c) => c,
+            Err(e) => {
+                self.root.remove_quietly(&tmp);
+                return Err(e);
+            }
         };
-        let f = fs::File::create(&tmp_path).map_err(io_err(&tmp_path))?;
-        let mut zw = zip::ZipWriter::new(io::BufWriter::new(f));
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .large_file(true);
-        for rel in &files {
-            let name = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            zw.start_file(name, opts).map_err(zip_err)?;
-            let src = self.dir.join(rel);
-            let mut input = fs::File::open(&src).map_err(io_err(&src))?;
-            io::copy(&mut input, &mut zw).map_err(io_err(&tmp_path))?;
-        }
-        let mut w = zw.finish().map_err(zip_err)?;
-        io::Write::flush(&mut w).map_err(io_err(&tmp_path))?;
-        drop(w);
-        fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
-        tracing::info!(path = %final_path.display(), files = files.len(), "results archive written");
+        self.root.rename_into_place(&tmp, OsStr::new(ZIP_NAME))?;
+        tracing::info!(path = %final_path.display(), files = count, "results archive written");
         Ok(())
     }
 }
 
-/// Regular files under `root/rel`, relative to `root`; symlinks are not followed.
-fn collect_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-    for entry in fs::read_dir(root.join(rel))? {
-        let entry = entry?;
-        let ft = entry.file_type()?;
-        let child = rel.join(entry.file_name());
-        if ft.is_dir() {
-            collect_files(root, &child, out)?;
-        } else if ft.is_file() {
-            out.push(child);
+/// No link anywhere below `d` (a test directory of an earlier run), within `budget` entries.
+fn check_tree(d: &DirFd, budget: &mut usize) -> Result<(), ExportError> {
+    for (name, kind) in d.entries()? {
+        if *budget == 0 {
+            return Ok(());
+        }
+        *budget -= 1;
+        match kind {
+            Kind::Symlink => {
+                return Err(ExportError::Entry(EntryError::Symlink {
+                    path: d.path().join(&name),
+                }))
+            }
+            Kind::Dir => check_tree(&d.open_subdir(&name)?, budget)?,
+            Kind::File | Kind::Other => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every regular file below `d`, in path order, as (`prefix` + relative name, open file);
+/// links, FIFOs, devices, temporary files and the archive itself are left out.
+fn add_tree(
+    d: &DirFd,
+    prefix: &str,
+    add: &mut dyn FnMut(String, fs::File) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    for (name, kind) in d.entries()? {
+        let text = name.to_string_lossy();
+        if text.starts_with(TEMP_PREFIX) || (prefix.is_empty() && text == ZIP_NAME) {
+            continue;
+        }
+        let rel = format!("{prefix}{text}");
+        match kind {
+            Kind::Dir => match d.open_subdir(&name) {
+                Ok(sub) => add_tree(&sub, &format!("{rel}/"), add)?,
+                // Replaced by a link since it was listed: skipped, as links are.
+                Err(EntryError::Symlink { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+            Kind::File => {
+                if let Some(f) = d.open_regular(&name)? {
+                    add(rel, f)?;
+                }
+            }
+            Kind::Symlink | Kind::Other => {
+                tracing::debug!(entry = %d.path().join(&name).display(), "not a regular file: left out of the archive");
+            }
         }
     }
     Ok(())

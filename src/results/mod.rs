@@ -4,5 +4,6 @@
 pub mod export;
 pub mod format;
 pub mod model;
+pub mod nofollow;
 
 pub use model::*;
