@@ -269,6 +269,63 @@ fn links_and_special_files_in_the_tree_stay_out_of_the_zip() {
     }
 }
 
+#[test]
+fn hostile_raw_names_are_refused_or_stay_inside() {
+    let long = "x".repeat(300);
+    let names = [
+        "..",
+        "../victim",
+        "a/../../victim",
+        "/etc/passwd",
+        "./../victim",
+        "a\\..\\..\\victim",
+        "a\0b",
+        "",
+        ".",
+        "./.",
+        "a//b",
+        "a/./b",
+        ".lnst-tmp-0000000000000000",
+        long.as_str(),
+    ];
+    for name in names {
+        let s = Scene::new();
+        let ex = Exporter::new(&s.root()).expect("exporter");
+        let mut t = outcome();
+        t.raw = vec![(name.to_string(), b"raw".to_vec())];
+        let res = ex.write_test(&t);
+        s.assert_victims_intact(name);
+        // Whatever happened, nothing appeared beside the results directory.
+        let beside: Vec<String> = std::fs::read_dir(s.tmp.path())
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(beside.len(), 3, "{name:?}: {beside:?}");
+        if res.is_ok() {
+            // Kept only as a plain path below raw/.
+            let kept = walk(&s.root().join(ID).join("raw"));
+            assert_eq!(kept.len(), 1, "{name:?}: {kept:?}");
+        }
+    }
+}
+
+/// Regular files below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let ft = e.file_type().expect("type");
+            if ft.is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // The runner binary.
 
