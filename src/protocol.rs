@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+mod links;
+pub use links::*;
+
 /// Version of this protocol; both sides must speak the same one.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -165,6 +168,9 @@ pub enum ErrorKind {
     Protocol,
     /// Anything else.
     Internal,
+    /// The agent's kernel lacks a feature the operation needs (no 802.1Q, bonding or team
+    /// support, no bridge VLAN filtering); the message names the feature and kernel module.
+    Unsupported,
 }
 
 /// A request's operation.
@@ -235,6 +241,83 @@ pub enum Op {
     },
     /// End the session: the agent answers, cleans up and closes the connection.
     Bye,
+    // --- Links, routes, neighbours and namespaces (src/agent/links.rs, src/agent/netns.rs).
+    // Everything these create or change is journaled and undone in reverse order at
+    // EndRecipe and when the connection ends.
+    /// Create a link (down unless `up`); replies `Interfaces` with it (and a veth's peer).
+    CreateLink {
+        ifname: String,
+        link: LinkSpec,
+        /// Port of this master from the start (`ip link add … master BR`).
+        #[serde(default)]
+        master: Option<String>,
+        #[serde(default)]
+        mtu: Option<u32>,
+        #[serde(default)]
+        up: bool,
+    },
+    /// Delete a link this session created (a veth: the pair).
+    DeleteLink {
+        ifname: String,
+    },
+    /// Make `ifname` a port of `master` (bridge, bond or team).
+    Enslave {
+        ifname: String,
+        master: String,
+        /// Team ports only: teamd per-port options.
+        #[serde(default)]
+        team_port: Option<TeamPortConfig>,
+    },
+    /// Detach `ifname` from its master.
+    Release {
+        ifname: String,
+    },
+    BridgeVlanAdd {
+        vlan: BridgeVlan,
+    },
+    BridgeVlanDel {
+        vlan: BridgeVlan,
+    },
+    AddRoute {
+        route: RouteSpec,
+    },
+    DelRoute {
+        route: RouteSpec,
+    },
+    /// Add or replace a neighbour entry.
+    AddNeighbour {
+        neighbour: NeighbourSpec,
+    },
+    DelNeighbour {
+        neighbour: NeighbourSpec,
+    },
+    /// Remove one address from an interface.
+    DelAddress {
+        ifname: String,
+        addr: String,
+    },
+    /// Create a network namespace inside the agent (`[A-Za-z0-9_-]`, 1–32 characters).
+    CreateNetns {
+        name: String,
+    },
+    /// Delete an agent namespace: its jobs are killed, links it holds that existed before
+    /// are moved back, links created in it are deleted.
+    DeleteNetns {
+        name: String,
+    },
+    /// Move a link into an agent namespace, or (`netns` null) into the agent's own.
+    MoveLink {
+        ifname: String,
+        #[serde(default)]
+        netns: Option<String>,
+    },
+    /// Run `op` inside an agent namespace (not StartRecipe, EndRecipe, Bye, CreateNetns,
+    /// DeleteNetns or another InNetns). Job ids are agent-wide.
+    InNetns {
+        netns: String,
+        /// (Not `op`: that is the tag of this object.)
+        inner: Box<Op>,
+    },
 }
 
 impl Op {
@@ -259,6 +342,21 @@ impl Op {
             Op::KillAllJobs => "KillAllJobs",
             Op::Shell { .. } => "Shell",
             Op::Bye => "Bye",
+            Op::CreateLink { .. } => "CreateLink",
+            Op::DeleteLink { .. } => "DeleteLink",
+            Op::Enslave { .. } => "Enslave",
+            Op::Release { .. } => "Release",
+            Op::BridgeVlanAdd { .. } => "BridgeVlanAdd",
+            Op::BridgeVlanDel { .. } => "BridgeVlanDel",
+            Op::AddRoute { .. } => "AddRoute",
+            Op::DelRoute { .. } => "DelRoute",
+            Op::AddNeighbour { .. } => "AddNeighbour",
+            Op::DelNeighbour { .. } => "DelNeighbour",
+            Op::DelAddress { .. } => "DelAddress",
+            Op::CreateNetns { .. } => "CreateNetns",
+            Op::DeleteNetns { .. } => "DeleteNetns",
+            Op::MoveLink { .. } => "MoveLink",
+            Op::InNetns { inner, .. } => inner.name(),
         }
     }
 }

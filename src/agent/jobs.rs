@@ -183,6 +183,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Jobs {
     /// Start a job; `on_finish` is called with its result (to push the JobFinished event).
     pub fn start(&self, spec: JobSpec, on_finish: OnFinish) -> Result<u64, OpError> {
+        self.start_in(spec, on_finish, None)
+    }
+
+    /// [`Jobs::start`] with the process joining the network namespace `netns` (an open
+    /// `/proc/…/ns/net` descriptor, see [`super::netns`]) before it executes.
+    pub fn start_in(
+        &self,
+        spec: JobSpec,
+        on_finish: OnFinish,
+        netns: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<u64, OpError> {
         validate(&spec)?;
         let id = {
             let mut n = lock(&self.next_id);
@@ -199,7 +210,7 @@ impl Jobs {
                 let pg = pgid.clone();
                 // Spawn synchronously so the pgid is known before StartJob returns.
                 let started_at = unix_now();
-                let started = spawn_process(id, &spec, &argv);
+                let started = spawn_process(id, &spec, &argv, netns);
                 match started {
                     Ok((child, pid)) => {
                         *lock(&pg) = Some(pid);
@@ -357,6 +368,7 @@ fn spawn_process(
     id: u64,
     spec: &JobSpec,
     argv: &[String],
+    netns: Option<&std::os::fd::OwnedFd>,
 ) -> Result<(tokio::process::Child, i32), String> {
     let (prog, args) = argv
         .split_first()
@@ -379,6 +391,21 @@ fn spawn_process(
         unsafe {
             cmd.pre_exec(move || {
                 nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+            });
+        }
+    }
+    if let Some(fd) = netns {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        // SAFETY: setns is a plain syscall (async-signal-safe) on a descriptor that the caller
+        // keeps open until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(raw, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
             });
         }
     }
@@ -749,7 +776,7 @@ mod tests {
             oneoff: true,
         };
         // Render, but spawn a program that does not exist.
-        let r = spawn_process(1, &spec, &s(&["lnst-no-such-tool-xyz", "-s"]));
+        let r = spawn_process(1, &spec, &s(&["lnst-no-such-tool-xyz", "-s"]), None);
         assert_eq!(
             r.err(),
             Some("lnst-no-such-tool-xyz: not found in PATH".to_string())
@@ -758,21 +785,25 @@ mod tests {
     }
 }
 
-/// Whether a TCP socket listens on `port` in this network namespace (/proc/net/tcp{,6}).
+/// Whether a TCP socket listens on `port` in the calling thread's network namespace
+/// (/proc/thread-self/net/tcp{,6}: /proc/net is the main thread's view, and a namespace
+/// worker thread of [`super::netns`] lives in another namespace).
 pub fn is_listening(port: u16) -> bool {
     let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f)
-            .map(|t| {
-                t.lines().skip(1).any(|l| {
-                    let mut cols = l.split_whitespace();
-                    let local = cols.nth(1).unwrap_or("");
-                    let state = cols.nth(1).unwrap_or("");
-                    state == "0A" && local.ends_with(&want)
+    ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"]
+        .iter()
+        .any(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| {
+                    t.lines().skip(1).any(|l| {
+                        let mut cols = l.split_whitespace();
+                        let local = cols.nth(1).unwrap_or("");
+                        let state = cols.nth(1).unwrap_or("");
+                        state == "0A" && local.ends_with(&want)
+                    })
                 })
-            })
-            .unwrap_or(false)
-    })
+                .unwrap_or(false)
+        })
 }
 
 /// Poll until something listens on `port`, at most `limit`.

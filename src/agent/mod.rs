@@ -13,7 +13,9 @@
 //! gets an `Error` and ends this connection, never the agent.
 
 pub mod jobs;
+pub mod links;
 pub mod net;
+pub mod netns;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{
@@ -191,6 +193,8 @@ struct Session {
     sysctls: Mutex<Vec<(PathBuf, String)>>,
     snapshot: tokio::sync::Mutex<Vec<IfaceSnapshot>>,
     out: mpsc::UnboundedSender<Out>,
+    /// Links, routes, neighbours, namespaces and their journal (links.rs).
+    links: Arc<links::Links>,
 }
 
 /// Resolve a sysctl name to a path under /proc/sys, refusing anything that could escape it.
@@ -311,6 +315,21 @@ impl Session {
             Op::Shell { argv } => self.shell(argv).await,
             // Handled by the connection loop; answering here keeps dispatch total.
             Op::Bye => Ok(Reply::Ok),
+            op @ (Op::CreateLink { .. }
+            | Op::DeleteLink { .. }
+            | Op::Enslave { .. }
+            | Op::Release { .. }
+            | Op::BridgeVlanAdd { .. }
+            | Op::BridgeVlanDel { .. }
+            | Op::AddRoute { .. }
+            | Op::DelRoute { .. }
+            | Op::AddNeighbour { .. }
+            | Op::DelNeighbour { .. }
+            | Op::DelAddress { .. }
+            | Op::CreateNetns { .. }
+            | Op::DeleteNetns { .. }
+            | Op::MoveLink { .. }
+            | Op::InNetns { .. }) => self.dispatch_links(op).await,
         }
     }
 
@@ -461,16 +480,19 @@ impl Session {
         }
     }
 
-    /// Kill jobs, restore the interface snapshot and the sysctls. Continues past errors and
-    /// reports them all.
+    /// Kill jobs, restore the sysctls, undo the link journal, restore the interface snapshot.
+    /// Continues past errors and reports them all.
     async fn end_recipe(&self) -> Result<(), OpError> {
         self.jobs.kill_all().await;
         let mut errors = Vec::new();
+        // Sysctls first: one of a link the recipe created must be restored before the link
+        // goes; the snapshot last, after ports were released and moved links came back.
+        self.restore_sysctls(&mut errors).await;
+        self.undo_links(&mut errors).await;
         let snap: Vec<IfaceSnapshot> = std::mem::take(&mut *self.snapshot.lock().await);
         for s in snap.iter().rev() {
             self.restore_iface(s, &mut errors).await;
         }
-        self.restore_sysctls(&mut errors).await;
         if errors.is_empty() {
             tracing::info!("recipe ended; state restored");
             Ok(())
@@ -737,6 +759,7 @@ where
             sysctls: Mutex::new(Vec::new()),
             snapshot: tokio::sync::Mutex::new(Vec::new()),
             out: out.clone(),
+            links: Arc::default(),
         }),
         Err(e) => {
             tracing::error!("{}", e.message);

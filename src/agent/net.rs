@@ -123,6 +123,11 @@ impl Netlink {
         Ok(Netlink { handle, conn })
     }
 
+    /// The rtnetlink handle (for the requests of [`super::links`]).
+    pub fn handle(&self) -> rtnetlink::Handle {
+        self.handle.clone()
+    }
+
     pub async fn links(&self) -> Result<Vec<Link>, OpError> {
         let msgs: Vec<LinkMessage> = self
             .handle
