@@ -142,6 +142,8 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct AgentClient {
     inner: Arc<Inner>,
+    /// The agent namespace every request of this handle runs in ([`AgentClient::in_netns`]).
+    netns: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -444,6 +446,7 @@ impl AgentClient {
                 opts,
                 tasks,
             }),
+            netns: None,
         })
     }
 
@@ -461,6 +464,13 @@ impl AgentClient {
     pub async fn call(&self, op: Op, deadline: Duration) -> Result<Reply, SessionError> {
         let shared = &self.inner.shared;
         let name = op.name();
+        let op = match &self.netns {
+            Some(n) => Op::InNetns {
+                netns: n.to_string(),
+                inner: Box::new(op),
+            },
+            None => op,
+        };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -478,7 +488,10 @@ impl AgentClient {
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(SessionError::Remote {
-                host: shared.host.clone(),
+                host: match &self.netns {
+                    Some(n) => format!("{}.{n}", shared.host),
+                    None => shared.host.clone(),
+                },
                 op: name,
                 kind: e.kind,
                 message: e.message,
@@ -692,6 +705,161 @@ impl AgentClient {
         let r = self.call_ok(Op::Bye).await;
         self.inner.shared.mark_lost("session ended (bye)".into());
         r
+    }
+
+    // --- Links, routes, neighbours and agent namespaces (docs/PROTOCOL.md §6.1) -----------
+
+    /// A handle whose every request runs inside the agent namespace `netns` (`host1.ns1`):
+    /// addresses, links, routes, jobs. Errors name the host as `host1.ns1`.
+    pub fn in_netns(&self, netns: &str) -> AgentClient {
+        AgentClient {
+            inner: self.inner.clone(),
+            netns: Some(Arc::from(netns)),
+        }
+    }
+
+    /// The agent namespace of this handle (None: the agent's own).
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    fn interfaces(&self, r: Reply, op: &'static str) -> Result<Vec<InterfaceInfo>, SessionError> {
+        match r {
+            Reply::Interfaces(v) => Ok(v),
+            _ => Err(self.unexpected(op)),
+        }
+    }
+
+    /// Create a link (down); returns it (and a veth's peer when it is in the same namespace).
+    pub async fn create_link(
+        &self,
+        ifname: &str,
+        link: protocol::LinkSpec,
+    ) -> Result<Vec<InterfaceInfo>, SessionError> {
+        self.create_link_with(ifname, link, None, None, false).await
+    }
+
+    /// [`AgentClient::create_link`] with a master, an MTU and the link state.
+    pub async fn create_link_with(
+        &self,
+        ifname: &str,
+        link: protocol::LinkSpec,
+        master: Option<&str>,
+        mtu: Option<u32>,
+        up: bool,
+    ) -> Result<Vec<InterfaceInfo>, SessionError> {
+        let op = Op::CreateLink {
+            ifname: ifname.into(),
+            link,
+            master: master.map(String::from),
+            mtu,
+            up,
+        };
+        // A team waits for teamd to start.
+        let r = self
+            .call(
+                op,
+                self.inner.opts.request_timeout + Duration::from_secs(30),
+            )
+            .await?;
+        self.interfaces(r, "CreateLink")
+    }
+
+    /// Delete a link this session created.
+    pub async fn delete_link(&self, ifname: &str) -> Result<(), SessionError> {
+        self.call_ok(Op::DeleteLink {
+            ifname: ifname.into(),
+        })
+        .await
+    }
+
+    /// Make `ifname` a port of the bridge, bond or team `master`.
+    pub async fn enslave(&self, ifname: &str, master: &str) -> Result<(), SessionError> {
+        self.call_ok(Op::Enslave {
+            ifname: ifname.into(),
+            master: master.into(),
+            team_port: None,
+        })
+        .await
+    }
+
+    /// Make `ifname` a port of the team `master` with teamd port options.
+    pub async fn enslave_team_port(
+        &self,
+        ifname: &str,
+        master: &str,
+        port: protocol::TeamPortConfig,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::Enslave {
+            ifname: ifname.into(),
+            master: master.into(),
+            team_port: Some(port),
+        })
+        .await
+    }
+
+    pub async fn release(&self, ifname: &str) -> Result<(), SessionError> {
+        self.call_ok(Op::Release {
+            ifname: ifname.into(),
+        })
+        .await
+    }
+
+    pub async fn bridge_vlan_add(&self, vlan: protocol::BridgeVlan) -> Result<(), SessionError> {
+        self.call_ok(Op::BridgeVlanAdd { vlan }).await
+    }
+
+    pub async fn bridge_vlan_del(&self, vlan: protocol::BridgeVlan) -> Result<(), SessionError> {
+        self.call_ok(Op::BridgeVlanDel { vlan }).await
+    }
+
+    pub async fn add_route(&self, route: protocol::RouteSpec) -> Result<(), SessionError> {
+        self.call_ok(Op::AddRoute { route }).await
+    }
+
+    pub async fn del_route(&self, route: protocol::RouteSpec) -> Result<(), SessionError> {
+        self.call_ok(Op::DelRoute { route }).await
+    }
+
+    pub async fn add_neighbour(
+        &self,
+        neighbour: protocol::NeighbourSpec,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::AddNeighbour { neighbour }).await
+    }
+
+    pub async fn del_neighbour(
+        &self,
+        neighbour: protocol::NeighbourSpec,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::DelNeighbour { neighbour }).await
+    }
+
+    pub async fn del_address(&self, ifname: &str, addr: &str) -> Result<(), SessionError> {
+        self.call_ok(Op::DelAddress {
+            ifname: ifname.into(),
+            addr: addr.into(),
+        })
+        .await
+    }
+
+    /// Create a namespace inside the agent; use it through [`AgentClient::in_netns`].
+    pub async fn create_netns(&self, name: &str) -> Result<(), SessionError> {
+        self.call_ok(Op::CreateNetns { name: name.into() }).await
+    }
+
+    pub async fn delete_netns(&self, name: &str) -> Result<(), SessionError> {
+        self.call_ok(Op::DeleteNetns { name: name.into() }).await
+    }
+
+    /// Move a link from this handle's namespace into the agent namespace `netns` (None: the
+    /// agent's own).
+    pub async fn move_link(&self, ifname: &str, netns: Option<&str>) -> Result<(), SessionError> {
+        self.call_ok(Op::MoveLink {
+            ifname: ifname.into(),
+            netns: netns.map(String::from),
+        })
+        .await
     }
 }
 

@@ -19,6 +19,7 @@ use crate::protocol::{
     ShellOutput, TeamLinkWatch, TeamOptions, TeamPortConfig, TeamRunner, VlanProtocol,
 };
 use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, InfoBond, InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth,
     InfoVlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
@@ -366,8 +367,76 @@ pub struct LinkState {
     pub up: bool,
     pub mac: Vec<u8>,
     pub master: Option<String>,
-    /// Non-link-local addresses.
-    pub addrs: Vec<net::Addr>,
+    /// Non-link-local addresses, as the kernel reported them (re-added with the same
+    /// broadcast address and label).
+    pub addrs: Vec<AddressMessage>,
+}
+
+fn addr_of(m: &AddressMessage) -> Option<(IpAddr, u8)> {
+    let mut local = None;
+    let mut address = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    local.or(address).map(|ip| (ip, m.header.prefix_len))
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+async fn address_messages(nl: &net::Netlink, ifindex: u32) -> Result<Vec<AddressMessage>, OpError> {
+    nl.handle()
+        .address()
+        .get()
+        .set_link_index_filter(ifindex)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| nl_failed("address dump", e))
+}
+
+/// Add an address back as it was (header and address, local, broadcast and label only: no
+/// lifetimes or kernel flags).
+async fn readd_address(
+    nl: &net::Netlink,
+    ifindex: u32,
+    old: &AddressMessage,
+) -> Result<(), OpError> {
+    let Some((ip, prefix)) = addr_of(old) else {
+        return Ok(());
+    };
+    let mut req = nl.handle().address().add(ifindex, ip, prefix);
+    let m = req.message_mut();
+    m.header = old.header.clone();
+    m.header.index = ifindex;
+    m.header.flags = Vec::new();
+    m.attributes = old
+        .attributes
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                AddressAttribute::Address(_)
+                    | AddressAttribute::Local(_)
+                    | AddressAttribute::Broadcast(_)
+                    | AddressAttribute::Label(_)
+            )
+        })
+        .cloned()
+        .collect();
+    match req.execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(nl_failed(&format!("re-adding {ip}/{prefix}"), e)),
+    }
 }
 
 async fn capture(nl: &net::Netlink, f: &Facts) -> Result<LinkState, OpError> {
@@ -375,11 +444,10 @@ async fn capture(nl: &net::Netlink, f: &Facts) -> Result<LinkState, OpError> {
         Some(i) => name_of(nl, i).await?,
         None => None,
     };
-    let addrs = nl
-        .addresses(f.ifindex)
+    let addrs = address_messages(nl, f.ifindex)
         .await?
         .into_iter()
-        .filter(|a| !a.is_link_local())
+        .filter(|m| addr_of(m).is_some_and(|(ip, _)| !is_link_local(ip)))
         .collect();
     Ok(LinkState {
         mtu: f.mtu,
@@ -448,9 +516,11 @@ async fn restore(
     }
     match nl.addresses(f.ifindex).await {
         Ok(now) => {
-            for a in &st.addrs {
-                if !now.iter().any(|n| n.ip == a.ip && n.prefix == a.prefix) {
-                    note(nl.add_address(name, &a.cidr()).await);
+            for old in &st.addrs {
+                let missing = addr_of(old)
+                    .is_some_and(|(ip, p)| !now.iter().any(|n| n.ip == ip && n.prefix == p));
+                if missing {
+                    note(readd_address(nl, f.ifindex, old).await);
                 }
             }
         }
@@ -1132,8 +1202,13 @@ fn route_dst(spec: &RouteSpec) -> Result<ipnet::IpNet, OpError> {
     Ok(net)
 }
 
-/// The RTM_NEWROUTE message of a spec (`dev` given as its ifindex).
-pub fn route_message(spec: &RouteSpec, oif: Option<u32>) -> Result<RouteMessage, OpError> {
+/// The RTM_NEWROUTE message of a spec (`dev` given as its ifindex). For a deletion
+/// (`pattern`) the destination alone may name the route.
+pub fn route_message(
+    spec: &RouteSpec,
+    oif: Option<u32>,
+    pattern: bool,
+) -> Result<RouteMessage, OpError> {
     let dst = route_dst(spec)?;
     let v6 = matches!(dst, ipnet::IpNet::V6(_));
     let same_family = |what: &str, ip: IpAddr| {
@@ -1155,7 +1230,7 @@ pub fn route_message(spec: &RouteSpec, oif: Option<u32>) -> Result<RouteMessage,
         None => None,
     };
     let unicast = spec.kind == RouteKind::Unicast;
-    if unicast && via.is_none() && oif.is_none() {
+    if unicast && via.is_none() && oif.is_none() && !pattern {
         return Err(bad(format!(
             "route {}: give a gateway (via) or a device (dev)",
             spec.dst
@@ -1499,7 +1574,7 @@ enum Step {
     },
     Addr {
         ifname: String,
-        addr: String,
+        old: AddressMessage,
     },
     /// Delete a created link (stopping its teamd first).
     Delete {
@@ -1528,7 +1603,10 @@ impl Step {
             Step::Route { .. } => "restoring a route".into(),
             Step::Neigh { .. } => "restoring a neighbour entry".into(),
             Step::Vlan { ifname, vid, .. } => format!("restoring VLAN {vid} of {ifname}"),
-            Step::Addr { ifname, addr } => format!("re-adding {addr} to {ifname}"),
+            Step::Addr { ifname, old } => match addr_of(old) {
+                Some((ip, p)) => format!("re-adding {ip}/{p} to {ifname}"),
+                None => format!("re-adding an address to {ifname}"),
+            },
             Step::Delete { ifname, .. } => format!("deleting {ifname}"),
             Step::Move { ifname, .. } => format!("moving {ifname} back"),
             Step::Restore { ifname, .. } => format!("restoring {ifname}"),
@@ -1734,7 +1812,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 Some(d) => Some(facts(nl, d).await?.ifindex),
                 None => None,
             };
-            let msg = route_message(&spec, oif)?;
+            let msg = route_message(&spec, oif, false)?;
             route_add(nl, msg.clone()).await.map_err(|e| {
                 if errno(&e) == Some(libc::EEXIST) {
                     failed(format!("route {} already exists", spec.dst))
@@ -1755,7 +1833,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 Some(d) => Some(facts(nl, d).await?.ifindex),
                 None => None,
             };
-            let want = route_message(&spec, oif)?;
+            let want = route_message(&spec, oif, true)?;
             let version = if want.header.address_family == AddressFamily::Inet6 {
                 rtnetlink::IpVersion::V6
             } else {
@@ -1828,24 +1906,23 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 .parse()
                 .map_err(|_| bad(format!("invalid address {addr:?}: expected ADDRESS/PREFIX")))?;
             let f = facts(nl, &ifname).await?;
-            let have = nl.addresses(f.ifindex).await?;
-            let Some(a) = have
-                .iter()
-                .find(|a| a.ip == net.addr() && a.prefix == net.prefix_len())
+            let have = address_messages(nl, f.ifindex).await?;
+            let Some(old) = have
+                .into_iter()
+                .find(|m| addr_of(m) == Some((net.addr(), net.prefix_len())))
             else {
                 return Err(OpError::new(
                     ErrorKind::NotFound,
                     format!("{ifname} has no address {addr}"),
                 ));
             };
-            nl.del_address(f.ifindex, a).await?;
-            Ok((
-                Reply::Ok,
-                Effect::Undo(Step::Addr {
-                    ifname,
-                    addr: a.cidr(),
-                }),
-            ))
+            let a = net::Addr {
+                ip: net.addr(),
+                prefix: net.prefix_len(),
+                tentative: false,
+            };
+            nl.del_address(f.ifindex, &a).await?;
+            Ok((Reply::Ok, Effect::Undo(Step::Addr { ifname, old })))
         }
         Task::Move { ifname, target } => {
             let f = facts(nl, &ifname).await?;
@@ -1921,12 +1998,10 @@ async fn run_step(nl: &net::Netlink, step: Step) -> Result<(), OpError> {
             }
             Ok(())
         }
-        Step::Addr { ifname, addr } => {
-            if find(nl, &ifname).await?.is_some() {
-                nl.add_address(&ifname, &addr).await?;
-            }
-            Ok(())
-        }
+        Step::Addr { ifname, old } => match find(nl, &ifname).await? {
+            Some(f) => readd_address(nl, f.ifindex, &old).await,
+            None => Ok(()),
+        },
         Step::Delete { ifname, team } => {
             if let Some(t) = &team {
                 stop_teamd(t).await;
@@ -1973,6 +2048,9 @@ enum Entry {
         step: Step,
     },
 }
+
+/// Namespaces one session may hold (each is a thread of the agent).
+pub const MAX_NAMESPACES: usize = 64;
 
 /// The agent's own netlink connection and namespace descriptor.
 struct Root {
@@ -2159,14 +2237,14 @@ impl Links {
                 if let Some(d) = &route.dev {
                     net::check_ifname(d)?;
                 }
-                route_message(&route, route.dev.as_ref().map(|_| 0))?;
+                route_message(&route, route.dev.as_ref().map(|_| 0), false)?;
                 Task::RouteAdd(route)
             }
             Op::DelRoute { route } => {
                 if let Some(d) = &route.dev {
                     net::check_ifname(d)?;
                 }
-                route_message(&route, route.dev.as_ref().map(|_| 0))?;
+                route_message(&route, route.dev.as_ref().map(|_| 0), true)?;
                 Task::RouteDel(route)
             }
             Op::AddNeighbour { neighbour } => {
@@ -2279,18 +2357,123 @@ impl Links {
                     },
                 });
             }
-            Effect::Undo(step) => self.push(Entry::Step {
-                loc: loc.clone(),
-                step,
-            }),
+            Effect::Undo(step) => {
+                if !self.cancels(loc, &step) {
+                    self.push(Entry::Step {
+                        loc: loc.clone(),
+                        step,
+                    })
+                }
+            }
         }
+    }
+
+    /// A deletion of something this session added cancels the addition's undo instead of
+    /// journaling a restore (whose context, a gateway or a port, may be gone by then).
+    fn cancels(&self, loc: &Loc, step: &Step) -> bool {
+        let mut j = lock(&self.journal);
+        let hit = j.iter_mut().enumerate().rev().find_map(|(i, e)| {
+            let Entry::Step { loc: l, step: s } = e else {
+                return None;
+            };
+            if l != loc {
+                return None;
+            }
+            let cancelled = match (step, s) {
+                (
+                    Step::Route {
+                        remove: None,
+                        restore: Some(gone),
+                    },
+                    Step::Route {
+                        remove: remove @ Some(_),
+                        ..
+                    },
+                ) if remove
+                    .as_ref()
+                    .is_some_and(|added| route_matches(added, gone)) =>
+                {
+                    *remove = None;
+                    true
+                }
+                (
+                    Step::Neigh {
+                        remove: None,
+                        restore: Some(gone),
+                    },
+                    Step::Neigh {
+                        remove: remove @ Some(_),
+                        ..
+                    },
+                ) if remove.as_ref().is_some_and(|added| {
+                    added.header.ifindex == gone.header.ifindex
+                        && neigh_dst(added) == neigh_dst(gone)
+                }) =>
+                {
+                    *remove = None;
+                    true
+                }
+                (
+                    Step::Vlan {
+                        ifname,
+                        vid,
+                        bridge_self,
+                        remove: false,
+                        ..
+                    },
+                    Step::Vlan {
+                        ifname: i2,
+                        vid: v2,
+                        bridge_self: b2,
+                        remove: remove @ true,
+                        ..
+                    },
+                ) if ifname == i2 && vid == v2 && bridge_self == b2 => {
+                    *remove = false;
+                    true
+                }
+                _ => false,
+            };
+            cancelled.then_some(i)
+        });
+        let Some(i) = hit else { return false };
+        let empty = matches!(
+            j.get(i),
+            Some(Entry::Step {
+                step: Step::Route {
+                    remove: None,
+                    restore: None
+                } | Step::Neigh {
+                    remove: None,
+                    restore: None
+                } | Step::Vlan {
+                    remove: false,
+                    restore: None,
+                    ..
+                },
+                ..
+            })
+        );
+        if empty {
+            j.remove(i);
+        }
+        true
     }
 
     async fn create_netns(&self, name: &str) -> Result<Reply, OpError> {
         netns::check_name(name)?;
         let _g = self.serial.lock().await;
-        if lock(&self.namespaces).contains_key(name) {
-            return Err(failed(format!("agent namespace {name} already exists")));
+        {
+            let all = lock(&self.namespaces);
+            if all.contains_key(name) {
+                return Err(failed(format!("agent namespace {name} already exists")));
+            }
+            if all.len() >= MAX_NAMESPACES {
+                return Err(OpError::new(
+                    ErrorKind::NotAllowed,
+                    format!("at most {MAX_NAMESPACES} agent namespaces per session"),
+                ));
+            }
         }
         // The agent's namespace descriptor is taken before the first namespace exists.
         self.root().await?;
@@ -3117,6 +3300,7 @@ mod tests {
                 ..route("default")
             },
             None,
+            false,
         )
         .unwrap_or_default();
         assert_eq!(m.header.address_family, AddressFamily::Inet);
@@ -3134,6 +3318,7 @@ mod tests {
                 ..route("fd00:30::/64")
             },
             Some(4),
+            false,
         )
         .unwrap_or_default();
         assert_eq!(m6.header.address_family, AddressFamily::Inet6);
@@ -3148,28 +3333,33 @@ mod tests {
                 ..route("198.18.102.2")
             },
             Some(2),
+            false,
         )
         .unwrap_or_default();
         assert_eq!(h.header.destination_prefix_length, 32);
         assert_eq!(h.header.scope, RouteScope::Link);
         // Refused: host bits, mixed families, nothing to route through, default without
         // family hint picks IPv4 unless ipv6 is set.
-        assert!(route_message(&route("198.18.0.1/24"), Some(1)).is_err());
+        assert!(route_message(&route("198.18.0.1/24"), Some(1), false).is_err());
         assert!(route_message(
             &RouteSpec {
                 via: Some("fd00::1".into()),
                 ..route("198.18.0.0/24")
             },
-            None
+            None,
+            false
         )
         .is_err());
-        assert!(route_message(&route("198.18.0.0/24"), None).is_err());
+        assert!(route_message(&route("198.18.0.0/24"), None, false).is_err());
+        // A deletion may name the route by its destination alone.
+        assert!(route_message(&route("198.18.0.0/24"), None, true).is_ok());
         assert!(route_message(
             &RouteSpec {
                 kind: RouteKind::Blackhole,
                 ..route("198.18.0.0/24")
             },
-            None
+            None,
+            false
         )
         .is_ok());
         let d6 = route_message(
@@ -3179,6 +3369,7 @@ mod tests {
                 ..route("default")
             },
             Some(1),
+            false,
         )
         .unwrap_or_default();
         assert_eq!(d6.header.address_family, AddressFamily::Inet6);
@@ -3190,6 +3381,7 @@ mod tests {
                 ..route("198.18.5.0/24")
             },
             None,
+            false,
         )
         .unwrap_or_default();
         let mut have = want.clone();
