@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{have, is_root, require, serial, sh, Testbed};
+use common::{have, is_root, require, sh, Testbed};
 use lnst_runner::protocol::{
     BondMode, BondOptions, BridgeOptions, BridgeVlan, ErrorKind, IperfProto, JobSpec, LinkSpec,
     MacvlanMode, NeighbourSpec, NeighbourState, RouteKind, RouteSpec, TeamOptions, TeamRunner,
@@ -109,7 +109,7 @@ fn state(ns: &str) -> String {
     let named: Vec<String> = sh(&["ip", "netns", "list"])
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("lnsttest-links") || ["ns1", "nsA", "ns9"].contains(n))
+        .filter(|n| *n == ns || ["ns1", "nsA", "ns9"].contains(n))
         .map(String::from)
         .collect();
     s.push_str(&format!("== netns\n{}\n", sorted_lines(&named.join("\n"))));
@@ -330,7 +330,6 @@ async fn abrupt_drop_restores_everything() {
     if !prerequisites() {
         return;
     }
-    let _s = serial();
     let (_tb, ns) = testbed("drop");
     let agent = TcpAgent::start(&ns);
     let idle_ns = agent.held_namespaces(1);
@@ -620,7 +619,6 @@ async fn missing_kernel_features_are_named() {
     if !prerequisites() {
         return;
     }
-    let _s = serial();
     let (_tb, ns) = testbed("feat");
     let agent = TcpAgent::start(&ns);
     let before = state(&ns);
@@ -647,11 +645,11 @@ async fn missing_kernel_features_are_named() {
             "kernel lacks 802.1Q VLAN support (module 8021q",
         ),
         (
-            LinkSpec::Bond(BondOptions {
+            LinkSpec::Bond(Box::new(BondOptions {
                 mode: Some(BondMode::ActiveBackup),
                 miimon: Some(100),
                 ..BondOptions::default()
-            }),
+            })),
             vec!["type", "bond", "mode", "active-backup", "miimon", "100"],
             "kernel lacks bonding support (module bonding",
         ),
@@ -754,7 +752,6 @@ async fn validation_ownership_and_explicit_teardown() {
     if !prerequisites() {
         return;
     }
-    let _s = serial();
     let (_tb, ns) = testbed("own");
     let agent = TcpAgent::start(&ns);
     let before = state(&ns);

@@ -10,7 +10,7 @@ set -eu
 
 IMAGE=${LNST_BASE_IMAGE:-localhost/lnst-base}
 SUITE=${DEBIAN_SUITE:-bookworm}
-PACKAGES=iperf3,iproute2,ethtool,iputils-ping,procps,ca-certificates
+PACKAGES=iperf3,iproute2,ethtool,iputils-ping,procps,libteam-utils,ca-certificates
 
 if [ "${LNST_BASE_REBUILD:-0}" != 1 ] && podman image exists "$IMAGE"; then
     echo "build-base: $IMAGE already exists, nothing to do"

@@ -3015,8 +3015,13 @@ mod tests {
                 InfoBond::TlbDynamicLb(0),
             ]
         );
-        let m = create_message("bond0", &LinkSpec::Bond(o), &Resolved::default(), None)
-            .unwrap_or_default();
+        let m = create_message(
+            "bond0",
+            &LinkSpec::Bond(Box::new(o)),
+            &Resolved::default(),
+            None,
+        )
+        .unwrap_or_default();
         assert_eq!(link_info(&m).first(), Some(&LinkInfo::Kind(InfoKind::Bond)));
         // Mode numbers are the kernel's.
         let nums: Vec<u8> = BondMode::ALL.iter().map(|m| m.number()).collect();
@@ -3232,7 +3237,11 @@ mod tests {
             }
         )
         .is_err());
-        let bond = |o: BondOptions| check_spec("b", &LinkSpec::Bond(o)).err().map(|e| e.kind);
+        let bond = |o: BondOptions| {
+            check_spec("b", &LinkSpec::Bond(Box::new(o)))
+                .err()
+                .map(|e| e.kind)
+        };
         assert_eq!(
             bond(BondOptions {
                 ad_actor_sys_prio: Some(0),

@@ -20,8 +20,8 @@ pub enum LinkSpec {
     },
     /// Linux bridge; unset options keep the kernel defaults.
     Bridge(BridgeOptions),
-    /// Bonding master.
-    Bond(BondOptions),
+    /// Bonding master (boxed: the largest kind, it would size every message).
+    Bond(Box<BondOptions>),
     /// Team master driven by a teamd the agent starts (and stops when the link goes).
     Team(TeamOptions),
     /// macvlan on `parent`.
