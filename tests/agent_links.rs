@@ -9,7 +9,7 @@ mod common;
 use common::{have, is_root, require, sh, Testbed};
 use lnst_runner::protocol::{
     BondMode, BondOptions, BridgeOptions, BridgeVlan, ErrorKind, IperfProto, JobSpec, LinkSpec,
-    MacvlanMode, NeighbourSpec, NeighbourState, RouteKind, RouteSpec, TeamOptions, TeamRunner,
+    MacvlanMode, NeighbourSpec, NeighbourState, Op, RouteKind, RouteSpec, TeamOptions, TeamRunner,
     VlanProtocol,
 };
 use lnst_runner::provision::Transport;
@@ -185,9 +185,16 @@ impl Drop for TcpAgent {
 
 impl TcpAgent {
     fn start(ns: &str) -> TcpAgent {
+        TcpAgent::start_with(ns, &[])
+    }
+
+    /// The agent started through `wrapper` (a command that execs its arguments).
+    fn start_with(ns: &str, wrapper: &[&str]) -> TcpAgent {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_lnst-agent")])
+            .args(["netns", "exec", ns])
+            .args(wrapper)
+            .arg(env!("CARGO_BIN_EXE_lnst-agent"))
             .args(["--port", "0", "--bind", "127.0.0.1"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -795,6 +802,16 @@ async fn validation_ownership_and_explicit_teardown() {
     assert_eq!(k, ErrorKind::NotFound);
     let (k, m) = remote(c.in_netns("nope").create_netns("x").await);
     assert_eq!(k, ErrorKind::BadRequest, "{m}");
+    let nested = Op::InNetns {
+        netns: "a".into(),
+        inner: Box::new(Op::InNetns {
+            netns: "b".into(),
+            inner: Box::new(Op::ListInterfaces),
+        }),
+    };
+    let (k, m) = remote(c.call(nested, Duration::from_secs(10)).await);
+    assert_eq!(k, ErrorKind::BadRequest, "{m}");
+    assert!(m.contains("cannot run inside a namespace"), "{m}");
     let (k, m) = remote(
         c.add_route(RouteSpec {
             via: Some("fd00::1".into()),
@@ -880,4 +897,31 @@ async fn validation_ownership_and_explicit_teardown() {
     ok(c.bye().await, "bye");
     let after = state(&ns);
     assert!(before == after, "{}", diff(&before, &after));
+}
+
+/// An agent without CAP_SYS_ADMIN (like a Podman agent) cannot make namespaces, and says so;
+/// its other link operations still work and are still undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_need_cap_sys_admin() {
+    if !prerequisites() || !require(have("setpriv"), "needs setpriv (util-linux)") {
+        return;
+    }
+    let (_tb, ns) = testbed("caps");
+    let agent = TcpAgent::start_with(&ns, &["setpriv", "--bounding-set=-sys_admin", "--"]);
+    let before = state(&ns);
+    let c = agent.connect().await;
+    let (k, m) = remote(c.create_netns("ns9").await);
+    assert_eq!(k, ErrorKind::NotAllowed, "{m}");
+    assert!(m.contains("CAP_SYS_ADMIN"), "{m}");
+    ok(
+        c.create_link("br7", LinkSpec::Bridge(BridgeOptions::default()))
+            .await,
+        "bridge without CAP_SYS_ADMIN",
+    );
+    assert!(ip(&ns, &["link"]).contains("br7"));
+    drop(c);
+    let c2 = agent.connect().await;
+    let after = state(&ns);
+    assert!(before == after, "{}", diff(&before, &after));
+    ok(c2.bye().await, "bye");
 }

@@ -182,7 +182,18 @@ fn worker(
 ) {
     let fail = |m: String| OpError::new(ErrorKind::Failed, format!("namespace {name}: {m}"));
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-        let _ = ready.send(Err(fail(format!("unshare(CLONE_NEWNET): {e}"))));
+        let err = if e == nix::errno::Errno::EPERM {
+            OpError::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "namespace {name}: this agent may not create network namespaces \
+                     (unshare(CLONE_NEWNET): EPERM; it needs CAP_SYS_ADMIN)"
+                ),
+            )
+        } else {
+            fail(format!("unshare(CLONE_NEWNET): {e}"))
+        };
+        let _ = ready.send(Err(err));
         return;
     }
     let fd = match open_own_netns() {

@@ -611,4 +611,18 @@ mod tests {
             assert!(op(bad.clone()).is_err(), "accepted {bad}");
         }
     }
+
+    /// InNetns nests Op in Op: a deep nesting is refused by the decoder's recursion limit, not
+    /// by the stack.
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let depth = 10_000;
+        let mut text = String::new();
+        for _ in 0..depth {
+            text.push_str(r#"{"op":"InNetns","netns":"n","inner":"#);
+        }
+        text.push_str(r#"{"op":"ListInterfaces"}"#);
+        text.push_str(&"}".repeat(depth));
+        assert!(serde_json::from_str::<Op>(&text).is_err());
+    }
 }
