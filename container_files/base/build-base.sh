@@ -3,7 +3,8 @@
 # agent drives) with debootstrap and `podman import`. No container registry is needed: packages
 # come from the Debian mirror named in the machine's apt sources.
 #
-# Cached: nothing is done when the image already exists (set LNST_BASE_REBUILD=1 to rebuild).
+# Cached: nothing is done when the image already exists with the same package list (its label
+# lnst.base.packages); set LNST_BASE_REBUILD=1 to rebuild anyway.
 # Env: LNST_BASE_IMAGE (default localhost/lnst-base), DEBIAN_MIRROR (default: from apt sources),
 #      DEBIAN_SUITE (default bookworm).
 set -eu
@@ -11,10 +12,16 @@ set -eu
 IMAGE=${LNST_BASE_IMAGE:-localhost/lnst-base}
 SUITE=${DEBIAN_SUITE:-bookworm}
 PACKAGES=iperf3,iproute2,ethtool,iputils-ping,procps,libteam-utils,ca-certificates
+# The cache key: a digest of the package list, kept as a label of the image.
+PACKAGES_ID=$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-16)
 
 if [ "${LNST_BASE_REBUILD:-0}" != 1 ] && podman image exists "$IMAGE"; then
-    echo "build-base: $IMAGE already exists, nothing to do"
-    exit 0
+    have=$(podman image inspect --format '{{ index .Labels "lnst.base.packages" }}' "$IMAGE" 2>/dev/null || true)
+    if [ "$have" = "$PACKAGES_ID" ]; then
+        echo "build-base: $IMAGE already exists, nothing to do"
+        exit 0
+    fi
+    echo "build-base: $IMAGE was built from another package list: rebuilding"
 fi
 
 # The first non-security Debian mirror named in the apt sources (deb822 .sources or one-line
@@ -61,5 +68,6 @@ tar --numeric-owner -C "$work/rootfs" -c . |
     podman import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'CMD ["/bin/bash"]' \
+        --change "LABEL lnst.base.packages=$PACKAGES_ID" \
         - "$IMAGE"
 echo "build-base: built $IMAGE"
