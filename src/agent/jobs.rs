@@ -172,13 +172,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
             ));
         }
         JobSpec::CpuStat { interval_ms }
-            if Duration::from_millis(*interval_ms) < MIN_CPU_INTERVAL
-                || Duration::from_millis(*interval_ms) > super::net::MAX_WAIT =>
+            if Duration::from_millis(*interval_ms) < MIN_CPU_INTERVAL =>
         {
             return bad(format!(
-                "CpuStat interval {interval_ms} ms out of range ({} ms to {} s)",
-                MIN_CPU_INTERVAL.as_millis(),
-                super::net::MAX_WAIT.as_secs()
+                "CpuStat interval {interval_ms} ms is below {} ms",
+                MIN_CPU_INTERVAL.as_millis()
             ));
         }
         _ => {}
@@ -744,7 +742,7 @@ mod tests {
         assert!(validate(&JobSpec::CpuStat {
             interval_ms: u64::MAX
         })
-        .is_err());
+        .is_ok());
         assert!(validate(&JobSpec::CpuStat { interval_ms: 1000 }).is_ok());
         let bind = |b: &str| JobSpec::IperfServer {
             bind: b.into(),
