@@ -39,8 +39,9 @@ pub const NONCE_LEN: usize = 32;
 /// Errors of the frame codec.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    /// A frame longer than the limit in force (the handshake's is lower than [`MAX_FRAME`]).
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
     #[error("connection closed in the middle of a frame")]
     Truncated,
     #[error("malformed frame: {0}")]
@@ -562,8 +563,9 @@ pub async fn read_frame_bytes_limited<R: AsyncRead + Unpin + ?Sized>(
         got += n;
     }
     let len = u32::from_be_bytes(len_buf) as usize;
-    if len > max.min(MAX_FRAME) {
-        return Err(FrameError::TooLarge(len));
+    let max = max.min(MAX_FRAME);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
     }
     let mut buf = Vec::with_capacity(len.min(64 * 1024));
     let mut limited = r.take(len as u64);
@@ -595,10 +597,14 @@ pub async fn read_message_limited<R: AsyncRead + Unpin + ?Sized>(
 /// Encode a message as a complete frame (length prefix included).
 pub fn encode_message(msg: &Message) -> Result<Vec<u8>, FrameError> {
     let payload = serde_json::to_vec(msg)?;
+    let too_large = || FrameError::TooLarge {
+        len: payload.len(),
+        max: MAX_FRAME,
+    };
     if payload.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(payload.len()));
+        return Err(too_large());
     }
-    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
+    let len = u32::try_from(payload.len()).map_err(|_| too_large())?;
     let mut out = Vec::with_capacity(payload.len() + 4);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&payload);
@@ -711,7 +717,9 @@ pub fn parse_nonce(s: &str) -> Option<[u8; NONCE_LEN]> {
 }
 
 /// Strip surrounding ASCII whitespace from a secret (so `echo secret > file` works); None if
-/// nothing is left. Both sides apply it: the agent to its secret, the controller to the pool's.
+/// nothing is left, or if what is left is blank: only whitespace in the Unicode sense (`\v`,
+/// no-break space U+00A0, U+2003, U+3000, …) or invisible format characters (zero-width space,
+/// byte-order mark). Both sides apply it: the agent to its secret, the controller to the pool's.
 pub fn normalize_secret(raw: &[u8]) -> Option<Vec<u8>> {
     let start = raw
         .iter()
@@ -723,11 +731,26 @@ pub fn normalize_secret(raw: &[u8]) -> Option<Vec<u8>> {
         .map(|p| p + 1)
         .unwrap_or(start);
     let s = raw.get(start..end)?;
-    if s.is_empty() {
+    if is_blank_secret(s) {
         None
     } else {
         Some(s.to_vec())
     }
+}
+
+/// Whether a secret has no visible content: empty, or (as UTF-8) only whitespace and
+/// zero-width characters. Bytes that are not UTF-8 are content.
+fn is_blank_secret(s: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(s) else {
+        return false;
+    };
+    text.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(
+                c,
+                '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{180e}'
+            )
+    })
 }
 
 /// Seconds since the Unix epoch, as f64.
@@ -861,14 +884,16 @@ mod tests {
             let data = [0xffu8, 0xff, 0xff, 0xff];
             let mut rd = &data[..];
             match read_frame_bytes(&mut rd).await {
-                Err(FrameError::TooLarge(n)) => assert_eq!(n, 0xffff_ffff),
+                Err(FrameError::TooLarge { len, max }) => {
+                    assert_eq!((len, max), (0xffff_ffff, MAX_FRAME))
+                }
                 other => panic!("expected TooLarge, got {other:?}"),
             }
             let just_over = ((MAX_FRAME + 1) as u32).to_be_bytes();
             let mut rd = &just_over[..];
             assert!(matches!(
                 read_frame_bytes(&mut rd).await,
-                Err(FrameError::TooLarge(_))
+                Err(FrameError::TooLarge { .. })
             ));
         });
     }
@@ -879,10 +904,17 @@ mod tests {
             // Over the handshake limit: refused on the length alone.
             let over = ((MAX_HANDSHAKE_FRAME + 1) as u32).to_be_bytes();
             let mut rd = &over[..];
+            let e = read_message_limited(&mut rd, MAX_HANDSHAKE_FRAME).await;
             assert!(matches!(
-                read_message_limited(&mut rd, MAX_HANDSHAKE_FRAME).await,
-                Err(FrameError::TooLarge(n)) if n == MAX_HANDSHAKE_FRAME + 1
+                e,
+                Err(FrameError::TooLarge { len, max })
+                    if len == MAX_HANDSHAKE_FRAME + 1 && max == MAX_HANDSHAKE_FRAME
             ));
+            // The message names the limit in force, not MAX_FRAME.
+            assert_eq!(
+                e.err().map(|e| e.to_string()).unwrap_or_default(),
+                "frame of 65537 bytes exceeds the 65536-byte limit"
+            );
             // Announces the full MAX_FRAME but sends 10 bytes: truncated, and the buffer never
             // grew to the announced size.
             let mut data = (MAX_FRAME as u32).to_be_bytes().to_vec();
@@ -913,7 +945,10 @@ mod tests {
                 message: "x".repeat(MAX_FRAME),
             },
         };
-        assert!(matches!(encode_message(&big), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            encode_message(&big),
+            Err(FrameError::TooLarge { max: MAX_FRAME, .. })
+        ));
     }
 
     #[test]
@@ -1027,6 +1062,30 @@ mod tests {
         assert_eq!(normalize_secret(b"  a b\r\n"), Some(b"a b".to_vec()));
         assert_eq!(normalize_secret(b"\n \n"), None);
         assert_eq!(normalize_secret(b""), None);
+        // Blank in the Unicode sense is empty too (issue 14, item 9).
+        for blank in [
+            "\x0b",
+            " \x0b\n",
+            "\u{a0}",
+            "\u{a0}\n",
+            "\u{2003}\u{3000}",
+            "\u{85}\u{2028}\u{2029}",
+            "\u{feff}",
+            "\u{200b}\u{200d}",
+        ] {
+            assert_eq!(normalize_secret(blank.as_bytes()), None, "{blank:?}");
+        }
+        // Content keeps its inner (and non-ASCII outer) whitespace; only ASCII is stripped.
+        assert_eq!(
+            normalize_secret("a\u{a0}b\n".as_bytes()),
+            Some("a\u{a0}b".as_bytes().to_vec())
+        );
+        assert_eq!(
+            normalize_secret("\u{a0}x".as_bytes()),
+            Some("\u{a0}x".as_bytes().to_vec())
+        );
+        assert_eq!(normalize_secret(b"\xff"), Some(b"\xff".to_vec()));
+        assert_eq!(normalize_secret(b"\x0bx"), Some(b"\x0bx".to_vec()));
     }
 
     #[test]

@@ -278,6 +278,13 @@ async fn handshake(
                 Ok(Some(Message::Error(e))) if e.kind == ErrorKind::AuthFailed => {
                     Err(auth(&e.message))
                 }
+                // Another controller completed its handshake first.
+                Ok(Some(Message::Error(e))) if e.kind == ErrorKind::Busy => {
+                    Err(SessionError::Busy {
+                        host: host.to_string(),
+                        reason: e.message,
+                    })
+                }
                 Ok(Some(Message::Error(e))) => Err(hs(e.message)),
                 Ok(Some(_)) => Err(hs("unexpected message during authentication".into())),
                 Ok(None) => Err(auth("the agent closed the connection")),
@@ -1008,6 +1015,20 @@ mod tests {
             .await;
         });
         let e = AgentClient::connect("h4", transport(ours), None, ClientOptions::default()).await;
+        assert!(matches!(e, Err(SessionError::Busy { .. })), "{e:?}");
+
+        // Busy in place of AuthOk: another controller authenticated first.
+        let (ours, theirs) = duplex(1 << 16);
+        tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(theirs);
+            let _ = protocol::write_message(&mut w, &Message::Hello(hello(true))).await;
+            if let Ok(Some(Message::Auth { .. })) = protocol::read_message(&mut r).await {
+                let busy = ErrorReply::new(ErrorKind::Busy, "agent is busy serving controller x");
+                let _ = protocol::write_message(&mut w, &Message::Error(busy)).await;
+            }
+        });
+        let e =
+            AgentClient::connect("h4", transport(ours), Some(b"k"), ClientOptions::default()).await;
         assert!(matches!(e, Err(SessionError::Busy { .. })), "{e:?}");
     }
 

@@ -768,7 +768,7 @@ async fn validation_ownership_and_explicit_teardown() {
     let dummy = || LinkSpec::Bridge(BridgeOptions::default());
     for (name, why) in [
         ("a/b", "invalid interface name"),
-        ("-x", "must not start with '-'"),
+        ("-x", "no leading '-'"),
         ("1234567890123456", "invalid interface name"),
         ("..", "invalid interface name"),
         ("a b", "invalid interface name"),

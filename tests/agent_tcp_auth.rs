@@ -1,5 +1,6 @@
 //! The real agent on TCP (127.0.0.1) with a secret file: mutual authentication, replay,
-//! busy refusal, malformed frames.
+//! busy refusal, malformed frames. Hostile handshakes (silent connections, reconnect loops,
+//! concurrent guesses) are in tests/hostile_agent.rs.
 
 use lnst_runner::protocol::{self, ErrorKind, Message, Op, PROTOCOL_VERSION};
 use lnst_runner::provision::Transport;
@@ -203,8 +204,10 @@ async fn tcp_agent_authentication() {
         agent.log_text()
     );
 
-    // While it delays a wrong guess the agent is busy: one guess per second at most. Its Hello
-    // says nothing about it before a proof.
+    // While it delays a wrong guess, another connection is served (an unauthenticated
+    // connection holds no session slot), but its guess waits: one guess per second at most,
+    // on any number of connections (tests/hostile_agent.rs has the concurrent case). The
+    // Hello says nothing about the agent before a proof.
     let (mut s, h) = agent.raw().await;
     assert!(
         h.auth_required
@@ -213,25 +216,35 @@ async fn tcp_agent_authentication() {
             && h.agent_version.is_empty(),
         "{h:?}"
     );
-    let an = protocol::parse_nonce(&h.nonce).unwrap_or_else(|| panic!("nonce"));
-    let cn = protocol::new_nonce();
-    let guess = Message::Auth {
-        protocol_version: PROTOCOL_VERSION,
-        client_nonce: hex::encode(cn),
-        mac: hex::encode(protocol::client_mac(b"guess", &an, &cn)),
+    let wrong = |h: &protocol::HelloInfo| {
+        let an = protocol::parse_nonce(&h.nonce).unwrap_or_else(|| panic!("nonce"));
+        let cn = protocol::new_nonce();
+        Message::Auth {
+            protocol_version: PROTOCOL_VERSION,
+            client_nonce: hex::encode(cn),
+            mac: hex::encode(protocol::client_mac(b"guess", &an, &cn)),
+        }
     };
-    send(&mut s, &guess).await;
+    let t0 = std::time::Instant::now();
+    send(&mut s, &wrong(&h)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut second = agent.tcp().await;
-    match read(&mut second).await {
-        Some(Message::Error(e)) => assert_eq!(e.kind, ErrorKind::Busy, "{e:?}"),
-        other => panic!("expected Busy during the delay, got {other:?}"),
-    }
+    let (mut second, h2) = agent.raw().await;
+    send(&mut second, &wrong(&h2)).await;
     match read(&mut s).await {
         Some(Message::Error(e)) => assert_eq!(e.kind, ErrorKind::AuthFailed, "{e:?}"),
         other => panic!("expected AuthFailed, got {other:?}"),
     }
+    match read(&mut second).await {
+        Some(Message::Error(e)) => assert_eq!(e.kind, ErrorKind::AuthFailed, "{e:?}"),
+        other => panic!("expected AuthFailed, got {other:?}"),
+    }
+    assert!(
+        t0.elapsed() >= 2 * lnst_runner::agent::WRONG_SECRET_DELAY,
+        "two guesses answered within {:?}",
+        t0.elapsed()
+    );
     drop(s);
+    drop(second);
 
     // No secret: rejected by the controller before anything is sent.
     match connect_when_free(&agent, None).await {

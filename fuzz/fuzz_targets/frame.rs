@@ -2,11 +2,16 @@
 //! code driven over a `&[u8]` reader on a current-thread runtime built once) and the serde
 //! decoding of `Message`.
 //!
-//! Each input is used twice:
-//! * A. as a byte stream of frames (4-byte big-endian length + JSON), read until EOF or the
+//! Each input is used as:
+//! * A. a byte stream of frames (4-byte big-endian length + JSON), read until EOF or the
 //!   first error, as a connection would be;
-//! * B. as the JSON payload of one correctly framed message (so the fuzzer reaches the
-//!   decoder without having to guess the length prefix).
+//! * B. the JSON payload of one correctly framed message (so the fuzzer reaches the
+//!   decoder without having to guess the length prefix);
+//! * C. a handshake stream (limit `MAX_HANDSHAKE_FRAME`): `TooLarge` names that limit;
+//! * D. a shared secret: `normalize_secret` strips ASCII whitespace, never returns a blank
+//!   secret, and returns a slice of its input;
+//! * E. a `SysctlWrite` path (as UTF-8): an accepted key is below /proc/sys/net or is
+//!   vm/drop_caches and has no empty, `.` or `..` component; value checks never panic.
 //!
 //! Invariants checked besides "no panic, no hang, no OOM": a clean EOF happens only at a
 //! frame boundary; every frame consumes its prefix and payload; `TooLarge` only above
@@ -21,7 +26,11 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use lnst_runner::protocol::{encode_message, read_message, FrameError, Message, MAX_FRAME};
+use lnst_runner::agent::sysctl::Key;
+use lnst_runner::protocol::{
+    encode_message, normalize_secret, read_message, read_message_limited, FrameError, Message,
+    MAX_FRAME, MAX_HANDSHAKE_FRAME,
+};
 
 thread_local! {
     static RT: tokio::runtime::Runtime = match tokio::runtime::Builder::new_current_thread().build() {
@@ -53,8 +62,8 @@ async fn check(data: &[u8]) {
                 );
                 round_trip(&m).await;
             }
-            Err(FrameError::TooLarge(n)) => {
-                assert!(n > MAX_FRAME);
+            Err(FrameError::TooLarge { len, max }) => {
+                assert!(len > MAX_FRAME && max == MAX_FRAME);
                 break;
             }
             Err(FrameError::Truncated) => {
@@ -84,6 +93,50 @@ async fn check(data: &[u8]) {
     }
     assert!(rd.is_empty(), "frame not fully consumed");
     assert!(matches!(read_message(&mut rd).await, Ok(None)));
+
+    // C. A handshake stream: the limit in force is the one reported.
+    let mut rd = data;
+    loop {
+        match read_message_limited(&mut rd, MAX_HANDSHAKE_FRAME).await {
+            Ok(Some(_)) => {}
+            Err(FrameError::TooLarge { len, max }) => {
+                assert!(len > MAX_HANDSHAKE_FRAME && max == MAX_HANDSHAKE_FRAME);
+                let msg = FrameError::TooLarge { len, max }.to_string();
+                assert!(msg.ends_with("exceeds the 65536-byte limit"), "{msg}");
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+
+    // D. A secret.
+    if let Some(sec) = normalize_secret(data) {
+        assert!(!sec.is_empty());
+        assert!(!sec.first().is_some_and(u8::is_ascii_whitespace));
+        assert!(!sec.last().is_some_and(u8::is_ascii_whitespace));
+        assert!(data.windows(sec.len()).any(|w| w == sec.as_slice()));
+        if let Ok(t) = std::str::from_utf8(&sec) {
+            assert!(!t.chars().all(char::is_whitespace), "blank secret {t:?}");
+        }
+    }
+
+    // E. A sysctl path, and the input as its value.
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(key) = Key::parse(text) {
+            let path = key.to_string();
+            assert!(
+                path.starts_with("/proc/sys/net/") || path == "/proc/sys/vm/drop_caches",
+                "{text:?} resolved to {path}"
+            );
+            let rel = path.trim_start_matches("/proc/sys/");
+            assert!(
+                rel.split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0')),
+                "{text:?} resolved to {path}"
+            );
+            let _ = key.check_value(text);
+        }
+    }
 }
 
 /// Re-encode a decoded message and decode it again.

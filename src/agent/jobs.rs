@@ -109,18 +109,48 @@ fn cpus_of(spec: &JobSpec) -> Option<&[u32]> {
     }
 }
 
-/// Validate a spec before running it.
+/// Shortest CpuStat interval (upstream samples every second).
+pub const MIN_CPU_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Whether `s` is an IP address literal (what recipes send as ping and iperf3 addresses; a
+/// host name would make the tool resolve it, an option-like string would be an option).
+fn is_ip(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Validate a spec before running it. Every string that becomes an argv element is an IP
+/// address literal, or (ping's `-I`) an interface name that [`super::net::check_ifname`]
+/// accepts: nothing a controller sends can become an option of ping or iperf3.
 pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
     let bad = |m: String| Err(OpError::new(ErrorKind::BadRequest, m));
+    let shown = |s: &str| {
+        let mut t: String = s.chars().take(64).collect();
+        if s.chars().nth(64).is_some() {
+            t.push('…');
+        }
+        t
+    };
     match spec {
         JobSpec::Ping {
             dst,
+            src,
             interval_s,
             count,
             ..
         } => {
-            if dst.is_empty() || dst.starts_with('-') {
-                return bad(format!("invalid ping destination {dst:?}"));
+            if !is_ip(dst) {
+                return bad(format!(
+                    "invalid ping destination {:?}: expected an IP address",
+                    shown(dst)
+                ));
+            }
+            if let Some(s) = src {
+                if !is_ip(s) && super::net::check_ifname(s).is_err() {
+                    return bad(format!(
+                        "invalid ping source {:?}: expected an IP address or an interface name",
+                        shown(s)
+                    ));
+                }
             }
             if !interval_s.is_finite() || *interval_s < 0.0 {
                 return bad(format!("invalid ping interval {interval_s}"));
@@ -129,21 +159,27 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
                 return bad("ping count must be at least 1".into());
             }
         }
-        JobSpec::IperfServer { bind, .. } if bind.is_empty() || bind.starts_with('-') => {
-            return bad(format!("invalid iperf3 bind address {bind:?}"));
+        JobSpec::IperfServer { bind, .. } if !is_ip(bind) => {
+            return bad(format!(
+                "invalid iperf3 bind address {:?}: expected an IP address",
+                shown(bind)
+            ));
         }
-        JobSpec::IperfClient { server, .. } if server.is_empty() || server.starts_with('-') => {
-            return bad(format!("invalid iperf3 server {server:?}"));
+        JobSpec::IperfClient { server, .. } if !is_ip(server) => {
+            return bad(format!(
+                "invalid iperf3 server {:?}: expected an IP address",
+                shown(server)
+            ));
         }
-        JobSpec::CpuStat { interval_ms } if *interval_ms == 0 => {
-            return bad("CpuStat interval must be positive".into());
+        JobSpec::CpuStat { interval_ms }
+            if Duration::from_millis(*interval_ms) < MIN_CPU_INTERVAL =>
+        {
+            return bad(format!(
+                "CpuStat interval {interval_ms} ms is below {} ms",
+                MIN_CPU_INTERVAL.as_millis()
+            ));
         }
         _ => {}
-    }
-    if let JobSpec::Ping { src: Some(s), .. } = spec {
-        if s.is_empty() || s.starts_with('-') {
-            return bad(format!("invalid ping source {s:?}"));
-        }
     }
     if let Some(cpus) = cpus_of(spec) {
         let max = nix::sched::CpuSet::count();
@@ -525,6 +561,8 @@ async fn sample_loop(
 ) -> JobResult {
     let started_at = unix_now();
     let mut samples = Vec::new();
+    // The samples stay in memory until the job is stopped: cap them like process output.
+    let mut kept = 0usize;
     let mut error = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -532,11 +570,18 @@ async fn sample_loop(
         tokio::select! {
             _ = stop.notified() => break,
             _ = ticker.tick() => {
+                if kept >= OUTPUT_CAP {
+                    continue;
+                }
                 match tokio::fs::read_to_string(path).await {
-                    Ok(text) => samples.push(serde_json::json!({
-                        "t": unix_now(),
-                        "text": cpu_lines(&text),
-                    })),
+                    Ok(text) => {
+                        let text = cpu_lines(&text);
+                        kept += text.len() + 32;
+                        samples.push(serde_json::json!({
+                            "t": unix_now(),
+                            "text": text,
+                        }));
+                    }
                     Err(e) => {
                         error = Some(format!("reading {path}: {e}"));
                         break;
@@ -545,9 +590,16 @@ async fn sample_loop(
             }
         }
     }
+    let passed = error.is_none() && !samples.is_empty();
+    if kept >= OUTPUT_CAP && error.is_none() {
+        error = Some(format!(
+            "CPU samples truncated at {} MiB",
+            OUTPUT_CAP / (1024 * 1024)
+        ));
+    }
     JobResult {
         job_id: id,
-        passed: error.is_none() && !samples.is_empty(),
+        passed,
         exit_code: None,
         signal: None,
         stdout: String::new(),
@@ -689,8 +741,20 @@ mod tests {
             ipv6: false,
         };
         assert!(validate(&ping("198.18.0.1", None)).is_ok());
-        assert!(validate(&ping("-f", None)).is_err());
-        assert!(validate(&ping("198.18.0.1", Some("--flood"))).is_err());
+        assert!(validate(&ping("fd00::1", Some("fd00::2"))).is_ok());
+        assert!(validate(&ping("198.18.0.1", Some("eth0"))).is_ok());
+        for (dst, src) in [
+            ("-f", None),
+            ("198.18.0.1", Some("--flood")),
+            ("localhost", None),
+            ("198.18.0.1 -f", None),
+            ("", None),
+            ("198.18.0.1", Some("")),
+            ("198.18.0.1", Some("a b")),
+            ("198.18.0.1", Some("-I")),
+        ] {
+            assert!(validate(&ping(dst, src)).is_err(), "{dst:?} {src:?}");
+        }
         let srv = |cpus: Vec<u32>| JobSpec::IperfServer {
             bind: "198.18.0.1".into(),
             port: 1,
@@ -701,6 +765,36 @@ mod tests {
         assert!(validate(&srv(vec![])).is_err());
         assert!(validate(&srv(vec![1_000_000])).is_err());
         assert!(validate(&JobSpec::CpuStat { interval_ms: 0 }).is_err());
+        assert!(validate(&JobSpec::CpuStat { interval_ms: 9 }).is_err());
+        assert!(validate(&JobSpec::CpuStat {
+            interval_ms: u64::MAX
+        })
+        .is_ok());
+        assert!(validate(&JobSpec::CpuStat { interval_ms: 1000 }).is_ok());
+        let bind = |b: &str| JobSpec::IperfServer {
+            bind: b.into(),
+            port: 1,
+            cpus: None,
+            oneoff: true,
+        };
+        assert!(validate(&bind("fd00::1")).is_ok());
+        for b in ["--logfile=/etc/passwd", "localhost", "-J", ""] {
+            assert!(validate(&bind(b)).is_err(), "{b:?}");
+        }
+        let client = |s: &str| JobSpec::IperfClient {
+            server: s.into(),
+            port: 1,
+            cport: None,
+            duration_s: 1,
+            proto: IperfProto::Tcp,
+            blksize: None,
+            parallel: None,
+            cpus: None,
+        };
+        assert!(validate(&client("198.18.0.2")).is_ok());
+        for b in ["--logfile", "example.org", "198.18.0.2 -R"] {
+            assert!(validate(&client(b)).is_err(), "{b:?}");
+        }
     }
 
     #[test]

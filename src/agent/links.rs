@@ -2753,21 +2753,20 @@ fn root_only(op: &Op) -> bool {
     )
 }
 
-/// Write a sysctl of a namespace (from its thread: /proc/sys/net is per namespace). Not
+/// Write an allowed sysctl of a namespace (from its thread: /proc/sys/net is per namespace),
+/// with the same allow-list and link-free open as the agent's own ([`super::sysctl`]). Not
 /// journaled: the namespace goes at the end of the recipe.
 fn ns_sysctl_write(path: &str, value: &str) -> Result<String, OpError> {
-    let p = super::sysctl_path(path)?;
-    let old = std::fs::read_to_string(&p).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound {
-            ErrorKind::NotFound
-        } else {
-            ErrorKind::Failed
-        };
-        OpError::new(kind, format!("reading {}: {e}", p.display()))
-    })?;
-    std::fs::write(&p, value.as_bytes())
-        .map_err(|e| failed(format!("writing {}: {e}", p.display())))?;
-    Ok(old.trim_end_matches('\n').to_string())
+    let key = super::sysctl::Key::parse(path)?;
+    key.check_value(value)?;
+    let root = std::path::Path::new(super::sysctl::SYSCTL_ROOT);
+    let old = if key.write_only {
+        String::new()
+    } else {
+        super::sysctl::read(root, &key)?
+    };
+    super::sysctl::write(root, &key, value)?;
+    Ok(old)
 }
 
 /// The plain interface operations, run on a namespace's thread.
@@ -2887,9 +2886,16 @@ impl Session {
                 let id = self.jobs.start_in(
                     spec,
                     Arc::new(move |result| {
-                        let _ = out.send(super::Out::Msg(crate::protocol::Message::Event {
-                            event: crate::protocol::Event::JobFinished { result },
-                        }));
+                        // Queued from its own task, as for jobs outside namespaces: a full
+                        // reply queue must not hold up the job's bookkeeping.
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let _ = out
+                                .send(super::Out::Msg(crate::protocol::Message::Event {
+                                    event: crate::protocol::Event::JobFinished { result },
+                                }))
+                                .await;
+                        });
                     }),
                     Some(ns.fd()),
                 )?;

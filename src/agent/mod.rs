@@ -6,6 +6,16 @@
 //! answered while a long wait runs). When the controller says Bye or disconnects, the session is
 //! cleaned up: jobs are killed and the interface snapshot and sysctls are restored.
 //!
+//! A TCP agent gives its one session slot only to a controller that has completed the
+//! handshake: up to [`MAX_PREAUTH`] connections may be in their handshake at once, each for at
+//! most [`TCP_HANDSHAKE_TIMEOUT`], and the first to authenticate wins. Secret checks of all
+//! connections go through one gate, so a wrong secret costs [`WRONG_SECRET_DELAY`] per agent
+//! however many connections guess at once.
+//!
+//! Back-pressure: replies wait in a queue of [`OUT_QUEUE`] messages and at most
+//! [`MAX_INFLIGHT`] requests run at once; when the controller does not read its replies the
+//! queue fills, request tasks wait, and the agent stops reading requests until it drains.
+//!
 //! The agent survives every failing operation: a request that fails, and a well-framed
 //! `Request` whose op cannot be decoded (unknown op, missing or mistyped field), get an error
 //! `Response` for their id and the session goes on. A frame that is not a decodable message
@@ -16,6 +26,7 @@ pub mod jobs;
 pub mod links;
 pub mod net;
 pub mod netns;
+pub mod sysctl;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{
@@ -23,11 +34,12 @@ use crate::protocol::{
     ShellOutput, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// Error of one operation, sent back as an [`ErrorReply`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +84,8 @@ pub struct AgentConfig {
     pub secret: Option<Vec<u8>>,
     /// Serve the Shell op.
     pub allow_shell: bool,
-    /// A controller must finish the handshake within this time.
+    /// A controller must send its Auth or Start within this time (a TCP agent uses at most
+    /// [`TCP_HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Duration,
     /// A controller silent this long (no request, no ping) is considered gone.
     pub idle_timeout: Duration,
@@ -89,14 +102,42 @@ impl Default for AgentConfig {
     }
 }
 
+/// How long a TCP connection may take, from its Hello, to send Auth or Start. A silent
+/// connection is closed after it.
+pub const TCP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// TCP connections that may be in their handshake at once. When a new one comes and this many
+/// are there, the oldest that has not yet said anything is closed to make room (none: Busy).
+pub const MAX_PREAUTH: usize = 4;
+
+/// Messages queued for the controller before anything that produces one waits.
+pub const OUT_QUEUE: usize = 64;
+
+/// Requests handled at once; the agent reads no further request while this many run or wait
+/// to queue their reply.
+pub const MAX_INFLIGHT: usize = 64;
+
+/// Busy refusals being written at once; connections beyond are closed without a word.
+const MAX_BUSY_REPLIES: usize = 64;
+
+/// Longest an error reply's message may be (some echo the controller's input).
+const MAX_ERROR_MESSAGE: usize = 1000;
+
+/// How long the end of a connection waits for queued frames to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 impl AgentConfig {
-    /// Read a secret file (surrounding whitespace stripped; empty is an error).
+    /// Read a secret file (surrounding whitespace stripped; empty or blank is an error).
     pub fn load_secret(path: &std::path::Path) -> Result<Vec<u8>, AgentError> {
         let raw = std::fs::read(path).map_err(|e| {
             AgentError::Config(format!("cannot read secret file {}: {e}", path.display()))
         })?;
-        protocol::normalize_secret(&raw)
-            .ok_or_else(|| AgentError::Config(format!("secret file {} is empty", path.display())))
+        protocol::normalize_secret(&raw).ok_or_else(|| {
+            AgentError::Config(format!(
+                "secret file {} is empty or only whitespace",
+                path.display()
+            ))
+        })
     }
 }
 
@@ -104,7 +145,7 @@ impl AgentConfig {
 // Log forwarding to the connected controller
 // ---------------------------------------------------------------------------------------------
 
-static LOG_SINK: Mutex<Option<mpsc::UnboundedSender<Out>>> = Mutex::new(None);
+static LOG_SINK: Mutex<Option<mpsc::Sender<Out>>> = Mutex::new(None);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -156,11 +197,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ForwardLayer {
             tracing::Level::DEBUG => LogLevel::Debug,
             tracing::Level::TRACE => LogLevel::Trace,
         };
-        let _ = tx.send(Out::Msg(Message::Event {
+        // Best effort: a log line is dropped when the controller is not reading.
+        let _ = tx.try_send(Out::Msg(Message::Event {
             event: Event::Log {
                 level,
                 target: meta.target().to_string(),
-                message: v.0,
+                message: clip_message(&v.0, MAX_ERROR_MESSAGE),
             },
         }));
     }
@@ -190,48 +232,27 @@ struct Session {
     nl: net::Netlink,
     jobs: jobs::Jobs,
     /// Original values of written sysctls, in first-write order.
-    sysctls: Mutex<Vec<(PathBuf, String)>>,
+    sysctls: Mutex<Vec<(sysctl::Key, String)>>,
     snapshot: tokio::sync::Mutex<Vec<IfaceSnapshot>>,
-    out: mpsc::UnboundedSender<Out>,
+    out: mpsc::Sender<Out>,
     /// Links, routes, neighbours, namespaces and their journal (links.rs).
     links: Arc<links::Links>,
-}
-
-/// Resolve a sysctl name to a path under /proc/sys, refusing anything that could escape it.
-pub fn sysctl_path(p: &str) -> Result<PathBuf, OpError> {
-    let bad = || {
-        OpError::new(
-            ErrorKind::BadRequest,
-            format!("invalid sysctl path {p:?}: expected a path under /proc/sys"),
-        )
-    };
-    let rel: String = if let Some(r) = p.strip_prefix("/proc/sys/") {
-        r.to_string()
-    } else if p.starts_with('/') {
-        return Err(bad());
-    } else if !p.contains('/') {
-        p.replace('.', "/")
-    } else {
-        p.to_string()
-    };
-    if rel.is_empty()
-        || rel
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
-    {
-        return Err(bad());
-    }
-    Ok(PathBuf::from("/proc/sys").join(rel))
 }
 
 impl Session {
     async fn handle(self: Arc<Self>, id: u64, op: Op) {
         let name = op.name();
         let result = self.dispatch(op).await.map_err(|e| {
-            tracing::warn!("{name} failed: {}", e.message);
-            ErrorReply::from(e)
+            // Some messages quote the controller's input: keep them short.
+            let message = clip_message(&e.message, MAX_ERROR_MESSAGE);
+            tracing::warn!("{name} failed: {message}");
+            ErrorReply::new(e.kind, message)
         });
-        let _ = self.out.send(Out::Msg(Message::Response { id, result }));
+        // Waits while the reply queue is full (back-pressure).
+        let _ = self
+            .out
+            .send(Out::Msg(Message::Response { id, result }))
+            .await;
     }
 
     async fn dispatch(&self, op: Op) -> Result<Reply, OpError> {
@@ -289,9 +310,16 @@ impl Session {
                 let id = self.jobs.start(
                     spec,
                     Arc::new(move |result| {
-                        let _ = out.send(Out::Msg(Message::Event {
-                            event: Event::JobFinished { result },
-                        }));
+                        // Queued from its own task: a full queue must not hold up the job's
+                        // bookkeeping. The task ends when the connection's writer is gone.
+                        let out = out.clone();
+                        tokio::spawn(async move {
+                            let _ = out
+                                .send(Out::Msg(Message::Event {
+                                    event: Event::JobFinished { result },
+                                }))
+                                .await;
+                        });
                     }),
                 )?;
                 // An iperf3 server is started once it listens (the controller then pauses
@@ -364,35 +392,52 @@ impl Session {
         }))
     }
 
+    /// Write an allowed sysctl (see [`sysctl`]); returns the old value ("" for a write-only
+    /// key, which is not restored either).
     async fn sysctl_write(&self, path: &str, value: &str) -> Result<String, OpError> {
-        let p = sysctl_path(path)?;
-        let old = tokio::fs::read_to_string(&p).await.map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                ErrorKind::NotFound
+        let key = sysctl::Key::parse(path)?;
+        key.check_value(value)?;
+        let value = value.to_string();
+        let k = key.clone();
+        let old = tokio::task::spawn_blocking(move || {
+            let root = Path::new(sysctl::SYSCTL_ROOT);
+            let old = if k.write_only {
+                String::new()
             } else {
-                ErrorKind::Failed
+                sysctl::read(root, &k)?
             };
-            OpError::new(kind, format!("reading {}: {e}", p.display()))
-        })?;
-        let old = old.trim_end_matches('\n').to_string();
-        tokio::fs::write(&p, value.as_bytes()).await.map_err(|e| {
-            OpError::new(ErrorKind::Failed, format!("writing {}: {e}", p.display()))
-        })?;
-        let mut s = lock(&self.sysctls);
-        if !s.iter().any(|(q, _)| *q == p) {
-            s.push((p.clone(), old.clone()));
+            sysctl::write(root, &k, &value)?;
+            Ok::<_, OpError>(old)
+        })
+        .await
+        .map_err(|e| OpError::new(ErrorKind::Internal, format!("sysctl task: {e}")))??;
+        if !key.write_only {
+            let mut s = lock(&self.sysctls);
+            if !s.iter().any(|(q, _)| *q == key) {
+                s.push((key.clone(), old.clone()));
+            }
         }
-        tracing::info!("sysctl {} = {value} (was {old})", p.display());
+        tracing::info!("sysctl {key} written (was {old:?})");
         Ok(old)
     }
 
     async fn restore_sysctls(&self, errors: &mut Vec<String>) {
-        let saved: Vec<(PathBuf, String)> = std::mem::take(&mut *lock(&self.sysctls));
-        for (p, v) in saved.into_iter().rev() {
-            match tokio::fs::write(&p, v.as_bytes()).await {
-                Ok(()) => tracing::info!("restored sysctl {} = {v}", p.display()),
-                Err(e) => errors.push(format!("restoring {}: {e}", p.display())),
+        let saved: Vec<(sysctl::Key, String)> = std::mem::take(&mut *lock(&self.sysctls));
+        let res = tokio::task::spawn_blocking(move || {
+            let root = Path::new(sysctl::SYSCTL_ROOT);
+            let mut errs = Vec::new();
+            for (k, v) in saved.into_iter().rev() {
+                match sysctl::write(root, &k, &v) {
+                    Ok(()) => tracing::info!("restored sysctl {k} = {v}"),
+                    Err(e) => errs.push(format!("restoring {k}: {}", e.message)),
+                }
             }
+            errs
+        })
+        .await;
+        match res {
+            Ok(errs) => errors.extend(errs),
+            Err(e) => errors.push(format!("sysctl restore task: {e}")),
         }
     }
 
@@ -573,19 +618,202 @@ impl From<ErrorReply> for HandshakeFail {
     }
 }
 
-/// How long an agent holds a connection that proved a wrong secret before it answers. A TCP
-/// agent serves one controller at a time, so this also bounds online guessing of a weak pool
-/// secret to about one attempt per second per agent.
+/// How long a wrong secret costs. The connection that proved it gets its answer after this
+/// delay, and the agent checks no other secret meanwhile (see [`GuessGate`]): online guessing
+/// of a weak pool secret runs at about one attempt per second per agent, on any number of
+/// connections.
 pub const WRONG_SECRET_DELAY: Duration = Duration::from_secs(1);
+
+/// Serialises the secret checks of all connections of an agent. After a wrong secret the next
+/// check waits until [`WRONG_SECRET_DELAY`] has passed; checks queue in arrival order.
+struct GuessGate(tokio::sync::Mutex<tokio::time::Instant>);
+
+impl GuessGate {
+    fn new() -> GuessGate {
+        GuessGate(tokio::sync::Mutex::new(tokio::time::Instant::now()))
+    }
+
+    /// Run `verify` when the gate is open; close it for a while when it fails.
+    async fn check(&self, verify: impl FnOnce() -> bool) -> bool {
+        let mut next = self.0.lock().await;
+        tokio::time::sleep_until(*next).await;
+        let ok = verify();
+        if !ok {
+            *next = tokio::time::Instant::now() + WRONG_SECRET_DELAY;
+        }
+        ok
+    }
+}
+
+/// A TCP connection still in its handshake.
+struct PreAuth {
+    id: u64,
+    /// Nothing received yet after Hello.
+    silent: bool,
+    /// Fired to close it when room is needed.
+    evict: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Slots {
+    /// The connection (id, peer) holding the session, once its handshake succeeded.
+    session: Option<(u64, SocketAddr)>,
+    /// Connections in their handshake, oldest first.
+    preauth: Vec<PreAuth>,
+}
+
+/// Who may talk to a TCP agent.
+struct Gatekeeper {
+    slots: Mutex<Slots>,
+    gate: Arc<GuessGate>,
+    busy_replies: AtomicUsize,
+}
+
+enum Admission {
+    Admitted(Arc<Notify>),
+    Busy(String),
+}
+
+fn busy_with(peer: SocketAddr) -> String {
+    format!("agent is busy serving controller {peer}; try again later")
+}
+
+impl Gatekeeper {
+    fn new() -> Gatekeeper {
+        Gatekeeper {
+            slots: Mutex::new(Slots::default()),
+            gate: Arc::new(GuessGate::new()),
+            busy_replies: AtomicUsize::new(0),
+        }
+    }
+
+    /// Let a new connection start its handshake, or say why not.
+    fn admit(&self, id: u64) -> Admission {
+        let mut s = lock(&self.slots);
+        if let Some((_, peer)) = s.session {
+            return Admission::Busy(busy_with(peer));
+        }
+        if s.preauth.len() >= MAX_PREAUTH {
+            // Make room: close the oldest connection that has not said anything yet.
+            match s.preauth.iter().position(|p| p.silent) {
+                Some(i) => {
+                    let old = s.preauth.remove(i);
+                    old.evict.notify_one();
+                }
+                None => {
+                    return Admission::Busy(format!(
+                        "agent is busy with {MAX_PREAUTH} handshakes; try again later"
+                    ))
+                }
+            }
+        }
+        let evict = Arc::new(Notify::new());
+        s.preauth.push(PreAuth {
+            id,
+            silent: true,
+            evict: evict.clone(),
+        });
+        Admission::Admitted(evict)
+    }
+
+    /// The connection sent its first frame: it is no longer the first to be closed for room.
+    fn spoke(&self, id: u64) {
+        if let Some(p) = lock(&self.slots).preauth.iter_mut().find(|p| p.id == id) {
+            p.silent = false;
+        }
+    }
+
+    /// Take the session slot after a successful handshake; the holder's address when another
+    /// controller was first.
+    fn claim(&self, id: u64, peer: SocketAddr) -> Result<(), SocketAddr> {
+        let mut s = lock(&self.slots);
+        s.preauth.retain(|p| p.id != id);
+        match s.session {
+            Some((_, holder)) => Err(holder),
+            None => {
+                s.session = Some((id, peer));
+                Ok(())
+            }
+        }
+    }
+
+    /// The connection is gone: out of the handshake list, and the session slot is free again
+    /// if it held it.
+    fn release(&self, id: u64) {
+        let mut s = lock(&self.slots);
+        s.preauth.retain(|p| p.id != id);
+        if s.session.is_some_and(|(i, _)| i == id) {
+            s.session = None;
+        }
+    }
+}
+
+/// A TCP connection's place at its agent.
+struct TcpConn {
+    gk: Arc<Gatekeeper>,
+    id: u64,
+    addr: SocketAddr,
+    evict: Arc<Notify>,
+}
+
+/// What one connection needs besides its streams.
+struct Conn {
+    peer: String,
+    handshake_timeout: Duration,
+    gate: Arc<GuessGate>,
+    tcp: Option<TcpConn>,
+}
+
+impl Conn {
+    /// Take the session slot (TCP); Busy when another controller authenticated first.
+    fn claim(&self) -> Result<(), HandshakeFail> {
+        match &self.tcp {
+            Some(t) => {
+                t.gk.claim(t.id, t.addr)
+                    .map_err(|holder| ErrorReply::new(ErrorKind::Busy, busy_with(holder)).into())
+            }
+            None => Ok(()),
+        }
+    }
+}
 
 async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut R,
-    out: &mpsc::UnboundedSender<Out>,
+    out: &mpsc::Sender<Out>,
     cfg: &AgentConfig,
     nonce: &[u8; protocol::NONCE_LEN],
+    conn: &Conn,
 ) -> Result<(), HandshakeFail> {
     let auth_fail = |m: &str| ErrorReply::new(ErrorKind::AuthFailed, m);
-    let msg = match protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME).await {
+    let evicted = async {
+        match &conn.tcp {
+            Some(t) => t.evict.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let read = tokio::time::timeout(
+        conn.handshake_timeout,
+        protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME),
+    );
+    let first = tokio::select! {
+        r = read => match r {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(ErrorReply::new(ErrorKind::Protocol, "handshake timed out").into())
+            }
+        },
+        () = evicted => {
+            return Err(ErrorReply::new(
+                ErrorKind::Busy,
+                "handshake cut short: too many unauthenticated connections; try again",
+            )
+            .into())
+        }
+    };
+    if let Some(t) = &conn.tcp {
+        t.gk.spoke(t.id);
+    }
+    let msg = match first {
         Ok(Some(m)) => m,
         Ok(None) => {
             return Err(HandshakeFail {
@@ -604,7 +832,7 @@ async fn handshake<R: AsyncRead + Unpin>(
                 )
                 .into());
             }
-            Ok(())
+            conn.claim()
         }
         Message::Auth {
             protocol_version,
@@ -618,18 +846,25 @@ async fn handshake<R: AsyncRead + Unpin>(
             let Some(cn) = protocol::parse_nonce(&client_nonce) else {
                 return Err(auth_fail("malformed client nonce").into());
             };
-            if !protocol::verify_client_mac(secret, nonce, &cn, &mac) {
+            let right = conn
+                .gate
+                .check(|| protocol::verify_client_mac(secret, nonce, &cn, &mac))
+                .await;
+            if !right {
                 tokio::time::sleep(WRONG_SECRET_DELAY).await;
                 return Err(auth_fail("wrong secret").into());
             }
+            conn.claim()?;
             let mac = hex::encode(protocol::agent_mac(secret, &cn, nonce));
             let (agent_version, kernel_release, hostname) = identity();
-            let _ = out.send(Out::Msg(Message::AuthOk {
-                mac,
-                agent_version,
-                kernel_release,
-                hostname,
-            }));
+            let _ = out
+                .send(Out::Msg(Message::AuthOk {
+                    mac,
+                    agent_version,
+                    kernel_release,
+                    hostname,
+                }))
+                .await;
             Ok(())
         }
         Message::Error(e) => Err(HandshakeFail {
@@ -660,7 +895,7 @@ fn message_name(m: &Message) -> &'static str {
 }
 
 /// Write queued messages; an over-large reply becomes an error reply instead.
-async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Out>) {
+async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
     while let Some(cmd) = rx.recv().await {
         let msg = match cmd {
             Out::Msg(m) => m,
@@ -686,6 +921,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRec
                 }
             }
         };
+        drop(msg);
         if let Err(e) = w.write_all(&frame).await {
             tracing::debug!("write to controller failed: {e}");
             break;
@@ -695,6 +931,30 @@ async fn writer_task<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedRec
         }
     }
     let _ = w.shutdown().await;
+}
+
+/// Queue a message, waiting at most `limit` for room; false when the controller has not read
+/// for that long (or the writer is gone).
+async fn emit(out: &mpsc::Sender<Out>, msg: Message, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, out.send(Out::Msg(msg))).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Let the writer flush what is queued and close, within [`CLOSE_GRACE`]; then drop it (and
+/// with it the stream and anything still queued) whatever state it is in.
+async fn close_writer(out: mpsc::Sender<Out>, mut wtask: tokio::task::JoinHandle<()>) {
+    let done = tokio::time::timeout(CLOSE_GRACE, async {
+        let _ = out.send(Out::Close).await;
+        drop(out);
+        let _ = (&mut wtask).await;
+    })
+    .await;
+    if done.is_err() {
+        wtask.abort();
+        let _ = wtask.await;
+    }
 }
 
 /// The id of a frame that is a `Request` (`{"type": "Request", "id": N, ...}`) even when its
@@ -713,41 +973,62 @@ fn request_id_of(frame: &[u8]) -> Option<u64> {
         .map(|p| p.id)
 }
 
-/// Decoder messages echo the peer's input (an unknown op name may be megabytes): keep 300
-/// characters.
-fn clip_message(m: &str) -> String {
-    let mut t: String = m.chars().take(300).collect();
-    if m.chars().nth(300).is_some() {
+/// Keep the first `max` characters of a message that may echo the peer's input (an unknown op
+/// name may be megabytes).
+fn clip_message(m: &str, max: usize) -> String {
+    let mut t: String = m.chars().take(max).collect();
+    if m.chars().nth(max).is_some() {
         t.push('…');
     }
     t
 }
 
+/// Give the memory a finished session freed back to the system: glibc keeps freed heap pages
+/// of its arenas otherwise, and a flood's worth of buffers would stay resident.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Serve one controller on a reader/writer pair until it says Bye or goes away. Never fails
 /// because an operation failed; a malformed frame ends only this connection.
-pub async fn serve_connection<R, W>(mut reader: R, writer: W, cfg: Arc<AgentConfig>, peer: &str)
+pub async fn serve_connection<R, W>(reader: R, writer: W, cfg: Arc<AgentConfig>, peer: &str)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, rx) = mpsc::unbounded_channel();
+    let conn = Conn {
+        peer: peer.to_string(),
+        handshake_timeout: cfg.handshake_timeout,
+        gate: Arc::new(GuessGate::new()),
+        tcp: None,
+    };
+    serve(reader, writer, cfg, conn).await;
+    release_freed_memory();
+}
+
+async fn serve<R, W>(mut reader: R, writer: W, cfg: Arc<AgentConfig>, conn: Conn)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer.as_str();
+    let (out, rx) = mpsc::channel(OUT_QUEUE);
     let wtask = tokio::spawn(writer_task(writer, rx));
     let nonce = protocol::new_nonce();
-    let _ = out.send(Out::Msg(Message::Hello(hello(&cfg, &nonce))));
+    let _ = out
+        .send(Out::Msg(Message::Hello(hello(&cfg, &nonce))))
+        .await;
 
-    let hs = tokio::time::timeout(
-        cfg.handshake_timeout,
-        handshake(&mut reader, &out, &cfg, &nonce),
-    )
-    .await
-    .unwrap_or_else(|_| Err(ErrorReply::new(ErrorKind::Protocol, "handshake timed out").into()));
-    if let Err(f) = hs {
+    if let Err(f) = handshake(&mut reader, &out, &cfg, &nonce, &conn).await {
         tracing::warn!("controller {peer}: handshake failed: {}", f.reply.message);
         if f.tell_peer {
-            let _ = out.send(Out::Msg(Message::Error(f.reply)));
+            let _ = emit(&out, Message::Error(f.reply), CLOSE_GRACE).await;
         }
-        let _ = out.send(Out::Close);
-        let _ = tokio::time::timeout(Duration::from_secs(5), wtask).await;
+        close_writer(out, wtask).await;
         return;
     }
 
@@ -763,9 +1044,8 @@ where
         }),
         Err(e) => {
             tracing::error!("{}", e.message);
-            let _ = out.send(Out::Msg(Message::Error(e.into())));
-            let _ = out.send(Out::Close);
-            let _ = tokio::time::timeout(Duration::from_secs(5), wtask).await;
+            let _ = emit(&out, Message::Error(e.into()), CLOSE_GRACE).await;
+            close_writer(out, wtask).await;
             return;
         }
     };
@@ -779,6 +1059,13 @@ where
         }
     );
 
+    let not_reading = || {
+        tracing::warn!(
+            "controller {peer} has not read its replies for {} s; closing",
+            cfg.idle_timeout.as_secs()
+        )
+    };
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         // Reap finished request tasks so the set does not grow without bound.
@@ -800,10 +1087,8 @@ where
                 }
                 Ok(Err(e)) => {
                     tracing::warn!("controller {peer}: {e}; closing the connection");
-                    let _ = out.send(Out::Msg(Message::Error(ErrorReply::new(
-                        ErrorKind::Protocol,
-                        e.to_string(),
-                    ))));
+                    let m = Message::Error(ErrorReply::new(ErrorKind::Protocol, e.to_string()));
+                    let _ = emit(&out, m, CLOSE_GRACE).await;
                     break;
                 }
                 Ok(Ok(Some(bytes))) => bytes,
@@ -815,23 +1100,29 @@ where
                 // like any other operation: an error reply, and the session goes on. Anything
                 // else undecodable ends the connection.
                 if let Some(id) = request_id_of(&frame) {
-                    let m = clip_message(&format!("malformed request: {e}"));
+                    let m = clip_message(&format!("malformed request: {e}"), 300);
                     tracing::warn!("controller {peer}: request {id}: {m}");
-                    let _ = out.send(Out::Msg(Message::Response {
+                    let reply = Message::Response {
                         id,
                         result: Err(ErrorReply::new(ErrorKind::BadRequest, m)),
-                    }));
+                    };
+                    if !emit(&out, reply, cfg.idle_timeout).await {
+                        not_reading();
+                        break;
+                    }
                     continue;
                 }
                 let e = protocol::FrameError::Json(e);
                 tracing::warn!("controller {peer}: {e}; closing the connection");
-                let _ = out.send(Out::Msg(Message::Error(ErrorReply::new(
+                let m = Message::Error(ErrorReply::new(
                     ErrorKind::Protocol,
-                    clip_message(&e.to_string()),
-                ))));
+                    clip_message(&e.to_string(), 300),
+                ));
+                let _ = emit(&out, m, CLOSE_GRACE).await;
                 break;
             }
         };
+        drop(frame);
         match msg {
             Message::Request { id, op: Op::Bye } => {
                 tracing::info!("controller {peer} said bye");
@@ -839,26 +1130,48 @@ where
                 if let Err(e) = session.end_recipe().await {
                     tracing::warn!("{}", e.message);
                 }
-                let _ = out.send(Out::Msg(Message::Response {
+                let bye = Message::Response {
                     id,
                     result: Ok(Reply::Ok),
-                }));
+                };
+                let _ = emit(&out, bye, CLOSE_GRACE).await;
                 break;
             }
             Message::Request { id, op } => {
-                tasks.spawn(session.clone().handle(id, op));
+                // Back-pressure: with MAX_INFLIGHT requests running or waiting to queue their
+                // reply, read nothing more until one is done.
+                let permit =
+                    match tokio::time::timeout(cfg.idle_timeout, inflight.clone().acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(p)) => p,
+                        _ => {
+                            not_reading();
+                            break;
+                        }
+                    };
+                let s = session.clone();
+                tasks.spawn(async move {
+                    s.handle(id, op).await;
+                    drop(permit);
+                });
             }
             Message::Ping { seq } => {
-                let _ = out.send(Out::Msg(Message::Pong { seq }));
+                if !emit(&out, Message::Pong { seq }, cfg.idle_timeout).await {
+                    not_reading();
+                    break;
+                }
             }
             Message::Pong { .. } => {}
             other => {
                 let m = format!("unexpected {} message", message_name(&other));
                 tracing::warn!("controller {peer}: {m}; closing the connection");
-                let _ = out.send(Out::Msg(Message::Error(ErrorReply::new(
-                    ErrorKind::Protocol,
-                    m,
-                ))));
+                let _ = emit(
+                    &out,
+                    Message::Error(ErrorReply::new(ErrorKind::Protocol, m)),
+                    CLOSE_GRACE,
+                )
+                .await;
                 break;
             }
         }
@@ -870,8 +1183,8 @@ where
         tracing::warn!("cleanup after {peer}: {}", e.message);
     }
     *lock(&LOG_SINK) = None;
-    let _ = out.send(Out::Close);
-    let _ = tokio::time::timeout(Duration::from_secs(5), wtask).await;
+    drop(session);
+    close_writer(out, wtask).await;
 }
 
 /// Serve one controller on stdin/stdout, then return.
@@ -886,12 +1199,38 @@ pub async fn run_stdio(cfg: AgentConfig) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Listen on TCP and serve one controller at a time; others get a Busy error.
+/// Refuse a TCP connection with one Busy frame (or, when many refusals are being written
+/// already, with nothing).
+fn refuse(stream: tokio::net::TcpStream, peer: SocketAddr, reason: String, gk: &Arc<Gatekeeper>) {
+    if gk.busy_replies.fetch_add(1, Ordering::SeqCst) >= MAX_BUSY_REPLIES {
+        gk.busy_replies.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    tracing::warn!("refusing controller {peer}: {reason}");
+    let gk = gk.clone();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let msg = Message::Error(ErrorReply::new(ErrorKind::Busy, reason));
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = protocol::write_message(&mut stream, &msg).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        drop(stream);
+        gk.busy_replies.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+/// Listen on TCP and serve one controller at a time; others get a Busy error. The session
+/// slot goes to the first connection that completes its handshake (see [`MAX_PREAUTH`]).
 pub async fn run_tcp(addr: SocketAddr, cfg: AgentConfig) -> Result<(), AgentError> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("listening on {}", listener.local_addr()?);
+    let mut cfg = cfg;
+    cfg.handshake_timeout = cfg.handshake_timeout.min(TCP_HANDSHAKE_TIMEOUT);
     let cfg = Arc::new(cfg);
-    let current: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let gk = Arc::new(Gatekeeper::new());
+    let mut next_id: u64 = 0;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -902,40 +1241,33 @@ pub async fn run_tcp(addr: SocketAddr, cfg: AgentConfig) -> Result<(), AgentErro
             }
         };
         let _ = stream.set_nodelay(true);
-        let busy_with = {
-            let mut cur = lock(&current);
-            match *cur {
-                Some(p) => Some(p),
-                None => {
-                    *cur = Some(peer);
-                    None
-                }
+        next_id += 1;
+        let id = next_id;
+        let evict = match gk.admit(id) {
+            Admission::Admitted(evict) => evict,
+            Admission::Busy(reason) => {
+                refuse(stream, peer, reason, &gk);
+                continue;
             }
         };
         let (r, w) = stream.into_split();
-        if let Some(other) = busy_with {
-            tracing::warn!("refusing controller {peer}: busy with {other}");
-            tokio::spawn(async move {
-                let mut w = w;
-                let msg = Message::Error(ErrorReply::new(
-                    ErrorKind::Busy,
-                    format!("agent is busy serving controller {other}; try again later"),
-                ));
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    protocol::write_message(&mut w, &msg),
-                )
-                .await;
-                let _ = w.shutdown().await;
-                drop(r);
-            });
-            continue;
-        }
+        let conn = Conn {
+            peer: peer.to_string(),
+            handshake_timeout: cfg.handshake_timeout,
+            gate: gk.gate.clone(),
+            tcp: Some(TcpConn {
+                gk: gk.clone(),
+                id,
+                addr: peer,
+                evict,
+            }),
+        };
         let cfg = cfg.clone();
-        let current = current.clone();
+        let gk = gk.clone();
         tokio::spawn(async move {
-            serve_connection(r, w, cfg, &peer.to_string()).await;
-            *lock(&current) = None;
+            serve(r, w, cfg, conn).await;
+            gk.release(id);
+            release_freed_memory();
         });
     }
 }
@@ -943,34 +1275,6 @@ pub async fn run_tcp(addr: SocketAddr, cfg: AgentConfig) -> Result<(), AgentErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sysctl_paths() {
-        let ok = |p: &str| sysctl_path(p).map(|p| p.to_string_lossy().into_owned());
-        assert_eq!(
-            ok("net/ipv4/ip_forward"),
-            Ok("/proc/sys/net/ipv4/ip_forward".into())
-        );
-        assert_eq!(
-            ok("/proc/sys/net/ipv4/ip_forward"),
-            Ok("/proc/sys/net/ipv4/ip_forward".into())
-        );
-        assert_eq!(
-            ok("net.ipv6.conf.all.forwarding"),
-            Ok("/proc/sys/net/ipv6/conf/all/forwarding".into())
-        );
-        for bad in [
-            "",
-            "/etc/passwd",
-            "/proc/sys/../../etc/passwd",
-            "net/../../etc",
-            "net//x",
-            "/proc/sys/",
-            "./net",
-        ] {
-            assert!(sysctl_path(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn undecodable_requests_are_answered_by_id() {
@@ -998,7 +1302,7 @@ mod tests {
         ] {
             assert_eq!(request_id_of(not_a_request), None);
         }
-        assert_eq!(clip_message(&"x".repeat(1000)).chars().count(), 301);
+        assert_eq!(clip_message(&"x".repeat(1000), 300).chars().count(), 301);
     }
 
     #[test]

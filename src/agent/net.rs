@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// Longest wait an operation honours (a larger timeout is clamped to it).
+pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A netlink handle plus the task driving its socket (aborted on drop).
 pub struct Netlink {
     handle: rtnetlink::Handle,
@@ -313,7 +316,10 @@ impl Netlink {
     /// Poll until no IPv6 address of the interface is tentative.
     pub async fn wait_dad(&self, ifname: &str, timeout: Duration) -> Result<(), OpError> {
         let l = self.link(ifname).await?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A controller may ask for u64::MAX ms: `now + timeout` would overflow (a panic).
+        let deadline = tokio::time::Instant::now()
+            .checked_add(timeout.min(MAX_WAIT))
+            .unwrap_or_else(tokio::time::Instant::now);
         loop {
             let tentative: Vec<String> = self
                 .addresses(l.ifindex)
@@ -341,18 +347,21 @@ impl Netlink {
 }
 
 /// Check an interface name as the kernel's `dev_valid_name` does: 1 to 15 bytes, not `.` or
-/// `..`, no `/`, `:`, whitespace or NUL. Every name-based operation goes through
-/// [`Netlink::link`], which checks first: a controller-supplied name of 100 000 bytes made
-/// netlink-packet-route panic while encoding the request, and the netlink connection task died
-/// with it (every later netlink request of the session failed).
+/// `..`, no `/`, `:`, whitespace or NUL; and, stricter than the kernel, no leading `-` (the
+/// name becomes an `ethtool` argument, where it would be an option) and no control characters
+/// (it ends up in logs). Every name-based operation goes through [`Netlink::link`], which
+/// checks first: a controller-supplied name of 100 000 bytes made netlink-packet-route panic
+/// while encoding the request, and the netlink connection task died with it (every later
+/// netlink request of the session failed).
 pub fn check_ifname(name: &str) -> Result<(), OpError> {
     let ok = !name.is_empty()
         && name.len() < 16
         && name != "."
         && name != ".."
+        && !name.starts_with('-')
         && !name
             .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace());
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
     if ok {
         return Ok(());
     }
@@ -363,7 +372,8 @@ pub fn check_ifname(name: &str) -> Result<(), OpError> {
     Err(OpError::new(
         ErrorKind::BadRequest,
         format!(
-            "invalid interface name {shown:?} ({} bytes; 1 to 15, no '/', ':', whitespace or NUL)",
+            "invalid interface name {shown:?} ({} bytes; 1 to 15, no leading '-', no '/', ':', \
+             whitespace or control characters)",
             name.len()
         ),
     ))
@@ -376,6 +386,11 @@ fn no_such(ifname: &str) -> OpError {
 /// Driver name: `ethtool -i` (which asks the kernel in this process's network namespace),
 /// falling back to the sysfs link when ethtool is unavailable.
 async fn driver_of(ifname: String) -> Option<String> {
+    // Names come from the kernel here, which allows a leading '-': never pass one to ethtool
+    // (it would be an option), nor a name that could not be a path component.
+    if check_ifname(&ifname).is_err() {
+        return None;
+    }
     let out = tokio::process::Command::new("ethtool")
         .arg("-i")
         .arg(&ifname)
@@ -452,7 +467,33 @@ async fn run_ethtool(args: &[&str]) -> Result<String, OpError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// An ethtool feature name as `ethtool -k` prints them or `-K` takes them (`gro`,
+/// `tx-udp_tnl-segmentation`): 1 to 64 ASCII letters, digits, `-` and `_`, not starting with
+/// `-` (it is an argument of `ethtool -K`).
+pub fn check_feature_name(name: &str) -> Result<(), OpError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        return Ok(());
+    }
+    let mut shown: String = name.chars().take(64).collect();
+    if name.chars().nth(64).is_some() {
+        shown.push('…');
+    }
+    Err(OpError::new(
+        ErrorKind::BadRequest,
+        format!(
+            "invalid feature name {shown:?} (1 to 64 letters, digits, '-' or '_', no leading '-')"
+        ),
+    ))
+}
+
 pub async fn get_offloads(ifname: &str) -> Result<Vec<Offload>, OpError> {
+    check_ifname(ifname)?;
     let text = run_ethtool(&["-k", ifname]).await?;
     Ok(parse_ethtool_features(&text))
 }
@@ -461,14 +502,10 @@ pub async fn set_offloads(ifname: &str, features: &[(String, bool)]) -> Result<(
     if features.is_empty() {
         return Ok(());
     }
+    check_ifname(ifname)?;
     let mut args: Vec<&str> = vec!["-K", ifname];
     for (name, on) in features {
-        if name.is_empty() || name.starts_with('-') || name.contains(char::is_whitespace) {
-            return Err(OpError::new(
-                ErrorKind::BadRequest,
-                format!("invalid feature name {name:?}"),
-            ));
-        }
+        check_feature_name(name)?;
         args.push(name);
         args.push(if *on { "on" } else { "off" });
     }
@@ -561,6 +598,11 @@ mod tests {
             "a b",
             "lo\0x",
             "tab\t",
+            "-s",
+            "--help",
+            "a\x1bb",
+            "x\x7f",
+            "nbsp\u{a0}",
         ] {
             let e = check_ifname(bad).err();
             assert_eq!(
@@ -574,6 +616,34 @@ mod tests {
             .map(|e| e.message)
             .unwrap_or_default();
         assert!(e.len() < 150 && e.contains("100000 bytes"), "{e}");
+    }
+
+    #[test]
+    fn feature_names() {
+        for ok in [
+            "gro",
+            "tx-checksum-ipv4",
+            "tx-udp_tnl-segmentation",
+            "rx-gro-hw",
+        ] {
+            assert!(check_feature_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-s",
+            "--set-priv-flags",
+            "a b",
+            "gro\non",
+            "x;y",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(
+                check_feature_name(bad).err().map(|e| e.kind),
+                Some(ErrorKind::BadRequest),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

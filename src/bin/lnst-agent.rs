@@ -36,6 +36,12 @@ struct Args {
     debug: bool,
 }
 
+/// Report bad input on one line and exit 2.
+fn bad_input(msg: &dyn std::fmt::Display) -> ! {
+    lnst_runner::say!("lnst-agent: {msg}");
+    std::process::exit(2)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter =
@@ -65,11 +71,16 @@ fn main() -> anyhow::Result<()> {
     // exec's environment); it is taken out before any thread or child process exists.
     let secret_env = std::env::var_os(agent::AGENT_SECRET_ENV);
     std::env::remove_var(agent::AGENT_SECRET_ENV);
+    // A secret that cannot be used is bad input: one line, exit 2.
     let secret = match (&secret_file, secret_env) {
-        (Some(p), _) => Some(AgentConfig::load_secret(p)?),
+        (Some(p), _) => Some(AgentConfig::load_secret(p).unwrap_or_else(|e| bad_input(&e))),
         (None, Some(v)) => Some(
-            lnst_runner::protocol::normalize_secret(v.as_encoded_bytes())
-                .ok_or_else(|| anyhow::anyhow!("{} is empty", agent::AGENT_SECRET_ENV))?,
+            lnst_runner::protocol::normalize_secret(v.as_encoded_bytes()).unwrap_or_else(|| {
+                bad_input(&format!(
+                    "{} is empty or only whitespace",
+                    agent::AGENT_SECRET_ENV
+                ))
+            }),
         ),
         (None, None) => None,
     };
@@ -79,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         ..AgentConfig::default()
     };
     if !args.stdio && args.port.is_none() {
-        anyhow::bail!("give --stdio or --port PORT");
+        bad_input(&"give --stdio or --port PORT");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
