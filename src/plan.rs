@@ -401,6 +401,8 @@ mod tests {
             pool_dir: PathBuf::from("/p"),
             results_dir: PathBuf::from("/r"),
             agent_mode: AgentMode::Netns,
+            baseline_file: None,
+            baseline: None,
         }
     }
 
