@@ -21,6 +21,15 @@
 //!   upstream schema does not have are refused too.
 //! * A `*.xml` entry that cannot be a machine file (a FIFO, a device, a dangling symlink, a
 //!   symlink loop, a name that is not UTF-8) is an error naming it, not silently skipped.
+//! * `hostname` must be an IP address or a DNS name ([`check_hostname`]: not `host:port`, not
+//!   a URL, no whitespace); `hwaddr` must be a unicast MAC (not all-zero, broadcast or
+//!   multicast); a declared encoding other than UTF-8 and character references to
+//!   non-characters (`&#xD800;`, `&#x110000;`, which roxmltree turns into U+FFFD) are refused.
+//! * An `<auth_password_file>` is read when the pool is loaded (a regular file of at most
+//!   64 KiB, not empty once stripped): a bad one is found before any agent is contacted.
+//! * Limits: [`MAX_POOL_MACHINES`] files, [`MAX_INTERFACES`] interfaces per machine,
+//!   [`MAX_PARAMS`] params per machine and per interface. Line and column are computed only
+//!   for an error message (once per message), so loading is linear in the file's size.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -725,6 +734,7 @@ fn prescan(text: &str) -> Option<(usize, String)> {
 fn check_declared_encoding(text: &str) -> Option<(usize, String)> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     let decl = body.strip_prefix("<?xml")?;
+    let decl_start = text.len() - decl.len();
     if !decl.starts_with(|c: char| c.is_ascii_whitespace()) {
         return None;
     }
@@ -735,7 +745,8 @@ fn check_declared_encoding(text: &str) -> Option<(usize, String)> {
     let after = after.strip_prefix('=')?.trim_start();
     let q = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
     let value = after[1..].split(q).next()?;
-    let offset = text.len() - after.len() + 1;
+    // `after` ends where `decl` does: the value starts one past its opening quote.
+    let offset = decl_start + (decl.len() - after.len()) + 1;
     let v = value.to_ascii_lowercase();
     let ok = match v.as_str() {
         "utf-8" | "utf8" => true,
