@@ -327,16 +327,31 @@ fn is_dns_name(name: &str) -> bool {
             .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Check a machine's `hostname`: an IP address (IPv6 bare or in brackets) or a DNS name (see
-/// [`is_dns_name`]). Not `host:port` (the port is `rpc_port`), not a URL, no whitespace.
+/// An IPv6 address, with a zone (`fe80::1%eth0`) allowed.
+fn is_v6(s: &str) -> bool {
+    let (addr, zone) = match s.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (s, None),
+    };
+    addr.parse::<std::net::Ipv6Addr>().is_ok()
+        && zone.is_none_or(|z| {
+            !z.is_empty()
+                && z.len() <= 15
+                && z.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+/// Check a machine's `hostname`: an IP address (IPv6 bare or in brackets, with an optional
+/// zone) or a DNS name (see [`is_dns_name`]). Not `host:port` (the port is `rpc_port`), not a
+/// URL, no whitespace.
 pub fn check_hostname(h: &str) -> Result<(), String> {
-    use std::net::{IpAddr, Ipv6Addr};
     let bracketed_v6 = |s: &str| {
         s.strip_prefix('[')
             .and_then(|r| r.strip_suffix(']'))
-            .is_some_and(|i| i.parse::<Ipv6Addr>().is_ok())
+            .is_some_and(is_v6)
     };
-    if h.parse::<IpAddr>().is_ok() || bracketed_v6(h) || is_dns_name(h) {
+    if h.parse::<std::net::Ipv4Addr>().is_ok() || is_v6(h) || bracketed_v6(h) || is_dns_name(h) {
         return Ok(());
     }
     let with_port = h.rsplit_once(':').is_some_and(|(host, port)| {
@@ -1548,6 +1563,8 @@ mod tests {
             "lab-1.example.org",
             "lab_1.example.org.",
             "a1.b2",
+            "fe80::1%eth0",
+            "[fe80::1%2]",
         ] {
             assert_eq!(check_hostname(ok), Ok(()), "{ok}");
         }
@@ -1564,7 +1581,9 @@ mod tests {
             ("lab..x", ""),
             ("lab/x", ""),
             ("a;b", ""),
-            ("fd00::1%eth0", ""),
+            ("fd00::1%", ""),
+            ("fd00::1%eth0 x", "it contains whitespace"),
+            ("fd00::1%a/b", ""),
         ] {
             let e = check_hostname(bad).err().unwrap_or_default();
             assert!(

@@ -40,8 +40,10 @@ fn check(data: &[u8]) {
                 .strip_prefix('[')
                 .and_then(|h| h.strip_suffix(']'))
                 .unwrap_or(host);
+            // An IPv6 address may carry a zone (`fe80::1%eth0`).
+            let addr = bare.split('%').next().unwrap_or(bare);
             assert!(
-                bare.parse::<std::net::IpAddr>().is_ok()
+                addr.parse::<std::net::IpAddr>().is_ok()
                     || host
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
