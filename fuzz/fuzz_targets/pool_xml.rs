@@ -58,7 +58,9 @@ fn check(data: &[u8]) {
             if let Some(enc) = declared_encoding(&text) {
                 let e = enc.to_ascii_lowercase();
                 assert!(
-                    e == "utf-8" || e == "utf8" || ((e == "ascii" || e == "us-ascii") && text.is_ascii()),
+                    e == "utf-8"
+                        || e == "utf8"
+                        || ((e == "ascii" || e == "us-ascii") && text.is_ascii()),
                     "declared encoding {enc:?} accepted"
                 );
             }
