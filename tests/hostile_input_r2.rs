@@ -964,3 +964,49 @@ fn agent_secret_file_must_be_a_small_regular_file() {
         assert!(!shows_crash(&o.stderr), "{}", clip(&o.stderr));
     }
 }
+
+/// The image name reaches the engine as one percent-encoded path segment
+/// (`localhost%2Fname%3Atag`): a real Podman decodes it and finds the image (a name with `/`
+/// and `:`), while `x/../../containers/abc` cannot reach another endpoint (see the unit test
+/// `provision::podman::tests::preflight_encodes_the_image_and_checks_the_runtime`).
+#[tokio::test]
+async fn podman_preflight_finds_an_image_named_with_slash_and_tag() {
+    use lnst_runner::provision::podman::{PodmanOptions, PodmanProvisioner};
+    if !common::require(
+        Path::new(common::podman::SOCK).exists() && common::have("podman"),
+        "the Podman API socket is not running or podman is not installed",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let tar = dir.path().join("empty.tar");
+    // An empty tar archive: two 512-byte zero blocks.
+    write(&tar, vec![0u8; 1024]);
+    let image = format!("localhost/lnst-r2-probe-{}:t1", std::process::id());
+    let o = common::podman::podman_cli(&["import", &tar.to_string_lossy(), &image]);
+    assert!(o.status.success(), "{}", common::output_text(&o));
+    let prov =
+        PodmanProvisioner::connect(PodmanOptions::new(common::podman::URI, &image, "r2probe"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let found = prov.preflight().await;
+    let missing = PodmanProvisioner::connect(PodmanOptions::new(
+        common::podman::URI,
+        format!("{image}-missing"),
+        "r2probe",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+    .preflight()
+    .await
+    .err()
+    .map(|e| e.to_string());
+    let _ = common::podman::podman_cli(&["rmi", "-f", &image]);
+    if let Err(e) = found {
+        panic!("preflight of {image}: {e}");
+    }
+    assert_eq!(
+        missing,
+        Some(format!(
+            "image '{image}-missing' not found in the engine — build it with container_files/build-images.sh"
+        ))
+    );
+}
