@@ -5,6 +5,7 @@
 //! with exit code 2, detected before anything runs; the binary prints it as one line.
 
 use crate::config::{Config, ConfigError};
+use crate::measure::evaluate::BaselineError;
 use crate::plan::{plan_json, Plan, PlanError};
 use crate::pool::PoolError;
 use crate::recipes::{self, RecipeDef, UnknownRecipe};
@@ -69,6 +70,8 @@ pub enum CliError {
     UnknownRecipe(#[from] UnknownRecipe),
     #[error("pool: {0}")]
     Pool(#[from] PoolError),
+    #[error("LNST_BASELINE_FILE: {0}")]
+    Baseline(#[from] BaselineError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot write output: {0}")]
@@ -115,9 +118,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 pub fn execute(cli: Cli) -> Result<i32, CliError> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let config = Config::from_env()?;
+            let mut config = Config::from_env()?;
             crate::logging::init(config.debug);
             let plan = Plan::from_config(&config)?;
+            config.load_baseline()?;
             tracing::debug!(
                 tests = plan.tests.len(),
                 agents = config.agent_mode.name(),
@@ -127,9 +131,10 @@ pub fn execute(cli: Cli) -> Result<i32, CliError> {
             Ok(rt.block_on(crate::runner::run(&config, plan)))
         }
         Command::Plan => {
-            let config = Config::from_env()?;
+            let mut config = Config::from_env()?;
             crate::logging::init(config.debug);
             let plan = Plan::from_config(&config)?;
+            config.load_baseline()?;
             crate::logging::release_held();
             let json = plan_json(&config, &plan);
             let text = serde_json::to_string_pretty(&json)

@@ -5,8 +5,14 @@
 //! 0/false/no/off/empty (case-insensitive) and reject anything else (upstream treats any
 //! non-empty string, even "0", as true); `FORMATTERS` is implemented (upstream documents it but
 //! ignores it). Empty `RECIPE`, `TEST_DB`, `PODMAN_URI`, `IMAGE_NAME`, `LNST_OCI_RUNTIME`,
-//! `LNST_POOL_DIR` and `LNST_RESULTS_DIR` count as unset. Without `HOME`, `/root` is used.
+//! `LNST_POOL_DIR`, `LNST_RESULTS_DIR` and `LNST_BASELINE_FILE` count as unset. Without `HOME`,
+//! `/root` is used.
+//!
+//! This module is the only reader of the environment's job variables. Files named by them are
+//! read by their own modules; `LNST_BASELINE_FILE` is loaded by [`Config::load_baseline`]
+//! before anything runs, and the run uses the loaded copy.
 
+use crate::measure::evaluate::{BaselineError, BaselineFile};
 use serde::Deserialize;
 use std::ffi::OsString;
 use std::fmt;
@@ -25,6 +31,7 @@ pub const VARS: &[&str] = &[
     "LNST_OCI_RUNTIME",
     "LNST_POOL_DIR",
     "LNST_RESULTS_DIR",
+    "LNST_BASELINE_FILE",
     "HOME",
 ];
 
@@ -168,6 +175,10 @@ pub struct Config {
     pub pool_dir: PathBuf,
     pub results_dir: PathBuf,
     pub agent_mode: AgentMode,
+    /// `LNST_BASELINE_FILE`: baseline figures flows are compared against.
+    pub baseline_file: Option<PathBuf>,
+    /// The baseline file, once [`Config::load_baseline`] has read and checked it.
+    pub baseline: Option<BaselineFile>,
 }
 
 /// A bad environment variable. The message is one line and names the variable.
@@ -194,6 +205,7 @@ struct RawEnv {
     lnst_oci_runtime: Option<String>,
     lnst_pool_dir: Option<String>,
     lnst_results_dir: Option<String>,
+    lnst_baseline_file: Option<String>,
     home: Option<String>,
 }
 
@@ -308,7 +320,45 @@ pub fn check_image_name(v: &str) -> Result<(), ConfigError> {
     if !v.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[') {
         return Err(bad("must start with a letter or digit"));
     }
+    // Path components of the name (the tag and digest cannot hold '/'): none empty, none made
+    // of dots only (`x/../../containers/abc` would otherwise climb out of the engine's
+    // /images/<name> endpoint).
+    let path = v.split('@').next().unwrap_or(v);
+    if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg.chars().all(|c| c == '.'))
+    {
+        return Err(bad("a '/'-separated component is empty, '.' or '..'"));
+    }
+    if v.ends_with([':', '@']) {
+        return Err(bad("ends with ':' or '@'"));
+    }
     Ok(())
+}
+
+/// Whether `v` is an OCI runtime name: 1–64 letters, digits, `.`, `_` or `-`, starting with a
+/// letter or digit (`runc`, `crun`, `krun`, `youki`). Paths are refused: Podman would run any
+/// binary given by path as the runtime of the agent containers, as root.
+pub fn is_runtime_name(v: &str) -> bool {
+    v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Check `LNST_OCI_RUNTIME` (see [`is_runtime_name`]); whether the engine has that runtime is
+/// checked by the Podman preflight.
+pub fn check_oci_runtime(v: &str) -> Result<(), ConfigError> {
+    if is_runtime_name(v) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        var: "LNST_OCI_RUNTIME",
+        message: format!(
+            "{} is not an OCI runtime name (a name the engine has configured, such as runc, crun or krun: letters, digits, '.', '_', '-'; not a path)",
+            quote(v)
+        ),
+    })
 }
 
 fn non_empty(v: Option<String>) -> Option<String> {
@@ -359,6 +409,10 @@ impl Config {
             .map(|i| i.trim().to_string())
             .unwrap_or_else(|| "lnst-agent".to_string());
         check_image_name(&image_name)?;
+        let oci_runtime = non_empty(raw.lnst_oci_runtime).map(|r| r.trim().to_string());
+        if let Some(rt) = &oci_runtime {
+            check_oci_runtime(rt)?;
+        }
         let home = non_empty(raw.home).unwrap_or_else(|| "/root".to_string());
         let lnst = Path::new(&home).join(".lnst");
         let pool_from_home = raw
@@ -387,11 +441,24 @@ impl Config {
             multimatch,
             podman_uri,
             image_name,
-            oci_runtime: non_empty(raw.lnst_oci_runtime),
+            oci_runtime,
             pool_dir,
             results_dir,
             agent_mode,
+            baseline_file: non_empty(raw.lnst_baseline_file).map(PathBuf::from),
+            baseline: None,
         })
+    }
+
+    /// Read and check `LNST_BASELINE_FILE`, when set, into [`Config::baseline`]: a missing,
+    /// special, oversized or malformed file is bad input found before any agent starts (the
+    /// run then uses this copy and reads the file no more).
+    pub fn load_baseline(&mut self) -> Result<(), BaselineError> {
+        self.baseline = match &self.baseline_file {
+            None => None,
+            Some(path) => Some(BaselineFile::load(path)?),
+        };
+        Ok(())
     }
 }
 
@@ -584,6 +651,101 @@ mod tests {
         );
         let c = cfg(&[("IMAGE_NAME", " my-agent ")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.image_name, "my-agent");
+    }
+
+    #[test]
+    fn image_names_cannot_climb_out_of_their_endpoint() {
+        for bad in [
+            "x/../../containers/abc",
+            "x/./y",
+            "a//b",
+            "a/",
+            "a/..",
+            "x/.../y",
+            "agent:",
+            "agent@",
+        ] {
+            let e = check_image_name(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with("IMAGE_NAME: "), "{bad:?}: {e}");
+        }
+        let e = cfg(&[("IMAGE_NAME", "x/../../containers/abc")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("IMAGE_NAME: 'x/../../containers/abc' is not an image reference (a '/'-separated component is empty, '.' or '..')")
+        );
+        assert_eq!(
+            check_image_name("registry.example:5000/a.b/c..d:v1"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn oci_runtime_is_a_plain_name() {
+        for ok in [
+            "runc",
+            "crun",
+            "krun",
+            "youki",
+            "kata-runtime",
+            "runsc.v2",
+            " crun ",
+        ] {
+            let c = cfg(&[("LNST_OCI_RUNTIME", ok)]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(c.oci_runtime.as_deref(), Some(ok.trim()));
+        }
+        for bad in [
+            "/usr/bin/runc",
+            "./runc",
+            "../../tmp/evil",
+            "runc --debug",
+            "runc;id",
+            "-runc",
+            ".runc",
+            "rünc",
+        ] {
+            let e = cfg(&[("LNST_OCI_RUNTIME", bad)])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.starts_with("LNST_OCI_RUNTIME: ") && e.contains("is not an OCI runtime name"),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(!is_runtime_name(&"r".repeat(65)));
+        let c = cfg(&[("LNST_OCI_RUNTIME", "")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.oci_runtime, None);
+    }
+
+    #[test]
+    fn baseline_file_is_a_config_field_loaded_on_demand() {
+        let h = home();
+        let good = h.path().join("baseline.json");
+        std::fs::write(&good, r#"{"default_threshold_pct": 5, "flows": []}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gs = good.to_string_lossy().to_string();
+        let mut c = cfg(&[("LNST_BASELINE_FILE", &gs)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.baseline_file.as_deref(), Some(good.as_path()));
+        assert_eq!(c.baseline, None);
+        c.load_baseline().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.baseline.as_ref().map(|b| b.default_threshold_pct),
+            Some(5.0)
+        );
+        let mut c = cfg(&[("LNST_BASELINE_FILE", "")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.baseline_file, None);
+        assert!(c.load_baseline().is_ok() && c.baseline.is_none());
+        let mut c = cfg(&[("LNST_BASELINE_FILE", "/dev/zero")]).unwrap_or_else(|e| panic!("{e}"));
+        let e = c.load_baseline().err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("/dev/zero: not a regular file (a character device)")
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ macro_rules! out {
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod fsread;
 pub mod logging;
 pub mod mapper;
 pub mod measure;

@@ -12,7 +12,9 @@
 //! * with `multimatch`, matches come in plain DFS order over sorted ids (upstream re-tries
 //!   machines freed by backtracking first, which only changes the order);
 //! * a failure says which requirement could not be satisfied and why;
-//! * the search is bounded ([`MAX_STEPS`]) so a huge pool cannot hang the controller.
+//! * the search is bounded ([`MAX_STEPS`]) so a huge pool cannot hang the controller, and with
+//!   `multimatch` at most [`MAX_MATCHES`] matches are enumerated (1000 machines gave a million
+//!   matches: 3.7 GB before any agent was contacted); more is an error, not a silent cut.
 
 use crate::pool::{Pool, PoolInterface, PoolMachine};
 use crate::requirements::{DeviceReq, HostReq, Requirements};
@@ -21,6 +23,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// Upper bound on search nodes visited.
 pub const MAX_STEPS: u64 = 5_000_000;
+/// Most matches enumerated with `multimatch` (each one is a full run of the recipe).
+pub const MAX_MATCHES: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapperError {
@@ -33,6 +37,8 @@ pub enum MapperError {
     Unsatisfiable(String),
     #[error("mapping search gave up after {0} steps (pool or requirements too large)")]
     TooLarge(u64),
+    #[error("MULTIMATCH: the pool has more than {0} matches for the recipe's hosts; the limit is {0} (narrow the pool or the requirements, or unset MULTIMATCH)")]
+    TooManyMatches(usize),
 }
 
 fn value_matches(key: &str, req: &str, have: Option<&String>) -> bool {
@@ -128,7 +134,10 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn emit(&mut self) {
+    fn emit(&mut self) -> Result<(), MapperError> {
+        if self.found.len() >= MAX_MATCHES {
+            return Err(MapperError::TooManyMatches(MAX_MATCHES));
+        }
         let mut md = MatchDescription {
             pool_name: self.pool_name.to_string(),
             ..Default::default()
@@ -163,12 +172,13 @@ impl<'a> Search<'a> {
                 .insert(req.to_string(), e.pool_label.to_string());
         }
         self.found.push(md);
+        Ok(())
     }
 
     fn host_frame(&mut self, hi: usize) -> Result<Flow, MapperError> {
         self.step()?;
         let Some(&(hid, hreq)) = self.hosts.get(hi) else {
-            self.emit();
+            self.emit()?;
             return Ok(if self.multimatch {
                 Flow::Continue
             } else {
@@ -496,6 +506,75 @@ mod tests {
             param_mismatch(&p(&[("driver", "ixgbe")]), &have).as_deref(),
             Some("driver=ice, not ixgbe")
         );
+    }
+
+    /// A pool of `n` machines with one interface each on network `net1`, and requirements of
+    /// two hosts with one interface each on one network (SimpleNetworkRecipe's shape).
+    fn wide(n: usize) -> (Pool, Requirements) {
+        let mut pool = Pool {
+            name: "default".into(),
+            machines: BTreeMap::new(),
+        };
+        for i in 0..n {
+            let id = format!("m{i:04}");
+            let iface = PoolInterface {
+                id: "eth0".into(),
+                label: "net1".into(),
+                params: p(&[(
+                    "hwaddr",
+                    &format!("52:54:00:00:{:02x}:{:02x}", i / 256, i % 256),
+                )]),
+            };
+            pool.machines.insert(
+                id.clone(),
+                PoolMachine {
+                    id: id.clone(),
+                    params: p(&[("hostname", &format!("127.0.{}.{}", i / 256, i % 256 + 1))]),
+                    interfaces: BTreeMap::from([("eth0".to_string(), iface)]),
+                    security: crate::pool::Security::None,
+                    source: std::path::PathBuf::from(format!("/pool/{id}.xml")),
+                },
+            );
+        }
+        let mut reqs = Requirements::default();
+        for h in ["host1", "host2"] {
+            let mut hr = HostReq::default();
+            hr.interfaces.insert(
+                "eth0".into(),
+                DeviceReq {
+                    label: "net1".into(),
+                    params: BTreeMap::new(),
+                },
+            );
+            reqs.hosts.insert(h.into(), hr);
+        }
+        (pool, reqs)
+    }
+
+    #[test]
+    fn multimatch_is_capped() {
+        // 33 machines: 33 × 32 = 1056 ordered pairs, just above the cap.
+        let (pool, reqs) = wide(33);
+        assert_eq!(
+            map(&reqs, &pool, true),
+            Err(MapperError::TooManyMatches(MAX_MATCHES))
+        );
+        let e = MapperError::TooManyMatches(MAX_MATCHES).to_string();
+        assert!(
+            e.starts_with("MULTIMATCH: the pool has more than 1000 matches"),
+            "{e}"
+        );
+        // 32 machines: 992 matches, all enumerated; without MULTIMATCH only the first.
+        let (pool, reqs) = wide(32);
+        assert_eq!(map(&reqs, &pool, true).map(|m| m.len()), Ok(992));
+        assert_eq!(map(&reqs, &pool, false).map(|m| m.len()), Ok(1));
+        // 1000 machines (a million matches): stopped at the cap, after few search steps.
+        let (pool, reqs) = wide(1000);
+        assert_eq!(
+            map(&reqs, &pool, true),
+            Err(MapperError::TooManyMatches(MAX_MATCHES))
+        );
+        assert_eq!(map(&reqs, &pool, false).map(|m| m.len()), Ok(1));
     }
 
     #[test]

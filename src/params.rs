@@ -21,6 +21,13 @@
 //! Limits: [`MAX_INPUT`] bytes of input, [`MAX_DEPTH`] levels of nesting (checked before
 //! recursing), i64 integers.
 //!
+//! Dict keys: a key given twice is an error (Python would silently keep the last value), and
+//! so are two keys Python holds equal though they are written differently — `1`, `True` and
+//! `1.0` are one key in Python (`{1: 'x', True: 'y'}` is `{1: 'y'}`), as are `0`, `False`,
+//! `0.0` and `-0.0`, and tuples of such (`(1,)` and `(True,)`). Keys that are distinct in
+//! Python but one key in JSON (`1` and `'1'`) are refused too. Duplicates are found with hash
+//! maps, in linear time.
+//!
 //! Splitting differs from upstream on purpose: the split on `;` and on the first `=` respects
 //! quotes and brackets (so `;` and `=` may appear inside string values), and the key is
 //! stripped of surrounding whitespace (upstream keeps `" perf_iterations"` as the key and then
@@ -1167,6 +1174,10 @@ impl Parser {
         self.pos += 1;
         self.enter()?;
         let mut items: Vec<(Value, Value)> = Vec::new();
+        // Index in `items` of each key, by Python identity and by JSON key.
+        let mut by_py: std::collections::HashMap<PyKey, usize> = std::collections::HashMap::new();
+        let mut by_json: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         loop {
             self.skip_ws();
             match self.peek() {
@@ -1206,26 +1217,34 @@ impl Parser {
                     ))
                 }
             }
-            if !hashable(&key) {
+            let Some(pk) = py_key(&key).filter(|_| hashable(&key)) else {
                 return Err(ParamsError::at(
                     key_col,
                     format!("unhashable dict key of type {}", key.type_name()),
                 ));
-            }
-            if items.iter().any(|(k, _)| *k == key) {
-                return Err(ParamsError::at(
-                    key_col,
-                    format!("duplicate dict key {key}"),
-                ));
+            };
+            if let Some(other) = by_py.get(&pk).and_then(|&i| items.get(i)).map(|(k, _)| k) {
+                let message = if *other == key {
+                    format!("duplicate dict key {key}")
+                } else {
+                    // `{1: 'x', True: 'y'}`: one key in Python, which would keep `1: 'y'`.
+                    format!(
+                        "dict keys {other} and {key} are the same key in Python ({other} == {key})"
+                    )
+                };
+                return Err(ParamsError::at(key_col, message));
             }
             // Distinct in Python, one key in JSON (`{1: 'a', '1': 'b'}`): the plan and the
             // results would silently lose an entry.
-            if let Some((other, _)) = items.iter().find(|(k, _)| k.json_key() == key.json_key()) {
+            let jk = key.json_key();
+            if let Some(other) = by_json.get(&jk).and_then(|&i| items.get(i)).map(|(k, _)| k) {
                 return Err(ParamsError::at(
                     key_col,
                     format!("dict keys {other} and {key} are the same key in JSON"),
                 ));
             }
+            by_py.insert(pk, items.len());
+            by_json.insert(jk, items.len());
             let value = self.expr()?;
             items.push((key, value));
             self.skip_ws();
@@ -1249,6 +1268,44 @@ impl Parser {
         self.leave();
         Ok(Value::Dict(items))
     }
+}
+
+/// A hashable value as Python compares dict keys: numbers by value across bool, int and float
+/// (`True == 1 == 1.0`, `False == 0 == 0.0 == -0.0`), tuples item by item, strings and None by
+/// themselves. Equal keys give equal `PyKey`s.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum PyKey {
+    None,
+    /// An int, a bool, or a float with an integral value that an i64 holds exactly.
+    Int(i64),
+    /// Any other (finite) float, by its bits.
+    Float(u64),
+    Str(String),
+    Tuple(Vec<PyKey>),
+}
+
+/// The Python dict-key identity of a hashable value (None for a list or a dict, or a tuple
+/// holding one).
+fn py_key(v: &Value) -> Option<PyKey> {
+    Some(match v {
+        Value::None => PyKey::None,
+        Value::Bool(b) => PyKey::Int(i64::from(*b)),
+        Value::Int(i) => PyKey::Int(*i),
+        Value::Float(f) => {
+            // -2^63 <= f < 2^63: an integral f is exactly an i64.
+            if f.fract() == 0.0
+                && *f >= -9_223_372_036_854_775_808.0
+                && *f < 9_223_372_036_854_775_808.0
+            {
+                PyKey::Int(*f as i64)
+            } else {
+                PyKey::Float(f.to_bits())
+            }
+        }
+        Value::Str(s) => PyKey::Str(s.clone()),
+        Value::Tuple(items) => PyKey::Tuple(items.iter().map(py_key).collect::<Option<_>>()?),
+        Value::List(_) | Value::Dict(_) => return None,
+    })
 }
 
 fn hashable(v: &Value) -> bool {
@@ -1777,6 +1834,46 @@ mod tests {
         assert!(e("a=1=2").contains("a: column 2: unexpected '='"));
         assert!(e("a={'k':1,'k':2}").contains("duplicate dict key 'k'"));
         assert!(e("a={1:'a','1':'b'}").contains("dict keys 1 and '1' are the same key in JSON"));
+        // Python's key equality across bool, int and float (and inside tuples).
+        for (dict, msg) in [
+            (
+                "{1:'x', True:'y'}",
+                "dict keys 1 and True are the same key in Python (1 == True)",
+            ),
+            (
+                "{True:'x', 1.0:'y'}",
+                "dict keys True and 1.0 are the same key in Python",
+            ),
+            (
+                "{0:'x', False:'y'}",
+                "dict keys 0 and False are the same key in Python",
+            ),
+            (
+                "{-0.0:'x', 0:'y'}",
+                "dict keys -0.0 and 0 are the same key in Python",
+            ),
+            (
+                "{(1, 'a'):'x', (True, 'a'):'y'}",
+                "dict keys (1, 'a') and (True, 'a') are the same key in Python",
+            ),
+            (
+                "{2**53:'x', 9007199254740992.0:'y'}",
+                "are the same key in Python",
+            ),
+            ("{None:1, None:2}", "duplicate dict key None"),
+            ("{(1,):1, (1,):2}", "duplicate dict key (1,)"),
+        ] {
+            let m = e(&format!("a={dict}"));
+            assert!(m.contains(msg), "{dict}: {m}");
+        }
+        for ok in [
+            "{1: 'x', 2: 'y', 1.5: 'z'}",
+            "{2**53 + 1: 'x', 9007199254740992.0: 'y'}",
+            "{(1,): 'x', (1, 1): 'y', 'True': 'z'}",
+            "{9.3e18: 'x', 9223372036854775807: 'y'}",
+        ] {
+            assert!(parse_params(&format!("a={ok}")).is_ok(), "{ok}");
+        }
         assert!(e("a=[1, x]").starts_with("RECIPE_PARAMS: a: column 5: names"));
     }
 

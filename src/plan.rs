@@ -3,8 +3,10 @@
 //! With `RECIPE` set (non-empty), the plan is one test `0_<Recipe>` whose parameters come from
 //! `RECIPE_PARAMS` (a set `TEST_DB` is then ignored, as upstream). Otherwise `TEST_DB` names a
 //! JSON file (path, `file://` path, or `http(s)://` URL; certificates are verified, 10 s
-//! timeout, at most 8 MiB) holding `[{"uuid"?, "recipe_name", "params"?}, ...]`. Every test is
-//! validated against its recipe's schema before anything runs.
+//! timeout, at most 8 MiB) holding `[{"uuid"?, "recipe_name", "params"?}, ...]`, at most
+//! [`MAX_TEST_DB_ENTRIES`] of them. Every test is validated against its recipe's schema before
+//! anything runs. The credentials of a URL (`https://user:password@host/...`) are never shown:
+//! every message and log line gives the URL with them replaced by `***`.
 
 use crate::config::Config;
 use crate::params::{parse_params, ParamsError, Value};
@@ -17,6 +19,8 @@ use std::time::Duration;
 pub const TEST_DB_LIMIT: u64 = 8 * 1024 * 1024;
 /// Network timeout for fetching TEST_DB.
 pub const TEST_DB_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most tests in one TEST_DB (each runs a recipe: far more than a day of testing).
+pub const MAX_TEST_DB_ENTRIES: usize = 10_000;
 
 /// One test to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +104,12 @@ fn is_loopback_host(host: &str) -> bool {
 /// Fetch TEST_DB over https (certificates verified, redirects only to https), or over plain
 /// http from a loopback address only (no redirects): a job description fetched in clear text
 /// from the network could be swapped on the way.
+///
+/// Credentials in the URL are sent as a `Basic` Authorization header (as the HTTP client would
+/// do itself), and the client is given the URL without them: its log lines quote the URL.
 fn fetch_test_db(location: &str, buf: &mut Vec<u8>) -> Result<(), String> {
+    let (location, userinfo) = split_userinfo(location);
+    let location = location.as_str();
     let probe = ureq::AgentBuilder::new().build();
     let url = probe
         .get(location)
@@ -117,13 +126,20 @@ fn fetch_test_db(location: &str, buf: &mut Vec<u8>) -> Result<(), String> {
         }
         other => return Err(format!("unsupported URL scheme {}", clip(other))),
     };
-    tracing::debug!(url = location, "fetching TEST_DB");
+    tracing::debug!(url = %redact_url(location), "fetching TEST_DB");
     let agent = ureq::AgentBuilder::new()
         .timeout(TEST_DB_TIMEOUT)
         .https_only(https)
         .redirects(if https { 5 } else { 0 })
         .build();
-    let resp = agent.get(location).call().map_err(|e| match e {
+    let mut req = agent.get(location);
+    if let Some(userinfo) = &userinfo {
+        req = req.set(
+            "Authorization",
+            &format!("Basic {}", base64(userinfo.as_bytes())),
+        );
+    }
+    let resp = req.call().map_err(|e| match e {
         ureq::Error::Status(code, _) => format!("HTTP status {code}"),
         ureq::Error::Transport(t) => t.to_string(),
     })?;
@@ -140,37 +156,6 @@ fn fetch_test_db(location: &str, buf: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-/// Read a TEST_DB file: a regular file only (a FIFO would block, a device never end), opened
-/// without waiting for a writer.
-fn read_test_db_file(path: &str, buf: &mut Vec<u8>) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let not_regular = |m: &std::fs::Metadata| {
-        let kind = if m.is_dir() {
-            "a directory"
-        } else {
-            "a FIFO, socket or device"
-        };
-        format!("not a regular file ({kind})")
-    };
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err(not_regular(&meta));
-    }
-    f.take(TEST_DB_LIMIT + 1)
-        .read_to_end(buf)
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
 /// `s` shortened to 200 characters for messages (env values may be 128 KiB).
 fn clip(s: &str) -> String {
     let mut t: String = s.chars().take(200).collect();
@@ -180,11 +165,83 @@ fn clip(s: &str) -> String {
     t
 }
 
+/// Where the authority of a URL ends in `after` (the text after `://`): at `/`, `?`, `#`,
+/// whitespace, a quote or an angle bracket.
+fn authority_end(after: &str) -> usize {
+    after
+        .find(|c: char| matches!(c, '/' | '?' | '#' | '\'' | '"' | '<' | '>') || c.is_whitespace())
+        .unwrap_or(after.len())
+}
+
+/// URL `url` without its userinfo, and the userinfo (`user:password`, as written) if it has
+/// a non-empty one.
+fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let Some(at) = url.find("://") else {
+        return (url.to_string(), None);
+    };
+    let (head, after) = url.split_at(at + 3);
+    let end = authority_end(after);
+    match after[..end].rfind('@') {
+        Some(i) => {
+            let userinfo = &after[..i];
+            let bare = format!("{head}{}", &after[i + 1..]);
+            (bare, (!userinfo.is_empty()).then(|| userinfo.to_string()))
+        }
+        None => (url.to_string(), None),
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for a Basic Authorization header.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `text` with the credentials of every URL in it (`scheme://user:password@host...`) replaced
+/// by `***`: the userinfo is whatever stands between `://` and the last `@` of the authority
+/// (which ends at `/`, `?`, `#`, whitespace or a quote). Applied to the TEST_DB location and to
+/// every message about it (an HTTP client's error quotes the URL too).
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let (authority, tail) = after.split_at(authority_end(after));
+        match authority.rfind('@') {
+            Some(i) => {
+                out.push_str("***");
+                out.push_str(&authority[i..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Read the TEST_DB document from a path or URL, bounded in size and time.
 fn read_test_db(location: &str) -> Result<Vec<u8>, PlanError> {
     let read_err = |message: String| PlanError::TestDbRead {
-        location: clip(location),
-        message,
+        location: clip(&redact_url(location)),
+        message: redact_url(&message),
     };
     let mut buf = Vec::new();
     let lower = location.to_ascii_lowercase();
@@ -192,7 +249,8 @@ fn read_test_db(location: &str) -> Result<Vec<u8>, PlanError> {
         fetch_test_db(location, &mut buf).map_err(read_err)?;
     } else {
         let path = location.strip_prefix("file://").unwrap_or(location);
-        read_test_db_file(path, &mut buf).map_err(read_err)?;
+        buf = crate::fsread::read_regular_file(std::path::Path::new(path), TEST_DB_LIMIT)
+            .map_err(|e| read_err(e.reason()))?;
     }
     if buf.len() as u64 > TEST_DB_LIMIT {
         return Err(read_err(format!(
@@ -282,6 +340,12 @@ fn safe_id(id: &str) -> bool {
         && cs.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// A safe uuid that is nevertheless a name of the results layout (`summary.json`,
+/// `junit.xml`, `results.zip`): the test would run and its results be dropped.
+fn reserved_id(id: &str) -> bool {
+    safe_id(id) && !crate::results::export::is_safe_id(id)
+}
+
 /// Validate a TEST_DB JSON document into a plan.
 pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
     let StrictJson(doc) = serde_json::from_slice(bytes)
@@ -292,7 +356,14 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
     if entries.is_empty() {
         return Err(PlanError::TestDb("the list of tests is empty".into()));
     }
-    let mut tests: Vec<TestSpec> = Vec::new();
+    if entries.len() > MAX_TEST_DB_ENTRIES {
+        return Err(PlanError::TestDb(format!(
+            "{} tests; the limit is {MAX_TEST_DB_ENTRIES}",
+            entries.len()
+        )));
+    }
+    let mut tests: Vec<TestSpec> = Vec::with_capacity(entries.len());
+    let mut ids: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (index, entry) in entries.iter().enumerate() {
         let entry_err = |id: &str, message: String| PlanError::TestDbEntry {
             index,
@@ -319,6 +390,15 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
         }
         let uuid = match obj.get("uuid") {
             None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) if reserved_id(u) => {
+                return Err(entry_err(
+                    "",
+                    format!(
+                        "uuid {} is the name of a file of the results directory; choose another",
+                        Value::Str(u.clone())
+                    ),
+                ))
+            }
             Some(serde_json::Value::String(u)) if safe_id(u) => Some(u.clone()),
             Some(serde_json::Value::String(u)) => {
                 return Err(entry_err(
@@ -352,7 +432,7 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
         let params = resolve(def.name, &(def.params)(), given)
             .map_err(|e| entry_err(&uuid_shown, format!("params: {e}")))?;
         let id = uuid.unwrap_or_else(|| format!("{index}_{}", def.name));
-        if tests.iter().any(|t| t.id == id) {
+        if !ids.insert(id.clone()) {
             return Err(entry_err(&id, "duplicate test id".into()));
         }
         tests.push(TestSpec {
@@ -401,6 +481,8 @@ mod tests {
             pool_dir: PathBuf::from("/p"),
             results_dir: PathBuf::from("/r"),
             agent_mode: AgentMode::Netns,
+            baseline_file: None,
+            baseline: None,
         }
     }
 
@@ -610,6 +692,65 @@ mod tests {
     }
 
     #[test]
+    fn url_credentials_are_never_shown_but_still_sent() {
+        assert_eq!(
+            redact_url("https://alice:pw@example.org/db.json"),
+            "https://***@example.org/db.json"
+        );
+        assert_eq!(
+            redact_url("GET http://a:b@c@127.0.0.1:1/x failed; see 'https://u@h?q'"),
+            "GET http://***@127.0.0.1:1/x failed; see 'https://***@h?q'"
+        );
+        assert_eq!(redact_url("/path/with@at"), "/path/with@at");
+        assert_eq!(redact_url("https://h/p@q"), "https://h/p@q");
+        assert_eq!(
+            split_userinfo("http://alice:s3cr3t@127.0.0.1:8/x"),
+            (
+                "http://127.0.0.1:8/x".to_string(),
+                Some("alice:s3cr3t".to_string())
+            )
+        );
+        assert_eq!(
+            split_userinfo("http://@h/x"),
+            ("http://h/x".to_string(), None)
+        );
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"ab"), "YWI=");
+        // The credentials reach the server as a Basic header, and no message shows them.
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            let mut req = vec![0u8; 4096];
+            let n = s.read(&mut req).unwrap_or(0);
+            let _ =
+                s.write_all(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            String::from_utf8_lossy(&req[..n]).into_owned()
+        });
+        let mut c = config();
+        c.test_db = Some(format!("http://alice:s3cr3t@{addr}/db.json"));
+        let e = err_of(Plan::from_config(&c));
+        assert!(e.contains("HTTP status 500"), "{e}");
+        assert!(!e.contains("s3cr3t") && !e.contains("alice"), "{e}");
+        assert!(e.contains(&format!("http://***@{addr}/db.json")), "{e}");
+        let req = server.join().unwrap_or_default();
+        assert!(
+            req.contains("Authorization: Basic YWxpY2U6czNjcjN0\r\n"),
+            "{req}"
+        );
+        assert!(!req.contains("s3cr3t"), "{req}");
+        // A refused connection: the client's own error quotes the URL, redacted too.
+        c.test_db = Some("http://alice:s3cr3t@127.0.0.1:1/db.json".into());
+        let e = err_of(Plan::from_config(&c));
+        assert!(!e.contains("s3cr3t") && !e.contains("alice"), "{e}");
+    }
+
+    #[test]
     fn test_db_plain_http_only_from_loopback() {
         let mut c = config();
         // Refused before any connection is attempted (these addresses are never contacted).
@@ -649,10 +790,7 @@ mod tests {
         c.test_db = Some(fifo.to_string_lossy().to_string());
         let t = std::time::Instant::now();
         let e = err_of(Plan::from_config(&c));
-        assert!(
-            e.contains("not a regular file (a FIFO, socket or device)"),
-            "{e}"
-        );
+        assert!(e.contains("db.fifo: not a regular file (a FIFO)"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(2));
         c.test_db = Some(dir.path().to_string_lossy().to_string());
         assert!(err_of(Plan::from_config(&c)).contains("not a regular file (a directory)"));
@@ -661,6 +799,49 @@ mod tests {
         c.test_db = Some(format!("/nonexistent/{}", "x".repeat(100_000)));
         let e = err_of(Plan::from_config(&c));
         assert!(e.len() < 400, "location not clipped: {} bytes", e.len());
+    }
+
+    #[test]
+    fn test_db_uuids_that_are_results_file_names_are_refused() {
+        for id in ["summary.json", "junit.xml", "results.zip"] {
+            let e = err_of(plan_from_test_db(
+                format!(r#"[{{"uuid": "{id}", "recipe_name": "SimpleNetworkRecipe"}}]"#).as_bytes(),
+            ));
+            assert_eq!(
+                e,
+                format!("TEST_DB: entry 0: uuid '{id}' is the name of a file of the results directory; choose another")
+            );
+        }
+        for id in [".", "..", "a/b", "a\u{0}b", "", "-x", ".hidden"] {
+            let doc = serde_json::json!([{"uuid": id, "recipe_name": "SimpleNetworkRecipe"}]);
+            let e = err_of(plan_from_test_db(doc.to_string().as_bytes()));
+            assert!(e.contains("is not a safe directory name"), "{id:?}: {e}");
+        }
+        assert!(plan_from_test_db(
+            br#"[{"uuid": "summary.json.1", "recipe_name": "SimpleNetworkRecipe"}]"#
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn test_db_size_is_capped_and_linear() {
+        let entry = r#"{"recipe_name": "SimpleNetworkRecipe"}"#;
+        let doc = |n: usize| format!("[{}]", vec![entry; n].join(","));
+        let e = err_of(plan_from_test_db(doc(MAX_TEST_DB_ENTRIES + 1).as_bytes()));
+        assert_eq!(
+            e,
+            format!(
+                "TEST_DB: {} tests; the limit is {MAX_TEST_DB_ENTRIES}",
+                MAX_TEST_DB_ENTRIES + 1
+            )
+        );
+        let p = plan_from_test_db(doc(MAX_TEST_DB_ENTRIES).as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.tests.len(), MAX_TEST_DB_ENTRIES);
+        assert_eq!(
+            p.tests.last().map(|t| t.id.as_str()),
+            Some("9999_SimpleNetworkRecipe")
+        );
     }
 
     #[test]

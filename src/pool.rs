@@ -21,10 +21,18 @@
 //!   upstream schema does not have are refused too.
 //! * A `*.xml` entry that cannot be a machine file (a FIFO, a device, a dangling symlink, a
 //!   symlink loop, a name that is not UTF-8) is an error naming it, not silently skipped.
+//! * `hostname` must be an IP address or a DNS name ([`check_hostname`]: not `host:port`, not
+//!   a URL, no whitespace); `hwaddr` must be a unicast MAC (not all-zero, broadcast or
+//!   multicast); a declared encoding other than UTF-8 and character references to
+//!   non-characters (`&#xD800;`, `&#x110000;`, which roxmltree turns into U+FFFD) are refused.
+//! * An `<auth_password_file>` is read when the pool is loaded (a regular file of at most
+//!   64 KiB, not empty once stripped): a bad one is found before any agent is contacted.
+//! * Limits: [`MAX_POOL_MACHINES`] files, [`MAX_INTERFACES`] interfaces per machine,
+//!   [`MAX_PARAMS`] params per machine and per interface. Line and column are computed only
+//!   for an error message (once per message), so loading is linear in the file's size.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Default agent port (upstream config `rpcport`).
@@ -37,6 +45,12 @@ pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
 pub const MAX_XML_DEPTH: usize = 32;
 /// Name of the single pool loaded from a directory.
 pub const DEFAULT_POOL_NAME: &str = "default";
+/// Most machine files (`*.xml`) in a pool directory.
+pub const MAX_POOL_MACHINES: usize = 4096;
+/// Most `<eth>` interfaces of one machine.
+pub const MAX_INTERFACES: usize = 1024;
+/// Most `<param>`s of one machine, or of one interface (all its `<params>` blocks together).
+pub const MAX_PARAMS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
@@ -63,6 +77,22 @@ pub enum PoolError {
     /// A `*.xml` entry whose name is not UTF-8 (the machine id would be unusable).
     #[error("pool XML {}: file name is not valid UTF-8", path.display())]
     BadFileName { path: PathBuf },
+    /// A machine file that cannot be read (not a regular file, an I/O error).
+    #[error("pool XML {0}")]
+    Read(#[source] crate::fsread::FsReadError),
+    /// The `<auth_password_file>` of machine file `file` cannot be read.
+    #[error("pool XML {}: auth_password_file {source}", file.display())]
+    SecretFile {
+        file: PathBuf,
+        #[source]
+        source: crate::fsread::FsReadError,
+    },
+    /// The secret of machine file `file` is empty or blank once surrounding whitespace is stripped.
+    #[error("pool XML {}: {what} is empty or only whitespace", file.display())]
+    EmptySecret { file: PathBuf, what: String },
+    /// More `*.xml` files than [`MAX_POOL_MACHINES`].
+    #[error("pool {}: more than {limit} machine files (*.xml); the limit is {limit}", dir.display())]
+    TooManyMachines { dir: PathBuf, limit: usize },
 }
 
 /// `s` as a short, single-line Python-style quoted string for messages: control characters
@@ -93,24 +123,6 @@ fn clip(s: &str) -> String {
         t.push('…');
     }
     t
-}
-
-/// What kind of non-regular file `ft` is, for messages.
-fn file_kind(ft: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_dir() {
-        "a directory"
-    } else {
-        "not a file"
-    }
 }
 
 /// One `<eth>` of a pool machine.
@@ -191,6 +203,33 @@ impl PoolMachine {
             .unwrap_or("")
     }
 
+    /// The shared secret the controller proves to this machine's agent: None for
+    /// `auth_type none`; the inline `<auth_password>`, or the content of
+    /// `<auth_password_file>` (a regular file of at most
+    /// [`SECRET_FILE_LIMIT`](crate::fsread::SECRET_FILE_LIMIT) bytes, read now), surrounding
+    /// whitespace stripped (as the agent strips its own copy). Empty is an error.
+    pub fn secret(&self) -> Result<Option<Vec<u8>>, PoolError> {
+        let (raw, what) = match &self.security {
+            Security::None => return Ok(None),
+            Security::Password { secret } => (secret.clone(), "<auth_password>".to_string()),
+            Security::PasswordFile { path } => (
+                crate::fsread::read_regular_file(path, crate::fsread::SECRET_FILE_LIMIT).map_err(
+                    |source| PoolError::SecretFile {
+                        file: self.source.clone(),
+                        source,
+                    },
+                )?,
+                format!("auth_password_file {}", path.display()),
+            ),
+        };
+        crate::protocol::normalize_secret(&raw)
+            .map(Some)
+            .ok_or_else(|| PoolError::EmptySecret {
+                file: self.source.clone(),
+                what,
+            })
+    }
+
     /// The `rpc_port` param, or 9999.
     pub fn rpc_port(&self) -> Result<u16, PoolError> {
         match self.params.get("rpc_port") {
@@ -240,6 +279,103 @@ pub fn normalize_hwaddr(v: &str) -> Option<String> {
     Some(out)
 }
 
+/// Why normalised MAC `mac` cannot be a NIC's own address; None for a unicast address. (The
+/// agent finds the NIC by this address: the all-zero, broadcast and multicast addresses are
+/// never a device's own.)
+pub fn not_unicast(mac: &str) -> Option<&'static str> {
+    let first = u8::from_str_radix(mac.get(..2)?, 16).ok()?;
+    if mac == "00:00:00:00:00:00" {
+        Some("the all-zero address")
+    } else if mac.eq_ignore_ascii_case("ff:ff:ff:ff:ff:ff") {
+        Some("the broadcast address")
+    } else if first & 1 == 1 {
+        Some("a multicast address")
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is a DNS name: dot-separated labels of 1–63 letters, digits, `-` or `_`
+/// (not starting or ending with `-`), at most 253 characters, an optional final dot. A name
+/// made only of numbers (`198.18.0.256`, `0x7f000001`, `12345`) is refused: the resolver would
+/// read it as an address in some legacy notation, not look it up.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let numeric = |l: &str| {
+        let hex = l
+            .strip_prefix("0x")
+            .or_else(|| l.strip_prefix("0X"))
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        hex || l.bytes().all(|b| b.is_ascii_digit())
+    };
+    name.split('.').all(label_ok)
+        && !name.split('.').all(numeric)
+        && !name
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An IPv6 address, with a zone (`fe80::1%eth0`) allowed.
+fn is_v6(s: &str) -> bool {
+    let (addr, zone) = match s.split_once('%') {
+        Some((a, z)) => (a, Some(z)),
+        None => (s, None),
+    };
+    addr.parse::<std::net::Ipv6Addr>().is_ok()
+        && zone.is_none_or(|z| {
+            !z.is_empty()
+                && z.len() <= 15
+                && z.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+/// Check a machine's `hostname`: an IP address (IPv6 bare or in brackets, with an optional
+/// zone) or a DNS name (see [`is_dns_name`]). Not `host:port` (the port is `rpc_port`), not a
+/// URL, no whitespace.
+pub fn check_hostname(h: &str) -> Result<(), String> {
+    let bracketed_v6 = |s: &str| {
+        s.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .is_some_and(is_v6)
+    };
+    if h.parse::<std::net::Ipv4Addr>().is_ok() || is_v6(h) || bracketed_v6(h) || is_dns_name(h) {
+        return Ok(());
+    }
+    let with_port = h.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (host.parse::<std::net::Ipv4Addr>().is_ok()
+                || bracketed_v6(host)
+                || is_dns_name(host))
+    });
+    let hint = if h.contains("://") {
+        " (a URL: give the bare address or name)"
+    } else if with_port {
+        " (give the port in the rpc_port param)"
+    } else if h.chars().any(char::is_whitespace) {
+        " (it contains whitespace)"
+    } else {
+        ""
+    };
+    Err(format!(
+        "hostname {} is not an IP address or a DNS name{hint}",
+        quote(h)
+    ))
+}
+
 /// True if `name` ends in `.xml`, case-insensitively.
 fn is_xml_name(name: &str) -> bool {
     name.len() > 4
@@ -286,12 +422,20 @@ fn xml_files(dir: &Path) -> Result<Vec<PathBuf>, PoolError> {
             continue;
         }
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) if m.is_file() => {
+                if files.len() >= MAX_POOL_MACHINES {
+                    return Err(PoolError::TooManyMachines {
+                        dir: dir.to_path_buf(),
+                        limit: MAX_POOL_MACHINES,
+                    });
+                }
+                files.push(path)
+            }
             Ok(m) if m.is_dir() => {}
             Ok(m) => {
                 return Err(PoolError::NotRegular {
                     path,
-                    kind: file_kind(m.file_type()),
+                    kind: crate::fsread::file_kind(m.file_type()),
                 })
             }
             Err(source) => return Err(PoolError::Io { path, source }),
@@ -360,39 +504,16 @@ pub fn load_machine(file: &Path) -> Result<PoolMachine, PoolError> {
 }
 
 fn read_limited(file: &Path) -> Result<String, PoolError> {
-    let io_err = |source| PoolError::Io {
-        path: file.to_path_buf(),
-        source,
-    };
-    // O_NONBLOCK: if the file was swapped for a FIFO since it was listed, opening it must not
-    // wait for a writer. Reads of regular files ignore the flag.
-    let f = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(file)
-            .map_err(io_err)?
-    };
-    let meta = f.metadata().map_err(io_err)?;
-    if !meta.is_file() {
-        return Err(PoolError::NotRegular {
-            path: file.to_path_buf(),
-            kind: file_kind(meta.file_type()),
-        });
-    }
-    let mut buf = Vec::new();
-    f.take(MAX_FILE_SIZE + 1)
-        .read_to_end(&mut buf)
-        .map_err(io_err)?;
-    if buf.len() as u64 > MAX_FILE_SIZE {
-        return Err(PoolError::Xml {
+    use crate::fsread::FsReadError;
+    let buf = crate::fsread::read_regular_file(file, MAX_FILE_SIZE).map_err(|e| match e {
+        FsReadError::TooLarge { limit, .. } => PoolError::Xml {
             file: file.to_path_buf(),
             line: 1,
             col: 1,
-            message: format!("file is larger than {MAX_FILE_SIZE} bytes"),
-        });
-    }
+            message: format!("file is larger than {limit} bytes"),
+        },
+        other => PoolError::Read(other),
+    })?;
     String::from_utf8(buf).map_err(|e| PoolError::Xml {
         file: file.to_path_buf(),
         line: 1,
@@ -425,9 +546,14 @@ struct Ctx<'a, 'input> {
 }
 
 impl Ctx<'_, '_> {
+    /// Line and column of `node`. Each call scans the text up to the node: for error
+    /// messages only (positions kept for later are byte offsets, see [`Ctx::at`]).
     fn pos(&self, node: roxmltree::Node) -> (u32, u32) {
-        let p = self.doc.text_pos_at(node.range().start);
-        (p.row, p.col)
+        self.at(node.range().start)
+    }
+    /// Line and column of byte offset `offset` of the text.
+    fn at(&self, offset: usize) -> (u32, u32) {
+        text_pos(self.doc.input_text(), offset)
     }
     fn err(&self, node: roxmltree::Node, message: impl Into<String>) -> PoolError {
         let (line, col) = self.pos(node);
@@ -478,21 +604,88 @@ fn text_pos(text: &str, at: usize) -> (u32, u32) {
     )
 }
 
-/// Reject element nesting deeper than [`MAX_XML_DEPTH`] without recursion: a light scan of
-/// tags that skips comments, CDATA sections, processing instructions and quoted attribute
-/// values. It stops at a DOCTYPE (the parser refuses DTDs before reaching any element) and
-/// leaves every other malformation to the parser. Returns the byte offset of the first tag
-/// that is too deep.
-fn too_deep(text: &str) -> Option<usize> {
+/// Whether the character reference starting at `b[0] == b'&'` (`&#N;` or `&#xH;`) names a
+/// character XML allows. Returns the reference's length and its verdict; None when it is not a
+/// complete numeric reference (the parser reports those).
+fn char_ref(b: &[u8]) -> Option<(usize, bool)> {
+    let rest = b.strip_prefix(b"&#")?;
+    let (digits_at, radix) = if rest.first() == Some(&b'x') {
+        (3, 16)
+    } else {
+        (2, 10)
+    };
+    let digits = b.get(digits_at..)?;
+    let n = digits
+        .iter()
+        .take_while(|c| (*c).is_ascii_digit() || (radix == 16 && (*c).is_ascii_hexdigit()))
+        .count();
+    if n == 0 || digits.get(n) != Some(&b';') {
+        return None;
+    }
+    // Leading zeros do not count; anything longer than 8 significant digits is out of range.
+    let sig: &[u8] = {
+        let d = &digits[..n];
+        let z = d.iter().take_while(|c| **c == b'0').count();
+        &d[z..]
+    };
+    let value = if sig.len() > 8 {
+        None
+    } else {
+        std::str::from_utf8(sig)
+            .ok()
+            .map(|t| if t.is_empty() { "0" } else { t })
+            .and_then(|t| u32::from_str_radix(t, radix).ok())
+    };
+    let ok = value.is_some_and(
+        |v| matches!(v, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x1_0000..=0x10_FFFF),
+    );
+    Some((digits_at + n + 1, ok))
+}
+
+/// The problem a light, non-recursive scan finds before the XML parser runs, with the byte
+/// offset where it is:
+/// * element nesting deeper than [`MAX_XML_DEPTH`] (roxmltree's tokenizer recurses once per
+///   level, so a deeply nested file would overflow the stack);
+/// * a character reference to something that is not an XML character (`&#xD800;`,
+///   `&#x110000;`, `&#0;`): roxmltree turns the first two into U+FFFD instead of refusing
+///   them.
+///
+/// The scan skips comments, CDATA sections, processing instructions and quoted attribute
+/// values (where it still checks character references). It stops at a DOCTYPE (the parser
+/// refuses DTDs before reaching any element) and leaves every other malformation to the
+/// parser. Linear in the size of the text.
+fn prescan(text: &str) -> Option<(usize, String)> {
     let b = text.as_bytes();
     let find = |from: usize, pat: &[u8]| -> usize {
         b.get(from..)
             .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
             .map_or(b.len(), |p| from + p + pat.len())
     };
+    let bad_ref = |at: usize| -> Option<(usize, String)> {
+        match char_ref(b.get(at..)?) {
+            Some((len, false)) => {
+                let shown = String::from_utf8_lossy(&b[at..at + len.min(24)]).into_owned();
+                Some((
+                    at,
+                    format!(
+                        "character reference {} is not a character XML allows",
+                        quote(&shown)
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    };
     let mut depth = 0usize;
     let mut i = 0usize;
     while i < b.len() {
+        if b[i] == b'&' {
+            if let Some(e) = bad_ref(i) {
+                return Some(e);
+            }
+            i += 1;
+            continue;
+        }
         if b[i] != b'<' {
             i += 1;
             continue;
@@ -519,6 +712,11 @@ fn too_deep(text: &str) -> Option<usize> {
                 let c = b[j];
                 match quote {
                     Some(q) if c == q => quote = None,
+                    Some(_) if c == b'&' => {
+                        if let Some(e) = bad_ref(j) {
+                            return Some(e);
+                        }
+                    }
                     Some(_) => {}
                     None if c == b'"' || c == b'\'' => quote = Some(c),
                     None if c == b'>' => {
@@ -532,13 +730,54 @@ fn too_deep(text: &str) -> Option<usize> {
             if !self_closing {
                 depth += 1;
                 if depth > MAX_XML_DEPTH {
-                    return Some(start);
+                    return Some((
+                        start,
+                        format!("elements nested deeper than {MAX_XML_DEPTH} levels"),
+                    ));
                 }
             }
             i = j + 1;
         }
     }
     None
+}
+
+/// Check the encoding named by the XML declaration (`<?xml version="1.0" encoding="..."?>`):
+/// the file is read as UTF-8, so only `UTF-8` (or `utf8`) is accepted, and `US-ASCII`/`ASCII`
+/// when every byte is ASCII. A file declaring `UTF-16` or `ISO-8859-1` would otherwise be
+/// read as something it says it is not. Returns the offset of the value and the message.
+fn check_declared_encoding(text: &str) -> Option<(usize, String)> {
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let decl = body.strip_prefix("<?xml")?;
+    let decl_start = text.len() - decl.len();
+    if !decl.starts_with(|c: char| c.is_ascii_whitespace()) {
+        return None;
+    }
+    let end = decl.find("?>")?;
+    let decl = &decl[..end];
+    let at = decl.find("encoding")?;
+    let after = decl[at + "encoding".len()..].trim_start();
+    let after = after.strip_prefix('=')?.trim_start();
+    let q = after.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value = after[1..].split(q).next()?;
+    // `after` ends where `decl` does: the value starts one past its opening quote.
+    let offset = decl_start + (decl.len() - after.len()) + 1;
+    let v = value.to_ascii_lowercase();
+    let ok = match v.as_str() {
+        "utf-8" | "utf8" => true,
+        "us-ascii" | "ascii" => text.is_ascii(),
+        _ => false,
+    };
+    if ok {
+        return None;
+    }
+    Some((
+        offset,
+        format!(
+            "encoding {} is not supported: pool XML is read as UTF-8 (declare encoding=\"UTF-8\" or none)",
+            quote(value)
+        ),
+    ))
 }
 
 /// Document-wide rules the element handlers do not see: no processing instructions, no
@@ -595,9 +834,14 @@ fn check_document(ctx: &Ctx) -> Result<(), PoolError> {
     Ok(())
 }
 
+/// Read and parse machine file `file`, and read its secret file if it names one (a pool that
+/// names a missing or unreadable secret is refused when it is loaded, not when its agent is
+/// contacted).
 fn load_machine_file(file: &Path) -> Result<Loaded, PoolError> {
     let text = read_limited(file)?;
-    parse_machine_text(&text, file)
+    let loaded = parse_machine_text(&text, file)?;
+    loaded.machine.secret()?;
+    Ok(loaded)
 }
 
 /// Parse the text of machine file `file` (pure: nothing is opened; a relative
@@ -607,13 +851,13 @@ pub fn parse_machine_xml(text: &str, file: &Path) -> Result<PoolMachine, PoolErr
 }
 
 fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
-    if let Some(at) = too_deep(text) {
+    if let Some((at, message)) = check_declared_encoding(text).or_else(|| prescan(text)) {
         let (line, col) = text_pos(text, at);
         return Err(PoolError::Xml {
             file: file.to_path_buf(),
             line,
             col,
-            message: format!("elements nested deeper than {MAX_XML_DEPTH} levels"),
+            message,
         });
     }
     let opts = roxmltree::ParsingOptions {
@@ -653,7 +897,8 @@ fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
     }
     let id = machine_id(file);
     let mut params = BTreeMap::new();
-    let mut param_pos: HashMap<String, (u32, u32)> = HashMap::new();
+    // Byte offsets, turned into line:column only for a message (one scan of the text each).
+    let mut param_pos: HashMap<String, usize> = HashMap::new();
     let mut interfaces: BTreeMap<String, PoolInterface> = BTreeMap::new();
     let mut hwaddrs: HashMap<String, String> = HashMap::new();
     let mut security: Option<Security> = None;
@@ -667,6 +912,14 @@ fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
                     match eth.tag_name().name() {
                         "define" => {}
                         "eth" => {
+                            if interfaces.len() >= MAX_INTERFACES {
+                                return Err(ctx.err(
+                                    eth,
+                                    format!(
+                                        "more than {MAX_INTERFACES} interfaces in one machine; the limit is {MAX_INTERFACES}"
+                                    ),
+                                ));
+                            }
                             let iface = read_eth(&ctx, eth)?;
                             if interfaces.contains_key(&iface.id) {
                                 return Err(ctx.err(
@@ -708,7 +961,7 @@ fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
         }
     }
 
-    let Some(hostname_pos) = param_pos.get("hostname").copied() else {
+    let Some(hostname_pos) = param_pos.get("hostname").map(|&o| ctx.at(o)) else {
         return Err(ctx.err(
             root,
             format!(
@@ -717,7 +970,8 @@ fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
             ),
         ));
     };
-    if params.get("hostname").is_none_or(|h| h.is_empty()) {
+    let hostname = params.get("hostname").map(String::as_str).unwrap_or("");
+    if hostname.is_empty() {
         return Err(PoolError::Xml {
             file: file.to_path_buf(),
             line: hostname_pos.0,
@@ -725,8 +979,17 @@ fn parse_machine_text(text: &str, file: &Path) -> Result<Loaded, PoolError> {
             message: format!("parameter 'hostname' of machine {} is empty", clip(&id)),
         });
     }
-    if let (Some(port), Some(pos)) = (params.get("rpc_port"), param_pos.get("rpc_port")) {
+    if let Err(message) = check_hostname(hostname) {
+        return Err(PoolError::Xml {
+            file: file.to_path_buf(),
+            line: hostname_pos.0,
+            col: hostname_pos.1,
+            message,
+        });
+    }
+    if let (Some(port), Some(&at)) = (params.get("rpc_port"), param_pos.get("rpc_port")) {
         if let Err(message) = parse_port(port) {
+            let pos = ctx.at(at);
             return Err(PoolError::Xml {
                 file: file.to_path_buf(),
                 line: pos.0,
@@ -751,7 +1014,7 @@ fn read_params(
     ctx: &Ctx,
     node: roxmltree::Node,
     out: &mut BTreeMap<String, String>,
-    mut positions: Option<&mut HashMap<String, (u32, u32)>>,
+    mut positions: Option<&mut HashMap<String, usize>>,
 ) -> Result<(), PoolError> {
     for p in ctx.children(node)? {
         match p.tag_name().name() {
@@ -787,8 +1050,14 @@ fn read_params(
                 if out.contains_key(name) {
                     return Err(ctx.err(p, format!("duplicate parameter {}", quote(name))));
                 }
+                if out.len() >= MAX_PARAMS {
+                    return Err(ctx.err(
+                        p,
+                        format!("more than {MAX_PARAMS} parameters; the limit is {MAX_PARAMS}"),
+                    ));
+                }
                 if let Some(pos) = positions.as_deref_mut() {
-                    pos.insert(name.to_string(), ctx.pos(p));
+                    pos.insert(name.to_string(), p.range().start);
                 }
                 out.insert(name.to_string(), value);
             }
@@ -828,22 +1097,31 @@ fn read_eth(ctx: &Ctx, eth: roxmltree::Node) -> Result<PoolInterface, PoolError>
             ),
         ));
     };
-    let Some(mac) = normalize_hwaddr(raw) else {
+    let hwaddr_err = |message: String| {
         let (line, col) = positions
             .get("hwaddr")
-            .copied()
+            .map(|&o| ctx.at(o))
             .unwrap_or_else(|| ctx.pos(eth));
-        return Err(PoolError::Xml {
+        PoolError::Xml {
             file: ctx.file.to_path_buf(),
             line,
             col,
-            message: format!(
-                "hwaddr {} of interface {} is not a MAC address",
-                quote(raw),
-                clip(id)
-            ),
-        });
+            message,
+        }
     };
+    let Some(mac) = normalize_hwaddr(raw) else {
+        return Err(hwaddr_err(format!(
+            "hwaddr {} of interface {} is not a MAC address",
+            quote(raw),
+            clip(id)
+        )));
+    };
+    if let Some(why) = not_unicast(&mac) {
+        return Err(hwaddr_err(format!(
+            "hwaddr {mac} of interface {} is {why}, not the address of a NIC",
+            clip(id)
+        )));
+    }
     params.insert("hwaddr".to_string(), mac);
     Ok(PoolInterface {
         id: id.to_string(),
@@ -1060,11 +1338,11 @@ mod tests {
             "<agentmachine>{HOST}{}<!-- <a><a><a> --><params><param name=\"n\"><![CDATA[<b>]]></param></params></agentmachine>",
             r#"<define><alias name="x>" value="y/>"/></define>"#.repeat(50)
         );
-        assert!(too_deep(&flat).is_none());
+        assert!(prescan(&flat).is_none());
         if let Err(e) = load_text(flat.as_bytes()) {
             panic!("{e}");
         }
-        assert_eq!(too_deep("<a><b>\n<c>"), None);
+        assert_eq!(prescan("<a><b>\n<c>"), None);
         let (line, col) = text_pos("ab\ncd<x>", 5);
         assert_eq!((line, col), (2, 3));
     }
@@ -1118,7 +1396,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("mkfifo: {e}"));
         assert!(matches!(
             read_limited(&fifo),
-            Err(PoolError::NotRegular { .. })
+            Err(PoolError::Read(
+                crate::fsread::FsReadError::NotRegular { .. }
+            ))
         ));
     }
 
@@ -1183,6 +1463,226 @@ mod tests {
         assert!(load_err(long_tag.as_bytes()).len() < 400);
         assert_eq!(clip("a\u{1b}b"), "a\\u{1b}b");
         assert_eq!(quote("it's"), "\"it's\"");
+    }
+
+    #[test]
+    fn character_references_must_name_xml_characters() {
+        for bad in [
+            "&#xD800;",
+            "&#x110000;",
+            "&#0;",
+            "&#xFFFE;",
+            "&#55296;",
+            "&#x000000000110000;",
+            "&#99999999999999999999;",
+        ] {
+            let e = load_err(
+                format!("<agentmachine>\n<params><param name=\"hostname\" value=\"198.18.0.1\"/><param name=\"x\">a{bad}</param></params></agentmachine>").as_bytes(),
+            );
+            assert!(e.contains("m.xml:2:"), "{bad}: {e}");
+            assert!(e.contains("is not a character XML allows"), "{bad}: {e}");
+            // In an attribute value too.
+            let e = load_err(
+                format!("<agentmachine><params><param name=\"hostname\" value=\"198.18.0.1\"/><param name=\"x\" value=\"{bad}\"/></params></agentmachine>").as_bytes(),
+            );
+            assert!(e.contains("is not a character XML allows"), "{bad}: {e}");
+        }
+        // Valid references, with leading zeros, and references in comments and CDATA (text).
+        let p = load_text(
+            b"<agentmachine><params><param name=\"hostname\" value=\"198.18.0.&#x0000000031;\"/><param name=\"x\">&#65;&#x10FFFF;&#xE000;<![CDATA[&#xD800;]]><!-- &#0; --></param></params></agentmachine>",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let m = &p.machines["m"];
+        assert_eq!(m.hostname(), "198.18.0.1");
+        assert_eq!(m.params["x"], "A\u{10FFFF}\u{E000}&#xD800;");
+        assert_eq!(char_ref(b"&#x41;"), Some((6, true)));
+        assert_eq!(char_ref(b"&#x;"), None);
+        assert_eq!(char_ref(b"&#12"), None);
+    }
+
+    #[test]
+    fn only_utf8_may_be_declared() {
+        for (decl, ok) in [
+            ("<?xml version=\"1.0\"?>", true),
+            ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", true),
+            (
+                "<?xml version='1.0' encoding='utf8' standalone='yes'?>",
+                true,
+            ),
+            ("<?xml version=\"1.0\" encoding=\"US-ASCII\"?>", true),
+            ("\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?>", true),
+            ("<?xml version=\"1.0\" encoding=\"UTF-16\"?>", false),
+            ("<?xml version=\"1.0\" encoding = 'ISO-8859-1'?>", false),
+            ("<?xml version=\"1.0\" encoding=\"\"?>", false),
+        ] {
+            let text = format!("{decl}<agentmachine>{HOST}</agentmachine>");
+            match load_text(text.as_bytes()) {
+                Ok(_) => assert!(ok, "{decl} accepted"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{decl}: {e}");
+                    assert!(
+                        e.contains("m.xml:1:")
+                            && e.contains("is not supported: pool XML is read as UTF-8"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        // Declared ASCII with non-ASCII content.
+        let e = load_err("<?xml version=\"1.0\" encoding=\"ascii\"?><agentmachine><params><param name=\"hostname\" value=\"198.18.0.1\"/><param name=\"x\" value=\"é\"/></params></agentmachine>".as_bytes());
+        assert!(e.contains("encoding 'ascii' is not supported"), "{e}");
+    }
+
+    #[test]
+    fn hwaddrs_must_be_unicast() {
+        for (mac, why) in [
+            ("00:00:00:00:00:00", "the all-zero address"),
+            ("FF:FF:FF:FF:FF:FF", "the broadcast address"),
+            ("01:00:5e:00:00:01", "a multicast address"),
+            ("33:33:00:00:00:01", "a multicast address"),
+        ] {
+            let e = load_err(format!("<agentmachine>{HOST}<interfaces><eth id=\"e\" label=\"n\"><params><param name=\"hwaddr\" value=\"{mac}\"/></params></eth></interfaces></agentmachine>").as_bytes());
+            assert!(
+                e.contains(&format!("is {why}, not the address of a NIC")),
+                "{mac}: {e}"
+            );
+            assert!(e.contains("m.xml:1:"), "{e}");
+        }
+        assert_eq!(not_unicast("52:54:00:00:00:01"), None);
+        assert_eq!(not_unicast("02:00:00:00:00:00"), None);
+    }
+
+    #[test]
+    fn hostnames_are_addresses_or_dns_names() {
+        for ok in [
+            "198.18.0.1",
+            "fd00::1",
+            "[fd00::1]",
+            "lab1",
+            "lab-1.example.org",
+            "lab_1.example.org.",
+            "a1.b2",
+            "fe80::1%eth0",
+            "[fe80::1%2]",
+        ] {
+            assert_eq!(check_hostname(ok), Ok(()), "{ok}");
+        }
+        for (bad, hint) in [
+            ("198.18.0.1:22", "give the port in the rpc_port param"),
+            ("lab1:9999", "give the port in the rpc_port param"),
+            ("[fd00::1]:22", "give the port in the rpc_port param"),
+            ("198.18.0.1 evil", "it contains whitespace"),
+            ("http://198.18.0.1/", "a URL"),
+            ("198.18.0.256", ""),
+            ("0x7f000001", ""),
+            ("12345", ""),
+            ("-lab", ""),
+            ("lab..x", ""),
+            ("lab/x", ""),
+            ("a;b", ""),
+            ("fd00::1%", ""),
+            ("fd00::1%eth0 x", "it contains whitespace"),
+            ("fd00::1%a/b", ""),
+        ] {
+            let e = check_hostname(bad).err().unwrap_or_default();
+            assert!(
+                e.contains("is not an IP address or a DNS name") && e.contains(hint),
+                "{bad}: {e}"
+            );
+        }
+        assert!(check_hostname(&format!("{}.x", "a".repeat(64))).is_err());
+        assert!(check_hostname(&["abc"; 80].join(".")).is_err());
+        let e = load_err(
+            br#"<agentmachine><params><param name="rpc_port" value="22"/><param name="hostname" value="198.18.0.1:22"/></params></agentmachine>"#,
+        );
+        assert!(
+            e.contains("m.xml:1:58: hostname '198.18.0.1:22' is not an IP address or a DNS name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn element_counts_are_capped() {
+        let params: String = (0..=MAX_PARAMS)
+            .map(|i| format!("<param name=\"p{i}\" value=\"v\"/>"))
+            .collect();
+        let e = load_err(
+            format!("<agentmachine>{HOST}<params>{params}</params></agentmachine>").as_bytes(),
+        );
+        assert!(
+            e.contains(&format!("more than {MAX_PARAMS} parameters")),
+            "{e}"
+        );
+        let e = load_err(format!("<agentmachine>{HOST}<interfaces><eth id=\"e\" label=\"n\"><params><param name=\"hwaddr\" value=\"52:54:00:00:00:01\"/>{params}</params></eth></interfaces></agentmachine>").as_bytes());
+        assert!(
+            e.contains(&format!("more than {MAX_PARAMS} parameters")),
+            "{e}"
+        );
+        let eths: String = (0..=MAX_INTERFACES)
+            .map(|i| format!("<eth id=\"e{i}\" label=\"n\"><params><param name=\"hwaddr\" value=\"52:54:00:00:{:02x}:{:02x}\"/></params></eth>", i / 256, i % 256))
+            .collect();
+        let e = load_err(
+            format!("<agentmachine>{HOST}<interfaces>{eths}</interfaces></agentmachine>")
+                .as_bytes(),
+        );
+        assert!(
+            e.contains(&format!("more than {MAX_INTERFACES} interfaces")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_read_when_the_pool_is_loaded() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let d = dir.path();
+        let xml = |path: &str| {
+            format!("<agentmachine>{HOST}<security><auth_type>password</auth_type><auth_password_file>{path}</auth_password_file></security></agentmachine>")
+        };
+        std::fs::write(d.join("m.xml"), xml("missing.key")).unwrap_or_else(|e| panic!("{e}"));
+        let e = load_pool_dir(d)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("m.xml: auth_password_file ") && e.contains("missing.key: No such file"),
+            "{e}"
+        );
+        std::fs::write(d.join("blank.key"), " \n\t").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("m.xml"), xml("blank.key")).unwrap_or_else(|e| panic!("{e}"));
+        let e = load_pool_dir(d)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("blank.key is empty or only whitespace"), "{e}");
+        nix::unistd::mkfifo(&d.join("fifo.key"), nix::sys::stat::Mode::S_IRWXU)
+            .unwrap_or_else(|e| panic!("mkfifo: {e}"));
+        std::fs::write(d.join("m.xml"), xml("fifo.key")).unwrap_or_else(|e| panic!("{e}"));
+        let e = load_pool_dir(d)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("fifo.key: not a regular file (a FIFO)"), "{e}");
+        std::fs::write(d.join("m.xml"), xml("/dev/zero")).unwrap_or_else(|e| panic!("{e}"));
+        let e = load_pool_dir(d)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("/dev/zero: not a regular file (a character device)"),
+            "{e}"
+        );
+        std::fs::write(d.join("good.key"), " s3cret \n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("m.xml"), xml("good.key")).unwrap_or_else(|e| panic!("{e}"));
+        let p = load_pool_dir(d).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.machines["m"].secret().ok().flatten().as_deref(),
+            Some(&b"s3cret"[..])
+        );
     }
 
     #[test]

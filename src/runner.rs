@@ -4,7 +4,7 @@
 
 use crate::config::{AgentMode, Config};
 use crate::plan::{Plan, TestSpec};
-use crate::pool::{Pool, Security};
+use crate::pool::Pool;
 use crate::provision::netns::NetnsProvisioner;
 use crate::provision::podman::{PodmanOptions, PodmanProvisioner};
 use crate::provision::{AgentEndpoint, IfaceBinding, Provisioner, Transport};
@@ -14,7 +14,7 @@ use crate::results::export::{exit_code, stdout_summary, Exporter};
 use crate::results::{InterfaceMatch, MachineMatch, MatchDescription, RecipeRun, TestOutcome};
 use crate::session::{AgentClient, ClientOptions};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Exit code for bad input detected before anything ran.
@@ -284,7 +284,9 @@ async fn run_test(
                 );
                 let fut = async {
                     let eps = pool_endpoints(pool, &m).await?;
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone()).await)
+                    Ok::<_, String>(
+                        run_on_endpoints(spec, eps, m.clone(), config.baseline.as_ref()).await,
+                    )
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -322,7 +324,7 @@ async fn run_test(
                     let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
                     crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
                     let m = match_from_endpoints(&reqs, &eps, pool_name);
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m, config.baseline.as_ref()).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -422,28 +424,11 @@ async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEn
         let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
         // Normalised exactly as the agent normalises its own copy (surrounding whitespace
-        // stripped), so that `echo secret > file` on either side matches.
-        let raw = match &machine.security {
-            Security::None => None,
-            Security::Password { secret } => Some((secret.clone(), "<auth_password>".to_string())),
-            Security::PasswordFile { path } => Some((
-                std::fs::read(path).map_err(|e| {
-                    format!(
-                        "pool machine {}: secret file {}: {e}",
-                        mm.target,
-                        path.display()
-                    )
-                })?,
-                format!("secret file {}", path.display()),
-            )),
-        };
-        let secret = match raw {
-            None => None,
-            Some((bytes, what)) => Some(
-                crate::protocol::normalize_secret(&bytes)
-                    .ok_or_else(|| format!("pool machine {}: {what} is empty", mm.target))?,
-            ),
-        };
+        // stripped), so that `echo secret > file` on either side matches; a secret file is
+        // read bounded, as a regular file only.
+        let secret = machine
+            .secret()
+            .map_err(|e| format!("pool machine {}: {e}", mm.target))?;
         eps.push(AgentEndpoint {
             host_id: host_id.clone(),
             target: mm.target.clone(),
@@ -472,11 +457,13 @@ async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEn
     Ok(eps)
 }
 
-/// Connect to every agent, bind interfaces by MAC, run the recipe, restore the agents.
+/// Connect to every agent, bind interfaces by MAC, run the recipe (comparing flows with
+/// `baseline`, loaded and checked before the run started), restore the agents.
 async fn run_on_endpoints(
     spec: &TestSpec,
     eps: Vec<AgentEndpoint>,
     matched: MatchDescription,
+    baseline: Option<&crate::measure::evaluate::BaselineFile>,
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
     // Every agent at once: handshakes and interface listings run concurrently.
@@ -501,12 +488,7 @@ async fn run_on_endpoints(
         return (run, Vec::new(), 0.0);
     }
     let mut ctx = RunContext::new(hosts, run);
-    if let Some(path) = std::env::var_os("LNST_BASELINE_FILE") {
-        match crate::measure::evaluate::BaselineFile::load(Path::new(&path)) {
-            Ok(b) => ctx.baseline = Some(b),
-            Err(e) => ctx.run.exception = Some(format!("baseline file: {e}")),
-        }
-    }
+    ctx.baseline = baseline.cloned();
     if ctx.run.exception.is_none() {
         let res = crate::recipes::run_recipe(&spec.recipe, &mut ctx, &spec.params).await;
         if let Err(e) = res {

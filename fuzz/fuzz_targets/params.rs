@@ -4,6 +4,8 @@
 //! Invariants checked besides "no panic, no hang, no stack overflow":
 //! * every `parse_params` error is prefixed `RECIPE_PARAMS: `; accepted keys are unique
 //!   identifiers;
+//! * no accepted dict has two keys Python holds equal (`1`, `True`, `1.0`; `0`, `False`,
+//!   `-0.0`; tuples of them), nor two keys with the same JSON key;
 //! * Display is a Python repr: it parses back to an equal value (unless the value sits at
 //!   the nesting limit, where a `-` sign costs one more level, or the repr exceeds the input
 //!   limit);
@@ -67,7 +69,56 @@ fn nesting(v: &Value) -> usize {
     }
 }
 
+/// Python's `==` on two hashable values (bool, int and float compare by value; tuples item by
+/// item), written independently of the parser's own check.
+fn py_eq(a: &Value, b: &Value) -> bool {
+    fn num(v: &Value) -> Option<f64> {
+        match v {
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x == y,
+        (Value::Int(x), Value::Bool(y)) | (Value::Bool(y), Value::Int(x)) => *x == i64::from(*y),
+        (Value::Int(i), Value::Float(f)) | (Value::Float(f), Value::Int(i)) => {
+            // Exact: the float must be integral and the int must convert back unchanged.
+            f.fract() == 0.0 && (*i as f64) == *f && (*f as i128) == i128::from(*i)
+        }
+        (Value::Tuple(x), Value::Tuple(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+        }
+        _ => match (num(a), num(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+/// No dict, at any depth, has two keys that are one key in Python or in JSON.
+fn check_dict_keys(v: &Value) {
+    match v {
+        Value::Dict(d) => {
+            let mut json_keys = std::collections::HashSet::new();
+            for (i, (k, x)) in d.iter().enumerate() {
+                for (k2, _) in d.iter().skip(i + 1) {
+                    assert!(!py_eq(k, k2), "keys {k} and {k2} are one key in Python");
+                }
+                assert!(json_keys.insert(k.json_key()), "key {k} twice in JSON");
+                check_dict_keys(k);
+                check_dict_keys(x);
+            }
+        }
+        Value::List(xs) | Value::Tuple(xs) => xs.iter().for_each(check_dict_keys),
+        _ => {}
+    }
+}
+
 fn check_value(v: &Value) {
+    check_dict_keys(v);
+
     // Python repr round trip.
     let repr = v.to_string();
     match parse_value(&repr) {

@@ -2,16 +2,23 @@
 //! opened; a relative `<auth_password_file>` is only resolved, never read).
 //!
 //! Invariants checked besides "no panic, no hang, no stack overflow": an accepted machine
-//! has the id and source of its file, a non-empty hostname, a valid rpc_port, interfaces
-//! keyed by their non-empty id with a non-empty label and a unique, normalised MAC, and a
-//! non-empty secret; an error is located in the file at line, column ≥ 1.
+//! has the id and source of its file, a non-empty hostname that is an IP address or a
+//! DNS-like name (no port, no URL, no whitespace), a valid rpc_port, at most
+//! `MAX_INTERFACES` interfaces keyed by their non-empty id with a non-empty label and a
+//! unique, normalised, unicast MAC, at most `MAX_PARAMS` params per machine and interface, no
+//! U+FFFD in any value unless the text has one (a character reference to a surrogate or past
+//! U+10FFFF must be an error, not a replacement character), no declared encoding other than
+//! UTF-8 (or ASCII for ASCII text), and a non-empty secret; an error is located in the file
+//! at line, column ≥ 1.
 //!
 //! Checks run on a 512 KiB stack (common.rs) so that deep recursion shows up as a crash.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lnst_runner::pool::{normalize_hwaddr, parse_machine_xml, PoolError, Security};
+use lnst_runner::pool::{
+    normalize_hwaddr, parse_machine_xml, PoolError, Security, MAX_INTERFACES, MAX_PARAMS,
+};
 use std::path::Path;
 
 mod common;
@@ -29,6 +36,34 @@ fn check(data: &[u8]) {
             assert_eq!(m.source, file);
             let host = m.hostname();
             assert!(!host.is_empty() && host.trim() == host, "hostname {host:?}");
+            let bare = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            // An IPv6 address may carry a zone (`fe80::1%eth0`).
+            let addr = bare.split('%').next().unwrap_or(bare);
+            assert!(
+                addr.parse::<std::net::IpAddr>().is_ok()
+                    || host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+                "hostname {host:?} is neither an address nor a name"
+            );
+            let replacement = text.contains('\u{FFFD}');
+            assert!(m.params.len() <= MAX_PARAMS);
+            assert!(m.interfaces.len() <= MAX_INTERFACES);
+            for v in m.params.values() {
+                assert!(replacement || !v.contains('\u{FFFD}'), "U+FFFD in {v:?}");
+            }
+            if let Some(enc) = declared_encoding(&text) {
+                let e = enc.to_ascii_lowercase();
+                assert!(
+                    e == "utf-8"
+                        || e == "utf8"
+                        || ((e == "ascii" || e == "us-ascii") && text.is_ascii()),
+                    "declared encoding {enc:?} accepted"
+                );
+            }
             if let Err(e) = m.rpc_port() {
                 panic!("accepted machine with a bad port: {e}");
             }
@@ -38,6 +73,13 @@ fn check(data: &[u8]) {
                 assert!(!i.id.is_empty() && !i.label.is_empty());
                 let mac = i.hwaddr();
                 assert_eq!(normalize_hwaddr(mac).as_deref(), Some(mac));
+                let first = u8::from_str_radix(&mac[..2], 16).unwrap_or(1);
+                assert!(first & 1 == 0, "multicast MAC {mac} accepted");
+                assert_ne!(mac, "00:00:00:00:00:00", "all-zero MAC accepted");
+                assert!(i.params.len() <= MAX_PARAMS);
+                for v in i.params.values() {
+                    assert!(replacement || !v.contains('\u{FFFD}'), "U+FFFD in {v:?}");
+                }
                 assert!(!macs.contains(&mac), "duplicate MAC {mac}");
                 macs.push(mac);
             }
@@ -62,4 +104,15 @@ fn check(data: &[u8]) {
         }
         Err(e) => panic!("parsing text gave a non-XML error: {e}"),
     }
+}
+
+/// The `encoding` value of an XML declaration at the start of `text`, if any.
+fn declared_encoding(text: &str) -> Option<&str> {
+    let t = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let decl = t.strip_prefix("<?xml")?;
+    let decl = &decl[..decl.find("?>")?];
+    let rest = decl[decl.find("encoding")? + 8..].trim_start();
+    let rest = rest.strip_prefix('=')?.trim_start();
+    let q = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    rest[1..].split(q).next()
 }

@@ -71,6 +71,9 @@ pub enum AgentError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(String),
+    /// `--secret-file` cannot be read (missing, not a regular file, too large).
+    #[error("cannot read secret file {0}")]
+    SecretFile(#[source] crate::fsread::FsReadError),
 }
 
 /// Environment variable holding the shared secret itself (how the runner hands its fresh
@@ -127,11 +130,12 @@ const MAX_ERROR_MESSAGE: usize = 1000;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 impl AgentConfig {
-    /// Read a secret file (surrounding whitespace stripped; empty or blank is an error).
+    /// Read a secret file (surrounding whitespace stripped; empty or blank is an error): a
+    /// regular file of at most [`SECRET_FILE_LIMIT`](crate::fsread::SECRET_FILE_LIMIT) bytes (a
+    /// FIFO would block the agent's start, `/dev/zero` would fill its memory).
     pub fn load_secret(path: &std::path::Path) -> Result<Vec<u8>, AgentError> {
-        let raw = std::fs::read(path).map_err(|e| {
-            AgentError::Config(format!("cannot read secret file {}: {e}", path.display()))
-        })?;
+        let raw = crate::fsread::read_regular_file(path, crate::fsread::SECRET_FILE_LIMIT)
+            .map_err(AgentError::SecretFile)?;
         protocol::normalize_secret(&raw).ok_or_else(|| {
             AgentError::Config(format!(
                 "secret file {} is empty or only whitespace",

@@ -58,18 +58,26 @@ pub fn nonzero_flow_evaluator(flow: &AggregatedFlow) -> (bool, String) {
     (ok, lines.join("\n"))
 }
 
+/// Largest baseline file read.
+pub const BASELINE_FILE_LIMIT: u64 = 8 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
-    #[error("cannot read baseline file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("baseline file is not valid: {0}")]
+    /// The file cannot be read (missing, not a regular file, larger than
+    /// [`BASELINE_FILE_LIMIT`]); the message names it.
+    #[error("{0}")]
+    Read(#[from] crate::fsread::FsReadError),
+    #[error("not valid JSON: {0}")]
     Parse(#[from] serde_json::Error),
-    #[error("baseline file: {0}")]
+    #[error("{0}")]
     Invalid(String),
+    /// A parse or validation error of the file at `path`.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<BaselineError>,
+    },
 }
 
 /// One baseline entry: the expected aggregate averages (bits per second) of a flow.
@@ -102,7 +110,12 @@ fn valid_pct(v: f64) -> bool {
 impl BaselineFile {
     /// Parse and validate: thresholds finite and ≥ 0, baselines finite and > 0, keys unique.
     pub fn from_json_str(text: &str) -> Result<Self, BaselineError> {
-        let file: BaselineFile = serde_json::from_str(text)?;
+        Self::from_json_slice(text.as_bytes())
+    }
+
+    /// [`BaselineFile::from_json_str`] on bytes (not UTF-8: a JSON error).
+    pub fn from_json_slice(text: &[u8]) -> Result<Self, BaselineError> {
+        let file: BaselineFile = serde_json::from_slice(text)?;
         if !valid_pct(file.default_threshold_pct) {
             return Err(BaselineError::Invalid(format!(
                 "default_threshold_pct must be a non-negative number, got {}",
@@ -139,13 +152,14 @@ impl BaselineFile {
         Ok(file)
     }
 
-    /// Read a baseline file (the only I/O in this module).
+    /// Read a baseline file (the only I/O in this module): a regular file of at most
+    /// [`BASELINE_FILE_LIMIT`] bytes.
     pub fn load(path: &Path) -> Result<Self, BaselineError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_json_str(&text)
+        let bytes = crate::fsread::read_regular_file(path, BASELINE_FILE_LIMIT)?;
+        Self::from_json_slice(&bytes).map_err(|e| BaselineError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     pub fn entry(&self, key: &str) -> Option<&BaselineEntry> {
@@ -411,7 +425,27 @@ mod tests {
         assert_eq!(BaselineFile::load(&p).unwrap().default_threshold_pct, 5.0);
         assert!(matches!(
             BaselineFile::load(&dir.path().join("missing.json")),
-            Err(BaselineError::Read { .. })
+            Err(BaselineError::Read(_))
         ));
+        // Special files are refused at once, not read forever (/dev/zero grew to 1.5 GiB).
+        let e = BaselineFile::load(Path::new("/dev/zero"))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("/dev/zero: not a regular file (a character device)")
+        );
+        std::fs::write(&p, r#"{"default_threshold_pct": -1}"#).unwrap();
+        let e = BaselineFile::load(&p)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            format!(
+                "{}: default_threshold_pct must be a non-negative number, got -1",
+                p.display()
+            )
+        );
     }
 }

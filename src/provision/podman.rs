@@ -185,6 +185,10 @@ pub enum PodmanError {
     ImageMissing { image: String },
     #[error("invalid run id {0:?}: use letters, digits, '_', '.', '-'")]
     BadRunId(String),
+    #[error("LNST_OCI_RUNTIME {0:?}: not a runtime name — give the name of a runtime the engine has configured (runc, crun, krun, ...), not a path")]
+    BadRuntime(String),
+    #[error("LNST_OCI_RUNTIME '{runtime}': the engine has no such OCI runtime (it has: {known})")]
+    UnknownRuntime { runtime: String, known: String },
     #[error("engine API: {op}: {msg}")]
     Api { op: String, msg: String },
 }
@@ -384,6 +388,11 @@ impl PodmanProvisioner {
         {
             return Err(PodmanError::BadRunId(opts.run_id.clone()));
         }
+        if let Some(rt) = &opts.oci_runtime {
+            if !crate::config::is_runtime_name(rt) {
+                return Err(PodmanError::BadRuntime(rt.clone()));
+            }
+        }
         Ok(Self {
             libpod: Libpod::new(uri.clone()),
             uri,
@@ -415,12 +424,16 @@ impl PodmanProvisioner {
             .await
     }
 
-    /// Reach the engine, detect it, and check the agent image exists. Every failure is one
-    /// line naming the culprit and the fix.
+    /// Reach the engine, detect it, check that it has the OCI runtime asked for (when one is)
+    /// and that the agent image exists. Every failure is one line naming the culprit and the
+    /// fix.
     pub async fn preflight(&self) -> Result<EngineInfo, PodmanError> {
         let info = self.engine_info().await?.clone();
+        if let Some(rt) = &self.opts.oci_runtime {
+            self.check_runtime(rt).await?;
+        }
         let docker = self.docker().await?;
-        match docker.inspect_image(&self.opts.image).await {
+        match docker.inspect_image(&path_segment(&self.opts.image)).await {
             Ok(_) => Ok(info),
             Err(e) if status_of(&e) == Some(404) => Err(PodmanError::ImageMissing {
                 image: self.opts.image.clone(),
@@ -430,6 +443,30 @@ impl PodmanProvisioner {
                 e,
             )),
         }
+    }
+
+    /// The engine's configured OCI runtimes (`Runtimes` of the compat `/info`, which Podman and
+    /// Docker both serve) must include `rt`. An engine that does not list its runtimes is
+    /// trusted: the container create then names the problem.
+    async fn check_runtime(&self, rt: &str) -> Result<(), PodmanError> {
+        let info = self.libpod.json(Method::GET, "/info", None).await?;
+        let Some(runtimes) = info.get("Runtimes").and_then(|r| r.as_object()) else {
+            tracing::debug!("the engine does not list its OCI runtimes; {rt} not checked");
+            return Ok(());
+        };
+        if runtimes.contains_key(rt) {
+            return Ok(());
+        }
+        let mut known: Vec<&str> = runtimes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        Err(PodmanError::UnknownRuntime {
+            runtime: rt.to_string(),
+            known: if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            },
+        })
     }
 
     async fn engine_info(&self) -> Result<&EngineInfo, PodmanError> {
@@ -606,7 +643,7 @@ impl PodmanProvisioner {
                 // Attached before the start: the agent speaks first.
                 let transport = attach::stdio_transport(&docker, &name).await?;
                 docker
-                    .start_container(&name, None)
+                    .start_container(&path_segment(&name), None)
                     .await
                     .map_err(|e| PodmanError::api(&format!("start container {name}"), e))?;
                 tracing::debug!("started container {name}");
@@ -922,7 +959,7 @@ async fn inspect_raw(
     libpod: &Libpod,
     name: &str,
 ) -> Result<Option<serde_json::Value>, PodmanError> {
-    let path = format!("/containers/{}/json", percent_encode(name));
+    let path = format!("/containers/{}/json", path_segment(name));
     libpod.json_unless_404(Method::GET, &path, None).await
 }
 
@@ -949,7 +986,8 @@ async fn running_container(libpod: &Libpod, name: &str) -> Result<serde_json::Va
     Ok(v)
 }
 
-/// Percent-encode everything but RFC 3986's unreserved characters (for a query value).
+/// Percent-encode everything but RFC 3986's unreserved characters (for a query value, or a
+/// path segment: see [`path_segment`]).
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
@@ -960,6 +998,16 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// `name` (an image, container or network name) as one segment of an engine URL path: every
+/// byte but RFC 3986's unreserved characters percent-encoded, so that a `/`, `..`, `?` or `#`
+/// in it cannot reach another endpoint (`IMAGE_NAME=x/../../containers/abc` must not become
+/// `GET /containers/abc/json`). bollard puts the names it is given into its paths verbatim, so
+/// every name handed to it for a path goes through here; the engines decode the segment
+/// (`localhost%2Fagent%3Alatest` is image `localhost/agent:latest`).
+pub(crate) fn path_segment(name: &str) -> String {
+    percent_encode(name)
 }
 
 /// Containers (all states) and networks matching the label filter `label` (`key` or
@@ -1012,7 +1060,7 @@ async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {
     loop {
         match docker
             .remove_container(
-                name,
+                &path_segment(name),
                 Some(RemoveContainerOptions {
                     force: true,
                     v: true,
@@ -1042,7 +1090,7 @@ async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {
 }
 
 async fn remove_network(docker: &Docker, name: &str) -> Result<(), String> {
-    match docker.remove_network(name).await {
+    match docker.remove_network(&path_segment(name)).await {
         Ok(()) => {
             tracing::debug!("removed network {name}");
             Ok(())
@@ -1177,6 +1225,139 @@ mod tests {
         );
         assert_eq!(got[1].0, "def");
         assert!(containers_of_listing(&serde_json::json!({"message": "x"})).is_empty());
+    }
+
+    #[test]
+    fn names_in_paths_are_one_segment() {
+        assert_eq!(
+            path_segment("x/../../containers/abc"),
+            "x%2F..%2F..%2Fcontainers%2Fabc"
+        );
+        assert_eq!(
+            path_segment("localhost/lnst-agent:latest"),
+            "localhost%2Flnst-agent%3Alatest"
+        );
+        assert_eq!(path_segment("a?b#c d"), "a%3Fb%23c%20d");
+        assert_eq!(path_segment("lnst-1a2b3c4d-h1"), "lnst-1a2b3c4d-h1");
+    }
+
+    /// A fake engine on a unix socket: answers the version and info requests of a preflight
+    /// like Podman 4.3 and 404 to everything else, and records every request line.
+    async fn fake_engine(
+        sock: &std::path::Path,
+        runtimes: serde_json::Value,
+    ) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = tokio::net::UnixListener::bind(sock).unwrap_or_else(|e| panic!("bind: {e}"));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let log = log.clone();
+                let runtimes = runtimes.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or("").to_string();
+                        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                        log.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(path.clone());
+                        let (status, body) = if path.ends_with("/version") {
+                            (
+                                "200 OK",
+                                serde_json::json!({"ApiVersion": "1.41", "Version": "4.3.1", "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]}),
+                            )
+                        } else if path.ends_with("/libpod/info") {
+                            (
+                                "200 OK",
+                                serde_json::json!({"host": {"networkBackend": "netavark"}}),
+                            )
+                        } else if path == "/info" {
+                            ("200 OK", serde_json::json!({"Runtimes": runtimes}))
+                        } else {
+                            (
+                                "404 Not Found",
+                                serde_json::json!({"message": "no such thing"}),
+                            )
+                        };
+                        let body = body.to_string();
+                        let resp = format!(
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        seen
+    }
+
+    #[tokio::test]
+    async fn preflight_encodes_the_image_and_checks_the_runtime() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let sock = dir.path().join("engine.sock");
+        let seen = fake_engine(&sock, serde_json::json!({"runc": {}, "crun": {}})).await;
+        let uri = format!("unix://{}", sock.display());
+        // The image name cannot climb to another endpoint: it reaches the engine as one
+        // encoded segment of /images/<name>/json.
+        let mut opts = PodmanOptions::new(&uri, "x/../../containers/abc", "r1");
+        opts.oci_runtime = Some("runc".into());
+        let prov = PodmanProvisioner::connect(opts).unwrap_or_else(|e| panic!("{e}"));
+        let e = prov.preflight().await.err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("image 'x/../../containers/abc' not found in the engine — build it with container_files/build-images.sh")
+        );
+        let paths = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.ends_with("/images/x%2F..%2F..%2Fcontainers%2Fabc/json")),
+            "{paths:?}"
+        );
+        assert!(
+            !paths.iter().any(|p| p.contains("/containers/abc")),
+            "{paths:?}"
+        );
+        assert!(paths.iter().any(|p| p == "/info"), "{paths:?}");
+        // A runtime the engine does not have: named with the ones it has, before the image.
+        let mut opts = PodmanOptions::new(&uri, "lnst-agent", "r1");
+        opts.oci_runtime = Some("youki".into());
+        let prov = PodmanProvisioner::connect(opts).unwrap_or_else(|e| panic!("{e}"));
+        let e = prov.preflight().await.err().map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "LNST_OCI_RUNTIME 'youki': the engine has no such OCI runtime (it has: crun, runc)"
+            )
+        );
+        // Not a name: refused before anything is contacted.
+        for bad in ["/usr/bin/runc", "../runc", "runc --debug", ""] {
+            let mut opts = PodmanOptions::new(&uri, "lnst-agent", "r1");
+            opts.oci_runtime = Some(bad.into());
+            assert!(
+                matches!(
+                    PodmanProvisioner::connect(opts),
+                    Err(PodmanError::BadRuntime(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub(crate) async fn stdio_transport(
     let op = format!("attach to {container}");
     let attached = docker
         .attach_container(
-            container,
+            &super::path_segment(container),
             Some(AttachContainerOptions {
                 stream: true,
                 stdin: true,

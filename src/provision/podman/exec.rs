@@ -23,7 +23,7 @@ pub(crate) async fn run(
     let op = format!("exec {cmd:?} in {container}");
     let created = docker
         .create_exec(
-            container,
+            &super::path_segment(container),
             CreateExecOptions::<String> {
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
