@@ -343,7 +343,8 @@ pub enum Op {
     /// Set interrupt coalescing (`ethtool -C`); only the parameters present change.
     SetCoalesce {
         ifname: String,
-        settings: Coalesce,
+        /// Boxed: 20 optional numbers would size every message.
+        settings: Box<Coalesce>,
     },
     GetChannels {
         ifname: String,
@@ -484,7 +485,7 @@ pub enum Reply {
     Shell(ShellOutput),
     // --- Tunables (docs/PROTOCOL.md §6.2).
     Pause(PauseParams),
-    Coalesce(Coalesce),
+    Coalesce(Box<Coalesce>),
     Channels(Channels),
     Rss(RssInfo),
     /// GetRxFlowHash: ethtool's letters, sorted (`dfns`); empty when nothing is hashed.

@@ -913,7 +913,7 @@ impl AgentClient {
             })
             .await?
         {
-            Reply::Coalesce(c) => Ok(c),
+            Reply::Coalesce(c) => Ok(*c),
             _ => Err(self.unexpected("GetCoalesce")),
         }
     }
@@ -925,7 +925,7 @@ impl AgentClient {
     ) -> Result<protocol::SetOutcome, SessionError> {
         let op = Op::SetCoalesce {
             ifname: ifname.into(),
-            settings,
+            settings: Box::new(settings),
         };
         let r = self.call_default(op).await?;
         self.tuned(r, "SetCoalesce")

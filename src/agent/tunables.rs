@@ -750,14 +750,34 @@ async fn write_pause(
     rx: Option<bool>,
     tx: Option<bool>,
 ) -> Result<(), OpError> {
+    command_pause(ifname, autoneg, rx, tx).await?;
+    await_pause(ifname, autoneg, rx, tx).await
+}
+
+/// `ethtool -A`.
+async fn command_pause(
+    ifname: &str,
+    autoneg: Option<bool>,
+    rx: Option<bool>,
+    tx: Option<bool>,
+) -> Result<(), OpError> {
     let mut a = argv(&["-A", ifname]);
     for (k, v) in [("autoneg", autoneg), ("rx", rx), ("tx", tx)] {
         if let Some(v) = v {
             a.extend([k.to_string(), on_off(v).to_string()]);
         }
     }
-    ethtool(ifname, a, "pause-frame settings").await?;
-    // The driver may apply pause settings after a renegotiation (upstream waits up to 5 s).
+    ethtool(ifname, a, "pause-frame settings").await.map(|_| ())
+}
+
+/// Wait until the pause settings read back as written: the driver may apply them after a
+/// renegotiation (upstream waits up to 5 s).
+async fn await_pause(
+    ifname: &str,
+    autoneg: Option<bool>,
+    rx: Option<bool>,
+    tx: Option<bool>,
+) -> Result<(), OpError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let now = read_pause(ifname).await?;
@@ -804,14 +824,16 @@ async fn set_pause(
     if want_autoneg.is_none() && want_rx.is_none() && want_tx.is_none() {
         return Ok(Reply::Tuned(SetOutcome::Unchanged));
     }
-    // Journaled before the write: a refused or half-applied change still gets restored.
+    // ethtool sends one request: refused means unchanged. Once accepted it is journaled,
+    // even if the driver then does not show the new values.
+    command_pause(ifname, want_autoneg, want_rx, want_tx).await?;
     undos.push(Undo::Pause {
         ifname: ifname.to_string(),
         autoneg: want_autoneg.and(cur.autoneg),
         rx: want_rx.map(|_| cur.rx),
         tx: want_tx.map(|_| cur.tx),
     });
-    write_pause(ifname, want_autoneg, want_rx, want_tx).await?;
+    await_pause(ifname, want_autoneg, want_rx, want_tx).await?;
     Ok(Reply::Tuned(SetOutcome::Applied {
         previous: Previous::Pause(cur),
     }))
@@ -924,13 +946,14 @@ async fn set_coalesce(
         }
         return Ok(Reply::Tuned(SetOutcome::Unchanged));
     }
+    // One ethtool request: refused means unchanged, so the undo follows the write.
+    write_coalesce(ifname, &change).await?;
     undos.push(Undo::Coalesce {
         ifname: ifname.to_string(),
         settings: old.clone(),
     });
-    write_coalesce(ifname, &change).await?;
     Ok(Reply::Tuned(SetOutcome::Applied {
-        previous: Previous::Coalesce(old),
+        previous: Previous::Coalesce(Box::new(old)),
     }))
 }
 
@@ -995,11 +1018,11 @@ async fn set_channels(
     if change.named().iter().all(|(_, v)| v.is_none()) {
         return Ok(Reply::Tuned(SetOutcome::Unchanged));
     }
+    write_channels(ifname, &change).await?;
     undos.push(Undo::Channels {
         ifname: ifname.to_string(),
         counts: old,
     });
-    write_channels(ifname, &change).await?;
     Ok(Reply::Tuned(SetOutcome::Applied {
         previous: Previous::Channels(old),
     }))
@@ -1150,13 +1173,13 @@ async fn set_rss(
     if new_h.is_none() && new_k.is_none() && new_x.is_none() {
         return Ok(Reply::Tuned(SetOutcome::Unchanged));
     }
+    write_rss(ifname, new_h, new_k.as_deref(), new_x.as_deref()).await?;
     undos.push(Undo::Rss {
         ifname: ifname.to_string(),
         hfunc: new_h.and(cur.active_hfunc().map(String::from)),
         key: new_k.as_ref().and(cur.key.clone()),
         xfrm: new_x.as_ref().and(cur.xfrm_on()),
     });
-    write_rss(ifname, new_h, new_k.as_deref(), new_x.as_deref()).await?;
     Ok(Reply::Tuned(SetOutcome::Applied {
         previous: Previous::Rss(cur),
     }))
@@ -1223,12 +1246,12 @@ async fn set_flow_hash(
             ft.name()
         )));
     }
+    write_flow_hash(ifname, ft, &want).await?;
     undos.push(Undo::FlowHash {
         ifname: ifname.to_string(),
         flow_type: ft,
         fields: cur.clone(),
     });
-    write_flow_hash(ifname, ft, &want).await?;
     Ok(Reply::Tuned(SetOutcome::Applied {
         previous: Previous::FlowHash { fields: cur },
     }))
@@ -1482,8 +1505,8 @@ pub fn set_turbo_boost(
         return Ok(Reply::Tuned(SetOutcome::Unchanged));
     }
     let value = if enabled != inverted { "1" } else { "0" };
-    undos.push(Undo::Files(vec![(path.clone(), old)]));
     write_file(&path, value)?;
+    undos.push(Undo::Files(vec![(path.clone(), old)]));
     tracing::info!(
         "turbo boost {}",
         if enabled { "enabled" } else { "disabled" }
@@ -1637,7 +1660,7 @@ async fn run_inner(nl: &net::Netlink, op: Op, undos: &mut Vec<Undo>) -> Result<R
         }
         Op::GetCoalesce { ifname } => {
             dev(nl, &ifname).await?;
-            Ok(Reply::Coalesce(read_coalesce(&ifname).await?))
+            Ok(Reply::Coalesce(Box::new(read_coalesce(&ifname).await?)))
         }
         Op::SetCoalesce { ifname, settings } => {
             dev(nl, &ifname).await?;

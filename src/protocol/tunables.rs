@@ -331,7 +331,7 @@ pub struct IdleState {
 pub enum Previous {
     Pause(PauseParams),
     /// The changed coalescing parameters' old values.
-    Coalesce(Coalesce),
+    Coalesce(Box<Coalesce>),
     /// The changed counts' old values.
     Channels(ChannelCounts),
     Rss(RssInfo),
@@ -389,12 +389,12 @@ mod tests {
             o,
             Op::SetCoalesce {
                 ifname: "eth0".into(),
-                settings: Coalesce {
+                settings: Box::new(Coalesce {
                     adaptive_rx: Some(false),
                     rx_usecs: Some(16),
                     rx_frames: Some(32),
                     ..Coalesce::default()
-                }
+                })
             }
         );
         // Unknown keys are refused, including -c's spelling of the low/high frames.
@@ -446,11 +446,11 @@ mod tests {
             json!({"reply": "Tuned", "value": {"outcome": "NotApplicable", "reason": "x"}})
         );
         // Coalesce replies leave n/a parameters out.
-        let r = Reply::Coalesce(Coalesce {
+        let r = Reply::Coalesce(Box::new(Coalesce {
             adaptive_rx: Some(false),
             rx_usecs: Some(0),
             ..Coalesce::default()
-        });
+        }));
         assert_eq!(
             serde_json::to_value(&r).unwrap_or_default(),
             json!({"reply": "Coalesce", "value": {"adaptive-rx": false, "rx-usecs": 0}})
