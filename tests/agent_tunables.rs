@@ -239,7 +239,8 @@ async fn channels_restored_after_abrupt_drop() {
     assert_eq!(ip(&ns, &["-o", "link", "show"]), links_before);
 }
 
-/// EndRecipe restores too, and the session goes on.
+/// EndRecipe restores too, and the session goes on; so does deleting the agent namespace a
+/// device was tuned in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_restored_at_end_recipe() {
     if !prerequisites() {
@@ -259,6 +260,17 @@ async fn channels_restored_at_end_recipe() {
     // A second recipe on the same connection starts from the restored state.
     let ch = ok(c.get_channels("p0").await, "GetChannels");
     assert_eq!(ch.current, counts(Some(1), Some(1)));
+    // Deleting an agent namespace restores what was tuned in it before the link goes back.
+    ok(c.create_netns("a2").await, "CreateNetns");
+    ok(c.move_link("p0", Some("a2")).await, "MoveLink");
+    let a2 = c.in_netns("a2");
+    ok(
+        a2.set_channels("p0", counts(None, Some(2))).await,
+        "SetChannels in a2",
+    );
+    drop(a2);
+    ok(c.delete_netns("a2").await, "DeleteNetns");
+    assert_eq!(channels_text(&ns, "p0"), before);
     ok(c.bye().await, "Bye");
     drop_abruptly(child, c).await;
 }
@@ -634,5 +646,132 @@ async fn perf_record_returns_its_file() {
         .await,
     );
     assert_eq!(kind, ErrorKind::BadRequest);
+    drop_abruptly(child, c).await;
+}
+
+/// `ethtool ARGS` in the root namespace: (success, stdout).
+fn ethtool_root(args: &[&str]) -> (bool, String) {
+    let o = Command::new("ethtool")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ethtool: {e}"));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+/// `name: value` lines of an ethtool text, after the line starting with `from` when given.
+fn numbers_after(text: &str, from: Option<&str>) -> Vec<(String, Option<u64>)> {
+    let mut on = from.is_none();
+    let mut v = Vec::new();
+    for l in text.lines() {
+        if let Some(f) = from {
+            if l.starts_with(f) {
+                on = true;
+                continue;
+            }
+        }
+        if !on {
+            continue;
+        }
+        if let Some((k, val)) = l.split_once(':') {
+            let val = val.trim();
+            if val == "n/a" || val.parse::<u64>().is_ok() {
+                v.push((k.trim().to_string(), val.parse().ok()));
+            }
+        }
+    }
+    v
+}
+
+/// What the agent reads from this machine's NICs (read only: nothing is changed) agrees with
+/// ethtool's own output, line by line: channels, coalescing, RSS hash functions, pause
+/// frames (or `Unsupported` exactly when ethtool fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_nic_readings_match_ethtool() {
+    if !prerequisites() {
+        return;
+    }
+    let (child, c) = agent(None).await;
+    for nic in root_nics() {
+        let (ok_l, text) = ethtool_root(&["-l", &nic]);
+        match c.get_channels(&nic).await {
+            Ok(ch) => {
+                assert!(ok_l, "{nic}: agent read channels ethtool could not");
+                let cur = serde_json::to_value(ch.current).unwrap_or_default();
+                for (k, v) in numbers_after(&text, Some("Current hardware settings")) {
+                    let k = k.to_ascii_lowercase();
+                    assert_eq!(cur.get(&k).and_then(|x| x.as_u64()), v, "{nic} {k}: {text}");
+                }
+            }
+            Err(e) => {
+                assert!(!ok_l, "{nic}: {e}");
+                let (kind, msg) = remote(Err::<(), _>(e));
+                assert_eq!(kind, ErrorKind::Unsupported, "{msg}");
+            }
+        }
+        let (ok_c, text) = ethtool_root(&["-c", &nic]);
+        match c.get_coalesce(&nic).await {
+            Ok(co) => {
+                assert!(ok_c);
+                let j = serde_json::to_value(&co).unwrap_or_default();
+                let lines = numbers_after(&text, None);
+                assert!(!lines.is_empty(), "{text}");
+                for (k, v) in lines {
+                    // ethtool -c prints rx-frame-low for -C's rx-frames-low.
+                    let k = k.replace("-frame-", "-frames-");
+                    assert_eq!(j.get(&k).and_then(|x| x.as_u64()), v, "{nic} {k}: {text}");
+                }
+                let adaptive_rx = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Adaptive RX: "))
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|w| w == "on");
+                if text.contains("Adaptive RX: n/a") {
+                    assert_eq!(co.adaptive_rx, None);
+                } else {
+                    assert_eq!(co.adaptive_rx, adaptive_rx, "{text}");
+                }
+            }
+            Err(e) => {
+                assert!(!ok_c, "{nic}: {e}");
+                assert_eq!(remote(Err::<(), _>(e)).0, ErrorKind::Unsupported);
+            }
+        }
+        let (ok_x, text) = ethtool_root(&["-x", &nic]);
+        match c.get_rss(&nic).await {
+            Ok(r) => {
+                assert!(ok_x);
+                for f in &r.hfuncs {
+                    let line = format!("    {}: {}", f.name, if f.on { "on" } else { "off" });
+                    assert!(text.contains(&line), "{nic}: {line:?} not in {text}");
+                }
+                if let Some(k) = &r.key {
+                    assert!(text.to_ascii_lowercase().contains(k.as_str()));
+                }
+            }
+            Err(e) => {
+                assert!(!ok_x, "{nic}: {e}");
+                assert_eq!(remote(Err::<(), _>(e)).0, ErrorKind::Unsupported);
+            }
+        }
+        let (ok_a, text) = ethtool_root(&["-a", &nic]);
+        match c.get_pause(&nic).await {
+            Ok(p) => {
+                assert!(ok_a);
+                let rx = format!("RX:\t\t{}", if p.rx { "on" } else { "off" });
+                assert!(text.contains(&rx), "{nic}: {text}");
+            }
+            Err(e) => {
+                assert!(!ok_a, "{nic}: {e}");
+                let (kind, msg) = remote(Err::<(), _>(e));
+                assert_eq!(kind, ErrorKind::Unsupported);
+                assert!(msg.starts_with(&format!("{nic} (driver ")), "{msg}");
+            }
+        }
+        eprintln!("{nic}: readings agree with ethtool");
+    }
+    ok(c.bye().await, "Bye");
     drop_abruptly(child, c).await;
 }
