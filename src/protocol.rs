@@ -16,6 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 mod links;
 pub use links::*;
+mod tunables;
+pub use tunables::*;
 
 /// Version of this protocol; both sides must speak the same one.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -319,6 +321,98 @@ pub enum Op {
         /// (Not `op`: that is the tag of this object.)
         inner: Box<Op>,
     },
+    // --- Device and host tunables (src/agent/tunables.rs, docs/PROTOCOL.md §6.2). Every
+    // change is journaled with the links and undone in reverse order at EndRecipe and when
+    // the connection ends.
+    /// Pause-frame parameters (`ethtool -a`); `Unsupported` when the device has none.
+    GetPause {
+        ifname: String,
+    },
+    /// Set pause frames (`ethtool -A`); unset fields are left alone.
+    SetPause {
+        ifname: String,
+        #[serde(default)]
+        autoneg: Option<bool>,
+        #[serde(default)]
+        rx: Option<bool>,
+        #[serde(default)]
+        tx: Option<bool>,
+    },
+    GetCoalesce {
+        ifname: String,
+    },
+    /// Set interrupt coalescing (`ethtool -C`); only the parameters present change.
+    SetCoalesce {
+        ifname: String,
+        /// Boxed: 20 optional numbers would size every message.
+        settings: Box<Coalesce>,
+    },
+    GetChannels {
+        ifname: String,
+    },
+    /// Set channel counts (`ethtool -L`); only the counts present change.
+    SetChannels {
+        ifname: String,
+        channels: ChannelCounts,
+    },
+    /// RSS hash function, key and input transformations (`ethtool -x`).
+    GetRss {
+        ifname: String,
+    },
+    /// Set the RSS hash function, key or input transformations (`ethtool -X`).
+    SetRss {
+        ifname: String,
+        #[serde(default)]
+        hfunc: Option<String>,
+        /// `aa:bb:…`, as long as the device's key.
+        #[serde(default)]
+        key: Option<String>,
+        /// The input transformations to have on (`[]`: `xfrm none`).
+        #[serde(default)]
+        xfrm: Option<Vec<String>>,
+    },
+    /// The header fields hashed for a flow type (`ethtool -n DEV rx-flow-hash TYPE`), as
+    /// ethtool's letters (`sdfn`).
+    GetRxFlowHash {
+        ifname: String,
+        flow_type: FlowType,
+    },
+    /// `ethtool -N DEV rx-flow-hash TYPE FIELDS`.
+    SetRxFlowHash {
+        ifname: String,
+        flow_type: FlowType,
+        fields: String,
+    },
+    /// The device's IRQs with their affinity.
+    GetIrqs {
+        ifname: String,
+    },
+    /// Pin the device's IRQs to `cpus` (/proc/irq/N/smp_affinity_list).
+    SetIrqAffinity {
+        ifname: String,
+        cpus: Vec<u32>,
+        #[serde(default)]
+        policy: IrqPolicy,
+        /// Stop irqbalance (systemctl) for the session first, as upstream does.
+        #[serde(default)]
+        stop_irqbalance: bool,
+    },
+    /// The host's online CPUs and the agent's CPU affinity.
+    GetCpus,
+    /// Write /proc/sys/vm/drop_caches (nothing to restore).
+    DropCaches {
+        #[serde(default)]
+        what: DropCachesWhat,
+    },
+    /// Turbo boost on or off (intel_pstate `no_turbo` or cpufreq `boost`).
+    SetTurboBoost {
+        enabled: bool,
+    },
+    /// Disable every CPU idle state whose exit latency is at least `min_latency_us` on every
+    /// CPU (`cpupower idle-set -D`; 0 disables all).
+    DisableIdleStates {
+        min_latency_us: u64,
+    },
 }
 
 impl Op {
@@ -358,6 +452,22 @@ impl Op {
             Op::DeleteNetns { .. } => "DeleteNetns",
             Op::MoveLink { .. } => "MoveLink",
             Op::InNetns { inner, .. } => inner.name(),
+            Op::GetPause { .. } => "GetPause",
+            Op::SetPause { .. } => "SetPause",
+            Op::GetCoalesce { .. } => "GetCoalesce",
+            Op::SetCoalesce { .. } => "SetCoalesce",
+            Op::GetChannels { .. } => "GetChannels",
+            Op::SetChannels { .. } => "SetChannels",
+            Op::GetRss { .. } => "GetRss",
+            Op::SetRss { .. } => "SetRss",
+            Op::GetRxFlowHash { .. } => "GetRxFlowHash",
+            Op::SetRxFlowHash { .. } => "SetRxFlowHash",
+            Op::GetIrqs { .. } => "GetIrqs",
+            Op::SetIrqAffinity { .. } => "SetIrqAffinity",
+            Op::GetCpus => "GetCpus",
+            Op::DropCaches { .. } => "DropCaches",
+            Op::SetTurboBoost { .. } => "SetTurboBoost",
+            Op::DisableIdleStates { .. } => "DisableIdleStates",
         }
     }
 }
@@ -374,6 +484,18 @@ pub enum Reply {
     JobId(u64),
     JobResult(JobResult),
     Shell(ShellOutput),
+    // --- Tunables (docs/PROTOCOL.md §6.2).
+    Pause(PauseParams),
+    Coalesce(Box<Coalesce>),
+    Channels(Channels),
+    Rss(RssInfo),
+    /// GetRxFlowHash: ethtool's letters, sorted (`dfns`); empty when nothing is hashed.
+    FlowHash(String),
+    Irqs(Vec<IrqInfo>),
+    IrqsPinned(IrqPinning),
+    Cpus(CpuInfo),
+    /// A `Set…` tunable's outcome.
+    Tuned(SetOutcome),
 }
 
 /// One network interface as the agent sees it.
@@ -454,6 +576,25 @@ pub enum JobSpec {
     },
     /// In-process sampler of the `cpu*` lines of /proc/stat, until stopped.
     CpuStat { interval_ms: u64 },
+    /// `perf record -a -o perf.data [-g] [-F freq] [-C cpus] [-e event]… [-- sleep N]` in a
+    /// directory the agent chooses; without `duration_s` it records until StopJob (SIGINT).
+    /// The file comes back in `JobResult.data` ([`PerfData`]), size-capped.
+    LinuxPerf {
+        #[serde(default)]
+        duration_s: Option<u32>,
+        /// CPUs to record (`-C`); all when unset.
+        #[serde(default)]
+        record_cpus: Option<Vec<u32>>,
+        /// Events (`-e`), perf's syntax (`cycles`, `sched:sched_switch`).
+        #[serde(default)]
+        events: Vec<String>,
+        /// Call graphs (`-g`).
+        #[serde(default)]
+        call_graph: bool,
+        /// Sampling frequency in Hz (`-F`).
+        #[serde(default)]
+        frequency: Option<u32>,
+    },
 }
 
 impl JobSpec {

@@ -868,6 +868,233 @@ impl AgentClient {
         })
         .await
     }
+
+    // --- Device and host tunables (docs/PROTOCOL.md §6.2) ---------------------------------
+
+    fn tuned(&self, r: Reply, op: &'static str) -> Result<protocol::SetOutcome, SessionError> {
+        match r {
+            Reply::Tuned(o) => Ok(o),
+            _ => Err(self.unexpected(op)),
+        }
+    }
+
+    /// Pause-frame parameters; `Unsupported` when the device has none.
+    pub async fn get_pause(&self, ifname: &str) -> Result<protocol::PauseParams, SessionError> {
+        match self
+            .call_default(Op::GetPause {
+                ifname: ifname.into(),
+            })
+            .await?
+        {
+            Reply::Pause(p) => Ok(p),
+            _ => Err(self.unexpected("GetPause")),
+        }
+    }
+
+    /// Set pause frames (unset values stay); `NotApplicable` when the device has none and
+    /// every value asked is off.
+    pub async fn set_pause(
+        &self,
+        ifname: &str,
+        autoneg: Option<bool>,
+        rx: Option<bool>,
+        tx: Option<bool>,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let op = Op::SetPause {
+            ifname: ifname.into(),
+            autoneg,
+            rx,
+            tx,
+        };
+        let r = self.call(
+            op,
+            self.inner.opts.request_timeout + Duration::from_secs(10),
+        );
+        self.tuned(r.await?, "SetPause")
+    }
+
+    pub async fn get_coalesce(&self, ifname: &str) -> Result<protocol::Coalesce, SessionError> {
+        match self
+            .call_default(Op::GetCoalesce {
+                ifname: ifname.into(),
+            })
+            .await?
+        {
+            Reply::Coalesce(c) => Ok(*c),
+            _ => Err(self.unexpected("GetCoalesce")),
+        }
+    }
+
+    pub async fn set_coalesce(
+        &self,
+        ifname: &str,
+        settings: protocol::Coalesce,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let op = Op::SetCoalesce {
+            ifname: ifname.into(),
+            settings: Box::new(settings),
+        };
+        let r = self.call_default(op).await?;
+        self.tuned(r, "SetCoalesce")
+    }
+
+    pub async fn get_channels(&self, ifname: &str) -> Result<protocol::Channels, SessionError> {
+        match self
+            .call_default(Op::GetChannels {
+                ifname: ifname.into(),
+            })
+            .await?
+        {
+            Reply::Channels(c) => Ok(c),
+            _ => Err(self.unexpected("GetChannels")),
+        }
+    }
+
+    pub async fn set_channels(
+        &self,
+        ifname: &str,
+        channels: protocol::ChannelCounts,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let op = Op::SetChannels {
+            ifname: ifname.into(),
+            channels,
+        };
+        let r = self.call_default(op).await?;
+        self.tuned(r, "SetChannels")
+    }
+
+    pub async fn get_rss(&self, ifname: &str) -> Result<protocol::RssInfo, SessionError> {
+        match self
+            .call_default(Op::GetRss {
+                ifname: ifname.into(),
+            })
+            .await?
+        {
+            Reply::Rss(r) => Ok(r),
+            _ => Err(self.unexpected("GetRss")),
+        }
+    }
+
+    /// Set the RSS hash function, key (`aa:bb:…`) or input transformations (`Some([])`:
+    /// none).
+    pub async fn set_rss(
+        &self,
+        ifname: &str,
+        hfunc: Option<&str>,
+        key: Option<&str>,
+        xfrm: Option<Vec<String>>,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let op = Op::SetRss {
+            ifname: ifname.into(),
+            hfunc: hfunc.map(String::from),
+            key: key.map(String::from),
+            xfrm,
+        };
+        let r = self.call_default(op).await?;
+        self.tuned(r, "SetRss")
+    }
+
+    /// The hashed fields of a flow type as ethtool's letters, sorted (`dfns`).
+    pub async fn get_rx_flow_hash(
+        &self,
+        ifname: &str,
+        flow_type: protocol::FlowType,
+    ) -> Result<String, SessionError> {
+        match self
+            .call_default(Op::GetRxFlowHash {
+                ifname: ifname.into(),
+                flow_type,
+            })
+            .await?
+        {
+            Reply::FlowHash(f) => Ok(f),
+            _ => Err(self.unexpected("GetRxFlowHash")),
+        }
+    }
+
+    pub async fn set_rx_flow_hash(
+        &self,
+        ifname: &str,
+        flow_type: protocol::FlowType,
+        fields: &str,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let op = Op::SetRxFlowHash {
+            ifname: ifname.into(),
+            flow_type,
+            fields: fields.into(),
+        };
+        let r = self.call_default(op).await?;
+        self.tuned(r, "SetRxFlowHash")
+    }
+
+    /// The device's IRQs; `Unsupported` naming the device when it has none.
+    pub async fn get_irqs(&self, ifname: &str) -> Result<Vec<protocol::IrqInfo>, SessionError> {
+        match self
+            .call_default(Op::GetIrqs {
+                ifname: ifname.into(),
+            })
+            .await?
+        {
+            Reply::Irqs(v) => Ok(v),
+            _ => Err(self.unexpected("GetIrqs")),
+        }
+    }
+
+    pub async fn set_irq_affinity(
+        &self,
+        ifname: &str,
+        cpus: &[u32],
+        policy: protocol::IrqPolicy,
+        stop_irqbalance: bool,
+    ) -> Result<protocol::IrqPinning, SessionError> {
+        let op = Op::SetIrqAffinity {
+            ifname: ifname.into(),
+            cpus: cpus.to_vec(),
+            policy,
+            stop_irqbalance,
+        };
+        match self
+            .call(
+                op,
+                self.inner.opts.request_timeout + Duration::from_secs(30),
+            )
+            .await?
+        {
+            Reply::IrqsPinned(p) => Ok(p),
+            _ => Err(self.unexpected("SetIrqAffinity")),
+        }
+    }
+
+    /// The host's online CPUs and the agent's own CPU set.
+    pub async fn get_cpus(&self) -> Result<protocol::CpuInfo, SessionError> {
+        match self.call_default(Op::GetCpus).await? {
+            Reply::Cpus(c) => Ok(c),
+            _ => Err(self.unexpected("GetCpus")),
+        }
+    }
+
+    pub async fn drop_caches(&self, what: protocol::DropCachesWhat) -> Result<(), SessionError> {
+        self.call_ok(Op::DropCaches { what }).await
+    }
+
+    pub async fn set_turbo_boost(
+        &self,
+        enabled: bool,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let r = self.call_default(Op::SetTurboBoost { enabled }).await?;
+        self.tuned(r, "SetTurboBoost")
+    }
+
+    /// Disable the CPU idle states with an exit latency of at least `min_latency_us`.
+    pub async fn disable_idle_states(
+        &self,
+        min_latency_us: u64,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let r = self
+            .call_default(Op::DisableIdleStates { min_latency_us })
+            .await?;
+        self.tuned(r, "DisableIdleStates")
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ pub fn render_argv(spec: &JobSpec) -> Option<Vec<String>> {
             Some(v)
         }
         JobSpec::CpuStat { .. } => None,
+        JobSpec::LinuxPerf { .. } => super::tunables::perf_argv(spec),
     }
 }
 
@@ -182,15 +183,10 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
         _ => {}
     }
     if let Some(cpus) = cpus_of(spec) {
-        let max = nix::sched::CpuSet::count();
-        if cpus.is_empty() {
-            return bad("empty CPU list".into());
-        }
-        if let Some(c) = cpus.iter().find(|c| **c as usize >= max) {
-            return bad(format!("CPU {c} out of range"));
-        }
+        // Online, and inside the agent's own CPU set (a container's cpuset).
+        super::tunables::check_cpus(cpus, true)?;
     }
-    Ok(())
+    super::tunables::check_perf(spec)
 }
 
 /// One running or finished job.
@@ -244,14 +240,34 @@ impl Jobs {
             Some(argv) => {
                 let k = killed.clone();
                 let pg = pgid.clone();
+                // perf record writes into a directory the agent chooses (its working
+                // directory); the file comes back in the result.
+                let perf_dir = match &spec {
+                    JobSpec::LinuxPerf { .. } => Some(super::tunables::perf_dir(id)),
+                    _ => None,
+                };
                 // Spawn synchronously so the pgid is known before StartJob returns.
                 let started_at = unix_now();
-                let started = spawn_process(id, &spec, &argv, netns);
+                let started = match &perf_dir {
+                    Some(Err(e)) => Err(e.clone()),
+                    Some(Ok(dir)) => spawn_process(id, &spec, &argv, netns, Some(dir)),
+                    None => spawn_process(id, &spec, &argv, netns, None),
+                };
+                let perf_dir = perf_dir.and_then(Result::ok);
+                if started.is_err() {
+                    if let Some(d) = &perf_dir {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                }
                 match started {
                     Ok((child, pid)) => {
                         *lock(&pg) = Some(pid);
                         tokio::spawn(async move {
                             let r = finish_process(id, &spec, child, started_at, pg, k).await;
+                            let r = match perf_dir {
+                                Some(d) => super::tunables::perf_collect(r, d).await,
+                                None => r,
+                            };
                             on_finish(r.clone());
                             let _ = tx.send(Some(r));
                         });
@@ -405,6 +421,7 @@ fn spawn_process(
     spec: &JobSpec,
     argv: &[String],
     netns: Option<&std::os::fd::OwnedFd>,
+    cwd: Option<&std::path::Path>,
 ) -> Result<(tokio::process::Child, i32), String> {
     let (prog, args) = argv
         .split_first()
@@ -416,6 +433,9 @@ fn spawn_process(
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
     if let Some(cpus) = cpus_of(spec) {
         let mut set = nix::sched::CpuSet::new();
         for c in cpus {
@@ -870,7 +890,7 @@ mod tests {
             oneoff: true,
         };
         // Render, but spawn a program that does not exist.
-        let r = spawn_process(1, &spec, &s(&["lnst-no-such-tool-xyz", "-s"]), None);
+        let r = spawn_process(1, &spec, &s(&["lnst-no-such-tool-xyz", "-s"]), None, None);
         assert_eq!(
             r.err(),
             Some("lnst-no-such-tool-xyz: not found in PATH".to_string())

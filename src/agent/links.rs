@@ -2047,6 +2047,11 @@ enum Entry {
         loc: Loc,
         step: Step,
     },
+    /// A device or host tunable's previous state (tunables.rs).
+    Tunable {
+        loc: Loc,
+        undo: super::tunables::Undo,
+    },
 }
 
 /// Namespaces one session may hold (each is a thread of the agent).
@@ -2497,7 +2502,7 @@ impl Links {
             let mut i = 0;
             while i < j.len() {
                 let ours = match &j[i] {
-                    Entry::Step { loc: l, .. } => *l == loc,
+                    Entry::Step { loc: l, .. } | Entry::Tunable { loc: l, .. } => *l == loc,
                     Entry::Moved { at, .. } => *at == loc,
                     Entry::Netns(n) => n == name,
                     Entry::Created(_) => false,
@@ -2550,6 +2555,7 @@ impl Links {
                         errors.push(format!("{what}: {}", e.message));
                     }
                 }
+                Entry::Tunable { undo, .. } => self.undo_tunable(&loc, undo, &mut errors).await,
                 Entry::Netns(_) | Entry::Created(_) => {}
             }
         }
@@ -2677,6 +2683,48 @@ impl Links {
         lock(&self.journal).retain(|e| !matches!(e, Entry::Netns(n) if n == name));
     }
 
+    /// Run a tunable (tunables.rs) at `loc` under the journal's lock and journal what it
+    /// changed, also when it failed half-way; host-wide state is journaled for the agent's
+    /// namespace.
+    pub(super) async fn exec_tunable(&self, loc: Loc, op: Op) -> Result<Reply, OpError> {
+        use super::tunables;
+        let _g = self.serial.lock().await;
+        let (reply, undos) = match &loc {
+            None => tunables::run(&self.root().await?.nl, op).await,
+            Some(n) => {
+                self.netns(n)?
+                    .run(move |ctx| async move { tunables::run(&ctx.nl, op).await })
+                    .await?
+            }
+        };
+        for undo in undos {
+            let at = if undo.is_global() { None } else { loc.clone() };
+            self.push(Entry::Tunable { loc: at, undo });
+        }
+        reply
+    }
+
+    async fn undo_tunable(&self, loc: &Loc, undo: super::tunables::Undo, errors: &mut Vec<String>) {
+        use super::tunables;
+        let what = undo.describe();
+        let r = match loc {
+            None => match self.root().await {
+                Ok(root) => tunables::undo(&root.nl, undo).await,
+                Err(e) => Err(e),
+            },
+            Some(n) => match self.netns(n) {
+                Ok(ns) => ns
+                    .run(move |ctx| async move { tunables::undo(&ctx.nl, undo).await })
+                    .await
+                    .and_then(|r| r),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = r {
+            errors.push(format!("{what}: {}", e.message));
+        }
+    }
+
     /// Undo the whole journal in reverse order; every namespace goes.
     pub async fn undo_all(&self, errors: &mut Vec<String>) {
         let _g = self.serial.lock().await;
@@ -2724,6 +2772,12 @@ impl Links {
                     if let Err(e) = self.run_step_at(&loc, step).await {
                         errors.push(format!("{what}: {}", e.message));
                     }
+                }
+                Entry::Tunable { loc, undo } => {
+                    if loc.as_ref().is_some_and(|n| self.netns(n).is_err()) {
+                        continue;
+                    }
+                    self.undo_tunable(&loc, undo, errors).await;
                 }
             }
         }
@@ -2875,6 +2929,9 @@ impl Session {
         let ns = self.links.netns(&name)?;
         if is_journaled(&op) {
             return self.detached(Some(name), op).await;
+        }
+        if super::tunables::is_tunable(&op) {
+            return self.dispatch_tunables(Some(name), op).await;
         }
         match op {
             Op::StartJob { spec } => {

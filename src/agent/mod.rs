@@ -27,6 +27,7 @@ pub mod links;
 pub mod net;
 pub mod netns;
 pub mod sysctl;
+pub mod tunables;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{
@@ -362,6 +363,22 @@ impl Session {
             | Op::DeleteNetns { .. }
             | Op::MoveLink { .. }
             | Op::InNetns { .. }) => self.dispatch_links(op).await,
+            op @ (Op::GetPause { .. }
+            | Op::SetPause { .. }
+            | Op::GetCoalesce { .. }
+            | Op::SetCoalesce { .. }
+            | Op::GetChannels { .. }
+            | Op::SetChannels { .. }
+            | Op::GetRss { .. }
+            | Op::SetRss { .. }
+            | Op::GetRxFlowHash { .. }
+            | Op::SetRxFlowHash { .. }
+            | Op::GetIrqs { .. }
+            | Op::SetIrqAffinity { .. }
+            | Op::GetCpus
+            | Op::DropCaches { .. }
+            | Op::SetTurboBoost { .. }
+            | Op::DisableIdleStates { .. }) => self.dispatch_tunables(None, op).await,
         }
     }
 
