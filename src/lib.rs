@@ -41,4 +41,5 @@ pub mod requirements;
 pub mod results;
 pub mod runner;
 pub mod schema;
+pub mod scripted;
 pub mod session;

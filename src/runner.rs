@@ -458,7 +458,8 @@ async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEn
 }
 
 /// Connect to every agent, bind interfaces by MAC, run the recipe, restore the agents.
-async fn run_on_endpoints(
+/// Returns the run, the raw tool output and the time spent inside tools.
+pub async fn run_on_endpoints(
     spec: &TestSpec,
     eps: Vec<AgentEndpoint>,
     matched: MatchDescription,
