@@ -92,9 +92,7 @@ pub fn one_line(e: &CliError) -> String {
 
 /// `s` as one line: control characters (newlines from user input) replaced by spaces.
 pub fn line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::one_line(s)
 }
 
 fn out(text: &str) -> Result<(), CliError> {

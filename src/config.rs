@@ -198,8 +198,7 @@ struct RawEnv {
 }
 
 fn quote(s: &str) -> String {
-    let t: String = s.chars().take(80).collect();
-    crate::params::Value::Str(t).to_string()
+    crate::text::quote(s, 80)
 }
 
 /// Parse a truth value: 1/true/yes/on, 0/false/no/off/empty (case-insensitive).

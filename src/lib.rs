@@ -43,3 +43,4 @@ pub mod runner;
 pub mod schema;
 pub mod scripted;
 pub mod session;
+pub mod text;

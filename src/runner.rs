@@ -241,14 +241,7 @@ async fn run_test(
         params: spec.params.to_json(),
         ..TestOutcome::default()
     };
-    let def = match crate::recipes::find(&spec.recipe) {
-        Ok(d) => d,
-        Err(e) => {
-            outcome.error = Some(e.to_string());
-            return (outcome, None);
-        }
-    };
-    let reqs = (def.requirements)(&spec.params);
+    let reqs = spec.planned.requirements();
     let mut stopped = None;
 
     match mode {
@@ -494,7 +487,8 @@ pub async fn run_on_endpoints(
         }
     }
     if ctx.run.exception.is_none() {
-        let res = crate::recipes::run_recipe(&spec.recipe, &mut ctx, &spec.params).await;
+        ctx.params = spec.params.clone();
+        let res = spec.planned.run(&mut ctx).await;
         if let Err(e) = res {
             let msg = match &e {
                 RecipeError::Agent(se) => format!("agent failure: {se}"),

@@ -694,11 +694,7 @@ fn request_id_of(frame: &[u8]) -> Option<u64> {
 /// Decoder messages echo the peer's input (an unknown op name may be megabytes): keep 300
 /// characters.
 fn clip_message(m: &str) -> String {
-    let mut t: String = m.chars().take(300).collect();
-    if m.chars().nth(300).is_some() {
-        t.push('…');
-    }
-    t
+    crate::text::clip(m, 300)
 }
 
 /// Serve one controller on a reader/writer pair until it says Bye or goes away. Never fails

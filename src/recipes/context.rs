@@ -43,6 +43,8 @@ pub struct RunContext {
     pub baseline: Option<BaselineFile>,
     /// Wall time spent in ping runs and iperf3 iterations (reported as `TestOutcome::tool_time_s`).
     pub tool_time_s: f64,
+    /// The test's parameters as resolved by the plan, for the description results.
+    pub params: crate::schema::ResolvedParams,
     saved_offloads: BTreeMap<(String, String), Vec<(String, bool)>>,
     saved_mtu: BTreeMap<(String, String), u32>,
     job_level: ResultLevel,
@@ -57,6 +59,7 @@ impl RunContext {
             progress_prefix: String::new(),
             baseline: None,
             tool_time_s: 0.0,
+            params: crate::schema::ResolvedParams::default(),
             saved_offloads: BTreeMap::new(),
             saved_mtu: BTreeMap::new(),
             job_level: ResultLevel::Normal,
@@ -173,7 +176,7 @@ impl RunContext {
                         | "rx"
                 )
             })
-            .map(|(k, v)| (short_feature(&k).to_string(), v))
+            .map(|(k, v)| (crate::protocol::offload_short_name(&k).to_string(), v))
             .collect();
         if keep.is_empty() {
             return Ok(());
@@ -371,17 +374,5 @@ impl RunContext {
         }
         self.record_end(host, id, &res);
         Ok(res)
-    }
-}
-
-/// ethtool -k long names → the -K short names upstream's combinations use.
-pub fn short_feature(name: &str) -> &str {
-    match name {
-        "generic-receive-offload" => "gro",
-        "generic-segmentation-offload" => "gso",
-        "tcp-segmentation-offload" => "tso",
-        "tx-checksumming" => "tx",
-        "rx-checksumming" => "rx",
-        other => other,
     }
 }
