@@ -358,6 +358,81 @@ pub enum JobSpec {
 }
 
 impl JobSpec {
+    /// The job's argv (None for the in-process CPU sampler). A job's command line is part of
+    /// the protocol: the agent runs it, the controller records it in the results.
+    pub fn argv(&self) -> Option<Vec<String>> {
+        match self {
+            JobSpec::Ping {
+                dst,
+                src,
+                count,
+                interval_s,
+                size,
+                ipv6,
+            } => {
+                let mut v = vec!["ping".to_string(), dst.clone()];
+                if *ipv6 {
+                    v.push("-6".into());
+                }
+                v.extend(["-c".into(), count.to_string()]);
+                v.extend(["-i".into(), format!("{interval_s:.6}")]);
+                if let Some(s) = src {
+                    v.extend(["-I".into(), s.clone()]);
+                }
+                if let Some(s) = size {
+                    v.extend(["-s".into(), s.to_string()]);
+                }
+                Some(v)
+            }
+            JobSpec::IperfServer {
+                bind, port, oneoff, ..
+            } => {
+                let mut v: Vec<String> = ["iperf3", "-s", "-B", bind, "-J", "-p"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                v.push(port.to_string());
+                if *oneoff {
+                    v.push("-1".into());
+                }
+                Some(v)
+            }
+            JobSpec::IperfClient {
+                server,
+                port,
+                cport,
+                duration_s,
+                proto,
+                blksize,
+                parallel,
+                ..
+            } => {
+                let mut v: Vec<String> = ["iperf3", "-c", server, "-b", "0/1000", "-J", "-t"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                v.push(duration_s.to_string());
+                match proto {
+                    IperfProto::Tcp => {}
+                    IperfProto::Udp => v.push("--udp".into()),
+                    IperfProto::Sctp => v.push("--sctp".into()),
+                }
+                if let Some(l) = blksize {
+                    v.extend(["-l".into(), l.to_string()]);
+                }
+                if let Some(p) = parallel {
+                    v.extend(["-P".into(), p.to_string()]);
+                }
+                v.extend(["-p".into(), port.to_string()]);
+                if let Some(c) = cport {
+                    v.extend(["--cport".into(), c.to_string()]);
+                }
+                Some(v)
+            }
+            JobSpec::CpuStat { .. } => None,
+        }
+    }
+
     /// Whether an exit code means success (ping: ≤ 1, like upstream; others: 0).
     pub fn exit_code_passes(&self, code: i32) -> bool {
         match self {

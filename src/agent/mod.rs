@@ -291,7 +291,7 @@ impl Session {
                     }),
                 )?;
                 // An iperf3 server is started once it listens (the controller then pauses
-                // briefly before its clients; see recipes::simple_network::SERVER_SETTLE).
+                // briefly before its clients; see recipes::context::SERVER_SETTLE).
                 if let Some(port) = listen_port {
                     jobs::wait_listening(port, Duration::from_secs(5)).await;
                 }

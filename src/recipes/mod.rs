@@ -6,9 +6,10 @@
 //! the planned recipe for its requirements, provisions agents and runs it. Adding a recipe is
 //! one file and one line in [`REGISTRY`] (docs/ARCHITECTURE.md walks through an example).
 
+pub mod common;
 pub mod context;
 pub mod enrt;
-pub mod simple_network_params;
+pub mod simple_network;
 pub mod typed;
 
 use crate::requirements::Requirements;
@@ -107,7 +108,7 @@ impl RecipeDef {
 }
 
 /// Every recipe this runner has: one line per recipe.
-pub const REGISTRY: &[RecipeDef] = &[RecipeDef::of::<simple_network_params::SimpleNetworkRecipe>()];
+pub const REGISTRY: &[RecipeDef] = &[RecipeDef::of::<simple_network::SimpleNetworkRecipe>()];
 
 /// RECIPE names no registered recipe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,7 +184,7 @@ mod tests {
 
     #[test]
     fn simple_network_has_38_params_with_upstream_defaults() {
-        let specs = simple_network_params::SimpleNetworkRecipe::specs();
+        let specs = simple_network::SimpleNetworkRecipe::specs();
         assert_eq!(specs.len(), 38);
         let mut names: Vec<&str> = specs.iter().map(|s| s.name).collect();
         names.sort();
@@ -271,5 +272,3 @@ mod tests {
             .all(|h| h.interfaces.values().all(|i| i.params.is_empty())));
     }
 }
-
-pub mod simple_network;
