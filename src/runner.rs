@@ -8,7 +8,7 @@ use crate::pool::{Pool, Security};
 use crate::provision::netns::NetnsProvisioner;
 use crate::provision::podman::{PodmanOptions, PodmanProvisioner};
 use crate::provision::{AgentEndpoint, IfaceBinding, Provisioner, Transport};
-use crate::recipes::context::{HostHandle, RecipeError, RunContext};
+use crate::recipes::context::{HostHandle, RecipeError, RunContext, SERVER_SETTLE};
 use crate::requirements::Requirements;
 use crate::results::export::{exit_code, stdout_summary, Exporter};
 use crate::results::{InterfaceMatch, MachineMatch, MatchDescription, RecipeRun, TestOutcome};
@@ -262,7 +262,7 @@ async fn run_test(
                 );
                 let fut = async {
                     let eps = pool_endpoints(pool, &m).await?;
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone()).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone(), SERVER_SETTLE).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -300,7 +300,7 @@ async fn run_test(
                     let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
                     crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
                     let m = match_from_endpoints(&reqs, &eps, pool_name);
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m, SERVER_SETTLE).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -451,11 +451,13 @@ async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEn
 }
 
 /// Connect to every agent, bind interfaces by MAC, run the recipe, restore the agents.
-/// Returns the run, the raw tool output and the time spent inside tools.
+/// Returns the run, the raw tool output and the time spent inside tools. `server_settle` is
+/// the pause between iperf3 servers and clients ([`crate::recipes::context::SERVER_SETTLE`]).
 pub async fn run_on_endpoints(
     spec: &TestSpec,
     eps: Vec<AgentEndpoint>,
     matched: MatchDescription,
+    server_settle: Duration,
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
     // Every agent at once: handshakes and interface listings run concurrently.
@@ -480,6 +482,7 @@ pub async fn run_on_endpoints(
         return (run, Vec::new(), 0.0);
     }
     let mut ctx = RunContext::new(hosts, run);
+    ctx.server_settle = server_settle;
     if let Some(path) = std::env::var_os("LNST_BASELINE_FILE") {
         match crate::measure::evaluate::BaselineFile::load(Path::new(&path)) {
             Ok(b) => ctx.baseline = Some(b),

@@ -136,7 +136,7 @@ impl Default for Script {
 
 impl Script {
     /// Pings to `dst` get `pct` % answers; others all.
-    pub fn ping_loss_to(mut self, dst: &str, pct: u32) -> Self {
+    pub fn ping_received_to(mut self, dst: &str, pct: u32) -> Self {
         let dst = dst.to_string();
         let prev = self.ping_received.clone();
         self.ping_received = Arc::new(move |d| if d == dst { pct } else { prev(d) });
@@ -557,5 +557,42 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
             ErrorKind::NotAllowed,
             "the scripted agent runs no shell",
         )),
+    }
+}
+
+/// A recipe run against scripted agents.
+#[derive(Debug)]
+pub struct ScriptedRun {
+    pub run: crate::results::RecipeRun,
+    /// Raw tool output: file name → bytes.
+    pub raw: Vec<(String, Vec<u8>)>,
+    pub journal: Journal,
+}
+
+/// Run the planned test `spec` against scripted agents: one per `(host id, [(requirement
+/// interface id, agent device name)])`, all answering from `script`. Goes through the
+/// runner's own connect-bind-run-restore path, without the pause between iperf3 servers and
+/// clients.
+pub async fn run_test(
+    spec: &crate::plan::TestSpec,
+    script: Script,
+    hosts: &[(&str, &[(&str, &str)])],
+) -> ScriptedRun {
+    let agents = ScriptedAgent::new(script);
+    let eps = hosts
+        .iter()
+        .map(|(h, devs)| agents.endpoint(h, devs))
+        .collect();
+    let (run, raw, _) = crate::runner::run_on_endpoints(
+        spec,
+        eps,
+        crate::results::MatchDescription::default(),
+        std::time::Duration::ZERO,
+    )
+    .await;
+    ScriptedRun {
+        run,
+        raw,
+        journal: agents.journal,
     }
 }

@@ -11,6 +11,7 @@ use lnst_runner::runner::run_on_endpoints;
 use lnst_runner::scripted::{Script, ScriptedAgent};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
@@ -178,7 +179,7 @@ fn scripted_run(params: &str, script: Script) -> (String, String, String) {
             agents.endpoint("host1", &[("eth0", "veth-a")]),
             agents.endpoint("host2", &[("eth0", "veth-b")]),
         ];
-        run_on_endpoints(&spec, eps, MatchDescription::default()).await
+        run_on_endpoints(&spec, eps, MatchDescription::default(), Duration::ZERO).await
     });
     let mut names: Vec<String> = raw.iter().map(|(n, _)| n.clone()).collect();
     names.push(String::new());
@@ -212,7 +213,7 @@ fn scripted_failing_run_is_unchanged() {
         "offload_combinations": [], "ping_count": 4,
         "ping_bidirect": true, "net_ipv4": "198.18.21.0/24", "net_ipv6": "fd00:21::/64"}"#;
     let script = Script::default()
-        .ping_loss_to("fd00:21::2", 25)
+        .ping_received_to("fd00:21::2", 25)
         .iperf_rate(0.0);
     let (data, human, raw) = scripted_run(params, script);
     check("run/failing_run_data.json", &data);

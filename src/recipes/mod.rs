@@ -9,8 +9,13 @@
 pub mod common;
 pub mod context;
 pub mod enrt;
+pub mod ping_flood;
+pub mod reqs;
 pub mod simple_network;
 pub mod typed;
+
+#[cfg(test)]
+mod scripted_tests;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
@@ -108,7 +113,10 @@ impl RecipeDef {
 }
 
 /// Every recipe this runner has: one line per recipe.
-pub const REGISTRY: &[RecipeDef] = &[RecipeDef::of::<simple_network::SimpleNetworkRecipe>()];
+pub const REGISTRY: &[RecipeDef] = &[
+    RecipeDef::of::<simple_network::SimpleNetworkRecipe>(),
+    RecipeDef::of::<ping_flood::PingFloodRecipe>(),
+];
 
 /// RECIPE names no registered recipe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,7 +182,10 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("did you mean 'SimpleNetworkRecipe'"), "{e}");
-        assert!(e.contains("known recipes: SimpleNetworkRecipe"), "{e}");
+        assert!(
+            e.contains("known recipes: PingFloodRecipe, SimpleNetworkRecipe"),
+            "{e}"
+        );
         let e = find("Nope")
             .err()
             .map(|e| e.to_string())

@@ -20,8 +20,9 @@
 use super::common::config::{nth_address, Configured, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams};
-use super::enrt::{self, ip_endpoint_pairs, simple_network_req, EndpointPair, EnrtRecipe};
+use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
 use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::reqs::simple_network_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
 use crate::param_set;
@@ -86,8 +87,7 @@ param_set! {
 impl SimpleNetworkRecipe {
     /// host1.eth0 and host2.eth0.
     fn nics(&self) -> [Dev; 2] {
-        let (_, a, b) = simple_network_req(&self.reqs);
-        [a, b]
+        simple_network_req(&self.reqs).1
     }
 }
 

@@ -26,10 +26,8 @@ use crate::recipes::common::ping::{ping_test_and_evaluate, PingConf, PingEvaluat
 use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
 use crate::recipes::Recipe;
-use crate::requirements::{HostReq, Requirements};
 use crate::results::{ResultEntry, ResultType};
-use params::{BaremetalEnrtParams, CpuPolicy, DeviceReqParams, NetPerfTool, PerfTest};
-use std::collections::BTreeMap;
+use params::{BaremetalEnrtParams, CpuPolicy, NetPerfTool, PerfTest};
 pub use subconfig::{HwConfig, SubConfig, SubConfigs};
 
 /// First iperf3 port; the counter restarts for every perf configuration (upstream).
@@ -97,32 +95,6 @@ pub fn ip_endpoint_pairs(config: &Configured, a: &Dev, b: &Dev) -> Vec<EndpointP
 /// The same pairs with client and server swapped (upstream `PerfReversibleFlowMixin`).
 pub fn reversed(pairs: Vec<EndpointPair>) -> Vec<EndpointPair> {
     pairs.into_iter().map(|(c, s)| (s, c)).collect()
-}
-
-/// `host1.eth0` and `host2.eth0` on network `net1` (upstream `SimpleNetworkReq`).
-pub fn simple_network_req(p: &DeviceReqParams) -> (Requirements, Dev, Dev) {
-    let mut r = Requirements::default();
-    let dev_params = device_req_params(p);
-    for host in ["host1", "host2"] {
-        r.hosts.insert(
-            host.to_string(),
-            HostReq::default().with_interface("eth0", "net1", dev_params.clone()),
-        );
-    }
-    (r, Dev::new("host1", "eth0"), Dev::new("host2", "eth0"))
-}
-
-/// The match parameters of a requirement device: `driver`, `speed` and `model` when the
-/// `driver`, `nic_speed` and `nic_model` parameters are set (upstream EnrtDeviceReqParams).
-pub fn device_req_params(p: &DeviceReqParams) -> BTreeMap<String, String> {
-    [
-        (&p.driver, "driver"),
-        (&p.nic_speed, "speed"),
-        (&p.nic_model, "model"),
-    ]
-    .into_iter()
-    .filter_map(|(v, key)| v.as_ref().map(|v| (key.to_string(), v.clone())))
-    .collect()
 }
 
 /// An ENRT recipe: what it declares; [`run`] does the rest.
