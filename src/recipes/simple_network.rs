@@ -28,7 +28,7 @@ use super::Recipe;
 use crate::param_set;
 use crate::params::Value;
 use crate::requirements::Requirements;
-use crate::schema::ParamType;
+use crate::schema::{ParamType, TWO_HOSTS};
 
 /// Upstream default of `net_ipv4`. Note: outside 198.18.0.0/15, the range our tests may use.
 pub const DEFAULT_NET_IPV4: &str = "192.168.101.0/24";
@@ -67,12 +67,14 @@ param_set! {
             Ipv4Net,
             DEFAULT_NET_IPV4,
             "IPv4 network; host1.eth0 gets .1, host2.eth0 gets .2",
-        ),
+        )
+        .check(TWO_HOSTS),
         param net_ipv6: ipnet::Ipv6Net = dflt(
             Ipv6Net,
             DEFAULT_NET_IPV6,
             "IPv6 network; host1.eth0 gets ::1, host2.eth0 gets ::2",
-        ),
+        )
+        .check(TWO_HOSTS),
         group base: BaremetalEnrtParams,
         group reqs: DeviceReqParams,
         param offload_combinations: Vec<OffloadCombination> = dflt(

@@ -119,7 +119,7 @@ param_set! {
             int_list(),
             "CPUs the perf tool is pinned to (taskset -c), client and server",
         )
-        .range(0.0, U32_MAX),
+        .range(0.0, MAX_CPU_INDEX),
         param perf_tool_cpu_policy: Option<CpuPolicy> = opt(
             CpuPolicy::param_type(),
             "how perf_tool_cpu is applied (unset acts like 'all')",
@@ -206,7 +206,7 @@ param_set! {
             int_list(),
             "CPUs the NIC IRQs are pinned to, round-robin",
         )
-        .range(0.0, U32_MAX),
+        .range(0.0, MAX_CPU_INDEX),
         param coalescing_settings: crate::params::Value = dflt(
             Dict,
             crate::params::Value::Dict(vec![]),
