@@ -43,4 +43,5 @@ pub mod runner;
 pub mod schema;
 pub mod scripted;
 pub mod session;
+pub mod source;
 pub mod text;

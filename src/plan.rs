@@ -405,6 +405,8 @@ mod tests {
             pool_dir: PathBuf::from("/p"),
             results_dir: PathBuf::from("/r"),
             agent_mode: AgentMode::Netns,
+            agent_bin: None,
+            path: Vec::new(),
         }
     }
 
