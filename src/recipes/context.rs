@@ -134,8 +134,23 @@ impl RunContext {
         }
     }
 
+    /// Keep raw tool output under `raw/<name>`. Names are unique per measurement; a name
+    /// given twice (a recipe bug) gets `_2`, `_3`, ... before its extension instead of
+    /// overwriting the first file.
     pub fn save_raw(&mut self, name: String, bytes: &[u8]) {
-        self.raw.push((name, bytes.to_vec()));
+        let mut unique = name.clone();
+        let mut n = 2;
+        while self.raw.iter().any(|(x, _)| *x == unique) {
+            unique = match name.rsplit_once('.') {
+                Some((stem, ext)) => format!("{stem}_{n}.{ext}"),
+                None => format!("{name}_{n}"),
+            };
+            n += 1;
+        }
+        if unique != name {
+            tracing::warn!("raw file {name} was already written; keeping this one as {unique}");
+        }
+        self.raw.push((unique, bytes.to_vec()));
     }
 
     /// The ids of every connected host, sorted (upstream `self.matched`).

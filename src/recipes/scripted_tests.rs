@@ -343,3 +343,58 @@ fn unreachable_endpoints_must_not_answer() {
         .iter()
         .any(|e| matches!(e.op, Op::WaitDad { .. })));
 }
+
+#[test]
+fn raw_files_are_unique_per_measurement_and_cpu_data_keeps_every_cpu() {
+    let r = run(
+        "SimpleNetworkRecipe",
+        "perf_iterations=2;perf_duration=1;perf_tests=['tcp_stream','udp_stream'];perf_msg_sizes=[123,1400];ip_versions=('ipv4',);offload_combinations=();ping_count=2;net_ipv4='198.18.51.0/24'",
+        Script::default(),
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Pass);
+    let names: Vec<&str> = r.raw.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    // 2 tests × 2 sizes × 2 iterations × 2 hosts CPU samples, each named after its measurement.
+    let cpu: Vec<&&str> = names.iter().filter(|n| n.contains("_cpu_")).collect();
+    assert_eq!(cpu.len(), 16, "{names:?}");
+    assert!(names.contains(&"sub1_udp_stream_ipv4_1400_iter2_cpu_host2.json"));
+    assert!(names.contains(&"sub1_udp_stream_ipv4_1400_iter2_flow1_client.json"));
+    // The CPU measurement's data has every CPU line the samples had.
+    let cpu_data: Vec<Vec<String>> = r
+        .run
+        .results
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ResultKind::Measurement {
+                measurement_type,
+                summary,
+            } if measurement_type == "cpu" => Some(
+                summary
+                    .as_object()
+                    .map(|o| o.keys().cloned().collect())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cpu_data.len(), 8);
+    assert!(
+        cpu_data.iter().all(|k| k == &["cpu", "cpu0", "cpu1"]),
+        "{cpu_data:?}"
+    );
+}
+
+#[test]
+fn a_raw_name_given_twice_is_not_overwritten() {
+    let mut ctx = RunContext::new(Default::default(), crate::results::RecipeRun::default());
+    ctx.save_raw("a.json".into(), b"1");
+    ctx.save_raw("a.json".into(), b"2");
+    ctx.save_raw("a.json".into(), b"3");
+    ctx.save_raw("b".into(), b"4");
+    ctx.save_raw("b".into(), b"5");
+    let names: Vec<&str> = ctx.raw.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a.json", "a_2.json", "a_3.json", "b", "b_2"]);
+}

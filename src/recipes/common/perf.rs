@@ -143,13 +143,12 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
         h.dedup();
         h
     };
-    let mut per_flow: Vec<Vec<FlowIteration>> = vec![Vec::new(); flows.len()];
-    let mut per_cpu: BTreeMap<(String, String), Vec<PerfResult>> = BTreeMap::new();
     let size_desc = spec0
         .msg_size
         .map(|s| format!("msg {s}"))
         .unwrap_or_else(|| "msg default".into());
     let n = conf.iterations;
+    let mut measured: Vec<Iteration> = Vec::new();
     for it in 0..n as usize {
         if conf.tweaks.drop_caches {
             for host in ctx.host_ids() {
@@ -167,23 +166,61 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
                 }
             }
         }
-        let (mut its, mut cpus) = if conf.simulate {
+        let (its, cpus) = if conf.simulate {
             simulated_iteration(flows, &cpu_hosts)
         } else {
             run_iteration(ctx, conf, &cpu_hosts, proto, it).await?
         };
-        if let Err(e) = align_iteration(&mut its, &mut cpus, f64::from(warmup)) {
-            tracing::error!(
-                "time alignment of iteration {} failed ({e}); using unaligned results",
-                it + 1
-            );
-        }
-        let total: f64 = its.iter().map(|f| f.generator_results.average()).sum();
+        // The progress line shows the iteration as it will be reported when it aligns.
+        let mut shown = (its.clone(), cpus.clone());
+        let shown = match align_iteration(&mut shown.0, &mut shown.1, f64::from(warmup)) {
+            Ok(()) => shown.0,
+            Err(_) => its.clone(),
+        };
+        let total: f64 = shown.iter().map(|f| f.generator_results.average()).sum();
         ctx.progress(&format!(
             "{kind} {ipv} {size_desc} iter {}/{n}: {}",
             it + 1,
             fmt_rate(total)
         ));
+        measured.push((its, cpus));
+    }
+    let (per_flow, per_cpu) = aggregate(time_aligned(measured, f64::from(warmup)), flows.len());
+    report_and_evaluate(ctx, conf, per_flow, per_cpu);
+    Ok(())
+}
+
+/// One iteration's flows and CPU samplers.
+type Iteration = (Vec<FlowIteration>, Vec<CpuIteration>);
+
+/// Upstream `RecipeResults.time_aligned_results` and its caller: every iteration sliced to
+/// its window, or, when any iteration cannot be (an empty slice), every iteration unaligned,
+/// never a mix of the two.
+fn time_aligned(measured: Vec<Iteration>, warmup: f64) -> Vec<Iteration> {
+    let mut aligned = measured.clone();
+    for (k, (its, cpus)) in aligned.iter_mut().enumerate() {
+        if let Err(e) = align_iteration(its, cpus, warmup) {
+            tracing::error!(
+                "Result time alignment impossible (iteration {}: {e}), falling back to unaligned results",
+                k + 1
+            );
+            return measured;
+        }
+    }
+    aligned
+}
+
+/// Per flow its iterations; per (host, CPU line) its utilizations.
+fn aggregate(
+    iterations: Vec<Iteration>,
+    n_flows: usize,
+) -> (
+    Vec<Vec<FlowIteration>>,
+    BTreeMap<(String, String), Vec<PerfResult>>,
+) {
+    let mut per_flow: Vec<Vec<FlowIteration>> = vec![Vec::new(); n_flows];
+    let mut per_cpu: BTreeMap<(String, String), Vec<PerfResult>> = BTreeMap::new();
+    for (its, cpus) in iterations {
         for (i, f) in its.into_iter().enumerate() {
             if let Some(v) = per_flow.get_mut(i) {
                 v.push(f);
@@ -198,8 +235,7 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
             }
         }
     }
-    report_and_evaluate(ctx, conf, per_flow, per_cpu);
-    Ok(())
+    (per_flow, per_cpu)
 }
 
 /// CPU results first, then flows (upstream measurement order), then the evaluators.
@@ -222,16 +258,18 @@ fn report_and_evaluate(
     }
     for (host, cpus) in &by_host {
         let lines: Vec<String> = cpus.iter().map(|c| c.report_line()).collect();
+        // Every CPU line, as upstream's `{cpu: utilization}` (`cpu` = all CPUs, `cpuN`).
+        let mut data = serde_json::Map::new();
         let mut details = serde_json::Map::new();
         for c in cpus {
+            data.insert(c.cpu.clone(), crate::measure::perf::num(c.average()));
             details.insert(c.cpu.clone(), c.details_json());
         }
-        let cpu_avg = cpus.iter().find(|c| c.cpu == "cpu").map(|c| c.average());
         ctx.add(ResultEntry::measurement(
             "cpu",
             ResultType::Pass,
             format!("CPU Utilization on host {host}:\n{}", lines.join("\n")),
-            serde_json::json!({"utilization": cpu_avg}),
+            serde_json::Value::Object(data),
             Some(serde_json::json!({"host": host, "cpus": details})),
         ));
     }
@@ -319,7 +357,19 @@ async fn run_iteration(
     it: usize,
 ) -> Result<(Vec<FlowIteration>, Vec<CpuIteration>), RecipeError> {
     let flows = &conf.flows;
-    let (prefix, ipv) = (&conf.raw_prefix, conf.ip_version);
+    // Every raw file of this measurement starts with the same unique name: the
+    // sub-configuration, the flow type, the IP version, the message size and the iteration.
+    let measurement = format!(
+        "{}{}_{}_{}_iter{}",
+        conf.raw_prefix,
+        flows[0].kind,
+        conf.ip_version,
+        flows[0]
+            .msg_size
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "default".into()),
+        it + 1
+    );
     let t0 = std::time::Instant::now();
     let mut cpu_jobs = Vec::new();
     for h in cpu_hosts {
@@ -392,7 +442,7 @@ async fn run_iteration(
             }
         };
         ctx.save_raw(
-            format!("{prefix}{ipv}_iter{}_cpu_{h}.json", it + 1),
+            format!("{measurement}_cpu_{h}.json"),
             serde_json::to_vec_pretty(&res.data)
                 .unwrap_or_default()
                 .as_slice(),
@@ -402,15 +452,7 @@ async fn run_iteration(
     let mut its = Vec::new();
     for (i, f) in flows.iter().enumerate() {
         let (c, s) = (&client_res[i], &server_res[i]);
-        let base = format!(
-            "{prefix}{}_{ipv}_{}_iter{}_flow{}",
-            f.kind,
-            f.msg_size
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "default".into()),
-            it + 1,
-            i + 1
-        );
+        let base = format!("{measurement}_flow{}", i + 1);
         ctx.save_raw(format!("{base}_client.json"), c.stdout.as_bytes());
         ctx.save_raw(format!("{base}_server.json"), s.stdout.as_bytes());
         let gen = flow_side(ctx, &f.generator, "client", c);
@@ -493,6 +535,48 @@ fn flow_side(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One flow of `secs` one-second intervals of 1e9 bits from `t0`.
+    fn flow(t0: f64, secs: usize) -> FlowIteration {
+        let bits = PerfResult::Parallel(vec![PerfResult::Sequential(
+            (0..secs)
+                .map(|k| PerfResult::interval(1e9, 1.0, "bits", t0 + k as f64))
+                .collect(),
+        )]);
+        let cpu = PerfResult::interval(10.0 * secs as f64, secs as f64, "cpu_percent", t0);
+        FlowIteration {
+            generator_results: bits.clone(),
+            generator_cpu_stats: cpu.clone(),
+            receiver_results: bits,
+            receiver_cpu_stats: cpu,
+            success: true,
+        }
+    }
+
+    #[test]
+    fn one_iteration_that_cannot_be_aligned_leaves_every_iteration_untrimmed() {
+        // Warm-up 2 s: iteration 1 (6 s) aligns to 2 s, iteration 2 (3 s) cannot.
+        let measured = vec![
+            (vec![flow(100.0, 6)], Vec::new()),
+            (vec![flow(200.0, 3)], Vec::new()),
+        ];
+        let out = time_aligned(measured.clone(), 2.0);
+        assert_eq!(out, measured, "a mix of trimmed and untrimmed iterations");
+        // Both alignable: both trimmed.
+        let measured = vec![
+            (vec![flow(100.0, 6)], Vec::new()),
+            (vec![flow(200.0, 5)], Vec::new()),
+        ];
+        let out = time_aligned(measured, 2.0);
+        let d: Vec<f64> = out
+            .iter()
+            .map(|(f, _)| f[0].generator_results.duration())
+            .collect();
+        assert_eq!(d, [2.0, 1.0]);
+        let (per_flow, per_cpu) = aggregate(out, 1);
+        assert_eq!(per_flow[0].len(), 2);
+        assert!(per_cpu.is_empty());
+    }
 
     #[test]
     fn rates_are_human() {
