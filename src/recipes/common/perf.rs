@@ -193,6 +193,9 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
 /// One iteration's flows and CPU samplers.
 type Iteration = (Vec<FlowIteration>, Vec<CpuIteration>);
 
+/// Per (host, CPU line), the utilization of every iteration.
+type CpuSeries = BTreeMap<(String, String), Vec<PerfResult>>;
+
 /// Upstream `RecipeResults.time_aligned_results` and its caller: every iteration sliced to
 /// its window, or, when any iteration cannot be (an empty slice), every iteration unaligned,
 /// never a mix of the two.
@@ -211,15 +214,9 @@ fn time_aligned(measured: Vec<Iteration>, warmup: f64) -> Vec<Iteration> {
 }
 
 /// Per flow its iterations; per (host, CPU line) its utilizations.
-fn aggregate(
-    iterations: Vec<Iteration>,
-    n_flows: usize,
-) -> (
-    Vec<Vec<FlowIteration>>,
-    BTreeMap<(String, String), Vec<PerfResult>>,
-) {
+fn aggregate(iterations: Vec<Iteration>, n_flows: usize) -> (Vec<Vec<FlowIteration>>, CpuSeries) {
     let mut per_flow: Vec<Vec<FlowIteration>> = vec![Vec::new(); n_flows];
-    let mut per_cpu: BTreeMap<(String, String), Vec<PerfResult>> = BTreeMap::new();
+    let mut per_cpu = CpuSeries::new();
     for (its, cpus) in iterations {
         for (i, f) in its.into_iter().enumerate() {
             if let Some(v) = per_flow.get_mut(i) {
@@ -243,7 +240,7 @@ fn report_and_evaluate(
     ctx: &mut RunContext,
     conf: &PerfConf,
     per_flow: Vec<Vec<FlowIteration>>,
-    per_cpu: BTreeMap<(String, String), Vec<PerfResult>>,
+    per_cpu: CpuSeries,
 ) {
     let mut by_host: BTreeMap<String, Vec<AggregatedCpu>> = BTreeMap::new();
     for ((host, cpu), iters) in per_cpu {
