@@ -1,4 +1,5 @@
-//! Pool XML reader and validation (upstream LNST pool format, reference §1.2–1.4).
+//! Pool XML reader and validation (upstream LNST pool format: `lnst/schema-am.rng`,
+//! `lnst/Controller/AgentMachineParser.py`, `AgentPoolManager._process_machine_xml_data`).
 //!
 //! A pool is a directory of `*.xml` files (case-insensitive extension), one per agent machine;
 //! the machine id is the file stem. Each file is an `<agentmachine>` with machine `<params>`

@@ -1,5 +1,5 @@
 //! Typed recipe parameter schemas and type checks, following upstream `Param.type_check`
-//! (reference lnst-recipes.md §1.3), with these deliberate differences:
+//! (upstream `lnst/Common/Parameters.py`), with these deliberate differences:
 //!
 //! * `Int` accepts ints and floats with an integral value (`3.0` → 3); a non-integral float
 //!   (`3.7`, which upstream silently truncates), a bool, or a string (`"5"`) is an error.

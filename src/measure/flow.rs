@@ -1,5 +1,6 @@
 //! Flows: specs, per-iteration results, time alignment, aggregation and report lines
-//! (reference §1.7, §2.1, §2.2, §2.6, §2.7).
+//! (upstream `RecipeCommon/Perf/Measurements/BaseFlowMeasurement.py`, `Results/`,
+//! `RecipeCommon/Perf/Recipe.py`).
 
 use super::cpu::CpuStat;
 use super::iperf::IperfRun;
@@ -166,7 +167,7 @@ pub struct CpuIteration {
     pub stats: Vec<CpuStat>,
 }
 
-/// Time-align one iteration (§2.7), as upstream's `RecipeResults._get_measurement_timestamps`:
+/// Time-align one iteration, as upstream's `RecipeResults._get_measurement_timestamps`:
 /// with flows, the window is `[start + warmup, end − warmup]` of the **last** flow (the one
 /// started last; start and end over its 4 metrics), so with `perf_parallel_processes` > 1 the
 /// earlier flows' warm-up is not in the window but the later flows' warm-up is not either;

@@ -1,4 +1,4 @@
-//! Result algebra (upstream `RecipeCommon/Perf/Results.py`, reference §2.2).
+//! Result algebra (upstream `RecipeCommon/Perf/Results.py`).
 //!
 //! A measurement is a tree: [`PerfInterval`] leaves (a value accumulated over a duration
 //! starting at a timestamp) grouped into [`PerfResult::Sequential`] lists (items one after

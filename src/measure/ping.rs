@@ -1,4 +1,5 @@
-//! ping output → statistics, and the rate evaluator (reference §2.9, §1.8, §1.10).
+//! ping output → statistics (upstream `lnst/Tests/Ping.py`), and the rate evaluator
+//! (`RecipeCommon/Ping/Evaluators/RatePingEvaluator.py`).
 
 use super::perf::num;
 use serde_json::{json, Value};

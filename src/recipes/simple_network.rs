@@ -61,7 +61,9 @@ fn offload_type() -> ParamType {
 }
 
 param_set! {
-    /// SimpleNetworkRecipe's 38 parameters, in the order of reference §1.4.
+    /// SimpleNetworkRecipe's 38 parameters, in upstream's order (BaseSimpleNetworkRecipe,
+    /// BaseEnrtRecipe, the measurement generators, the perf tweaks, Baremetal, the device
+    /// requirements, OffloadSubConfigMixin, CommonHWSubConfigMixin).
     pub struct SimpleNetworkRecipe {
         param net_ipv4: ipnet::Ipv4Net = dflt(
             Ipv4Net,

@@ -324,7 +324,8 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// perf_test_simulation: no flows run; zero-valued one-second intervals (upstream §2.3).
+/// perf_test_simulation: no flows run; zero-valued one-second intervals (upstream
+/// `BaseFlowMeasurement.collect_simulated_results`).
 fn simulated_iteration(
     flows: &[FlowSpec],
     cpu_hosts: &[String],

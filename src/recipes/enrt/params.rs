@@ -1,5 +1,6 @@
 //! The ENRT parameters several recipes share, one group per upstream class or mixin that
-//! declares them (reference lnst-recipes.md §1.4, lnst-enrt-catalogue.md §1.5). A recipe
+//! declares them (upstream `lnst/Recipes/ENRT/`: BaseEnrtRecipe.py, MeasurementGenerators/,
+//! PerfTestMixins/, ConfigMixins/, RecipeReqs/). A recipe
 //! embeds the groups it has with `group NAME: TYPE` in its [`param_set!`](crate::param_set).
 
 use crate::param_set;
