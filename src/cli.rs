@@ -23,7 +23,8 @@ pub const EXIT_BAD_INPUT: i32 = 2;
     about = "Run LNST network test recipes against netns, pool or Podman agents",
     long_about = "Run LNST network test recipes against netns, pool or Podman agents.\n\n\
         The job comes from the environment: RECIPE, RECIPE_PARAMS, TEST_DB, FORMATTERS, DEBUG, \
-        MULTIMATCH, PODMAN_URI, IMAGE_NAME, LNST_POOL_DIR, LNST_RESULTS_DIR."
+        MULTIMATCH, PODMAN_URI, IMAGE_NAME, LNST_POOL_DIR, LNST_RESULTS_DIR, LNST_AGENTS \
+        (auto|netns|pool|podman), LNST_AGENT_BIN."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -95,9 +96,7 @@ pub fn one_line(e: &CliError) -> String {
 
 /// `s` as one line: control characters (newlines from user input) replaced by spaces.
 pub fn line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::text::one_line(s)
 }
 
 fn out(text: &str) -> Result<(), CliError> {

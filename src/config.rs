@@ -1,5 +1,5 @@
 //! Config: environment variables → typed configuration. The environment is the only source
-//! of truth (DESIGN.md "External contract").
+//! of truth, and this module its only reader in lnst-runner (docs/ARCHITECTURE.md).
 //!
 //! Differences from upstream, on purpose: `DEBUG`/`MULTIMATCH` accept 1/true/yes/on and
 //! 0/false/no/off/empty (case-insensitive) and reject anything else (upstream treats any
@@ -32,6 +32,8 @@ pub const VARS: &[&str] = &[
     "LNST_POOL_DIR",
     "LNST_RESULTS_DIR",
     "LNST_BASELINE_FILE",
+    "LNST_AGENTS",
+    "LNST_AGENT_BIN",
     "HOME",
 ];
 
@@ -74,6 +76,9 @@ pub enum AgentMode {
 }
 
 impl AgentMode {
+    /// Every mode, as `LNST_AGENTS` names it.
+    pub const ALL: &'static [AgentMode] = &[AgentMode::Netns, AgentMode::Pool, AgentMode::Podman];
+
     pub fn name(self) -> &'static str {
         match self {
             AgentMode::Netns => "netns",
@@ -81,6 +86,31 @@ impl AgentMode {
             AgentMode::Podman => "podman",
         }
     }
+}
+
+/// `LNST_AGENTS`: `auto` (empty, unset) picks Podman when `PODMAN_URI` is set, else the pool
+/// when the pool directory holds `*.xml`, else namespaces; a name picks that source.
+pub fn parse_agents(v: &str) -> Result<Option<AgentMode>, ConfigError> {
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    AgentMode::ALL
+        .iter()
+        .find(|m| m.name().eq_ignore_ascii_case(v))
+        .map(|m| Some(*m))
+        .ok_or_else(|| ConfigError::Invalid {
+            var: "LNST_AGENTS",
+            message: format!(
+                "{} is not an agent source (use auto, {})",
+                quote(v),
+                AgentMode::ALL
+                    .iter()
+                    .map(|m| m.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }
 
 /// Podman API endpoint.
@@ -179,6 +209,10 @@ pub struct Config {
     pub baseline_file: Option<PathBuf>,
     /// The baseline file, once [`Config::load_baseline`] has read and checked it.
     pub baseline: Option<BaselineFile>,
+    /// `LNST_AGENT_BIN`: the lnst-agent binary for namespace agents (checked when they start).
+    pub agent_bin: Option<PathBuf>,
+    /// The directories of `PATH`, where lnst-agent is looked for last.
+    pub path: Vec<PathBuf>,
 }
 
 /// A bad environment variable. The message is one line and names the variable.
@@ -206,12 +240,13 @@ struct RawEnv {
     lnst_pool_dir: Option<String>,
     lnst_results_dir: Option<String>,
     lnst_baseline_file: Option<String>,
+    lnst_agents: Option<String>,
+    lnst_agent_bin: Option<String>,
     home: Option<String>,
 }
 
 fn quote(s: &str) -> String {
-    let t: String = s.chars().take(80).collect();
-    crate::params::Value::Str(t).to_string()
+    crate::text::quote(s, 80)
 }
 
 /// Parse a truth value: 1/true/yes/on, 0/false/no/off/empty (case-insensitive).
@@ -377,7 +412,13 @@ impl Config {
         vars: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Config, ConfigError> {
         let mut ours: Vec<(String, String)> = Vec::new();
+        let mut path = Vec::new();
         for (k, v) in vars {
+            // PATH is a list of directories, not text: read as it is.
+            if k == "PATH" {
+                path = std::env::split_paths(&v).collect();
+                continue;
+            }
             let Some(var) = k.to_str().and_then(|k| VARS.iter().find(|n| **n == k)) else {
                 continue;
             };
@@ -425,12 +466,13 @@ impl Config {
         let results_dir = non_empty(raw.lnst_results_dir)
             .map(PathBuf::from)
             .unwrap_or_else(|| lnst.join("results"));
-        let agent_mode = if podman_uri.is_some() {
-            AgentMode::Podman
-        } else if has_pool_xml(&pool_dir, pool_from_home.then_some(home.as_str()))? {
-            AgentMode::Pool
-        } else {
-            AgentMode::Netns
+        let agent_mode = match parse_agents(raw.lnst_agents.as_deref().unwrap_or(""))? {
+            Some(m) => m,
+            None if podman_uri.is_some() => AgentMode::Podman,
+            None if has_pool_xml(&pool_dir, pool_from_home.then_some(home.as_str()))? => {
+                AgentMode::Pool
+            }
+            None => AgentMode::Netns,
         };
         Ok(Config {
             recipe: non_empty(raw.recipe).map(|r| r.trim().to_string()),
@@ -447,6 +489,8 @@ impl Config {
             agent_mode,
             baseline_file: non_empty(raw.lnst_baseline_file).map(PathBuf::from),
             baseline: None,
+            agent_bin: non_empty(raw.lnst_agent_bin).map(PathBuf::from),
+            path,
         })
     }
 
@@ -515,6 +559,59 @@ mod tests {
         assert_eq!(c.pool_dir, h.path().join(".lnst/pool"));
         assert_eq!(c.results_dir, h.path().join(".lnst/results"));
         assert_eq!(c.agent_mode, AgentMode::Netns);
+        assert_eq!(c.agent_bin, None);
+    }
+
+    #[test]
+    fn agent_source_choice() {
+        let h = home();
+        let pool = h.path().join("pool");
+        std::fs::create_dir(&pool).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(pool.join("m.xml"), "<x/>").unwrap_or_else(|e| panic!("{e}"));
+        let ps = pool.to_string_lossy().to_string();
+        let mode = |vars: &[(&str, &str)]| cfg(vars).map(|c| c.agent_mode);
+        assert_eq!(mode(&[("LNST_POOL_DIR", &ps)]), Ok(AgentMode::Pool));
+        assert_eq!(
+            mode(&[("LNST_POOL_DIR", &ps), ("LNST_AGENTS", "auto")]),
+            Ok(AgentMode::Pool)
+        );
+        assert_eq!(
+            mode(&[("LNST_POOL_DIR", &ps), ("LNST_AGENTS", "netns")]),
+            Ok(AgentMode::Netns)
+        );
+        assert_eq!(mode(&[("LNST_AGENTS", " Pool ")]), Ok(AgentMode::Pool));
+        assert_eq!(
+            mode(&[("PODMAN_URI", "unix:/x"), ("LNST_AGENTS", "netns")]),
+            Ok(AgentMode::Netns)
+        );
+        assert_eq!(mode(&[("LNST_AGENTS", "podman")]), Ok(AgentMode::Podman));
+        assert_eq!(mode(&[("LNST_AGENTS", "")]), Ok(AgentMode::Netns));
+        let e = cfg(&[("LNST_AGENTS", "docker")])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("LNST_AGENTS: 'docker' is not an agent source (use auto, netns, pool, podman)")
+        );
+    }
+
+    #[test]
+    fn agent_binary_and_path() {
+        let c = Config::from_vars([
+            (
+                OsString::from("LNST_AGENT_BIN"),
+                OsString::from("/opt/lnst-agent"),
+            ),
+            (
+                OsString::from("PATH"),
+                OsString::from_vec(b"/a:/b\xff".to_vec()),
+            ),
+            (OsString::from("HOME"), OsString::from("/nonexistent/h")),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_bin, Some(PathBuf::from("/opt/lnst-agent")));
+        assert_eq!(c.path.len(), 2);
+        assert_eq!(c.path[0], PathBuf::from("/a"));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! lnst-runner: a Rust re-implementation of LNST's containerized controller.
 //!
-//! Data flow (see DESIGN.md): env → [`config`] → [`plan`] (recipes + [`params`] + [`schema`])
-//! → [`provision`] (netns | pool | podman) → [`mapper`] → [`session`] (agent clients over
-//! [`protocol`]) → recipe run ([`recipes`], [`measure`]) → [`results`] → exit code.
+//! Data flow (docs/ARCHITECTURE.md): env → [`config`] → [`plan`] ([`recipes`] + [`params`] +
+//! [`schema`]: typed recipe parameters) → [`source`] (netns | pool | podman agents, via
+//! [`provision`] and [`mapper`]) → [`session`] (agent clients over [`protocol`]) → recipe run
+//! ([`recipes`]: ENRT base, [`measure`]) → [`results`] → exit code.
 
 /// `eprintln!` that never panics: a closed stderr (a pipe into `head`, a gone terminal) must
 /// not kill a run between its provisioning and its teardown.
@@ -42,4 +43,7 @@ pub mod requirements;
 pub mod results;
 pub mod runner;
 pub mod schema;
+pub mod scripted;
 pub mod session;
+pub mod source;
+pub mod text;

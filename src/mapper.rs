@@ -1,4 +1,4 @@
-//! Requirement → pool mapper (upstream `MachineMapper`, reference §2.2).
+//! Requirement → pool mapper (upstream `lnst/Controller/MachineMapper.py`).
 //!
 //! A deterministic depth-first search with backtracking: requirement hosts in ascending id
 //! order, each tried on the still-free pool machines in ascending id order; then that host's

@@ -363,11 +363,7 @@ impl ParamsError {
 
 /// Short, single-line, quoted excerpt of user input for messages.
 fn excerpt(s: &str) -> String {
-    let mut t: String = s.chars().take(40).collect();
-    if s.chars().count() > 40 {
-        t.push('…');
-    }
-    Value::Str(t).to_string()
+    crate::text::quote(s, 40)
 }
 
 /// Split `input` on `sep` characters that are outside quotes and brackets. Returns the pieces

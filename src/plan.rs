@@ -10,7 +10,7 @@
 
 use crate::config::Config;
 use crate::params::{parse_params, ParamsError, Value};
-use crate::recipes::{self, UnknownRecipe};
+use crate::recipes::{self, Planned, UnknownRecipe};
 use crate::schema::{resolve, ResolvedParams, SchemaError};
 use std::io::Read;
 use std::time::Duration;
@@ -28,7 +28,10 @@ pub struct TestSpec {
     /// Result directory name: the TEST_DB uuid, or `<index>_<recipe>`.
     pub id: String,
     pub recipe: String,
+    /// The parameters as given and defaulted (for the plan output and the descriptions).
     pub params: ResolvedParams,
+    /// The recipe with its typed parameters.
+    pub planned: Planned,
 }
 
 /// The tests of one run, in order.
@@ -68,6 +71,7 @@ impl Plan {
             let def = recipes::find(recipe)?;
             let given = parse_params(&config.recipe_params)?;
             let params = resolve(def.name, &(def.params)(), given)?;
+            let planned = (def.plan)(&params)?;
             // Warned only once the plan stands: bad input gets its one error line alone.
             if config.test_db.is_some() {
                 tracing::warn!("RECIPE is set, so TEST_DB is ignored");
@@ -77,6 +81,7 @@ impl Plan {
                     id: format!("0_{}", def.name),
                     recipe: def.name.to_string(),
                     params,
+                    planned,
                 }],
             });
         }
@@ -158,11 +163,7 @@ fn fetch_test_db(location: &str, buf: &mut Vec<u8>) -> Result<(), String> {
 
 /// `s` shortened to 200 characters for messages (env values may be 128 KiB).
 fn clip(s: &str) -> String {
-    let mut t: String = s.chars().take(200).collect();
-    if s.chars().nth(200).is_some() {
-        t.push('…');
-    }
-    t
+    crate::text::clip(s, 200)
 }
 
 /// Where the authority of a URL ends in `after` (the text after `://`): at `/`, `?`, `#`,
@@ -319,7 +320,7 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
             if m.contains_key(&k) {
                 return Err(serde::de::Error::custom(format!(
                     "duplicate key {}",
-                    Value::Str(k.chars().take(64).collect())
+                    crate::text::quote(&k, 64)
                 )));
             }
             let StrictJson(v) = map.next_value()?;
@@ -383,7 +384,7 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
                 "",
                 format!(
                     "unknown field {} (expected {})",
-                    Value::Str(key.chars().take(64).collect()),
+                    crate::text::quote(key, 64),
                     ENTRY_FIELDS.join(", ")
                 ),
             ));
@@ -405,7 +406,7 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
                     "",
                     format!(
                         "uuid {} is not a safe directory name (letters, digits, '.', '_', '-'; at most 128)",
-                        Value::Str(u.chars().take(64).collect())
+                        crate::text::quote(u, 64)
                     ),
                 ))
             }
@@ -431,6 +432,8 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
         };
         let params = resolve(def.name, &(def.params)(), given)
             .map_err(|e| entry_err(&uuid_shown, format!("params: {e}")))?;
+        let planned =
+            (def.plan)(&params).map_err(|e| entry_err(&uuid_shown, format!("params: {e}")))?;
         let id = uuid.unwrap_or_else(|| format!("{index}_{}", def.name));
         if !ids.insert(id.clone()) {
             return Err(entry_err(&id, "duplicate test id".into()));
@@ -439,6 +442,7 @@ pub fn plan_from_test_db(bytes: &[u8]) -> Result<Plan, PlanError> {
             id,
             recipe: def.name.to_string(),
             params,
+            planned,
         });
     }
     Ok(Plan { tests })
@@ -483,6 +487,8 @@ mod tests {
             agent_mode: AgentMode::Netns,
             baseline_file: None,
             baseline: None,
+            agent_bin: None,
+            path: Vec::new(),
         }
     }
 

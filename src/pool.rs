@@ -1,4 +1,5 @@
-//! Pool XML reader and validation (upstream LNST pool format, reference §1.2–1.4).
+//! Pool XML reader and validation (upstream LNST pool format: `lnst/schema-am.rng`,
+//! `lnst/Controller/AgentMachineParser.py`, `AgentPoolManager._process_machine_xml_data`).
 //!
 //! A pool is a directory of `*.xml` files (case-insensitive extension), one per agent machine;
 //! the machine id is the file stem. Each file is an `<agentmachine>` with machine `<params>`
@@ -98,11 +99,7 @@ pub enum PoolError {
 /// `s` as a short, single-line Python-style quoted string for messages: control characters
 /// escaped, at most 64 characters (pool files may hold huge or multi-line values).
 fn quote(s: &str) -> String {
-    let mut t: String = s.chars().take(64).collect();
-    if s.chars().nth(64).is_some() {
-        t.push('…');
-    }
-    crate::params::Value::Str(t).to_string()
+    crate::text::quote(s, 64)
 }
 
 /// `s` shortened to 64 characters with control characters escaped, unquoted (for ids).

@@ -598,6 +598,82 @@ pub enum JobSpec {
 }
 
 impl JobSpec {
+    /// The job's argv (None for the in-process CPU sampler). A job's command line is part of
+    /// the protocol: the agent runs it, the controller records it in the results.
+    pub fn argv(&self) -> Option<Vec<String>> {
+        match self {
+            JobSpec::Ping {
+                dst,
+                src,
+                count,
+                interval_s,
+                size,
+                ipv6,
+            } => {
+                let mut v = vec!["ping".to_string(), dst.clone()];
+                if *ipv6 {
+                    v.push("-6".into());
+                }
+                v.extend(["-c".into(), count.to_string()]);
+                v.extend(["-i".into(), format!("{interval_s:.6}")]);
+                if let Some(s) = src {
+                    v.extend(["-I".into(), s.clone()]);
+                }
+                if let Some(s) = size {
+                    v.extend(["-s".into(), s.to_string()]);
+                }
+                Some(v)
+            }
+            JobSpec::IperfServer {
+                bind, port, oneoff, ..
+            } => {
+                let mut v: Vec<String> = ["iperf3", "-s", "-B", bind, "-J", "-p"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                v.push(port.to_string());
+                if *oneoff {
+                    v.push("-1".into());
+                }
+                Some(v)
+            }
+            JobSpec::IperfClient {
+                server,
+                port,
+                cport,
+                duration_s,
+                proto,
+                blksize,
+                parallel,
+                ..
+            } => {
+                let mut v: Vec<String> = ["iperf3", "-c", server, "-b", "0/1000", "-J", "-t"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                v.push(duration_s.to_string());
+                match proto {
+                    IperfProto::Tcp => {}
+                    IperfProto::Udp => v.push("--udp".into()),
+                    IperfProto::Sctp => v.push("--sctp".into()),
+                }
+                if let Some(l) = blksize {
+                    v.extend(["-l".into(), l.to_string()]);
+                }
+                if let Some(p) = parallel {
+                    v.extend(["-P".into(), p.to_string()]);
+                }
+                v.extend(["-p".into(), port.to_string()]);
+                if let Some(c) = cport {
+                    v.extend(["--cport".into(), c.to_string()]);
+                }
+                Some(v)
+            }
+            JobSpec::CpuStat { .. } => None,
+            JobSpec::LinuxPerf { .. } => crate::agent::tunables::perf_argv(self),
+        }
+    }
+
     /// Whether an exit code means success (ping: ≤ 1, like upstream; others: 0).
     pub fn exit_code_passes(&self, code: i32) -> bool {
         match self {
@@ -651,24 +727,120 @@ pub enum LogLevel {
     Trace,
 }
 
+/// The one table of offload feature names: `ethtool -K`'s legacy aliases as
+/// `(short name, the name `ethtool -k` prints, the kernel's feature name)`.
+pub const OFFLOAD_ALIASES: &[(&str, &str, &str)] = &[
+    ("rx", "rx-checksumming", "rx-checksum"),
+    ("tx", "tx-checksumming", "tx-checksum-ip-generic"),
+    ("sg", "scatter-gather", "tx-scatter-gather"),
+    ("tso", "tcp-segmentation-offload", "tx-tcp-segmentation"),
+    ("ufo", "udp-fragmentation-offload", "tx-udp-fragmentation"),
+    (
+        "gso",
+        "generic-segmentation-offload",
+        "tx-generic-segmentation",
+    ),
+    ("gro", "generic-receive-offload", "rx-gro"),
+    ("lro", "large-receive-offload", "rx-lro"),
+    ("rxvlan", "rx-vlan-offload", "rx-vlan-hw-parse"),
+    ("txvlan", "tx-vlan-offload", "tx-vlan-hw-insert"),
+    ("ntuple", "ntuple-filters", "rx-ntuple-filter"),
+    ("rxhash", "receive-hashing", "rx-hashing"),
+];
+
+/// The kernel's netdev feature names (net/ethtool/common.c `netdev_features_strings`) that
+/// `ethtool -K` accepts besides the aliases.
+pub const KERNEL_FEATURES: &[&str] = &[
+    "tx-scatter-gather",
+    "tx-checksum-ipv4",
+    "tx-checksum-ip-generic",
+    "tx-checksum-ipv6",
+    "highdma",
+    "tx-scatter-gather-fraglist",
+    "tx-vlan-hw-insert",
+    "rx-vlan-hw-parse",
+    "rx-vlan-filter",
+    "tx-vlan-stag-hw-insert",
+    "rx-vlan-stag-hw-parse",
+    "rx-vlan-stag-filter",
+    "vlan-challenged",
+    "tx-generic-segmentation",
+    "tx-lockless",
+    "netns-local",
+    "rx-gro",
+    "rx-gro-hw",
+    "rx-lro",
+    "tx-tcp-segmentation",
+    "tx-gso-robust",
+    "tx-tcp-ecn-segmentation",
+    "tx-tcp-mangleid-segmentation",
+    "tx-tcp6-segmentation",
+    "tx-tcp-accecn-segmentation",
+    "tx-fcoe-segmentation",
+    "tx-gre-segmentation",
+    "tx-gre-csum-segmentation",
+    "tx-ipxip4-segmentation",
+    "tx-ipxip6-segmentation",
+    "tx-udp_tnl-segmentation",
+    "tx-udp_tnl-csum-segmentation",
+    "tx-gso-partial",
+    "tx-tunnel-remcsum-segmentation",
+    "tx-sctp-segmentation",
+    "tx-esp-segmentation",
+    "tx-udp-segmentation",
+    "tx-udp-fragmentation",
+    "tx-gso-list",
+    "tx-checksum-fcoe-crc",
+    "tx-checksum-sctp",
+    "fcoe-mtu",
+    "rx-ntuple-filter",
+    "rx-hashing",
+    "rx-checksum",
+    "tx-nocache-copy",
+    "loopback",
+    "rx-fcs",
+    "rx-all",
+    "l2-fwd-offload",
+    "hw-tc-offload",
+    "esp-hw-offload",
+    "esp-tx-csum-hw-offload",
+    "rx-udp_tunnel-port-offload",
+    "tls-hw-record",
+    "tls-hw-tx-offload",
+    "tls-hw-rx-offload",
+    "rx-gro-list",
+    "macsec-hw-offload",
+    "rx-udp-gro-forwarding",
+    "hsr-tag-ins-offload",
+    "hsr-tag-rm-offload",
+    "hsr-fwd-offload",
+    "hsr-dup-offload",
+];
+
+/// Whether `ethtool -K` knows the feature name (a short or long alias, or a kernel name).
+pub fn is_offload_name(name: &str) -> bool {
+    OFFLOAD_ALIASES
+        .iter()
+        .any(|(short, long, _)| *short == name || *long == name)
+        || KERNEL_FEATURES.contains(&name)
+}
+
 /// Map an upstream/ethtool short feature name (`gro`) to the long name `ethtool -k` prints
 /// (`generic-receive-offload`); other names are returned unchanged.
 pub fn offload_long_name(name: &str) -> &str {
-    match name {
-        "rx" => "rx-checksumming",
-        "tx" => "tx-checksumming",
-        "sg" => "scatter-gather",
-        "tso" => "tcp-segmentation-offload",
-        "ufo" => "udp-fragmentation-offload",
-        "gso" => "generic-segmentation-offload",
-        "gro" => "generic-receive-offload",
-        "lro" => "large-receive-offload",
-        "rxvlan" => "rx-vlan-offload",
-        "txvlan" => "tx-vlan-offload",
-        "ntuple" => "ntuple-filters",
-        "rxhash" => "receive-hashing",
-        other => other,
-    }
+    OFFLOAD_ALIASES
+        .iter()
+        .find(|(short, _, _)| *short == name)
+        .map_or(name, |(_, long, _)| long)
+}
+
+/// Map the long name `ethtool -k` prints (`generic-receive-offload`) to the short name
+/// upstream's offload combinations use (`gro`); other names are returned unchanged.
+pub fn offload_short_name(name: &str) -> &str {
+    OFFLOAD_ALIASES
+        .iter()
+        .find(|(_, long, _)| *long == name)
+        .map_or(name, |(short, _, _)| short)
 }
 
 // ---------------------------------------------------------------------------------------------

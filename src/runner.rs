@@ -1,115 +1,25 @@
-//! The runner: for each test of the plan, provision agents (netns | pool | podman), connect,
-//! run the recipe, tear everything down, export the results, and decide the exit code.
-//! Teardown runs on success, failure, Ctrl-C and SIGTERM.
+//! The runner: for each test of the plan, get agents from the agent source (netns | pool |
+//! podman, [`crate::source`]), connect, run the recipe, tear everything down, export the
+//! results, and decide the exit code. Teardown runs on success, failure, Ctrl-C and SIGTERM.
 
-use crate::config::{AgentMode, Config};
+use crate::config::Config;
+use crate::measure::evaluate::BaselineFile;
 use crate::plan::{Plan, TestSpec};
-use crate::pool::Pool;
-use crate::provision::netns::NetnsProvisioner;
-use crate::provision::podman::{PodmanOptions, PodmanProvisioner};
-use crate::provision::{AgentEndpoint, IfaceBinding, Provisioner, Transport};
-use crate::recipes::context::{HostHandle, RecipeError, RunContext};
-use crate::requirements::Requirements;
+use crate::provision::AgentEndpoint;
+use crate::recipes::context::{HostHandle, RecipeError, RunContext, SERVER_SETTLE};
 use crate::results::export::{exit_code, stdout_summary, Exporter};
-use crate::results::{InterfaceMatch, MachineMatch, MatchDescription, RecipeRun, TestOutcome};
+use crate::results::{MatchDescription, RecipeRun, TestOutcome};
 use crate::session::{AgentClient, ClientOptions};
+use crate::source::{match_from_endpoints, AgentSource};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Exit code for bad input detected before anything ran.
 pub const EXIT_BAD_INPUT: i32 = 2;
 
-/// Why a run could not start at all (exit 2).
-#[derive(Debug, thiserror::Error)]
-pub enum PreflightError {
-    #[error("{0}")]
-    NotRoot(String),
-    #[error("{0}")]
-    Pool(String),
-    #[error("{0}")]
-    Podman(String),
-    #[error("{0}")]
-    Results(String),
-    #[error("{0}")]
-    Agent(String),
-}
-
 /// A fresh short run id: 8 hex digits.
 pub fn new_run_id() -> String {
     format!("{:08x}", rand::random::<u32>())
-}
-
-/// Where our agent binary is: `LNST_AGENT_BIN`, next to this executable, or on PATH.
-pub fn agent_binary() -> Result<PathBuf, PreflightError> {
-    if let Some(p) = std::env::var_os("LNST_AGENT_BIN") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-        return Err(PreflightError::Agent(format!(
-            "LNST_AGENT_BIN={} does not exist",
-            p.display()
-        )));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            for cand in [dir.join("lnst-agent"), dir.join("../lnst-agent")] {
-                if cand.is_file() {
-                    return Ok(cand);
-                }
-            }
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let cand = dir.join("lnst-agent");
-            if cand.is_file() {
-                return Ok(cand);
-            }
-        }
-    }
-    Err(PreflightError::Agent(
-        "lnst-agent not found (next to lnst-runner, on PATH, or in LNST_AGENT_BIN)".into(),
-    ))
-}
-
-/// Everything checked before the first test: agents can be had, results can be written.
-enum Mode {
-    Netns { agent: PathBuf },
-    Pool { pool: Pool },
-    Podman { opts: PodmanOptions },
-}
-
-async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError> {
-    match config.agent_mode {
-        AgentMode::Netns => {
-            NetnsProvisioner::check_root().map_err(|e| PreflightError::NotRoot(e.to_string()))?;
-            Ok(Mode::Netns {
-                agent: agent_binary()?,
-            })
-        }
-        AgentMode::Pool => {
-            let pool = crate::pool::load_pool_dir(&config.pool_dir)
-                .map_err(|e| PreflightError::Pool(e.to_string()))?;
-            Ok(Mode::Pool { pool })
-        }
-        AgentMode::Podman => {
-            let uri = config
-                .podman_uri
-                .as_ref()
-                .map(|u| u.to_uri())
-                .unwrap_or_default();
-            let mut opts = PodmanOptions::new(uri, config.image_name.clone(), run_id);
-            opts.oci_runtime = config.oci_runtime.clone();
-            let prov = PodmanProvisioner::connect(opts.clone())
-                .map_err(|e| PreflightError::Podman(e.to_string()))?;
-            prov.preflight()
-                .await
-                .map_err(|e| PreflightError::Podman(e.to_string()))?;
-            Ok(Mode::Podman { opts })
-        }
-    }
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, with the signal's name. The handlers are installed
@@ -138,13 +48,11 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     let signal = interrupted();
     tokio::pin!(signal);
     let run_id = new_run_id();
-    let mode = match preflight(config, &run_id).await {
-        Ok(m) => m,
-        Err(e) => {
-            crate::say!("lnst-runner: {}", crate::cli::line(&e.to_string()));
-            return EXIT_BAD_INPUT;
-        }
-    };
+    let mut source = crate::source::from_config(config, &run_id);
+    if let Err(e) = source.preflight().await {
+        crate::say!("lnst-runner: {}", crate::text::one_line(&e.to_string()));
+        return EXIT_BAD_INPUT;
+    }
     // The results directory, and the entries an earlier run left there, hold no links.
     let exporter = match Exporter::new(&config.results_dir).and_then(|e| {
         e.check_tests(plan.tests.iter().map(|t| t.id.as_str()))
@@ -152,7 +60,7 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     }) {
         Ok(e) => e,
         Err(e) => {
-            crate::say!("lnst-runner: {}", crate::cli::line(&e.to_string()));
+            crate::say!("lnst-runner: {}", crate::text::one_line(&e.to_string()));
             return EXIT_BAD_INPUT;
         }
     };
@@ -162,9 +70,9 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     // and the run does not exit 0.
     let mut export_failed = false;
     tracing::debug!(
-        "run {run_id}: {} test(s), agents: {:?}",
+        "run {run_id}: {} test(s), agents: {}",
         plan.tests.len(),
-        config.agent_mode
+        source.name()
     );
     let mut outcomes: Vec<TestOutcome> = Vec::new();
     let mut stopped_by: Option<&'static str> = None;
@@ -180,14 +88,15 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
             continue;
         }
         crate::say!("== test {} ({})", spec.id, spec.recipe);
-        let (outcome, sig) = run_test(config, &mode, spec, &run_id, &mut signal).await;
+        let (outcome, sig) =
+            run_test(source.as_mut(), spec, config.baseline.as_ref(), &mut signal).await;
         stopped_by = stopped_by.or(sig);
         crate::say!("== test {}: {}", spec.id, outcome.overall_result());
         if let Err(e) = exporter.write_test(&outcome) {
             crate::say!(
                 "lnst-runner: results of test {}: {}",
                 outcome.id,
-                crate::cli::line(&e.to_string())
+                crate::text::one_line(&e.to_string())
             );
             export_failed = true;
         }
@@ -206,7 +115,10 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
         }
     }
     if let Err(e) = exporter.finish(&outcomes) {
-        crate::say!("lnst-runner: results: {}", crate::cli::line(&e.to_string()));
+        crate::say!(
+            "lnst-runner: results: {}",
+            crate::text::one_line(&e.to_string())
+        );
         export_failed = true;
     }
     crate::out!("{}", stdout_summary(&outcomes, &config.formatters));
@@ -217,36 +129,20 @@ pub async fn run(config: &Config, plan: Plan) -> i32 {
     code
 }
 
-fn make_provisioner(mode: &Mode, run_id: &str, secret: &str) -> Option<Box<dyn Provisioner>> {
-    // The run's secret reaches each agent in its environment (a root-only channel: a child's
-    // environment, a container's environment on the engine's socket), never in a file.
-    match mode {
-        Mode::Netns { agent } => {
-            let argv = vec![agent.clone().into_os_string(), "--stdio".into()];
-            Some(Box::new(
-                NetnsProvisioner::new(run_id, argv).with_agent_secret(secret),
-            ))
-        }
-        Mode::Podman { opts } => match PodmanProvisioner::connect(PodmanOptions {
-            agent_secret: Some(secret.to_string()),
-            ..opts.clone()
-        }) {
-            Ok(p) => Some(Box::new(p)),
-            Err(e) => {
-                tracing::error!("{e}");
-                None
-            }
-        },
-        Mode::Pool { .. } => None,
-    }
+fn add_error(outcome: &mut TestOutcome, msg: String) {
+    outcome.error = Some(match outcome.error.take() {
+        Some(prev) => format!("{prev}; {msg}"),
+        None => msg,
+    });
 }
 
-/// Run one test of the plan; never fails: problems become the outcome's error / run exceptions.
-async fn run_test(
-    config: &Config,
-    mode: &Mode,
+/// Run one test of the plan on every agent set the source gives (one, or every pool match
+/// with MULTIMATCH), then tear down; never fails: problems become the outcome's error / run
+/// exceptions.
+pub async fn run_test(
+    source: &mut dyn AgentSource,
     spec: &TestSpec,
-    run_id: &str,
+    baseline: Option<&BaselineFile>,
     signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = &'static str>>,
 ) -> (TestOutcome, Option<&'static str>) {
     let started = Instant::now();
@@ -256,36 +152,38 @@ async fn run_test(
         params: spec.params.to_json(),
         ..TestOutcome::default()
     };
-    let def = match crate::recipes::find(&spec.recipe) {
-        Ok(d) => d,
-        Err(e) => {
-            outcome.error = Some(e.to_string());
-            return (outcome, None);
+    let reqs = spec.planned.requirements();
+    let mut stopped = None;
+    let name = source.name();
+    let matches = tokio::select! {
+        m = source.matches(&reqs) => m,
+        sig = signal.as_mut() => {
+            stopped = Some(sig);
+            Ok(Vec::new())
         }
     };
-    let reqs = (def.requirements)(&spec.params);
-    let mut stopped = None;
-
-    match mode {
-        Mode::Pool { pool } => {
-            let matches = match crate::mapper::map(&reqs, pool, config.multimatch) {
-                Ok(m) => m,
-                Err(e) => {
-                    outcome.error = Some(e.to_string());
-                    outcome.duration_s = started.elapsed().as_secs_f64();
-                    return (outcome, None);
+    match matches {
+        Err(e) => outcome.error = Some(e.to_string()),
+        Ok(matches) => {
+            for (i, m) in matches.iter().enumerate() {
+                if stopped.is_some() {
+                    break;
                 }
-            };
-            for (i, m) in matches.into_iter().enumerate() {
-                crate::say!(
-                    "match {}: {}",
-                    i + 1,
-                    crate::mapper::describe_match(&m).join(" | ")
-                );
+                if let Some(d) = &m.description {
+                    crate::say!(
+                        "match {}: {}",
+                        i + 1,
+                        crate::mapper::describe_match(d).join(" | ")
+                    );
+                }
                 let fut = async {
-                    let eps = pool_endpoints(pool, &m).await?;
-                    Ok::<_, String>(
-                        run_on_endpoints(spec, eps, m.clone(), config.baseline.as_ref()).await,
+                    let eps = source.endpoints(&reqs, m).await?;
+                    let described = match &m.description {
+                        Some(d) => d.clone(),
+                        None => match_from_endpoints(&reqs, &eps, name),
+                    };
+                    Ok::<_, crate::source::SourceError>(
+                        run_on_endpoints(spec, eps, described, SERVER_SETTLE, baseline).await,
                     )
                 };
                 tokio::select! {
@@ -293,47 +191,14 @@ async fn run_test(
                         Ok((run, raw, tool)) => {
                             outcome.runs.push(run);
                             outcome.tool_time_s += tool;
-                            outcome.raw.extend(raw.into_iter().map(|(n, b)| (format!("match{}/{n}", i + 1), b)));
+                            outcome.raw.extend(
+                                raw.into_iter().map(|(n, b)| (format!("{}{n}", m.raw_dir), b)),
+                            );
                         }
-                        Err(e) => { outcome.error = Some(e); break; }
-                    },
-                    sig = signal.as_mut() => {
-                        outcome.error = Some(format!("interrupted by {sig}"));
-                        stopped = Some(sig);
-                        break;
-                    }
-                }
-            }
-        }
-        _ => {
-            let secret = hex::encode(rand::random::<[u8; 32]>());
-            let Some(mut prov) = make_provisioner(mode, run_id, &secret) else {
-                outcome.error = Some("could not create the provisioner".into());
-                return (outcome, None);
-            };
-            let pool_name = match mode {
-                Mode::Podman { .. } => "podman",
-                _ => "netns",
-            };
-            let t0 = Instant::now();
-            crate::say!("provisioning {} agent(s) ({pool_name})", reqs.hosts.len());
-            {
-                let fut = async {
-                    // Both provisioners give every agent the run's fresh secret and put it on
-                    // its endpoint: the controller then requires each agent to prove it.
-                    let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
-                    crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
-                    let m = match_from_endpoints(&reqs, &eps, pool_name);
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m, config.baseline.as_ref()).await)
-                };
-                tokio::select! {
-                    r = fut => match r {
-                        Ok((run, raw, tool)) => {
-                            outcome.runs.push(run);
-                            outcome.raw = raw;
-                            outcome.tool_time_s = tool;
+                        Err(e) => {
+                            outcome.error = Some(e.to_string());
+                            break;
                         }
-                        Err(e) => outcome.error = Some(e),
                     },
                     sig = signal.as_mut() => {
                         outcome.error = Some(format!("interrupted by {sig}"));
@@ -341,129 +206,26 @@ async fn run_test(
                     }
                 }
             }
-            crate::say!("tearing down the {pool_name} agents");
-            if let Err(e) = prov.teardown().await {
-                tracing::error!("{e}");
-                let msg = format!("teardown: {e}");
-                outcome.error = Some(match outcome.error.take() {
-                    Some(prev) => format!("{prev}; {msg}"),
-                    None => msg,
-                });
-            }
         }
+    }
+    if let Err(e) = source.teardown().await {
+        tracing::error!("{e}");
+        add_error(&mut outcome, format!("teardown: {e}"));
     }
     outcome.duration_s = started.elapsed().as_secs_f64();
     (outcome, stopped)
 }
 
-fn match_from_endpoints(
-    reqs: &Requirements,
-    eps: &[AgentEndpoint],
-    pool: &str,
-) -> MatchDescription {
-    let mut m = MatchDescription {
-        pool_name: pool.to_string(),
-        ..MatchDescription::default()
-    };
-    for label in reqs.labels() {
-        m.networks.insert(label.clone(), label);
-    }
-    for ep in eps {
-        m.machines.insert(
-            ep.host_id.clone(),
-            MachineMatch {
-                target: ep.target.clone(),
-                hostname: ep.hostname.clone(),
-                interfaces: ep
-                    .interfaces
-                    .iter()
-                    .map(|(id, b)| {
-                        (
-                            id.clone(),
-                            InterfaceMatch {
-                                target: b.target.clone(),
-                                hwaddr: b.hwaddr.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
-            },
-        );
-    }
-    m
-}
-
-/// Connect to the pool machines of a match over TCP (bounded by a timeout).
-async fn pool_endpoints(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEndpoint>, String> {
-    let mut eps = Vec::new();
-    for (host_id, mm) in &m.machines {
-        let machine = pool
-            .machines
-            .get(&mm.target)
-            .ok_or_else(|| format!("pool machine {} vanished", mm.target))?;
-        let port = machine.rpc_port().map_err(|e| e.to_string())?;
-        let hostname = machine.hostname().to_string();
-        let addr = format!("{hostname}:{port}");
-        let addr = if hostname.contains(':') && !hostname.starts_with('[') {
-            format!("[{hostname}]:{port}")
-        } else {
-            addr
-        };
-        let stream = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(&addr),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "pool machine {} ({addr}) did not answer within 5 s",
-                mm.target
-            )
-        })?
-        .map_err(|e| format!("pool machine {} ({addr}) is not reachable: {e}", mm.target))?;
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
-        // Normalised exactly as the agent normalises its own copy (surrounding whitespace
-        // stripped), so that `echo secret > file` on either side matches; a secret file is
-        // read bounded, as a regular file only.
-        let secret = machine
-            .secret()
-            .map_err(|e| format!("pool machine {}: {e}", mm.target))?;
-        eps.push(AgentEndpoint {
-            host_id: host_id.clone(),
-            target: mm.target.clone(),
-            hostname: hostname.clone(),
-            transport: Transport {
-                reader: Box::new(r),
-                writer: Box::new(w),
-            },
-            secret,
-            interfaces: mm
-                .interfaces
-                .iter()
-                .map(|(id, i)| {
-                    (
-                        id.clone(),
-                        IfaceBinding {
-                            ifname: None,
-                            hwaddr: i.hwaddr.to_ascii_lowercase(),
-                            target: i.target.clone(),
-                        },
-                    )
-                })
-                .collect(),
-        });
-    }
-    Ok(eps)
-}
-
 /// Connect to every agent, bind interfaces by MAC, run the recipe (comparing flows with
 /// `baseline`, loaded and checked before the run started), restore the agents.
-async fn run_on_endpoints(
+/// Returns the run, the raw tool output and the time spent inside tools. `server_settle` is
+/// the pause between iperf3 servers and clients ([`crate::recipes::context::SERVER_SETTLE`]).
+pub async fn run_on_endpoints(
     spec: &TestSpec,
     eps: Vec<AgentEndpoint>,
     matched: MatchDescription,
-    baseline: Option<&crate::measure::evaluate::BaselineFile>,
+    server_settle: Duration,
+    baseline: Option<&BaselineFile>,
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
     // Every agent at once: handshakes and interface listings run concurrently.
@@ -488,9 +250,11 @@ async fn run_on_endpoints(
         return (run, Vec::new(), 0.0);
     }
     let mut ctx = RunContext::new(hosts, run);
+    ctx.server_settle = server_settle;
     ctx.baseline = baseline.cloned();
     if ctx.run.exception.is_none() {
-        let res = crate::recipes::run_recipe(&spec.recipe, &mut ctx, &spec.params).await;
+        ctx.params = spec.params.clone();
+        let res = spec.planned.run(&mut ctx).await;
         if let Err(e) = res {
             let msg = match &e {
                 RecipeError::Agent(se) => format!("agent failure: {se}"),
@@ -549,42 +313,17 @@ async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     })
 }
 
-/// Podman's rootful API socket, when one exists at the default path.
-fn default_podman_socket() -> Option<String> {
-    use std::os::unix::fs::FileTypeExt;
-    let path = "/run/podman/podman.sock";
-    std::fs::metadata(path)
-        .ok()
-        .filter(|m| m.file_type().is_socket())
-        .map(|_| format!("unix://{path}"))
-}
-
-/// `lnst-runner cleanup`: remove what killed runs left behind.
+/// `lnst-runner cleanup`: remove what killed runs left behind, for every agent source.
 pub async fn cleanup(config: &Config) -> i32 {
     let mut removed = Vec::new();
     let mut failed = false;
-    match crate::provision::netns::cleanup_leftovers() {
-        Ok(r) => removed.extend(r),
-        Err(e) => {
-            crate::say!("lnst-runner: cleanup: {e}");
-            failed = true;
-        }
-    }
-    // Without PODMAN_URI, the rootful default socket is looked at too when it exists: a killed
-    // Podman run's leftovers should not need the URI repeated. An engine that does not answer
-    // there is only reported.
-    let (uri, explicit) = match &config.podman_uri {
-        Some(uri) => (Some(uri.to_uri()), true),
-        None => (default_podman_socket(), false),
-    };
-    if let Some(uri) = uri {
-        match crate::provision::podman::cleanup_leftovers(&uri).await {
+    for source in crate::source::all_for_cleanup(config) {
+        match source.cleanup().await {
             Ok(r) => removed.extend(r),
-            Err(e) if explicit => {
+            Err(e) => {
                 crate::say!("lnst-runner: cleanup: {e}");
                 failed = true;
             }
-            Err(e) => crate::say!("lnst-runner: cleanup: skipped the engine at {uri}: {e}"),
         }
     }
     if removed.is_empty() {

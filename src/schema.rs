@@ -1,5 +1,5 @@
 //! Typed recipe parameter schemas and type checks, following upstream `Param.type_check`
-//! (reference lnst-recipes.md §1.3), with these deliberate differences:
+//! (upstream `lnst/Common/Parameters.py`), with these deliberate differences:
 //!
 //! * `Int` accepts ints and floats with an integral value (`3.0` → 3); a non-integral float
 //!   (`3.7`, which upstream silently truncates), a bool, or a string (`"5"`) is an error.
@@ -73,6 +73,50 @@ impl fmt::Display for Bounds {
     }
 }
 
+/// A check of a value beyond its type and range (a network large enough for the recipe):
+/// `Err` is the message after `name: `.
+#[derive(Clone, Copy)]
+pub struct Check {
+    /// What is checked, for the schema listing and comparisons.
+    pub what: &'static str,
+    pub check: fn(&Value) -> Result<(), String>,
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Check({})", self.what)
+    }
+}
+
+impl PartialEq for Check {
+    fn eq(&self, other: &Self) -> bool {
+        self.what == other.what
+    }
+}
+
+/// The network holds at least 2 host addresses (`.1` and `.2`, `::1` and `::2`): /30 or
+/// larger for IPv4, /126 or larger for IPv6.
+pub const TWO_HOSTS: Check = Check {
+    what: "two host addresses",
+    check: |v| {
+        let Some(net) = v.as_str().and_then(|s| s.parse::<ipnet::IpNet>().ok()) else {
+            return Ok(());
+        };
+        let (bits, max) = match net {
+            ipnet::IpNet::V4(_) => (32 - u32::from(net.prefix_len()), "/30"),
+            ipnet::IpNet::V6(_) => (128 - u32::from(net.prefix_len()), "/126"),
+        };
+        if bits >= 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is too small: the recipe gives the first two host addresses to its devices (use {max} or larger)",
+                short(v)
+            ))
+        }
+    },
+};
+
 /// One declared recipe parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
@@ -83,6 +127,8 @@ pub struct ParamSpec {
     pub doc: &'static str,
     /// Accepted range of the value (or of each item of a list of numbers).
     pub bounds: Option<Bounds>,
+    /// Further check of a given value (after type and range).
+    pub check: Option<Check>,
 }
 
 impl ParamSpec {
@@ -95,6 +141,7 @@ impl ParamSpec {
             mandatory: false,
             doc,
             bounds: None,
+            check: None,
         }
     }
 
@@ -112,6 +159,7 @@ impl ParamSpec {
             mandatory: false,
             doc,
             bounds: None,
+            check: None,
         }
     }
 
@@ -124,12 +172,25 @@ impl ParamSpec {
             mandatory: true,
             doc,
             bounds: None,
+            check: None,
         }
     }
 
     /// The same parameter, accepting only numbers in `min..=max`.
     pub fn range(mut self, min: f64, max: f64) -> Self {
         self.bounds = Some(Bounds { min, max });
+        self
+    }
+
+    /// The same parameter, with a further check of given values.
+    pub fn check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// The same declaration under `name`.
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
         self
     }
 }
@@ -241,10 +302,7 @@ pub fn resolve(
         let Some(spec) = specs.iter().find(|s| s.name == name) else {
             let suggestion = suggest(&name, specs);
             // The name is user input of any length: shown cut to 64 characters.
-            let mut name: String = name.chars().take(64).collect();
-            if name.len() == 64 && suggestion.is_none() {
-                name.push('…');
-            }
+            let name = crate::text::clip(&name, 64);
             return Err(match suggestion {
                 Some(suggestion) => SchemaError::UnknownWithSuggestion {
                     recipe: recipe.to_string(),
@@ -263,6 +321,10 @@ pub fn resolve(
         let v = check(&spec.ty, value)
             .and_then(|v| match spec.bounds {
                 Some(b) => check_bounds(&v, b).map(|()| v),
+                None => Ok(v),
+            })
+            .and_then(|v| match spec.check {
+                Some(c) => (c.check)(&v).map(|()| v),
                 None => Ok(v),
             })
             .map_err(|message| SchemaError::Type {
@@ -290,13 +352,7 @@ pub fn resolve(
 
 /// The Python repr of `v`, cut to 80 characters (values may be 64 KiB long).
 fn short(v: &Value) -> String {
-    let r = v.to_string();
-    if r.chars().nth(80).is_none() {
-        return r;
-    }
-    let mut t: String = r.chars().take(80).collect();
-    t.push('…');
-    t
+    crate::text::clip(&v.to_string(), 80)
 }
 
 /// Check a number (or every number of a list or tuple) against `b`.

@@ -356,7 +356,7 @@ async fn reader_task(shared: Arc<Shared>, mut reader: Reader) {
                 shared.mark_lost(format!(
                     "unexpected message from the agent: {}",
                     serde_json::to_string(&other)
-                        .map(|s| s.chars().take(80).collect::<String>())
+                        .map(|s| crate::text::clip(&s, 80))
                         .unwrap_or_default()
                 ));
                 return;

@@ -1,4 +1,4 @@
-//! Golden-file tests of the run summary formatters (reference §5.4/§5.5).
+//! Golden-file tests of the run summary formatters (upstream `RunSummaryFormatters/`).
 //!
 //! `upstream_*` goldens are the reference's verified upstream outputs, typed in by hand.
 //! `synthetic_*` goldens cover the rest (measurements, multi-line descriptions, nested data,
@@ -71,7 +71,7 @@ fn job(r: ResultType, host: &str, id: u64, a: JobAction, cmd: &str) -> ResultEnt
     ResultEntry::job(r, host, None, id, a, cmd, ResultLevel::Important)
 }
 
-/// The run of the reference's §5.4/§5.5 examples.
+/// The run of the examples of upstream's formatters.
 fn upstream_run() -> RecipeRun {
     let mut run = RecipeRun::new("SimpleNetworkRecipe", two_host_match());
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();

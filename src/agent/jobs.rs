@@ -2,7 +2,7 @@
 //! the in-process /proc/stat sampler.
 
 use super::OpError;
-use crate::protocol::{unix_now, ErrorKind, IperfProto, JobResult, JobSpec};
+use crate::protocol::{unix_now, ErrorKind, JobResult, JobSpec};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -20,7 +20,6 @@ pub const OUTPUT_CAP: usize = 7 * 1024 * 1024;
 /// Grace period between SIGINT and SIGKILL in StopJob.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// Render a process job as argv (None for the in-process CPU sampler).
 /// What a waiter needs of a job: its process group, result channel, killed flag, stop signal.
 type JobHandle = (
     Arc<Mutex<Option<i32>>>,
@@ -29,78 +28,9 @@ type JobHandle = (
     Option<Arc<Notify>>,
 );
 
+/// Render a process job as argv (None for the in-process CPU sampler).
 pub fn render_argv(spec: &JobSpec) -> Option<Vec<String>> {
-    match spec {
-        JobSpec::Ping {
-            dst,
-            src,
-            count,
-            interval_s,
-            size,
-            ipv6,
-        } => {
-            let mut v = vec!["ping".to_string(), dst.clone()];
-            if *ipv6 {
-                v.push("-6".into());
-            }
-            v.extend(["-c".into(), count.to_string()]);
-            v.extend(["-i".into(), format!("{interval_s:.6}")]);
-            if let Some(s) = src {
-                v.extend(["-I".into(), s.clone()]);
-            }
-            if let Some(s) = size {
-                v.extend(["-s".into(), s.to_string()]);
-            }
-            Some(v)
-        }
-        JobSpec::IperfServer {
-            bind, port, oneoff, ..
-        } => {
-            let mut v: Vec<String> = ["iperf3", "-s", "-B", bind, "-J", "-p"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            v.push(port.to_string());
-            if *oneoff {
-                v.push("-1".into());
-            }
-            Some(v)
-        }
-        JobSpec::IperfClient {
-            server,
-            port,
-            cport,
-            duration_s,
-            proto,
-            blksize,
-            parallel,
-            ..
-        } => {
-            let mut v: Vec<String> = ["iperf3", "-c", server, "-b", "0/1000", "-J", "-t"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            v.push(duration_s.to_string());
-            match proto {
-                IperfProto::Tcp => {}
-                IperfProto::Udp => v.push("--udp".into()),
-                IperfProto::Sctp => v.push("--sctp".into()),
-            }
-            if let Some(l) = blksize {
-                v.extend(["-l".into(), l.to_string()]);
-            }
-            if let Some(p) = parallel {
-                v.extend(["-P".into(), p.to_string()]);
-            }
-            v.extend(["-p".into(), port.to_string()]);
-            if let Some(c) = cport {
-                v.extend(["--cport".into(), c.to_string()]);
-            }
-            Some(v)
-        }
-        JobSpec::CpuStat { .. } => None,
-        JobSpec::LinuxPerf { .. } => super::tunables::perf_argv(spec),
-    }
+    spec.argv()
 }
 
 fn cpus_of(spec: &JobSpec) -> Option<&[u32]> {
@@ -635,6 +565,7 @@ async fn sample_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::IperfProto;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

@@ -328,7 +328,7 @@ impl Session {
                     }),
                 )?;
                 // An iperf3 server is started once it listens (the controller then pauses
-                // briefly before its clients; see recipes::simple_network::SERVER_SETTLE).
+                // briefly before its clients; see recipes::context::SERVER_SETTLE).
                 if let Some(port) = listen_port {
                     jobs::wait_listening(port, Duration::from_secs(5)).await;
                 }
@@ -997,11 +997,7 @@ fn request_id_of(frame: &[u8]) -> Option<u64> {
 /// Keep the first `max` characters of a message that may echo the peer's input (an unknown op
 /// name may be megabytes).
 fn clip_message(m: &str, max: usize) -> String {
-    let mut t: String = m.chars().take(max).collect();
-    if m.chars().nth(max).is_some() {
-        t.push('…');
-    }
-    t
+    crate::text::clip(m, max)
 }
 
 /// Give the memory a finished session freed back to the system: glibc keeps freed heap pages

@@ -365,10 +365,7 @@ pub fn check_ifname(name: &str) -> Result<(), OpError> {
     if ok {
         return Ok(());
     }
-    let mut shown: String = name.chars().take(32).collect();
-    if name.chars().nth(32).is_some() {
-        shown.push('…');
-    }
+    let shown = crate::text::clip(name, 32);
     Err(OpError::new(
         ErrorKind::BadRequest,
         format!(

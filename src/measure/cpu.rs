@@ -1,4 +1,5 @@
-//! `/proc/stat` samples → per-CPU utilization (reference §2.6).
+//! `/proc/stat` samples → per-CPU utilization (upstream `lnst/Tests/CPUStatMonitor.py`,
+//! `RecipeCommon/Perf/Measurements/StatCPUMeasurement.py`).
 //!
 //! Each sample is `(unix time, text of /proc/stat or just its cpu lines)`. Every pair of
 //! consecutive samples gives, per CPU line and per counted field, an interval

@@ -1,4 +1,4 @@
-//! Flow evaluators (reference §2.8): NonzeroFlowEvaluator, and a baseline evaluator backed
+//! Flow evaluators (upstream `RecipeCommon/Perf/Evaluators/`): NonzeroFlowEvaluator, and a baseline evaluator backed
 //! by a JSON baseline file (upstream leaves `get_baseline`/`get_threshold` to subclasses).
 
 use super::flow::{AggregatedFlow, FlowSpec};

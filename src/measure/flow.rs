@@ -1,5 +1,6 @@
 //! Flows: specs, per-iteration results, time alignment, aggregation and report lines
-//! (reference §1.7, §2.1, §2.2, §2.6, §2.7).
+//! (upstream `RecipeCommon/Perf/Measurements/BaseFlowMeasurement.py`, `Results/`,
+//! `RecipeCommon/Perf/Recipe.py`).
 
 use super::cpu::CpuStat;
 use super::iperf::IperfRun;
@@ -166,9 +167,11 @@ pub struct CpuIteration {
     pub stats: Vec<CpuStat>,
 }
 
-/// Time-align one iteration (§2.7): with flows, the window is
-/// `[min flow start + warmup, max flow end − warmup]` over every flow's 4 metrics; without
-/// flows it is `[max start, min end]` over the CPU utilizations. Every flow metric and CPU
+/// Time-align one iteration, as upstream's `RecipeResults._get_measurement_timestamps`:
+/// with flows, the window is `[start + warmup, end − warmup]` of the **last** flow (the one
+/// started last; start and end over its 4 metrics), so with `perf_parallel_processes` > 1 the
+/// earlier flows' warm-up is not in the window but the later flows' warm-up is not either;
+/// without flows it is `[max start, min end]` over the CPU utilizations. Every flow metric and CPU
 /// utilization is sliced to the window. All-or-nothing: on [`EmptySlice`] nothing is changed
 /// and the caller keeps (and should report) the unaligned data.
 pub fn align_iteration(
@@ -187,9 +190,10 @@ pub fn align_iteration(
         }
         (s, e)
     } else {
-        let s = flows.iter().map(|f| f.start()).fold(f64::NAN, f64::min);
-        let e = flows.iter().map(|f| f.end()).fold(f64::NAN, f64::max);
-        (s + warmup, e - warmup)
+        let last = flows
+            .last()
+            .map_or((f64::NAN, f64::NAN), |f| (f.start(), f.end()));
+        (last.0 + warmup, last.1 - warmup)
     };
     if start.is_nan() || end.is_nan() {
         return Err(EmptySlice { start, end });
@@ -682,6 +686,21 @@ pub(crate) mod tests {
         let u = &cpus[0].stats[0].utilization;
         assert_eq!((u.start(), u.end()), (1002.0, 1012.0));
         assert_eq!(u.value(), 500.0);
+    }
+
+    #[test]
+    fn alignment_window_of_parallel_flows_is_the_last_flows() {
+        // perf_parallel_processes = 2: the second flow started 3 s after the first; both run
+        // 14 s (10 s + 2×2 s warm-up). Upstream trims to the last flow's window
+        // [1003 + 2, 1017 − 2]; a window over all flows, [1000 + 2, 1017 − 2], would keep the
+        // second flow's warm-up (1003..1005) in the first flow's figures.
+        let mut flows = vec![iteration(1000.0, 14, 1e9), iteration(1003.0, 14, 1e9)];
+        align_iteration(&mut flows, &mut [], 2.0).unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (&flows[0].generator_results, &flows[1].generator_results);
+        assert_eq!((a.start(), a.end()), (1005.0, 1014.0));
+        assert_eq!((b.start(), b.end()), (1005.0, 1015.0));
+        assert_eq!(a.value(), 9e9);
+        assert_eq!(b.value(), 10e9);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! iperf3 `-J` output → intervals (reference §2.3, §2.4).
+//! iperf3 `-J` output → intervals (upstream `RecipeCommon/Perf/Measurements/IperfFlowMeasurement.py`).
 //!
 //! We read only the fields the figures come from, through `serde_json::Value` lookups, so
 //! the TCP, UDP and SCTP shapes (whose `end` sums differ) all parse; the raw JSON is kept

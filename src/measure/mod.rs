@@ -18,8 +18,8 @@
 //! * /proc/stat: a counter that goes backwards, a CPU line that disappears or a timestamp that
 //!   does not increase is an error; lines with 4–9 counters (old kernels) count missing
 //!   fields as 0;
-//! * alignment: with several flows the window is the min start / max end over all of them
-//!   (upstream: the last flow only); an inverted window is an `EmptySlice`;
+//! * alignment: an inverted window is an `EmptySlice` (the window itself is upstream's: the
+//!   last flow's, see [`flow::align_iteration`]);
 //! * statistics: NaN/±inf become JSON `null`; `deviation_percentage` with a zero average is
 //!   0 (zero deviation) or +inf.
 

@@ -1,4 +1,4 @@
-//! Result algebra (upstream `RecipeCommon/Perf/Results.py`, reference §2.2).
+//! Result algebra (upstream `RecipeCommon/Perf/Results.py`).
 //!
 //! A measurement is a tree: [`PerfInterval`] leaves (a value accumulated over a duration
 //! starting at a timestamp) grouped into [`PerfResult::Sequential`] lists (items one after
@@ -96,6 +96,29 @@ fn ratio(value: f64, duration: f64) -> f64 {
     }
 }
 
+/// Σ values as Python ≥ 3.12's `sum()` adds floats (upstream LNST requires it): Neumaier's
+/// compensated summation, the compensation added at the end unless it is not finite (an
+/// infinite or overflowed sum stays as it is, never NaN). A plain left-to-right sum loses the
+/// small figures next to large ones: `[1e100, 1.0, -1e100]` sums to 0 instead of 1, and the
+/// spread between two near-equal streams differed from upstream's by up to 4e-7.
+pub fn neumaier_sum(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sum = 0.0_f64;
+    let mut c = 0.0_f64;
+    for x in values {
+        let t = sum + x;
+        if sum.abs() >= x.abs() {
+            c += (sum - t) + x;
+        } else {
+            c += (x - t) + sum;
+        }
+        sum = t;
+    }
+    if c != 0.0 && c.is_finite() {
+        sum += c;
+    }
+    sum
+}
+
 /// Sample standard deviation (n−1); 0.0 for fewer than two values (upstream Common/Utils.py).
 pub fn sample_std_deviation(values: &[f64]) -> f64 {
     if values.len() <= 1 {
@@ -108,7 +131,7 @@ pub fn sample_std_deviation(values: &[f64]) -> f64 {
 }
 
 /// JSON number, or `null` for NaN/±inf (JSON has no such numbers).
-pub(crate) fn num(v: f64) -> Value {
+pub fn num(v: f64) -> Value {
     if v.is_finite() {
         json!(v)
     } else {
@@ -177,7 +200,7 @@ impl PerfResult {
         match self {
             PerfResult::Interval(i) => i.value,
             PerfResult::Sequential(v) | PerfResult::Parallel(v) => {
-                v.iter().map(|x| x.value()).sum()
+                neumaier_sum(v.iter().map(|x| x.value()))
             }
         }
     }
@@ -187,7 +210,7 @@ impl PerfResult {
     pub fn duration(&self) -> f64 {
         match self {
             PerfResult::Interval(i) => i.duration,
-            PerfResult::Sequential(v) => v.iter().map(|x| x.duration()).sum(),
+            PerfResult::Sequential(v) => neumaier_sum(v.iter().map(|x| x.duration())),
             PerfResult::Parallel(v) => {
                 if v.is_empty() {
                     0.0
@@ -372,6 +395,30 @@ mod tests {
         assert!(iv(100.0, 4.0, 10.0).time_slice(14.0, 20.0).is_err());
         assert!(iv(100.0, 4.0, 10.0).time_slice(0.0, 10.0).is_err());
         assert!(iv(100.0, 4.0, 10.0).time_slice(13.0, 12.0).is_err());
+    }
+
+    #[test]
+    fn sums_like_python_312() {
+        // CPython 3.12's sum() (Python/bltinmodule.c, builtin_sum_impl) gives these; its
+        // What's New names sum([0.1] * 10) == 1.0, where 3.11 and a plain sum give 0.999….
+        assert_eq!(neumaier_sum([1e100, 1.0, -1e100]), 1.0);
+        assert_eq!(neumaier_sum([0.1; 10]), 1.0);
+        assert_eq!([0.1f64; 10].iter().sum::<f64>(), 0.9999999999999999);
+        assert_eq!(neumaier_sum([1e308, 1e308]), f64::INFINITY);
+        assert_eq!(neumaier_sum([f64::INFINITY, 1.0]), f64::INFINITY);
+        assert_eq!(neumaier_sum([-0.0]), 0.0);
+        assert_eq!(neumaier_sum([]), 0.0);
+        // Two near-equal streams whose bits differ in the last digits: the list value is
+        // exact (both sums land on the correctly rounded result).
+        let a = 9_411_307_022.4 * 3.000037;
+        let b = 9_411_307_022.400_001 * 3.000037;
+        let items = vec![iv(a, 3.000037, 0.0), iv(b, 3.000037, 0.0), iv(-a, 1.0, 0.0)];
+        let p = PerfResult::Parallel(items);
+        assert_eq!(p.value(), neumaier_sum([a, b, -a]));
+        assert_eq!(p.value(), b);
+        // A sequential list's duration is summed the same way.
+        let s = PerfResult::Sequential(vec![iv(0.0, 0.1, 0.0); 10]);
+        assert_eq!(s.duration(), 1.0);
     }
 
     #[test]

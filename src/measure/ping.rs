@@ -1,4 +1,5 @@
-//! ping output → statistics, and the rate evaluator (reference §2.9, §1.8, §1.10).
+//! ping output → statistics (upstream `lnst/Tests/Ping.py`), and the rate evaluator
+//! (`RecipeCommon/Ping/Evaluators/RatePingEvaluator.py`).
 
 use super::perf::num;
 use serde_json::{json, Value};
@@ -69,13 +70,14 @@ fn find_counts(text: &str) -> Option<(u64, u64)> {
     None
 }
 
-/// `rtt min/avg/max/mdev = a/b/c/d ms`
+/// `rtt min/avg/max/mdev = a/b/c/d ms`, possibly followed by more (`, pipe 4` when replies
+/// overlapped, `, ipg/ewma ...` in flood mode), as upstream's `re.search` finds it.
 fn find_rtt(text: &str) -> Option<[f64; 4]> {
     const MARK: &str = "rtt min/avg/max/mdev = ";
     for line in text.lines() {
         let Some(pos) = line.find(MARK) else { continue };
         let rest = line.get(pos + MARK.len()..)?;
-        let Some(figures) = rest.trim_end().strip_suffix(" ms") else {
+        let Some((figures, _)) = rest.split_once(" ms") else {
             continue;
         };
         let parts: Vec<f64> = figures
@@ -207,6 +209,21 @@ mod tests {
         let (ok, text) = rate_ping_evaluator(Some(&s), 50);
         assert!(!ok);
         assert_eq!(text, "measured rate 0 is lower than min_rate(50)");
+    }
+
+    #[test]
+    fn rtt_line_with_pipe_or_ipg() {
+        // iputils appends `, pipe N` when several replies were outstanding at once (a slow
+        // first reply, short intervals); upstream's regex search still finds the figures.
+        for tail in ["", ", pipe 4", ", ipg/ewma 0.131/0.052 ms"] {
+            let text = format!(
+                "10 packets transmitted, 10 received, 0% packet loss, time 1300ms\n\
+                 rtt min/avg/max/mdev = 0.058/367.681/1000.205/451.891 ms{tail}\n"
+            );
+            let s = parse_ping(&text, Some(0)).unwrap_or_else(|e| panic!("{tail:?}: {e}"));
+            assert_eq!(s.rtt_avg, Some(367.681), "{tail:?}");
+            assert_eq!(s.rtt_max, Some(1000.205), "{tail:?}");
+        }
     }
 
     #[test]

@@ -1,19 +1,122 @@
-//! Recipe registry, keyed by upstream class name.
+//! Recipes: the [`Recipe`] trait and the one registry, keyed by upstream class name.
+//!
+//! A recipe is a struct of typed parameters declared with [`param_set!`](crate::param_set)
+//! (the same declaration gives the schema of `lnst-runner recipes NAME`), its requirements and
+//! its run. The plan resolves the parameters once ([`RecipeDef::plan`]); the runner then asks
+//! the planned recipe for its requirements, provisions agents and runs it. Adding a recipe is
+//! one file and one line in [`REGISTRY`] (docs/ARCHITECTURE.md walks through an example).
 
-pub mod simple_network_params;
+pub mod common;
+pub mod context;
+pub mod enrt;
+pub mod ping_flood;
+pub mod reqs;
+pub mod simple_network;
+pub mod typed;
+
+#[cfg(test)]
+mod scripted_tests;
 
 use crate::requirements::Requirements;
-use crate::schema::{ParamSpec, ResolvedParams};
+use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
+use context::{RecipeError, RunContext};
+use futures::future::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
+use typed::ParamSet;
 
-/// A recipe as the runner sees it before running: its parameters and requirements.
+/// A recipe: typed parameters ([`ParamSet`]), requirements and a run. Without a `run` an
+/// implementation does not compile, and without an implementation nothing can be registered.
+pub trait Recipe: ParamSet + std::fmt::Debug + Send + Sync + 'static {
+    /// Upstream class name, e.g. `SimpleNetworkRecipe`.
+    const NAME: &'static str;
+    /// One line for `lnst-runner recipes`.
+    const DOC: &'static str;
+
+    /// Checks across parameters, at plan time (a bad combination is exit 2 before any agent
+    /// is contacted). Single parameters are checked by their declarations.
+    fn validate(&self) -> Result<(), SchemaError> {
+        Ok(())
+    }
+
+    /// The hosts and interfaces this recipe needs.
+    fn requirements(&self) -> Requirements;
+
+    /// Run on connected agents.
+    fn run(&self, ctx: &mut RunContext) -> impl Future<Output = Result<(), RecipeError>> + Send;
+}
+
+/// A recipe whose parameters are resolved: what a planned test carries to the runner.
+pub trait PlannedRecipe: std::fmt::Debug + Send + Sync {
+    fn name(&self) -> &'static str;
+    fn requirements(&self) -> Requirements;
+    fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), RecipeError>>;
+}
+
+impl<R: Recipe> PlannedRecipe for R {
+    fn name(&self) -> &'static str {
+        R::NAME
+    }
+    fn requirements(&self) -> Requirements {
+        Recipe::requirements(self)
+    }
+    fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), RecipeError>> {
+        Box::pin(Recipe::run(self, ctx))
+    }
+}
+
+/// A planned recipe, shared by the plan and the runner.
+#[derive(Debug, Clone)]
+pub struct Planned(pub Arc<dyn PlannedRecipe>);
+
+impl PartialEq for Planned {
+    /// Same recipe with the same typed parameters.
+    fn eq(&self, other: &Self) -> bool {
+        format!("{:?}", self.0) == format!("{:?}", other.0)
+    }
+}
+
+impl std::ops::Deref for Planned {
+    type Target = dyn PlannedRecipe;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+/// A registered recipe before its parameters are known.
 #[derive(Debug, Clone, Copy)]
 pub struct RecipeDef {
     /// Upstream class name, e.g. `SimpleNetworkRecipe`.
     pub name: &'static str,
     pub doc: &'static str,
+    /// The parameter declarations.
     pub params: fn() -> Vec<ParamSpec>,
-    pub requirements: fn(&ResolvedParams) -> Requirements,
+    /// Typed parameters from schema-checked ones, cross-checked by [`Recipe::validate`].
+    pub plan: fn(&ResolvedParams) -> Result<Planned, SchemaError>,
 }
+
+fn plan_of<R: Recipe>(p: &ResolvedParams) -> Result<Planned, SchemaError> {
+    let r = R::from_resolved(p)?;
+    r.validate()?;
+    Ok(Planned(Arc::new(r)))
+}
+
+impl RecipeDef {
+    pub const fn of<R: Recipe>() -> RecipeDef {
+        RecipeDef {
+            name: R::NAME,
+            doc: R::DOC,
+            params: R::specs,
+            plan: plan_of::<R>,
+        }
+    }
+}
+
+/// Every recipe this runner has: one line per recipe.
+pub const REGISTRY: &[RecipeDef] = &[
+    RecipeDef::of::<simple_network::SimpleNetworkRecipe>(),
+    RecipeDef::of::<ping_flood::PingFloodRecipe>(),
+];
 
 /// RECIPE names no registered recipe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,14 +129,7 @@ pub struct UnknownRecipe {
 
 /// Every registered recipe, sorted by name.
 pub fn registry() -> Vec<RecipeDef> {
-    // PingFloodRecipe is not registered: the reference does not give its parameter names,
-    // types or defaults.
-    let mut v = vec![RecipeDef {
-        name: "SimpleNetworkRecipe",
-        doc: "IP ping and iperf/neper flows between one NIC on each of two hosts",
-        params: simple_network_params::params,
-        requirements: simple_network_params::requirements,
-    }];
+    let mut v = REGISTRY.to_vec();
     v.sort_by_key(|r| r.name);
     v
 }
@@ -60,8 +156,7 @@ pub fn find(name: &str) -> Result<RecipeDef, UnknownRecipe> {
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, n)| format!(" (did you mean '{n}'?)"))
         .unwrap_or_default();
-    let mut shown: String = name.chars().take(64).collect();
-    shown = shown.escape_debug().to_string();
+    let shown = crate::text::clip(name, 64).escape_debug().to_string();
     Err(UnknownRecipe {
         name: shown,
         known,
@@ -87,7 +182,10 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("did you mean 'SimpleNetworkRecipe'"), "{e}");
-        assert!(e.contains("known recipes: SimpleNetworkRecipe"), "{e}");
+        assert!(
+            e.contains("known recipes: PingFloodRecipe, SimpleNetworkRecipe"),
+            "{e}"
+        );
         let e = find("Nope")
             .err()
             .map(|e| e.to_string())
@@ -97,7 +195,7 @@ mod tests {
 
     #[test]
     fn simple_network_has_38_params_with_upstream_defaults() {
-        let specs = simple_network_params::params();
+        let specs = simple_network::SimpleNetworkRecipe::specs();
         assert_eq!(specs.len(), 38);
         let mut names: Vec<&str> = specs.iter().map(|s| s.name).collect();
         names.sort();
@@ -140,11 +238,29 @@ mod tests {
     }
 
     #[test]
+    fn every_recipe_plans_with_its_defaults() {
+        // A declaration whose default does not fit its field type would only fail here.
+        for d in registry() {
+            let specs = (d.params)();
+            if specs.iter().any(|s| s.mandatory) {
+                continue;
+            }
+            let p = resolve(d.name, &specs, vec![]).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            let planned = (d.plan)(&p).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            assert_eq!(planned.name(), d.name);
+            assert!(!planned.requirements().hosts.is_empty(), "{}", d.name);
+        }
+    }
+
+    #[test]
     fn simple_network_requirements() {
         let d = find("SimpleNetworkRecipe").unwrap_or_else(|e| panic!("{e}"));
-        let given = parse_params("driver='ice';nic_model='E810'").unwrap_or_default();
-        let p = resolve(d.name, &(d.params)(), given).unwrap_or_default();
-        let req = (d.requirements)(&p);
+        let planned = |s: &str| {
+            let given = parse_params(s).unwrap_or_default();
+            let p = resolve(d.name, &(d.params)(), given).unwrap_or_else(|e| panic!("{e}"));
+            (d.plan)(&p).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let req = planned("driver='ice';nic_model='E810'").requirements();
         assert_eq!(req.labels(), vec!["net1".to_string()]);
         assert_eq!(req.hosts.len(), 2);
         for h in ["host1", "host2"] {
@@ -155,28 +271,10 @@ mod tests {
             assert_eq!(dev.params.get("model").map(String::as_str), Some("E810"));
             assert!(!dev.params.contains_key("speed"));
         }
-        let p = resolve(d.name, &(d.params)(), vec![]).unwrap_or_default();
-        let req = (d.requirements)(&p);
+        let req = planned("").requirements();
         assert!(req
             .hosts
             .values()
             .all(|h| h.interfaces.values().all(|i| i.params.is_empty())));
-    }
-}
-
-pub mod context;
-pub mod simple_network;
-
-/// Run a registered recipe in a connected context.
-pub async fn run_recipe(
-    name: &str,
-    ctx: &mut context::RunContext,
-    params: &ResolvedParams,
-) -> Result<(), context::RecipeError> {
-    match name {
-        "SimpleNetworkRecipe" => simple_network::run(ctx, params).await,
-        other => Err(context::RecipeError::Unsupported(format!(
-            "recipe {other} has no run implementation"
-        ))),
     }
 }

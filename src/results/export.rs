@@ -1,4 +1,4 @@
-//! Results layout writer (DESIGN.md "Results"; upstream container runner, reference §5.7).
+//! Results layout writer (README "Results"; upstream `container_files/controller/container_runner.py`).
 //!
 //! ```text
 //! <results>/<test_id>/run-data-<i>.json        pretty JSON, upstream list shape (+ "details")

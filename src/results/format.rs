@@ -1,4 +1,5 @@
-//! Run summary formatters in upstream LNST's shapes (reference §5.4 human-readable, §5.5 JSON).
+//! Run summary formatters in upstream LNST's shapes (`lnst/Controller/RunSummaryFormatters/`:
+//! HumanReadableRunSummaryFormatter, JsonRunSummaryFormatter).
 //!
 //! Deviation: when `run.exception` is set, the human summary has a line
 //! `FAIL <n>_Exception: <message>` (n = number of results) before the overall line; upstream
@@ -329,7 +330,7 @@ pub fn human_summary(run: &RecipeRun, level: ResultLevel) -> String {
     lines.join("\n")
 }
 
-/// One result in the upstream JSON shape (§5.5).
+/// One result in the upstream JSON shape (JsonRunSummaryFormatter).
 pub fn result_json(r: &ResultEntry) -> Value {
     let result = r.result.as_str();
     match &r.kind {

@@ -1,5 +1,5 @@
 //! Results: the model, the run summary formatters, and the exporter that writes the
-//! results layout (DESIGN.md) and decides the exit code.
+//! results layout (README "Results", docs/ARCHITECTURE.md) and decides the exit code.
 
 pub mod export;
 pub mod format;

@@ -65,7 +65,7 @@ impl ResultLevel {
 }
 
 /// What kind of result this is; decides the `src` column of the human summary and the
-/// JSON shape (upstream §5.4/§5.5).
+/// JSON shape (upstream `RunSummaryFormatters/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ResultKind {

@@ -298,3 +298,35 @@ pub fn root_links() -> Vec<String> {
     v.sort();
     v
 }
+
+/// The run ids (`lnst-<id>-…` names) that a run's results (JSON and logs) mention: what that run created, so
+/// that a test checks its own leftovers and not other runs' on a shared machine.
+pub fn run_ids_in_results(results: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "json" || x == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                for (i, _) in text.match_indices("lnst-") {
+                    let id: String = text[i + 5..].chars().take(9).collect();
+                    let hex = &id[..id.len().min(8)];
+                    if id.len() == 9
+                        && id.ends_with('-')
+                        && hex.chars().all(|c| c.is_ascii_hexdigit())
+                        && !out.iter().any(|o| o == hex)
+                    {
+                        out.push(hex.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(results, &mut out);
+    out
+}

@@ -1,0 +1,8 @@
+//! What every recipe family uses (upstream `lnst/RecipeCommon`): the ping test and its
+//! evaluators ([`ping`], `Ping/Recipe.py`), the perf test with its iterations, alignment,
+//! report and evaluators ([`perf`], `Perf/Recipe.py`), and the test-wide configuration steps
+//! ([`config`]).
+
+pub mod config;
+pub mod perf;
+pub mod ping;

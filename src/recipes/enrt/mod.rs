@@ -1,0 +1,432 @@
+//! The ENRT base (upstream `lnst/Recipes/ENRT/BaseEnrtRecipe.py`, `BaremetalEnrtRecipe.py` and
+//! the mixins of `ConfigMixins/`, `PerfTestMixins/` and `MeasurementGenerators/`).
+//!
+//! A recipe implements [`EnrtRecipe`]: its parameters ([`BaremetalEnrtParams`] embedded in its
+//! struct), its test-wide configuration ([`TestWide`] steps), its ping endpoints, its perf
+//! endpoints and which sub-configurations apply on which devices. [`run`] drives the rest, as
+//! upstream's `test()`:
+//!
+//! 1. the parameter summary, the test-wide configuration and its description;
+//! 2. for every sub-configuration (one per offload combination): apply it and describe it,
+//!    the ping tests of every endpoint pair and IP version, the perf tests of every endpoint
+//!    collection, IP version, flow type and message size, then remove it (reverse order,
+//!    also after a failure);
+//! 3. the test-wide deconfiguration (reverse order, also after a failure).
+//!
+//! Hosts, interfaces and device names come from the recipe (its requirements and endpoints);
+//! the base names none.
+
+pub mod params;
+pub mod subconfig;
+
+use crate::measure::flow::FlowSpec;
+use crate::recipes::common::config::{self, Configured, TestWide};
+use crate::recipes::common::perf::{perf_test, FlowEvaluator, PerfConf, PerfTweaks};
+use crate::recipes::common::ping::{ping_test_and_evaluate, PingConf, PingEvaluator};
+use crate::recipes::context::{Dev, RecipeError, RunContext};
+use crate::recipes::typed::{IfAddr, IpVersion};
+use crate::recipes::Recipe;
+use crate::results::{ResultEntry, ResultType};
+use params::{BaremetalEnrtParams, CpuPolicy, NetPerfTool, PerfTest};
+pub use subconfig::{HwConfig, SubConfig, SubConfigs};
+
+/// First iperf3 port; the counter restarts for every perf configuration (upstream).
+pub const FIRST_PORT: u16 = 12000;
+
+/// Two devices to ping between (upstream `PingEndpoints`). Unreachable endpoints must not
+/// answer: they are pinged over IPv4 only, and the pings pass when nothing comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PingEndpoints {
+    pub a: Dev,
+    pub b: Dev,
+    pub reachable: bool,
+}
+
+impl PingEndpoints {
+    pub fn new(a: &Dev, b: &Dev) -> Self {
+        PingEndpoints {
+            a: a.clone(),
+            b: b.clone(),
+            reachable: true,
+        }
+    }
+    /// Endpoints that must be isolated from each other.
+    pub fn unreachable(a: &Dev, b: &Dev) -> Self {
+        PingEndpoints {
+            reachable: false,
+            ..Self::new(a, b)
+        }
+    }
+}
+
+/// One perf endpoint: an address on a device (upstream `IPEndpoint`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpEndpoint {
+    pub dev: Dev,
+    pub addr: IfAddr,
+}
+
+/// Client and server of a flow (upstream `EndpointPair`).
+pub type EndpointPair = (IpEndpoint, IpEndpoint);
+
+/// Every pair of addresses of `a` and `b` of the same IP version, IPv4 first (upstream
+/// `ip_endpoint_pairs` with `itertools.product`).
+pub fn ip_endpoint_pairs(config: &Configured, a: &Dev, b: &Dev) -> Vec<EndpointPair> {
+    let mut out = Vec::new();
+    for v in [IpVersion::Ipv4, IpVersion::Ipv6] {
+        for x in config.ips(a, Some(v)) {
+            for y in config.ips(b, Some(v)) {
+                out.push((
+                    IpEndpoint {
+                        dev: a.clone(),
+                        addr: x,
+                    },
+                    IpEndpoint {
+                        dev: b.clone(),
+                        addr: y,
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The same pairs with client and server swapped (upstream `PerfReversibleFlowMixin`).
+pub fn reversed(pairs: Vec<EndpointPair>) -> Vec<EndpointPair> {
+    pairs.into_iter().map(|(c, s)| (s, c)).collect()
+}
+
+/// An ENRT recipe: what it declares; [`run`] does the rest.
+pub trait EnrtRecipe: Recipe {
+    /// The parameters every ENRT recipe has.
+    fn base(&self) -> &BaremetalEnrtParams;
+
+    /// The test-wide configuration (upstream `test_wide_configuration`), from the parameters.
+    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError>;
+
+    /// Lines after the header of the test-wide description (upstream
+    /// `generate_test_wide_description`): by default the configured addresses.
+    fn test_wide_description(&self, config: &Configured) -> Vec<String> {
+        config.describe()
+    }
+
+    /// The device pairs to ping between (upstream `generate_ping_endpoints`).
+    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+        Vec::new()
+    }
+
+    /// The evaluators of one ping (upstream `generate_ping_evaluators`): the rate evaluator
+    /// for reachable endpoints, zero answers for isolated ones (VlanPingEvaluatorMixin).
+    fn ping_evaluators(&self, endpoints: &PingEndpoints) -> Vec<PingEvaluator> {
+        if endpoints.reachable {
+            vec![PingEvaluator::Rate { min_rate: 50 }]
+        } else {
+            vec![PingEvaluator::ZeroPass]
+        }
+    }
+
+    /// Collections of endpoint pairs to measure; the pairs of one collection run in parallel
+    /// (upstream `generate_perf_endpoints`).
+    fn perf_endpoints(&self, _config: &Configured) -> Vec<Vec<EndpointPair>> {
+        Vec::new()
+    }
+
+    /// The evaluators of the flows (upstream `net_perf_evaluators`).
+    fn net_perf_evaluators(&self) -> Vec<FlowEvaluator> {
+        vec![FlowEvaluator::Nonzero]
+    }
+
+    /// Which sub-configurations apply on which devices (upstream's mixins and dev-list
+    /// properties).
+    fn sub_configurations(&self) -> SubConfigs<'_> {
+        SubConfigs::default()
+    }
+}
+
+/// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
+/// of silently ignoring it.
+fn unsupported<R: EnrtRecipe>(r: &R) -> Vec<String> {
+    let mut out = Vec::new();
+    let subs = r.sub_configurations();
+    if let Some(hw) = &subs.hw {
+        out.extend(hw.unsupported());
+    }
+    let b = &r.base().baremetal;
+    if b.minimal_idlestates_latency.is_some() {
+        out.push("minimal_idlestates_latency: idle-state control (cpupower) is not implemented by lnst-agent".into());
+    }
+    let m = &r.base().measurements;
+    for (set, name, why) in [
+        (
+            b.use_vfs,
+            "use_vfs",
+            "SR-IOV virtual functions are not implemented by lnst-agent",
+        ),
+        (
+            m.do_linuxperf_measurement,
+            "do_linuxperf_measurement",
+            "perf record measurement is not implemented by lnst-agent",
+        ),
+        (
+            b.disable_turboboost,
+            "disable_turboboost",
+            "turbo boost control is not implemented by lnst-agent",
+        ),
+        (
+            b.enable_intel_sst_tf == Some(true),
+            "enable_intel_sst_tf",
+            "Intel SST-TF control is not implemented by lnst-agent",
+        ),
+    ] {
+        if set {
+            out.push(format!("{name}=True: {why}"));
+        }
+    }
+    if let Some(hw) = &subs.hw {
+        out.extend(hw.unsupported_coalescing());
+    }
+    if r.base().flows.net_perf_tool == NetPerfTool::Neper {
+        out.push("net_perf_tool='neper': only iperf3 flows are implemented".into());
+    }
+    out
+}
+
+/// Upstream's `pprint.pformat(params)` equivalent: `{'name': value, ...}` sorted by name,
+/// one entry per line.
+fn params_pformat(params: &crate::schema::ResolvedParams) -> String {
+    let mut entries: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    entries.sort();
+    let body = entries
+        .iter()
+        .map(|(k, v)| format!("'{k}': {v}"))
+        .collect::<Vec<_>>()
+        .join(",\n ");
+    format!("{{{body}}}")
+}
+
+/// Run an ENRT recipe in a connected context (upstream `BaseEnrtRecipe.test`).
+pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), RecipeError> {
+    // Parameters the runner cannot honour fail the test, never silently.
+    let bad = unsupported(r);
+    if !bad.is_empty() {
+        return Err(RecipeError::Unsupported(bad.join("; ")));
+    }
+    if let Some(t) = r.base().flows.perf_tests.iter().find(|t| {
+        !matches!(
+            t,
+            PerfTest::TcpStream | PerfTest::UdpStream | PerfTest::SctpStream
+        )
+    }) {
+        return Err(RecipeError::Param(format!(
+            "perf_tests: unsupported test '{t}' (iperf3 runs tcp_stream, udp_stream, sctp_stream)"
+        )));
+    }
+    ctx.add(ResultEntry::generic(
+        ResultType::Pass,
+        format!(
+            "Summary of used Recipe parameters:\n{}",
+            params_pformat(&ctx.params)
+        ),
+    ));
+    let mark = ctx.mark();
+    let res = test_wide_scope(r, ctx).await;
+    // test_wide_deconfiguration always runs.
+    let removed = ctx.unwind(mark).await;
+    res?;
+    removed
+}
+
+async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), RecipeError> {
+    ctx.progress("configuring the test network");
+    let steps = r.test_wide_configuration()?;
+    let config = config::apply(ctx, &steps.steps).await?;
+    let mut desc = vec![format!(
+        "Testwide configuration for recipe {} description:",
+        R::NAME
+    )];
+    desc.extend(r.test_wide_description(&config));
+    ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
+
+    let subs = r.sub_configurations();
+    let all = subs.generate();
+    for (k, sub) in all.iter().enumerate() {
+        ctx.progress_prefix = format!("[sub {}/{}]", k + 1, all.len());
+        let mark = ctx.mark();
+        let body = async {
+            subs.apply(ctx, sub, r.base()).await?;
+            do_ping_tests(r, ctx, &config, k).await?;
+            do_perf_tests(r, ctx, &config, sub, k).await
+        }
+        .await;
+        // remove_sub_configuration always runs (unless the agent is gone).
+        let removed = ctx.unwind(mark).await;
+        body?;
+        removed?;
+    }
+    Ok(())
+}
+
+/// Upstream `generate_ping_configurations` + `ping_test` + `ping_report_and_evaluate`.
+async fn do_ping_tests<R: EnrtRecipe>(
+    r: &R,
+    ctx: &mut RunContext,
+    config: &Configured,
+    sub: usize,
+) -> Result<(), RecipeError> {
+    let e = &r.base().enrt;
+    for endpoints in r.ping_endpoints(config) {
+        for &ipv in &e.ip_versions {
+            if ipv == IpVersion::Ipv6 && !endpoints.reachable {
+                continue;
+            }
+            let a = config.ips(&endpoints.a, Some(ipv));
+            let b = config.ips(&endpoints.b, Some(ipv));
+            if a.len() != b.len() {
+                return Err(RecipeError::Run(format!(
+                    "ping endpoints have different numbers of {ipv} addresses"
+                )));
+            }
+            let mut confs = Vec::new();
+            for (src, dst) in a.into_iter().zip(b) {
+                let conf = PingConf {
+                    client: endpoints.a.host.clone(),
+                    src,
+                    dst_host: endpoints.b.host.clone(),
+                    dst,
+                    count: e.ping_count,
+                    interval: e.ping_interval,
+                    size: Some(e.ping_psize),
+                    evaluators: r.ping_evaluators(&endpoints),
+                };
+                if e.ping_bidirect {
+                    // Upstream gives the reverse ping no evaluator (and crashes creating it);
+                    // we evaluate it like the forward one.
+                    let reverse = conf.reversed();
+                    confs.push(conf);
+                    confs.push(reverse);
+                } else {
+                    confs.push(conf);
+                }
+                if !e.ping_parallel {
+                    break;
+                }
+            }
+            ping_test_and_evaluate(ctx, &confs, &format!("sub{}_", sub + 1)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Upstream `generate_perf_configurations` + `perf_test` + `perf_report_and_evaluate`.
+async fn do_perf_tests<R: EnrtRecipe>(
+    r: &R,
+    ctx: &mut RunContext,
+    config: &Configured,
+    sub: &SubConfig,
+    k: usize,
+) -> Result<(), RecipeError> {
+    let base = r.base();
+    let f = &base.flows;
+    let sizes: Vec<Option<u32>> = if f.perf_msg_sizes.is_empty() {
+        vec![None]
+    } else {
+        f.perf_msg_sizes.iter().map(|s| Some(*s)).collect()
+    };
+    let tweaks = PerfTweaks {
+        drop_caches: base.measurements.drop_caches,
+        udp_fragmentation: Some((
+            base.measurements.udp_fragmentation_threshold,
+            base.measurements.udp_fragmentation_time,
+        )),
+    };
+    for collection in r.perf_endpoints(config) {
+        for &ipv in &base.enrt.ip_versions {
+            let pairs: Vec<&EndpointPair> = collection
+                .iter()
+                .filter(|(c, _)| c.addr.version() == ipv)
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            for test in &f.perf_tests {
+                for size in &sizes {
+                    if *test == PerfTest::SctpStream && sub.sctp_conflict() {
+                        ctx.add(ResultEntry::generic(
+                            ResultType::Pass,
+                            format!(
+                                "sctp_stream skipped for offload combination {} (upstream SCTP/offload rule: a disabled offload with gso on)",
+                                sub.describe_offloads()
+                            ),
+                        ));
+                        continue;
+                    }
+                    let conf = PerfConf {
+                        flows: create_flows(base, &pairs, *test, *size)?,
+                        ip_version: ipv,
+                        iterations: base.enrt.perf_iterations,
+                        simulate: base.enrt.perf_test_simulation,
+                        tweaks,
+                        evaluators: r.net_perf_evaluators(),
+                        sub_desc: sub.describe_offloads(),
+                        raw_prefix: format!("sub{}_", k + 1),
+                    };
+                    perf_test(ctx, &conf).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs of process `i` (FlowMeasurementGenerator: `perf_tool_cpu` by its policy, the
+/// same for generator and receiver).
+fn cpupin(base: &BaremetalEnrtParams, i: usize) -> Option<Vec<u32>> {
+    let cpus = base
+        .flows
+        .perf_tool_cpu
+        .as_ref()
+        .filter(|c| !c.is_empty())?;
+    match base.flows.perf_tool_cpu_policy {
+        None | Some(CpuPolicy::All) => Some(cpus.clone()),
+        Some(CpuPolicy::RoundRobin) => Some(vec![cpus[i % cpus.len()]]),
+    }
+}
+
+/// Upstream `_create_perf_flows`: `perf_parallel_processes` flows per endpoint pair, ports
+/// counted from [`FIRST_PORT`].
+fn create_flows(
+    base: &BaremetalEnrtParams,
+    pairs: &[&EndpointPair],
+    test: PerfTest,
+    size: Option<u32>,
+) -> Result<Vec<FlowSpec>, RecipeError> {
+    let f = &base.flows;
+    let mut port = FIRST_PORT;
+    let mut flows = Vec::new();
+    for (client, server) in pairs {
+        for i in 0..f.perf_parallel_processes as usize {
+            flows.push(FlowSpec {
+                kind: test.as_str().to_string(),
+                generator: client.dev.host.clone(),
+                generator_bind: client.addr.addr.to_string(),
+                generator_port: Some(port),
+                receiver: server.dev.host.clone(),
+                receiver_bind: server.addr.addr.to_string(),
+                receiver_port: port,
+                msg_size: size,
+                duration: f.perf_duration,
+                warmup: f.perf_warmup_duration,
+                parallel_streams: f.perf_parallel_streams,
+                cpupin: cpupin(base, i),
+            });
+            port = port.checked_add(1).ok_or_else(|| {
+                RecipeError::Param("too many parallel processes for the port range".into())
+            })?;
+        }
+    }
+    Ok(flows)
+}

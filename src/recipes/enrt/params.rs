@@ -1,0 +1,217 @@
+//! The ENRT parameters several recipes share, one group per upstream class or mixin that
+//! declares them (upstream `lnst/Recipes/ENRT/`: BaseEnrtRecipe.py, MeasurementGenerators/,
+//! PerfTestMixins/, ConfigMixins/, RecipeReqs/). A recipe
+//! embeds the groups it has with `group NAME: TYPE` in its [`param_set!`](crate::param_set).
+
+use crate::param_set;
+use crate::recipes::typed::{str_tuple, IpVersion};
+use crate::schema::ParamType;
+
+/// Largest value of a u32 field of the agent protocol (ping count, sizes).
+pub const U32_MAX: f64 = u32::MAX as f64;
+/// iperf3 refuses longer tests (its MAX_TIME).
+pub const IPERF_MAX_SECONDS: f64 = 86_400.0;
+/// iperf3's limit on `-P` (its MAX_STREAMS).
+pub const IPERF_MAX_STREAMS: f64 = 128.0;
+/// Highest CPU index any Linux kernel can have: `NR_CPUS` is at most 8192 (x86 MAXSMP,
+/// powerpc); a larger index cannot name a CPU.
+pub const MAX_CPU_INDEX: f64 = 8191.0;
+
+crate::choice_enum! {
+    /// A flow type of `perf_tests` (iperf: *_stream; neper: *_rr, tcp_crr).
+    pub enum PerfTest {
+        TcpStream = "tcp_stream",
+        UdpStream = "udp_stream",
+        SctpStream = "sctp_stream",
+        MptcpStream = "mptcp_stream",
+        TcpRr = "tcp_rr",
+        TcpCrr = "tcp_crr",
+        UdpRr = "udp_rr",
+    }
+}
+
+crate::choice_enum! {
+    /// `net_perf_tool`.
+    pub enum NetPerfTool { Iperf = "iperf", Neper = "neper" }
+}
+
+crate::choice_enum! {
+    /// `perf_tool_cpu_policy`.
+    pub enum CpuPolicy { All = "all", RoundRobin = "round-robin" }
+}
+
+crate::choice_enum! {
+    /// `cpu_perf_tool` (upstream takes the class object; we take its name).
+    pub enum CpuPerfTool { StatCpuMeasurement = "StatCPUMeasurement" }
+}
+
+crate::choice_enum! {
+    /// `vf_trust`.
+    pub enum OnOff { On = "on", Off = "off" }
+}
+
+fn seq(t: ParamType) -> ParamType {
+    ParamType::Seq(Box::new(t))
+}
+
+fn int_list() -> ParamType {
+    ParamType::List(Some(Box::new(ParamType::Int)))
+}
+
+param_set! {
+    /// BaseEnrtRecipe: IP versions, the ping phase, iterations and simulation.
+    pub struct EnrtParams {
+        param ip_versions: Vec<IpVersion> = dflt(
+            seq(IpVersion::param_type()),
+            str_tuple(&["ipv4", "ipv6"]),
+            "IP versions the ping and perf phases loop over",
+        ),
+        param ping_parallel: bool = dflt(
+            Bool,
+            false,
+            "ping all IP pairs in parallel (False: only the first pair per IP version)",
+        ),
+        param ping_bidirect: bool = dflt(Bool, false, "also ping in the reverse direction (not evaluated)"),
+        param ping_count: u32 = dflt(Int, 100i64, "ping -c").range(1.0, U32_MAX),
+        param ping_interval: f64 = dflt(Float, 0.2, "ping -i, seconds").range(0.001, 86_400.0),
+        param ping_psize: u32 = dflt(Int, 56i64, "ping -s, payload bytes").range(0.0, 65_535.0),
+        param perf_iterations: u32 = dflt(Int, 5i64, "iterations per perf configuration")
+            .range(1.0, U32_MAX),
+        param perf_test_simulation: bool = dflt(
+            Bool,
+            false,
+            "do not run flows; produce zero-valued results",
+        ),
+    }
+}
+
+param_set! {
+    /// BaseFlowMeasurementGenerator and FlowMeasurementGenerator: the flows of the perf phase.
+    pub struct FlowParams {
+        param perf_tests: Vec<PerfTest> = dflt(
+            seq(PerfTest::param_type()),
+            str_tuple(&["tcp_stream", "udp_stream", "sctp_stream"]),
+            "flow types (iperf: tcp/udp/sctp/mptcp_stream; neper: tcp_rr/tcp_crr/udp_rr)",
+        ),
+        param perf_duration: u32 = dflt(Int, 60i64, "measured seconds per iteration")
+            .range(1.0, IPERF_MAX_SECONDS),
+        param perf_warmup_duration: u32 = dflt(
+            Int,
+            0i64,
+            "warm-up seconds trimmed from both ends (iperf -t = duration + 2*warmup)",
+        )
+        .range(0.0, IPERF_MAX_SECONDS),
+        param perf_parallel_streams: u32 = dflt(Int, 1i64, "iperf -P streams per process")
+            .range(1.0, IPERF_MAX_STREAMS),
+        param perf_parallel_processes: u32 = dflt(
+            Int,
+            1i64,
+            "client/server process pairs per endpoint pair",
+        )
+        .range(1.0, 1024.0),
+        param perf_msg_sizes: Vec<u32> = dflt(
+            int_list(),
+            crate::params::Value::List(vec![crate::params::Value::Int(123)]),
+            "iperf -l sizes; one perf configuration per size",
+        )
+        .range(1.0, U32_MAX),
+        param net_perf_tool: NetPerfTool = dflt(NetPerfTool::param_type(), "iperf", "flow measurement tool"),
+        param perf_tool_cpu: Option<Vec<u32>> = opt(
+            int_list(),
+            "CPUs the perf tool is pinned to (taskset -c), client and server",
+        )
+        .range(0.0, MAX_CPU_INDEX),
+        param perf_tool_cpu_policy: Option<CpuPolicy> = opt(
+            CpuPolicy::param_type(),
+            "how perf_tool_cpu is applied (unset acts like 'all')",
+        ),
+    }
+}
+
+param_set! {
+    /// FlowEndpointsStatCPUMeasurementGenerator, LinuxPerfMeasurementGenerator and
+    /// CommonPerfTestTweakMixin: the measurements next to the flows and the perf tweaks.
+    pub struct PerfMeasurementParams {
+        param cpu_perf_tool: CpuPerfTool = dflt(
+            CpuPerfTool::param_type(),
+            "StatCPUMeasurement",
+            "CPU measurement class",
+        ),
+        param do_linuxperf_measurement: bool = dflt(
+            Bool,
+            false,
+            "run perf record on all hosts during flows",
+        ),
+        param udp_fragmentation_threshold: u32 = dflt(
+            Int,
+            104_857_600i64,
+            "ipfrag_high_thresh during udp_stream",
+        )
+        .range(0.0, U32_MAX),
+        param udp_fragmentation_time: u32 = dflt(Int, 1i64, "ipfrag_time during udp_stream")
+            .range(0.0, 86_400.0),
+        param drop_caches: bool = dflt(Bool, false, "drop page caches before each iteration"),
+    }
+}
+
+param_set! {
+    /// BaremetalEnrtCommonMixins and UseVfsMixin: host tuning and SR-IOV.
+    pub struct BaremetalParams {
+        param disable_turboboost: bool = dflt(
+            Bool,
+            false,
+            "disable Intel turbo boost during the test",
+        ),
+        param minimal_idlestates_latency: Option<u32> = opt(
+            Int,
+            "disable CPU idle states above this latency (cpupower idle-set -D)",
+        )
+        .range(0.0, U32_MAX),
+        param enable_intel_sst_tf: Option<bool> = opt(
+            Bool,
+            "enable Intel SST turbo-frequency on the perf and IRQ CPUs",
+        ),
+        param use_vfs: bool = dflt(Bool, false, "create one VF per matched NIC and test through it"),
+        param vf_trust: Option<OnOff> = opt(OnOff::param_type(), "VF trust setting"),
+    }
+}
+
+param_set! {
+    /// BaremetalEnrtRecipe: everything an ENRT recipe on bare metal (or namespaces,
+    /// containers) shares, in upstream's order.
+    pub struct BaremetalEnrtParams {
+        group enrt: EnrtParams,
+        group flows: FlowParams,
+        group measurements: PerfMeasurementParams,
+        group baremetal: BaremetalParams,
+    }
+}
+
+param_set! {
+    /// EnrtDeviceReqParams: match filters of the requirement devices.
+    pub struct DeviceReqParams {
+        param driver: Option<String> = opt(Str, "match only NICs with this driver"),
+        param nic_speed: Option<String> = opt(Str, "match only NICs with this speed"),
+        param nic_model: Option<String> = opt(Str, "match only NICs of this model"),
+    }
+}
+
+param_set! {
+    /// CommonHWSubConfigMixin: the hardware sub-configuration (MTU, pause frames, IRQ
+    /// pinning, coalescing).
+    pub struct CommonHwParams {
+        param mtu: Option<u32> = opt(Int, "MTU set on host1.eth0 and host2.eth0").range(68.0, 65_535.0),
+        param rx_pause_frames: Option<bool> = opt(Bool, "ethtool -A rx on/off"),
+        param tx_pause_frames: Option<bool> = opt(Bool, "ethtool -A tx on/off"),
+        param dev_intr_cpu: Option<Vec<u32>> = opt(
+            int_list(),
+            "CPUs the NIC IRQs are pinned to, round-robin",
+        )
+        .range(0.0, MAX_CPU_INDEX),
+        param coalescing_settings: crate::params::Value = dflt(
+            Dict,
+            crate::params::Value::Dict(vec![]),
+            "ethtool -C settings per host and device",
+        ),
+    }
+}
