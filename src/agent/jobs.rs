@@ -98,7 +98,7 @@ pub fn render_argv(spec: &JobSpec) -> Option<Vec<String>> {
             }
             Some(v)
         }
-        JobSpec::CpuStat { .. } => None,
+        JobSpec::CpuStat { .. } | JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => None,
     }
 }
 
@@ -112,6 +112,9 @@ fn cpus_of(spec: &JobSpec) -> Option<&[u32]> {
 /// Validate a spec before running it.
 pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
     let bad = |m: String| Err(OpError::new(ErrorKind::BadRequest, m));
+    if let Err(e) = super::rr::validate(spec) {
+        return bad(e.to_string());
+    }
     match spec {
         JobSpec::Ping {
             dst,
@@ -232,6 +235,15 @@ impl Jobs {
                         let _ = tx.send(Some(r));
                     }
                 }
+            }
+            None if super::rr::is_rr(&spec) => {
+                let done = move |r: JobResult| {
+                    on_finish(r.clone());
+                    let _ = tx.send(Some(r));
+                };
+                let n = super::rr::spawn_job(id, &spec, killed.clone(), done)
+                    .map_err(|e| OpError::new(ErrorKind::BadRequest, e.to_string()))?;
+                stop = Some(n);
             }
             None => {
                 let JobSpec::CpuStat { interval_ms } = spec else {

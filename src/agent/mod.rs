@@ -14,6 +14,7 @@
 
 pub mod jobs;
 pub mod net;
+pub mod rr;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{
