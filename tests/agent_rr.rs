@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{have, is_root, require, serial, sh, Testbed};
+use common::{have, is_root, require, sh, Testbed};
 use lnst_runner::measure::flow::FlowIteration;
 use lnst_runner::measure::parse_rr;
 use lnst_runner::protocol::{ErrorKind, JobResult, JobSpec, RrWorkload};
@@ -179,7 +179,6 @@ fn w_name(w: RrWorkload) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rr_jobs_between_two_agents() {
-    let _g = serial();
     if !require(is_root(), "needs root for network namespaces")
         || !require(have("ip"), "needs iproute2 (ip)")
     {

@@ -2273,7 +2273,7 @@ mod tests {
             assert_eq!(got, tx + lost, "{}", r.json);
             assert_eq!(got - dropped, tx + stale, "{}", r.json);
             // The late answer: request 5 and those sent while the server slept were lost.
-            assert!(lost >= dropped + 1 && stale >= 1, "{}", r.json);
+            assert!(lost > dropped && stale >= 1, "{}", r.json);
             assert!(dropped >= 10);
             assert!(took < Duration::from_secs(5), "took {took:?}");
         }
