@@ -156,6 +156,18 @@ async fn one_flow(
     assert!(it.generator_results.average() > 0.0);
     assert!(it.receiver_results.average() > 0.0);
     assert!(it.generator_cpu_stats.average() > 0.0);
+    // Both sides time only their traffic, so they report the same rate (a fixed-count run
+    // lasts milliseconds, where the client's start-up weighs).
+    let (g, r) = (
+        it.generator_results.average(),
+        it.receiver_results.average(),
+    );
+    assert!(
+        transactions.is_some() || (g / r - 1.0).abs() < 0.1,
+        "{w:?} {dst}: generator {g}/s, receiver {r}/s\n{:?}\n{:?}",
+        cr.samples,
+        sr.samples
+    );
     let lost = summary(&rc, "lost");
     // Every request reached the server once: answered (a transaction) or lost on the way back.
     assert_eq!(

@@ -444,6 +444,10 @@ struct Slot {
     lat_ns: AtomicU64,
     /// f64 bits: Σ latency², ns².
     lat_sq: AtomicU64,
+    /// When this thread completed its first and its latest transaction, ns after the job's
+    /// start (`u64::MAX` and 0: none yet).
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
 }
 
 fn own_cpu_clock() -> libc::clockid_t {
@@ -481,17 +485,35 @@ impl Slot {
             tx: AtomicU64::new(0),
             lat_ns: AtomicU64::new(0),
             lat_sq: AtomicU64::new(0f64.to_bits()),
+            first_ns: AtomicU64::new(u64::MAX),
+            last_ns: AtomicU64::new(0),
         }
     }
 }
 
 /// Cumulative figures of a job at one instant.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Totals {
     tx: u64,
     lat_ns: u64,
     lat_sq: f64,
     cpu_ns: u64,
+    /// First and latest transaction completion, ns after the job's start.
+    first_ns: u64,
+    last_ns: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            tx: 0,
+            lat_ns: 0,
+            lat_sq: 0.0,
+            cpu_ns: 0,
+            first_ns: u64::MAX,
+            last_ns: 0,
+        }
+    }
 }
 
 impl Totals {
@@ -500,6 +522,8 @@ impl Totals {
         self.lat_ns += s.lat_ns.load(Ordering::Relaxed);
         self.lat_sq += f64::from_bits(s.lat_sq.load(Ordering::Relaxed));
         self.cpu_ns += cpu_ns;
+        self.first_ns = self.first_ns.min(s.first_ns.load(Ordering::Relaxed));
+        self.last_ns = self.last_ns.max(s.last_ns.load(Ordering::Relaxed));
     }
 }
 
@@ -533,6 +557,9 @@ struct Control {
 
 struct Shared {
     cfg: RrConfig,
+    /// The job's start: sample and completion times count from here.
+    t0: Instant,
+    unix0: f64,
     /// All threads must finish.
     halt: AtomicBool,
     reg: Mutex<Registry>,
@@ -662,8 +689,15 @@ impl Member {
         }
     }
 
+    /// Publish this thread's running figures after a transaction completed `at`.
     #[inline]
-    fn record(&self, tx: u64, lat_ns: u64, lat_sq: f64) {
+    fn record(&self, tx: u64, lat_ns: u64, lat_sq: f64, at: Instant) {
+        let ns =
+            u64::try_from(at.saturating_duration_since(self.sh.t0).as_nanos()).unwrap_or(u64::MAX);
+        if tx == 1 {
+            self.slot.first_ns.store(ns, Ordering::Relaxed);
+        }
+        self.slot.last_ns.store(ns, Ordering::Relaxed);
         self.slot.tx.store(tx, Ordering::Relaxed);
         self.slot.lat_ns.store(lat_ns, Ordering::Relaxed);
         self.slot.lat_sq.store(lat_sq.to_bits(), Ordering::Relaxed);
@@ -825,7 +859,7 @@ impl Acc {
         self.lat_ns = self.lat_ns.saturating_add(ns);
         self.lat_sq += (ns as f64) * (ns as f64);
         self.histo.record(ns);
-        m.record(self.tx, self.lat_ns, self.lat_sq);
+        m.record(self.tx, self.lat_ns, self.lat_sq, t2);
     }
 }
 
@@ -1116,7 +1150,7 @@ fn serve_tcp_rr_conn(sh: &Shared, m: &Member, s: Tracked<'_>) {
             break;
         }
         tx += 1;
-        m.record(tx, 0, 0.0);
+        m.record(tx, 0, 0.0, Instant::now());
     }
 }
 
@@ -1210,7 +1244,7 @@ fn server_tcp_crr_thread(sh: Arc<Shared>, m: Member, listener: Arc<Socket>) {
             continue;
         }
         tx += 1;
-        m.record(tx, 0, 0.0);
+        m.record(tx, 0, 0.0, Instant::now());
         // Dropping `s` closes our side; the client's RST follows.
     }
 }
@@ -1239,7 +1273,7 @@ fn server_udp_thread(sh: Arc<Shared>, m: Member, sock: Arc<Socket>) {
         match sock.send_to(resp, &peer) {
             Ok(_) => {
                 tx += 1;
-                m.record(tx, 0, 0.0);
+                m.record(tx, 0, 0.0, Instant::now());
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             Err(e) if sh.halted() => {
@@ -1291,39 +1325,81 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(interval: Duration) -> Sampler {
+    /// Times count from `t0` (Unix time `unix0`).
+    fn new(t0: Instant, unix0: f64, interval: Duration) -> Sampler {
         Sampler {
-            t0: Instant::now(),
-            unix0: unix_now(),
+            t0,
+            unix0,
             interval,
             next: Duration::ZERO,
             samples: Vec::new(),
         }
     }
 
-    fn take(&mut self, sh: &Shared) {
-        let now = self.t0.elapsed();
-        let t = sh.totals();
-        let s = Sample {
-            time: self.unix0 + now.as_secs_f64(),
+    fn sample(&self, t: &Totals, at: Duration) -> Sample {
+        Sample {
+            time: self.unix0 + at.as_secs_f64(),
             transactions: t.tx,
             cpu_s: t.cpu_ns as f64 / 1e9,
             latency_sum_s: t.lat_ns as f64 / 1e9,
             latency_sumsq_s2: t.lat_sq / 1e18,
-        };
+        }
+    }
+
+    fn take(&mut self, sh: &Shared) {
+        let now = self.t0.elapsed();
+        let s = self.sample(&sh.totals(), now);
         self.push(s, now);
+    }
+
+    /// Start the samples just before the first transaction completed (a server's samples
+    /// begin with its first client, not with its own start).
+    fn begin_at(&mut self, first: Duration) {
+        let at = first.saturating_sub(Duration::from_nanos(1));
+        let s = self.sample(&Totals::default(), at);
+        self.push(s, at);
+    }
+
+    /// The last sample: the final figures, timed at the latest transaction completion (the
+    /// measured span ends with the work, not with the threads' exit or an idle tail; samples
+    /// taken after that instant are dropped), or now if nothing completed.
+    fn finish(&mut self, sh: &Shared) {
+        let t = sh.totals();
+        let now = self.t0.elapsed();
+        if self.samples.is_empty() {
+            let s = self.sample(&Totals::default(), Duration::ZERO);
+            self.push(s, Duration::ZERO);
+        }
+        let end = if t.tx > 0 && t.last_ns > 0 {
+            Duration::from_nanos(t.last_ns)
+        } else {
+            now
+        };
+        let end_time = self.unix0 + end.as_secs_f64();
+        while self.samples.len() > 1 && self.samples.last().is_some_and(|s| s.time > end_time) {
+            self.samples.pop();
+        }
+        let s = self.sample(&t, end);
+        self.push(s, end);
     }
 
     /// Add a sample taken `now` after the start.
     fn push(&mut self, s: Sample, now: Duration) {
-        // A final sample right after a periodic one replaces it (no near-zero intervals).
+        // A final sample right after a periodic one replaces it (no near-zero intervals);
+        // the first sample stays, so a short run still has its one interval.
+        let n = self.samples.len();
         if let Some(last) = self.samples.last_mut() {
-            if s.time - last.time < 1e-3 {
-                *last = s;
+            if s.time <= last.time || (n >= 2 && s.time - last.time < 1e-3) {
+                if n >= 2 {
+                    *last = s;
+                }
                 return;
             }
         }
         self.samples.push(s);
+        if self.samples.len() == 1 {
+            self.next = now; // the grid starts at the first sample
+        }
         while now >= self.next {
             self.next += self.interval;
         }
@@ -1417,6 +1493,8 @@ pub fn start(cfg: RrConfig) -> Result<RrJob, RrError> {
     };
     let sh = Arc::new(Shared {
         cfg,
+        t0: Instant::now(),
+        unix0: unix_now(),
         halt: AtomicBool::new(false),
         reg: Mutex::new(Registry::default()),
         ctl: Mutex::new(Control::default()),
@@ -1491,9 +1569,9 @@ fn run_client(sh: &Arc<Shared>) -> RrReport {
         }
         stopped = c.stop;
     }
-    let mut sampler = Sampler::new(cfg.interval);
-    let deadline = cfg.duration;
+    let mut sampler = Sampler::new(sh.t0, sh.unix0, cfg.interval);
     sampler.take(sh);
+    let deadline = sampler.t0.elapsed() + cfg.duration;
     {
         let mut c = lock(&sh.ctl);
         c.go = true;
@@ -1535,7 +1613,7 @@ fn run_client(sh: &Arc<Shared>) -> RrReport {
             }
         }
     }
-    sampler.take(sh);
+    sampler.finish(sh);
     flows.sort_by_key(|f| f.flow);
     let ctl = std::mem::take(&mut *lock(&sh.ctl));
     let mut error = error.or(ctl.error.clone());
@@ -1612,25 +1690,33 @@ fn run_server(sh: &Arc<Shared>, listener: Socket) -> RrReport {
             }
         }
     }
-    let mut sampler = Sampler::new(cfg.interval);
-    sampler.take(sh);
+    let mut sampler = Sampler::new(sh.t0, sh.unix0, cfg.interval);
     let mut stopped = false;
     let mut first: Option<Instant> = None;
     let mut last_change = Instant::now();
     let mut last_tx = 0u64;
     while !sh.halted() {
-        if nap(sh, sampler.wait().min(CHECK)) {
+        // Before the first client, only the end rules need looking at.
+        let pause = if sampler.samples.is_empty() {
+            CHECK
+        } else {
+            sampler.wait().min(CHECK)
+        };
+        if nap(sh, pause) {
             stopped = true;
             break;
         }
         let now = Instant::now();
-        let tx = sh.totals().tx;
-        if tx != last_tx {
-            last_tx = tx;
+        let t = sh.totals();
+        if t.tx != last_tx {
+            last_tx = t.tx;
             last_change = now;
             first.get_or_insert(now);
         }
-        if sampler.due() {
+        if sampler.samples.is_empty() && t.tx > 0 && t.first_ns < u64::MAX {
+            sampler.begin_at(Duration::from_nanos(t.first_ns));
+        }
+        if !sampler.samples.is_empty() && sampler.due() {
             sampler.take(sh);
         }
         if cfg.workload == RrWorkload::TcpRr {
@@ -1661,7 +1747,7 @@ fn run_server(sh: &Arc<Shared>, listener: Socket) -> RrReport {
         }
     }
     lock(&sh.reg).sockets.remove(&key);
-    sampler.take(sh);
+    sampler.finish(sh);
     let ctl = std::mem::take(&mut *lock(&sh.ctl));
     let error = error.or(ctl.error.clone());
     let total = sampler.samples.last().map_or(0, |s| s.transactions);
@@ -2307,6 +2393,30 @@ mod tests {
     }
 
     #[test]
+    fn server_span_is_its_traffic() {
+        // The server idles 300 ms before its client and 500 ms after: its samples start just
+        // before the first transaction and end with the last, so its rate is the client's.
+        let port = free_port(V4, true);
+        let srv = run(&server_spec(RrWorkload::UdpRr, V4, port, 1, 1, 1));
+        std::thread::sleep(Duration::from_millis(300));
+        let spec = client_spec(RrWorkload::UdpRr, V4, port, 1, 1, 600, 1, None, None);
+        let c = run(&spec).wait();
+        std::thread::sleep(Duration::from_millis(500));
+        srv.stopper().stop();
+        let s = srv.wait();
+        assert_eq!((c.error.clone(), s.error.clone()), (None, None));
+        let f = |r: &RrReport, k: &str| r.json["summary"][k].as_f64().unwrap();
+        let (cd, sd) = (f(&c, "duration_s"), f(&s, "duration_s"));
+        assert!((cd - sd).abs() < 0.05, "client span {cd}, server span {sd}");
+        let (ct, st) = (f(&c, "throughput"), f(&s, "throughput"));
+        assert!((ct / st - 1.0).abs() < 0.1, "client {ct}/s, server {st}/s");
+        assert!(s.json["start_time"].as_f64() >= c.json["start_time"].as_f64());
+        assert!(s.json["end_time"].as_f64() <= c.json["end_time"].as_f64().map(|t| t + 0.01));
+        // The client's span ends with its last transaction, not after the threads' exit.
+        assert!((0.55..0.7).contains(&cd), "{cd}");
+    }
+
+    #[test]
     fn lock_step_flows_over_fewer_threads() {
         let port = free_port(V4, false);
         let srv = run(&server_spec(RrWorkload::TcpRr, V4, port, 64, 64, 5));
@@ -2399,13 +2509,16 @@ mod tests {
         // A server nobody talks to stops at once.
         let p = free_port(V4, true);
         let job = run(&server_spec(RrWorkload::UdpRr, V4, p, 1, 1, 1));
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(400));
         let t = Instant::now();
         job.stopper().stop();
         let r = job.wait();
         assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(r.transactions, 0);
         assert!(r.json["samples"].as_array().unwrap().len() >= 2);
+        // Waiting for a client costs (almost) nothing: no thread spins.
+        let idle_cpu = r.json["summary"]["cpu_s"].as_f64().unwrap();
+        assert!(idle_cpu < 0.05, "idle server used {idle_cpu} s of CPU");
         release.store(true, Ordering::SeqCst);
         acc.join().unwrap();
     }
@@ -2693,7 +2806,7 @@ mod tests {
 
     #[test]
     fn coarsening_keeps_cumulative_samples() {
-        let mut s = Sampler::new(Duration::from_millis(10));
+        let mut s = Sampler::new(Instant::now(), 1000.0, Duration::from_millis(10));
         for k in 0..3 * MAX_SAMPLES as u64 {
             let now = Duration::from_millis(10 * k);
             if now < s.next {
