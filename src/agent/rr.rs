@@ -662,6 +662,19 @@ impl std::ops::Deref for Tracked<'_> {
     }
 }
 
+/// Pin the calling thread to the job's CPUs, if it has any.
+fn pin_this_thread(sh: &Shared) {
+    if let Some(cpus) = &sh.cfg.cpus {
+        let mut set = nix::sched::CpuSet::new();
+        for c in cpus {
+            let _ = set.set(*c as usize);
+        }
+        if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
+            sh.fail(format!("pinning to CPUs {cpus:?}: {e}"));
+        }
+    }
+}
+
 /// A generator thread's membership: pins the thread, registers its counters; on drop folds
 /// them (and the thread's CPU time) into the job's totals and counts the thread out.
 struct Member {
@@ -672,15 +685,7 @@ struct Member {
 impl Member {
     /// Call first thing in a new thread; the spawner has already counted it in `active`.
     fn enter(sh: &Arc<Shared>) -> Member {
-        if let Some(cpus) = &sh.cfg.cpus {
-            let mut set = nix::sched::CpuSet::new();
-            for c in cpus {
-                let _ = set.set(*c as usize);
-            }
-            if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set) {
-                sh.fail(format!("pinning to CPUs {cpus:?}: {e}"));
-            }
-        }
+        pin_this_thread(sh);
         let slot = Arc::new(Slot::new());
         lock(&sh.reg).slots.push(slot.clone());
         Member {
@@ -941,6 +946,8 @@ fn client_tcp_rr(
         return Err(e);
     }
     ready_and_wait(sh);
+    let ids: Vec<usize> = out.iter().map(|f| f.flow).collect();
+    let id = |i: usize| ids.get(i).copied().unwrap_or(i);
     let mut buf = vec![0u8; cfg.request_size.max(cfg.response_size)];
     let mut t1 = vec![Instant::now(); socks.len()];
     let mut active: Vec<bool> = out.iter().map(|f| !limit_reached(cfg, f)).collect();
@@ -955,7 +962,7 @@ fn client_tcp_rr(
             let req = buf.get(..cfg.request_size).unwrap_or_default();
             (&**s)
                 .write_all(req)
-                .map_err(|e| format!("flow {}: sending a request: {e}", i))?;
+                .map_err(|e| format!("flow {}: sending a request: {e}", id(i)))?;
         }
         for (i, s) in socks.iter().enumerate() {
             if !active.get(i).copied().unwrap_or(false) {
@@ -963,7 +970,10 @@ fn client_tcp_rr(
             }
             let resp = buf.get_mut(..cfg.response_size).unwrap_or_default();
             (&**s).read_exact(resp).map_err(|e| {
-                format!("flow {i}: reading a response: {e} (server closed or reset?)")
+                format!(
+                    "flow {}: reading a response: {e} (server closed or reset?)",
+                    id(i)
+                )
             })?;
             let t2 = Instant::now();
             acc.done(m, t1.get(i).copied().unwrap_or(t2), t2);
@@ -1059,6 +1069,8 @@ fn client_udp_rr(
         return Err(e);
     }
     ready_and_wait(sh);
+    let ids: Vec<usize> = out.iter().map(|f| f.flow).collect();
+    let id = |i: usize| ids.get(i).copied().unwrap_or(i);
     let tag = tag_len(cfg);
     let mut sbuf = vec![0u8; cfg.request_size];
     // One byte more than expected, to see an oversized datagram.
@@ -1084,11 +1096,12 @@ fn client_udp_rr(
                 // An ICMP error for an earlier datagram surfaces here.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Err(format!(
-                        "flow {i}: {} refused the datagrams (no udp_rr server there?)",
+                        "flow {}: {} refused the datagrams (no udp_rr server there?)",
+                        id(i),
                         cfg.addr
                     ))
                 }
-                Err(e) => return Err(format!("flow {i}: sending a request: {e}")),
+                Err(e) => return Err(format!("flow {}: sending a request: {e}", id(i))),
             }
         }
         for (i, s) in socks.iter().enumerate() {
@@ -1114,11 +1127,12 @@ fn client_udp_rr(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         return Err(format!(
-                            "flow {i}: {} refused the datagrams (no udp_rr server there?)",
+                            "flow {}: {} refused the datagrams (no udp_rr server there?)",
+                            id(i),
                             cfg.addr
                         ))
                     }
-                    Err(e) => return Err(format!("flow {i}: reading a response: {e}")),
+                    Err(e) => return Err(format!("flow {}: reading a response: {e}", id(i))),
                 }
             }
             if limit_reached(cfg, f) {
@@ -1276,10 +1290,7 @@ fn server_udp_thread(sh: Arc<Shared>, m: Member, sock: Arc<Socket>) {
                 m.record(tx, 0, 0.0, Instant::now());
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Err(e) if sh.halted() => {
-                let _ = e;
-                break;
-            }
+            Err(_) if sh.halted() => break,
             Err(_) => {} // a full buffer or a vanished peer: that transaction is lost
         }
     }
@@ -1521,6 +1532,7 @@ pub fn start(cfg: RrConfig) -> Result<RrJob, RrError> {
 }
 
 fn coordinator_slot(sh: &Shared) -> Arc<Slot> {
+    pin_this_thread(sh);
     let slot = Arc::new(Slot::new());
     lock(&sh.reg).slots.push(slot.clone());
     slot
@@ -2414,6 +2426,41 @@ mod tests {
         assert!(s.json["end_time"].as_f64() <= c.json["end_time"].as_f64().map(|t| t + 0.01));
         // The client's span ends with its last transaction, not after the threads' exit.
         assert!((0.55..0.7).contains(&cd), "{cd}");
+    }
+
+    #[test]
+    fn cpus_pin_every_thread_of_the_job() {
+        let port = free_port(V4, false);
+        let srv = run(&server_spec(RrWorkload::TcpRr, V4, port, 1, 1, 1));
+        let mut spec = client_spec(RrWorkload::TcpRr, V4, port, 1, 1, 400, 1, None, None);
+        if let JobSpec::RrClient { cpus, .. } = &mut spec {
+            *cpus = Some(vec![0]);
+        }
+        let job = run(&spec);
+        std::thread::sleep(Duration::from_millis(150));
+        let mut seen = Vec::new();
+        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() == "rr-client" || comm.trim() == "rr-client-0" {
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                let allowed = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .map(|v| v.trim().to_string());
+                seen.push((comm.trim().to_string(), allowed));
+            }
+        }
+        let r = job.wait();
+        srv.wait();
+        assert_eq!(r.error, None);
+        // Other tests run unpinned jobs in this process at the same time: look for ours.
+        for name in ["rr-client", "rr-client-0"] {
+            assert!(
+                seen.iter()
+                    .any(|(n, a)| n == name && a.as_deref() == Some("0")),
+                "no {name} thread pinned to CPU 0: {seen:?}"
+            );
+        }
     }
 
     #[test]
