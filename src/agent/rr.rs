@@ -55,6 +55,8 @@ pub const DEFAULT_LOSS_TIMEOUT_MS: u64 = 200;
 /// Samples kept; beyond, every other one is dropped and the interval doubles (samples are
 /// cumulative, so dropping one merges two intervals exactly).
 pub const MAX_SAMPLES: usize = 16_384;
+/// Message buffers of one job together (one per flow, serving thread or connection).
+pub const MAX_BUFFERS: usize = 256 << 20;
 /// A server ends once it has seen traffic for `duration_ms` and then none for this long.
 pub const IDLE_END: Duration = Duration::from_secs(2);
 /// A server that never sees a client gives up `duration_ms` plus this after its start.
@@ -177,6 +179,13 @@ pub fn is_rr(spec: &JobSpec) -> bool {
 }
 
 impl RrConfig {
+    /// Concurrent connections of a tcp_rr server: [`MAX_FLOWS`], fewer for messages so large
+    /// that their buffers would pass [`MAX_BUFFERS`].
+    pub fn max_connections(&self) -> usize {
+        let per = self.request_size.max(self.response_size).max(1);
+        (MAX_FLOWS as usize).min(MAX_BUFFERS / per).max(1)
+    }
+
     /// Validate a spec; `Ok(None)` for specs that are not the generator's.
     pub fn from_spec(spec: &JobSpec) -> Result<Option<RrConfig>, RrError> {
         let (
@@ -283,6 +292,29 @@ impl RrConfig {
             1,
             MAX_LOSS_TIMEOUT_MS,
         )?;
+        // One buffer of the larger message per client flow or per crr/udp serving thread
+        // (tcp_rr servers limit their connections instead, see `max_connections`).
+        let buffers = match (role, workload) {
+            (Role::Client, _) => flows as usize,
+            (Role::Server, RrWorkload::TcpRr) => 1,
+            (Role::Server, _) => threads as usize,
+        };
+        let per = if role == Role::Server && workload == RrWorkload::UdpRr {
+            MAX_UDP_MSG as usize + 1
+        } else {
+            req.max(resp) as usize
+        };
+        if buffers.saturating_mul(per) > MAX_BUFFERS {
+            return Err(RrError::Invalid(format!(
+                "{buffers} {} × {per}-byte buffers exceed {} MiB",
+                if role == Role::Client {
+                    "flows"
+                } else {
+                    "threads"
+                },
+                MAX_BUFFERS >> 20
+            )));
+        }
         if let Some(b) = bind {
             if b.is_ipv4() != addr.is_ipv4() {
                 return Err(RrError::Invalid(format!(
@@ -1191,7 +1223,7 @@ fn server_tcp_rr_acceptor(sh: Arc<Shared>, m: Member, listener: Arc<Socket>) {
         conns.retain(|h| !h.is_finished());
         {
             let mut c = lock(&sh.ctl);
-            if c.live >= MAX_FLOWS as usize {
+            if c.live >= sh.cfg.max_connections() {
                 c.turned_away += 1;
                 continue; // dropping `sock` closes it
             }
@@ -2686,6 +2718,15 @@ mod tests {
                 Box::new(|s| set(s, |f| *f.cpus = Some(vec![1 << 20]))),
             ),
             (
+                "exceed 256 MiB",
+                Box::new(|s| {
+                    set(s, |f| {
+                        *f.flows = Some(300);
+                        *f.req = MAX_MSG;
+                    })
+                }),
+            ),
+            (
                 "empty CPU list",
                 Box::new(|s| set(s, |f| *f.cpus = Some(vec![]))),
             ),
@@ -2719,11 +2760,39 @@ mod tests {
             *bind = "fd00::2%eth0".into();
         }
         assert!(RrConfig::from_spec(&bad).is_err());
-        let mut bad = srv;
+        let mut bad = srv.clone();
         if let JobSpec::RrServer { threads, .. } = &mut bad {
             *threads = Some(MAX_FLOWS + 1);
         }
         assert!(RrConfig::from_spec(&bad).is_err());
+        // 1024 udp serving threads would need 64 MiB of buffers: allowed; 1 MiB tcp_crr
+        // messages allow 256 threads, not 257; a 1 MiB tcp_rr server takes 256 connections.
+        let mut big = srv;
+        if let JobSpec::RrServer { threads, .. } = &mut big {
+            *threads = Some(MAX_FLOWS);
+        }
+        assert!(RrConfig::from_spec(&big).is_ok());
+        let crr = |t: u32| JobSpec::RrServer {
+            workload: RrWorkload::TcpCrr,
+            bind: "fd00::2".into(),
+            port: 1,
+            request_size: MAX_MSG,
+            response_size: 1,
+            duration_ms: 1,
+            flows: None,
+            threads: Some(t),
+            interval_ms: None,
+            cpus: None,
+        };
+        assert!(RrConfig::from_spec(&crr(256)).is_ok());
+        let e = RrConfig::from_spec(&crr(257)).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("257 threads")));
+        let mut rr = crr(1);
+        if let JobSpec::RrServer { workload, .. } = &mut rr {
+            *workload = RrWorkload::TcpRr;
+        }
+        let cfg = RrConfig::from_spec(&rr).unwrap().unwrap();
+        assert_eq!(cfg.max_connections(), 256);
     }
 
     #[test]
