@@ -476,8 +476,8 @@ struct Slot {
     lat_ns: AtomicU64,
     /// f64 bits: Σ latency², ns².
     lat_sq: AtomicU64,
-    /// When this thread completed its first and its latest transaction, ns after the job's
-    /// start (`u64::MAX` and 0: none yet).
+    /// When this thread began its first transaction (a server: completed it) and completed
+    /// its latest one, ns after the job's start (`u64::MAX` and 0: none yet).
     first_ns: AtomicU64,
     last_ns: AtomicU64,
 }
@@ -530,7 +530,8 @@ struct Totals {
     lat_ns: u64,
     lat_sq: f64,
     cpu_ns: u64,
-    /// First and latest transaction completion, ns after the job's start.
+    /// Start of the first transaction (a server: its completion) and latest completion, ns
+    /// after the job's start.
     first_ns: u64,
     last_ns: u64,
 }
@@ -726,15 +727,17 @@ impl Member {
         }
     }
 
-    /// Publish this thread's running figures after a transaction completed `at`.
+    /// Publish this thread's running figures after a transaction that began `began` (a
+    /// client's request; a server passes the completion) completed `at`.
     #[inline]
-    fn record(&self, tx: u64, lat_ns: u64, lat_sq: f64, at: Instant) {
-        let ns =
-            u64::try_from(at.saturating_duration_since(self.sh.t0).as_nanos()).unwrap_or(u64::MAX);
+    fn record(&self, tx: u64, lat_ns: u64, lat_sq: f64, began: Instant, at: Instant) {
+        let since = |i: Instant| {
+            u64::try_from(i.saturating_duration_since(self.sh.t0).as_nanos()).unwrap_or(u64::MAX)
+        };
         if tx == 1 {
-            self.slot.first_ns.store(ns, Ordering::Relaxed);
+            self.slot.first_ns.store(since(began), Ordering::Relaxed);
         }
-        self.slot.last_ns.store(ns, Ordering::Relaxed);
+        self.slot.last_ns.store(since(at), Ordering::Relaxed);
         self.slot.tx.store(tx, Ordering::Relaxed);
         self.slot.lat_ns.store(lat_ns, Ordering::Relaxed);
         self.slot.lat_sq.store(lat_sq.to_bits(), Ordering::Relaxed);
@@ -896,7 +899,7 @@ impl Acc {
         self.lat_ns = self.lat_ns.saturating_add(ns);
         self.lat_sq += (ns as f64) * (ns as f64);
         self.histo.record(ns);
-        m.record(self.tx, self.lat_ns, self.lat_sq, t2);
+        m.record(self.tx, self.lat_ns, self.lat_sq, t1, t2);
     }
 }
 
@@ -1196,7 +1199,10 @@ fn serve_tcp_rr_conn(sh: &Shared, m: &Member, s: Tracked<'_>) {
             break;
         }
         tx += 1;
-        m.record(tx, 0, 0.0, Instant::now());
+        {
+            let now = Instant::now();
+            m.record(tx, 0, 0.0, now, now);
+        }
     }
 }
 
@@ -1290,7 +1296,10 @@ fn server_tcp_crr_thread(sh: Arc<Shared>, m: Member, listener: Arc<Socket>) {
             continue;
         }
         tx += 1;
-        m.record(tx, 0, 0.0, Instant::now());
+        {
+            let now = Instant::now();
+            m.record(tx, 0, 0.0, now, now);
+        }
         // Dropping `s` closes our side; the client's RST follows.
     }
 }
@@ -1319,7 +1328,10 @@ fn server_udp_thread(sh: Arc<Shared>, m: Member, sock: Arc<Socket>) {
         match sock.send_to(resp, &peer) {
             Ok(_) => {
                 tx += 1;
-                m.record(tx, 0, 0.0, Instant::now());
+                {
+                    let now = Instant::now();
+                    m.record(tx, 0, 0.0, now, now);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             Err(_) if sh.halted() => break,
@@ -1421,6 +1433,21 @@ impl Sampler {
         let end_time = self.unix0 + end.as_secs_f64();
         while self.samples.len() > 1 && self.samples.last().is_some_and(|s| s.time > end_time) {
             self.samples.pop();
+        }
+        // The head: a client's threads may start their first request a little after the
+        // first sample (on a loaded machine, a scheduling delay). Nothing had completed then,
+        // so the zero sample moves to just before the first request (keeping its order).
+        while self.samples.len() > 1 && self.samples.get(1).is_some_and(|s| s.transactions == 0) {
+            self.samples.remove(0);
+        }
+        if t.tx > 0 && t.first_ns < u64::MAX {
+            let first = self.unix0 + Duration::from_nanos(t.first_ns).as_secs_f64() - 1e-9;
+            let limit = self.samples.get(1).map_or(end_time, |s| s.time);
+            if let Some(s0) = self.samples.first_mut() {
+                if s0.transactions == 0 && first > s0.time && first < limit {
+                    s0.time = first;
+                }
+            }
         }
         let s = self.sample(&t, end);
         self.push(s, end);
@@ -2428,11 +2455,14 @@ mod tests {
             let c = run(&spec).wait();
             assert_eq!(c.error, None, "{}", c.json);
             assert_eq!(summary_u64(&c, "num_transactions"), 600);
-            assert_eq!(summary_u64(&c, "lost"), 0);
+            // On a loaded machine an answer can take longer than the 50 ms loss timeout: it
+            // is then counted lost (and later stale), but the server did answer it.
+            let lost = summary_u64(&c, "lost");
+            assert!(summary_u64(&c, "stale") <= lost);
             srv.stopper().stop();
             let s = srv.wait();
             assert_eq!(s.error, None);
-            assert_eq!(summary_u64(&s, "num_transactions"), 600);
+            assert_eq!(summary_u64(&s, "num_transactions"), 600 + lost);
         }
     }
 
@@ -2464,35 +2494,40 @@ mod tests {
     fn cpus_pin_every_thread_of_the_job() {
         let port = free_port(V4, false);
         let srv = run(&server_spec(RrWorkload::TcpRr, V4, port, 1, 1, 1));
-        let mut spec = client_spec(RrWorkload::TcpRr, V4, port, 1, 1, 400, 1, None, None);
+        let mut spec = client_spec(RrWorkload::TcpRr, V4, port, 1, 1, 10_000, 1, None, None);
         if let JobSpec::RrClient { cpus, .. } = &mut spec {
             *cpus = Some(vec![0]);
         }
         let job = run(&spec);
-        std::thread::sleep(Duration::from_millis(150));
-        let mut seen = Vec::new();
-        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if comm.trim() == "rr-client" || comm.trim() == "rr-client-0" {
-                let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-                let allowed = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                    .map(|v| v.trim().to_string());
-                seen.push((comm.trim().to_string(), allowed));
-            }
+        // Other tests run unpinned jobs in this process at the same time: look for ours, a
+        // coordinator and a worker thread pinned to CPU 0, for up to 5 s (a loaded machine
+        // may start the threads late).
+        let pinned = |name: &str| {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .any(|t| {
+                    let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    let status =
+                        std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                    comm.trim() == name
+                        && status
+                            .lines()
+                            .filter_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                            .any(|v| v.trim() == "0")
+                })
+        };
+        let t = Instant::now();
+        let mut found = (false, false);
+        while t.elapsed() < Duration::from_secs(5) && !(found.0 && found.1) {
+            found = (pinned("rr-client"), pinned("rr-client-0"));
+            std::thread::sleep(Duration::from_millis(20));
         }
+        job.stopper().stop();
         let r = job.wait();
         srv.wait();
         assert_eq!(r.error, None);
-        // Other tests run unpinned jobs in this process at the same time: look for ours.
-        for name in ["rr-client", "rr-client-0"] {
-            assert!(
-                seen.iter()
-                    .any(|(n, a)| n == name && a.as_deref() == Some("0")),
-                "no {name} thread pinned to CPU 0: {seen:?}"
-            );
-        }
+        assert_eq!(found, (true, true), "(coordinator, worker) pinned to CPU 0");
     }
 
     #[test]
