@@ -20,7 +20,7 @@ mod tunables;
 pub use tunables::*;
 
 /// Version of this protocol; both sides must speak the same one.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame payload accepted or sent (16 MiB).
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -595,6 +595,65 @@ pub enum JobSpec {
         #[serde(default)]
         frequency: Option<u32>,
     },
+    /// Built-in request/response generator, server side (our replacement for neper's
+    /// `tcp_rr`/`tcp_crr`/`udp_rr` without `-c`; see `agent::rr` and docs/PROTOCOL.md).
+    /// Listening when StartJob returns; ends when stopped or when its clients are done.
+    /// The result's stdout is the generator's JSON report.
+    RrServer {
+        workload: RrWorkload,
+        /// IP address to bind (no host names).
+        bind: String,
+        port: u16,
+        /// Bytes of one request (read) and one response (written), 1..=1 MiB (UDP: 65507).
+        request_size: u32,
+        response_size: u32,
+        /// The clients' test length; the server ends once it has served traffic for this
+        /// long and then seen none for 2 s.
+        duration_ms: u64,
+        /// tcp_rr: connections to expect (the server ends when that many came and all closed).
+        flows: Option<u32>,
+        /// tcp_crr, udp_rr: serving threads (default 1); tcp_rr: one thread per connection.
+        threads: Option<u32>,
+        /// Sample interval (default 1000).
+        interval_ms: Option<u64>,
+        /// Pin every thread of the job to these CPUs.
+        cpus: Option<Vec<u32>>,
+    },
+    /// Built-in request/response generator, client side (neper's `-c`).
+    RrClient {
+        workload: RrWorkload,
+        /// Server IP address (no host names).
+        server: String,
+        port: u16,
+        /// Local IP address to bind before connecting.
+        bind: Option<String>,
+        request_size: u32,
+        response_size: u32,
+        /// Test length (neper `-l`).
+        duration_ms: u64,
+        /// Flows (neper `-F`, default 1) spread over `threads` (neper `-T`, default = flows).
+        flows: Option<u32>,
+        threads: Option<u32>,
+        /// Stop each flow after this many transactions (or at `duration_ms`, if first).
+        transactions: Option<u64>,
+        /// Sample interval (default 1000).
+        interval_ms: Option<u64>,
+        /// udp_rr: a response not back within this long is lost (default 200).
+        loss_timeout_ms: Option<u64>,
+        cpus: Option<Vec<u32>>,
+    },
+}
+
+/// Workload of the built-in request/response generator (upstream's neper workload names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RrWorkload {
+    /// Persistent TCP connection: request, response, repeat.
+    TcpRr,
+    /// Per transaction: connect, request, response, close.
+    TcpCrr,
+    /// UDP datagram request and response.
+    UdpRr,
 }
 
 impl JobSpec {
@@ -671,6 +730,8 @@ impl JobSpec {
             }
             JobSpec::CpuStat { .. } => None,
             JobSpec::LinuxPerf { .. } => crate::agent::tunables::perf_argv(self),
+            // In-process generator: no program to run.
+            JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => None,
         }
     }
 

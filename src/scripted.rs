@@ -187,13 +187,15 @@ impl Script {
             JobSpec::IperfServer { .. } => {
                 iperf_output(call.started, call.now - call.started, 1, self.iperf_bps)
             }
-            JobSpec::LinuxPerf { .. } => JobOutput {
-                exit_code: 0,
-                stdout: String::new(),
-                stderr: String::new(),
-                duration: call.now - call.started,
-                data: None,
-            },
+            JobSpec::LinuxPerf { .. } | JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => {
+                JobOutput {
+                    exit_code: 0,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    duration: call.now - call.started,
+                    data: None,
+                }
+            }
             JobSpec::CpuStat { .. } => {
                 // One sample per whole second from the start to the collection.
                 let n = (call.now - call.started).floor().max(1.0) as u64;

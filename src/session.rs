@@ -1229,7 +1229,7 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("agent h3 speaks protocol version 99, this controller speaks 1")
+            Some("agent h3 speaks protocol version 99, this controller speaks 2")
         );
 
         let (ours, theirs) = duplex(1 << 16);

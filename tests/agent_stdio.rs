@@ -148,7 +148,7 @@ async fn agent_over_stdio_in_netns() {
 
     // Hello.
     let h = c.hello().clone();
-    assert_eq!(h.protocol_version, 1);
+    assert_eq!(h.protocol_version, lnst_runner::protocol::PROTOCOL_VERSION);
     assert!(!h.auth_required);
     assert_eq!(
         h.kernel_release,

@@ -1178,7 +1178,7 @@ fn fatal_corpus() -> Vec<FatalCase> {
         fc(
             "wrong_protocol_version",
             false,
-            framed(br#"{"type":"Start","protocol_version":2}"#),
+            framed(br#"{"type":"Start","protocol_version":3}"#),
             false,
             Some(ErrorKind::VersionMismatch),
         ),
@@ -1194,7 +1194,7 @@ fn fatal_corpus() -> Vec<FatalCase> {
             false,
             framed(
                 format!(
-                    r#"{{"type":"Auth","protocol_version":1,"client_nonce":"{}","mac":"00"}}"#,
+                    r#"{{"type":"Auth","protocol_version":2,"client_nonce":"{}","mac":"00"}}"#,
                     "ab".repeat(32)
                 )
                 .as_bytes(),

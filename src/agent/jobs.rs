@@ -61,6 +61,9 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
         }
         t
     };
+    if let Err(e) = super::rr::validate(spec) {
+        return bad(e.to_string());
+    }
     match spec {
         JobSpec::Ping {
             dst,
@@ -225,6 +228,15 @@ impl Jobs {
                         let _ = tx.send(Some(r));
                     }
                 }
+            }
+            None if super::rr::is_rr(&spec) => {
+                let done = move |r: JobResult| {
+                    on_finish(r.clone());
+                    let _ = tx.send(Some(r));
+                };
+                let n = super::rr::spawn_job(id, &spec, killed.clone(), done)
+                    .map_err(|e| OpError::new(ErrorKind::BadRequest, e.to_string()))?;
+                stop = Some(n);
             }
             None => {
                 let JobSpec::CpuStat { interval_ms } = spec else {

@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod links;
 pub mod net;
 pub mod netns;
+pub mod rr;
 pub mod sysctl;
 pub mod tunables;
 
@@ -1330,6 +1331,6 @@ mod tests {
         assert!(e
             .map(|e| e.message)
             .unwrap_or_default()
-            .contains("agent speaks 1, controller speaks 2"));
+            .contains("agent speaks 2, controller speaks 3"));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! * [`perf`]: the result tree (intervals, sequential/parallel lists, statistics, slicing);
 //! * [`iperf`], [`ping`], [`cpu`]: parsers of iperf3 `-J`, ping and `/proc/stat` samples;
+//! * [`rr`]: the agent's request/response generator report (tcp_rr, tcp_crr, udp_rr);
 //! * [`flow`]: flow specs, per-iteration results, time alignment, aggregation, report lines;
 //! * [`evaluate`]: the non-zero flow evaluator and the baseline evaluator.
 //!
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod iperf;
 pub mod perf;
 pub mod ping;
+pub mod rr;
 
 pub use cpu::{parse_cpu_samples, CpuError, CpuStat};
 pub use evaluate::{
@@ -41,6 +43,7 @@ pub use flow::{
 pub use iperf::{parse_iperf, IperfError, IperfRun};
 pub use perf::{EmptySlice, PerfError, PerfInterval, PerfResult};
 pub use ping::{parse_ping, rate_ping_evaluator, PingError, PingStats};
+pub use rr::{parse_rr, RrParseError, RrRun};
 
 #[cfg(test)]
 mod pipeline_tests {
