@@ -401,6 +401,7 @@ mod tests {
             pool_dir: PathBuf::from("/p"),
             results_dir: PathBuf::from("/r"),
             agent_mode: AgentMode::Netns,
+            vm: None,
         }
     }
 

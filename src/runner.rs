@@ -7,6 +7,7 @@ use crate::plan::{Plan, TestSpec};
 use crate::pool::{Pool, Security};
 use crate::provision::netns::NetnsProvisioner;
 use crate::provision::podman::{PodmanOptions, PodmanProvisioner};
+use crate::provision::vm::{VmOptions, VmProvisioner};
 use crate::provision::{AgentEndpoint, IfaceBinding, Provisioner, Transport};
 use crate::recipes::context::{HostHandle, RecipeError, RunContext};
 use crate::requirements::Requirements;
@@ -33,6 +34,8 @@ pub enum PreflightError {
     Results(String),
     #[error("{0}")]
     Agent(String),
+    #[error("{0}")]
+    Vm(String),
 }
 
 /// A fresh short run id: 8 hex digits.
@@ -79,6 +82,8 @@ enum Mode {
     Netns { agent: PathBuf },
     Pool { pool: Pool },
     Podman { opts: PodmanOptions },
+    /// VM source: everything but the run id and secret, checked; the accelerator chosen.
+    Vm { opts: VmOptions },
 }
 
 async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError> {
@@ -109,7 +114,40 @@ async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError
                 .map_err(|e| PreflightError::Podman(e.to_string()))?;
             Ok(Mode::Podman { opts })
         }
+        AgentMode::Vm => preflight_vm(config, run_id).await,
     }
+}
+
+/// VM source (issue 10): root, the kernel (checked by the config), QEMU, the agent and init
+/// binaries, and the accelerator (the KVM probe runs here, once per run, bounded).
+async fn preflight_vm(config: &Config, run_id: &str) -> Result<Mode, PreflightError> {
+    use crate::provision::vm;
+    NetnsProvisioner::check_root().map_err(|e| PreflightError::NotRoot(e.to_string()))?;
+    let vc = config
+        .vm
+        .clone()
+        .ok_or_else(|| PreflightError::Vm("LNST_AGENTS=vm without VM settings".into()))?;
+    let agent = vm::check_agent_path(&agent_binary()?).map_err(PreflightError::Agent)?;
+    let init = vm::find_init(&agent).map_err(PreflightError::Vm)?;
+    let qemu = vm::find_qemu().map_err(PreflightError::Vm)?;
+    let accel = tokio::task::spawn_blocking(move || vm::accel::choose(vc.accel))
+        .await
+        .map_err(|e| PreflightError::Vm(format!("accelerator probe: {e}")))?;
+    Ok(Mode::Vm {
+        opts: VmOptions {
+            run_id: run_id.to_string(),
+            kernel: vc.kernel,
+            modules_dir: vc.modules,
+            accel,
+            cpus: vc.cpus,
+            memory_mib: vc.memory_mib,
+            agent,
+            init,
+            qemu,
+            boot_timeout: vm::default_boot_timeout(accel),
+            agent_secret: None,
+        },
+    })
 }
 
 /// Resolves when SIGINT or SIGTERM arrives, with the signal's name. The handlers are installed
@@ -222,6 +260,11 @@ fn make_provisioner(mode: &Mode, run_id: &str, secret: &str) -> Option<Box<dyn P
                 None
             }
         },
+        Mode::Vm { opts } => Some(Box::new(VmProvisioner::new(VmOptions {
+            run_id: run_id.to_string(),
+            agent_secret: Some(secret.to_string()),
+            ..opts.clone()
+        }))),
         Mode::Pool { .. } => None,
     }
 }
@@ -269,7 +312,7 @@ async fn run_test(
                 );
                 let fut = async {
                     let eps = pool_endpoints(pool, &m).await?;
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone()).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone(), None).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -296,7 +339,12 @@ async fn run_test(
             };
             let pool_name = match mode {
                 Mode::Podman { .. } => "podman",
+                Mode::Vm { .. } => "vm",
                 _ => "netns",
+            };
+            let accel = match mode {
+                Mode::Vm { opts } => Some(opts.accel.name()),
+                _ => None,
             };
             let t0 = Instant::now();
             crate::say!("provisioning {} agent(s) ({pool_name})", reqs.hosts.len());
@@ -307,7 +355,7 @@ async fn run_test(
                     let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
                     crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
                     let m = match_from_endpoints(&reqs, &eps, pool_name);
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m, accel).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -462,6 +510,7 @@ async fn run_on_endpoints(
     spec: &TestSpec,
     eps: Vec<AgentEndpoint>,
     matched: MatchDescription,
+    accelerator: Option<&str>,
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
     // Every agent at once: handshakes and interface listings run concurrently.
@@ -485,6 +534,7 @@ async fn run_on_endpoints(
         }
         return (run, Vec::new(), 0.0);
     }
+    record_agents(&mut run, &hosts, accelerator);
     let mut ctx = RunContext::new(hosts, run);
     if let Some(path) = std::env::var_os("LNST_BASELINE_FILE") {
         match crate::measure::evaluate::BaselineFile::load(Path::new(&path)) {
@@ -511,6 +561,36 @@ async fn run_on_endpoints(
         let _ = h.client.bye().await;
     }
     (ctx.run, ctx.raw, ctx.tool_time_s)
+}
+
+/// Every agent's identity (kernel release above all: VM agents run the kernel under test) in the
+/// run: `run.agents` (summary.json) and one result per agent (run data, result summary log).
+fn record_agents(run: &mut RecipeRun, hosts: &BTreeMap<String, HostHandle>, accel: Option<&str>) {
+    use crate::results::{AgentInfo, ResultEntry, ResultLevel, ResultType};
+    for (id, h) in hosts {
+        let hello = h.client.hello();
+        let info = AgentInfo {
+            kernel_release: hello.kernel_release.clone(),
+            agent_version: hello.agent_version.clone(),
+            hostname: hello.hostname.clone(),
+            source: run.matched.pool_name.clone(),
+            accelerator: accel.map(str::to_string),
+        };
+        let mut what = format!(
+            "Agent {id}: kernel {}, lnst-agent {}, {} agent",
+            info.kernel_release, info.agent_version, info.source
+        );
+        if let Some(a) = &info.accelerator {
+            what.push_str(&format!(" (accelerator {a})"));
+        }
+        let data = serde_json::to_value(&info).unwrap_or_default();
+        run.add(
+            ResultEntry::generic(ResultType::Pass, what)
+                .with_level(ResultLevel::Normal)
+                .with_data(data),
+        );
+        run.agents.insert(id.clone(), info);
+    }
 }
 
 async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
@@ -566,6 +646,15 @@ fn default_podman_socket() -> Option<String> {
 pub async fn cleanup(config: &Config) -> i32 {
     let mut removed = Vec::new();
     let mut failed = false;
+    // VM source first: its QEMU processes hold taps in switch namespaces the netns cleanup
+    // would otherwise delete under them.
+    match crate::provision::vm::cleanup_leftovers() {
+        Ok(r) => removed.extend(r),
+        Err(e) => {
+            crate::say!("lnst-runner: cleanup: {e}");
+            failed = true;
+        }
+    }
     match crate::provision::netns::cleanup_leftovers() {
         Ok(r) => removed.extend(r),
         Err(e) => {

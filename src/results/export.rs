@@ -230,6 +230,7 @@ impl Exporter {
                 "runs": t.runs.iter().map(|r| json!({
                     "result": r.overall_result().as_str(),
                     "exception": r.exception,
+                    "agents": r.agents,
                 })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
