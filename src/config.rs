@@ -34,6 +34,7 @@ pub const VARS: &[&str] = &[
     "LNST_VM_ACCEL",
     "LNST_VM_CPUS",
     "LNST_VM_MEMORY",
+    "LNST_VM_APPEND",
 ];
 
 /// Which run summaries are printed to stdout.
@@ -99,6 +100,8 @@ pub struct VmConfig {
     pub accel: AccelChoice,
     pub cpus: u32,
     pub memory_mib: u32,
+    /// Extra words for the guest kernel's command line (`LNST_VM_APPEND`).
+    pub append: Vec<String>,
 }
 
 /// Defaults of the VM source.
@@ -232,6 +235,7 @@ struct RawEnv {
     lnst_vm_accel: Option<String>,
     lnst_vm_cpus: Option<String>,
     lnst_vm_memory: Option<String>,
+    lnst_vm_append: Option<String>,
 }
 
 fn quote(s: &str) -> String {
@@ -561,6 +565,12 @@ impl Config {
                 accel,
                 cpus,
                 memory_mib,
+                append: raw
+                    .lnst_vm_append
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
             })
         } else {
             None

@@ -233,6 +233,12 @@ pub enum Op {
     Shell {
         argv: Vec<String>,
     },
+    /// Create a software link (its kernel module loads on demand); it is deleted again when
+    /// the recipe ends.
+    CreateLink {
+        ifname: String,
+        spec: LinkSpec,
+    },
     /// End the session: the agent answers, cleans up and closes the connection.
     Bye,
 }
@@ -258,9 +264,24 @@ impl Op {
             Op::KillJob { .. } => "KillJob",
             Op::KillAllJobs => "KillAllJobs",
             Op::Shell { .. } => "Shell",
+            Op::CreateLink { .. } => "CreateLink",
             Op::Bye => "Bye",
         }
     }
+}
+
+/// A link [`Op::CreateLink`] creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LinkSpec {
+    /// 802.1Q VLAN `id` (1-4094) on `parent`.
+    Vlan { parent: String, id: u16 },
+    /// A bond in `mode` (balance-rr, active-backup, balance-xor, broadcast, 802.3ad,
+    /// balance-tlb, balance-alb; default balance-rr).
+    Bond {
+        #[serde(default)]
+        mode: Option<String>,
+    },
 }
 
 /// A successful reply.

@@ -130,9 +130,15 @@ async fn preflight_vm(config: &Config, run_id: &str) -> Result<Mode, PreflightEr
     let agent = vm::check_agent_path(&agent_binary()?).map_err(PreflightError::Agent)?;
     let init = vm::find_init(&agent).map_err(PreflightError::Vm)?;
     let qemu = vm::find_qemu().map_err(PreflightError::Vm)?;
-    let accel = tokio::task::spawn_blocking(move || vm::accel::choose(vc.accel))
+    let choice = vc.accel;
+    let accel = tokio::task::spawn_blocking(move || vm::accel::choose(choice))
         .await
         .map_err(|e| PreflightError::Vm(format!("accelerator probe: {e}")))?;
+    let kernel = vc.kernel.clone();
+    let boot_kernel = tokio::task::spawn_blocking(move || vm::prepare_kernel(&kernel))
+        .await
+        .map_err(|e| PreflightError::Vm(format!("kernel: {e}")))?
+        .map_err(PreflightError::Vm)?;
     Ok(Mode::Vm {
         opts: VmOptions {
             run_id: run_id.to_string(),
@@ -146,6 +152,8 @@ async fn preflight_vm(config: &Config, run_id: &str) -> Result<Mode, PreflightEr
             qemu,
             boot_timeout: vm::default_boot_timeout(accel),
             agent_secret: None,
+            extra_append: vc.append,
+            boot_kernel,
         },
     })
 }

@@ -674,6 +674,19 @@ impl AgentClient {
     }
 
     /// Run an argv on the agent (only if it was started with `--allow-shell`).
+    /// Create a software link on the agent (deleted again when the recipe ends).
+    pub async fn create_link(
+        &self,
+        ifname: &str,
+        spec: protocol::LinkSpec,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::CreateLink {
+            ifname: ifname.to_string(),
+            spec,
+        })
+        .await
+    }
+
     pub async fn shell(&self, argv: &[String]) -> Result<protocol::ShellOutput, SessionError> {
         match self
             .call_default(Op::Shell {

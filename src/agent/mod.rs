@@ -190,6 +190,8 @@ struct Session {
     /// Original values of written sysctls, in first-write order.
     sysctls: Mutex<Vec<(PathBuf, String)>>,
     snapshot: tokio::sync::Mutex<Vec<IfaceSnapshot>>,
+    /// Links made by CreateLink (ifindex, name), deleted at the end of the recipe.
+    created_links: Mutex<Vec<(u32, String)>>,
     out: mpsc::UnboundedSender<Out>,
 }
 
@@ -309,6 +311,12 @@ impl Session {
                 Ok(Reply::Ok)
             }
             Op::Shell { argv } => self.shell(argv).await,
+            Op::CreateLink { ifname, spec } => {
+                let idx = self.nl.create_link(&ifname, &spec).await?;
+                lock(&self.created_links).push((idx, ifname.clone()));
+                tracing::info!("created link {ifname} ({spec:?})");
+                Ok(Reply::Ok)
+            }
             // Handled by the connection loop; answering here keeps dispatch total.
             Op::Bye => Ok(Reply::Ok),
         }
@@ -466,6 +474,14 @@ impl Session {
     async fn end_recipe(&self) -> Result<(), OpError> {
         self.jobs.kill_all().await;
         let mut errors = Vec::new();
+        // Links the recipe created go first (a VLAN on a snapshotted NIC, say), newest first.
+        let created: Vec<(u32, String)> = std::mem::take(&mut *lock(&self.created_links));
+        for (idx, name) in created.into_iter().rev() {
+            match self.nl.delete_link(idx).await {
+                Ok(()) => tracing::info!("deleted link {name}"),
+                Err(e) => errors.push(format!("{name}: {}", e.message)),
+            }
+        }
         let snap: Vec<IfaceSnapshot> = std::mem::take(&mut *self.snapshot.lock().await);
         for s in snap.iter().rev() {
             self.restore_iface(s, &mut errors).await;
@@ -736,6 +752,7 @@ where
             jobs: jobs::Jobs::default(),
             sysctls: Mutex::new(Vec::new()),
             snapshot: tokio::sync::Mutex::new(Vec::new()),
+            created_links: Mutex::new(Vec::new()),
             out: out.clone(),
         }),
         Err(e) => {

@@ -2,7 +2,7 @@
 //! and offloads.
 
 use super::OpError;
-use crate::protocol::{ErrorKind, InterfaceInfo, Offload};
+use crate::protocol::{ErrorKind, InterfaceInfo, LinkSpec, Offload};
 use futures::TryStreamExt;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlag, AddressHeaderFlag, AddressMessage,
@@ -196,6 +196,46 @@ impl Netlink {
             .collect())
     }
 
+    /// `ip link add <ifname> ...` for a [`LinkSpec`]; returns the new link's index. The kernel
+    /// loads the link kind's module on demand (`rtnl-link-vlan`, `rtnl-link-bond`).
+    pub async fn create_link(&self, ifname: &str, spec: &LinkSpec) -> Result<u32, OpError> {
+        check_ifname(ifname)?;
+        let add = self.handle.link().add();
+        let res = match spec {
+            LinkSpec::Vlan { parent, id } => {
+                if !(1..=4094).contains(id) {
+                    return Err(OpError::new(
+                        ErrorKind::BadRequest,
+                        format!("VLAN id {id} is not in 1-4094"),
+                    ));
+                }
+                let parent = self.link(parent).await?;
+                add.vlan(ifname.to_string(), parent.ifindex, *id)
+                    .execute()
+                    .await
+            }
+            LinkSpec::Bond { mode } => {
+                let m = bond_mode(mode.as_deref())?;
+                add.bond(ifname.to_string()).mode(m).execute().await
+            }
+        };
+        res.map_err(|e| nl_err(&format!("creating {ifname}"), e))?;
+        Ok(self.link(ifname).await?.ifindex)
+    }
+
+    /// `ip link del` by index; a link already gone is fine.
+    pub async fn delete_link(&self, ifindex: u32) -> Result<(), OpError> {
+        match self.handle.link().del(ifindex).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.code.map(|c| c.get()) == Some(-libc::ENODEV) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nl_err(&format!("deleting link {ifindex}"), e)),
+        }
+    }
+
     pub async fn list_interfaces(&self) -> Result<Vec<InterfaceInfo>, OpError> {
         let links = self.links().await?;
         let mut addrs = self.all_addresses().await?;
@@ -340,6 +380,30 @@ impl Netlink {
 /// [`Netlink::link`], which checks first: a controller-supplied name of 100 000 bytes made
 /// netlink-packet-route panic while encoding the request, and the netlink connection task died
 /// with it (every later netlink request of the session failed).
+/// The bonding driver's number for a mode name (`None`: balance-rr).
+pub fn bond_mode(name: Option<&str>) -> Result<u8, OpError> {
+    const MODES: &[&str] = &[
+        "balance-rr",
+        "active-backup",
+        "balance-xor",
+        "broadcast",
+        "802.3ad",
+        "balance-tlb",
+        "balance-alb",
+    ];
+    let n = name.unwrap_or("balance-rr");
+    MODES
+        .iter()
+        .position(|m| *m == n)
+        .and_then(|i| u8::try_from(i).ok())
+        .ok_or_else(|| {
+            OpError::new(
+                ErrorKind::BadRequest,
+                format!("unknown bond mode {n:?} (known: {})", MODES.join(", ")),
+            )
+        })
+}
+
 pub fn check_ifname(name: &str) -> Result<(), OpError> {
     let ok = !name.is_empty()
         && name.len() < 16
@@ -584,5 +648,14 @@ mod tests {
         assert!(!a("fd00::1").is_link_local());
         assert!(a("169.254.1.1").is_link_local());
         assert!(!a("198.18.0.1").is_link_local());
+    }
+
+    #[test]
+    fn bond_modes_by_name() {
+        assert_eq!(bond_mode(None).ok(), Some(0));
+        assert_eq!(bond_mode(Some("active-backup")).ok(), Some(1));
+        assert_eq!(bond_mode(Some("802.3ad")).ok(), Some(4));
+        let e = bond_mode(Some("fastest")).err();
+        assert_eq!(e.as_ref().map(|e| e.kind), Some(ErrorKind::BadRequest));
     }
 }

@@ -73,6 +73,17 @@ fn parse_conf(text: &str) -> Result<Conf, String> {
     Ok(c)
 }
 
+/// `lnst.verbose` on the kernel command line: one console line per step, with the uptime.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn step(what: &str) {
+    if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+        let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        let up = up.split_whitespace().next().unwrap_or("?");
+        let _ = writeln!(std::io::stderr(), "lnst-vm-init: [{up}] {what}");
+    }
+}
+
 fn cstr(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{s:?} holds a NUL byte"))
 }
@@ -300,6 +311,10 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "lnst.verbose") {
+        VERBOSE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    step("started");
     // Addresses on the test links are assigned by the recipe: no duplicate address detection
     // (as the netns source does), set before any NIC driver is loaded.
     for scope in ["default", "all"] {
@@ -311,7 +326,9 @@ fn run() -> Result<(), String> {
     for m in &conf.modules {
         load_module(m)?;
     }
+    step("modules loaded");
     switch_root(&conf)?;
+    step("root switched");
     if let Some(h) = cmdline_value(&cmdline, "lnst.hostname") {
         let c = cstr(&h)?;
         // SAFETY: a valid buffer of the given length.
@@ -327,7 +344,9 @@ fn run() -> Result<(), String> {
         .write(true)
         .open(&dev)
         .map_err(|e| format!("{}: {e}", dev.display()))?;
+    step("control port open");
     let secret = read_secret(&mut port)?;
+    step("secret received");
 
     let mut cmd = std::process::Command::new(&conf.agent);
     cmd.args(&conf.args)
@@ -357,6 +376,7 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("starting {}: {e}", conf.agent))?;
     let agent = libc::pid_t::try_from(child.id()).map_err(|_| "agent pid".to_string())?;
     drop(secret);
+    step("agent started");
     // Process 1 reaps every orphan; the VM ends with the agent.
     loop {
         let mut status = 0;

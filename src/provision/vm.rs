@@ -71,6 +71,65 @@ pub struct VmOptions {
     pub boot_timeout: Duration,
     /// The run's secret (first line on each control channel, set on each endpoint).
     pub agent_secret: Option<String>,
+    /// Extra words for the guest kernel's command line (LNST_VM_APPEND).
+    pub extra_append: Vec<String>,
+    /// The uncompressed kernel in a memory file, when [`prepare_kernel`] extracted it: QEMU
+    /// boots that (`-kernel /dev/fd/N`) instead of `kernel`.
+    pub boot_kernel: Option<Arc<OwnedFd>>,
+}
+
+/// Decide what QEMU boots for `kernel` (run once per run): an ELF `vmlinux` with a PVH entry
+/// point as it is; a bzImage's uncompressed kernel, extracted on the host into a memory file
+/// (no file to clean up; it goes with the runner), so that the guest does not spend seconds of
+/// TCG time decompressing itself; the bzImage itself when that is not possible. Logs one line.
+pub fn prepare_kernel(kernel: &Path) -> Result<Option<Arc<OwnedFd>>, String> {
+    let t0 = Instant::now();
+    let data =
+        std::fs::read(kernel).map_err(|e| format!("kernel {}: {e}", kernel.display()))?;
+    if kernel::is_elf(&data) {
+        if kernel::has_pvh_note(&data) {
+            return Ok(None);
+        }
+        return Err(format!(
+            "kernel {} is an ELF file without a PVH entry point (CONFIG_PVH); give its bzImage (arch/x86/boot/bzImage)",
+            kernel.display()
+        ));
+    }
+    match kernel::extract_vmlinux(&data) {
+        Ok(vmlinux) => {
+            let fd = memfd_with(&vmlinux)
+                .map_err(|e| format!("memory file for the kernel: {e}"))?;
+            tracing::info!(
+                "VM kernel: {} decompressed on the host ({} MB in {} ms), booted directly (PVH)",
+                kernel.display(),
+                vmlinux.len() / (1 << 20),
+                t0.elapsed().as_millis()
+            );
+            Ok(Some(Arc::new(fd)))
+        }
+        Err(why) => {
+            tracing::info!(
+                "VM kernel: {} booted as it is ({why}); the guest decompresses it",
+                kernel.display()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A sealed-by-convention memory file holding `data` (close-on-exec).
+fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
+    use std::io::Write;
+    // SAFETY: memfd_create with a constant name; the fd is owned right away.
+    let raw = unsafe { libc::memfd_create(c"lnst-vmlinux".as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut f = std::fs::File::from(fd);
+    f.write_all(data)?;
+    Ok(OwnedFd::from(f))
 }
 
 /// Path of a run's directory.
@@ -550,6 +609,13 @@ impl VmProvisioner {
         let console = dir.join(format!("{}.console", h.host_id));
         let pidfile = dir.join(format!("{}.pid", h.host_id));
         let mut raw_fds = Vec::new();
+        let kernel = match &self.opts.boot_kernel {
+            Some(fd) => {
+                raw_fds.push(fd.as_raw_fd());
+                PathBuf::from(format!("/dev/fd/{}", fd.as_raw_fd()))
+            }
+            None => self.opts.kernel.clone(),
+        };
         let mut nics = Vec::new();
         for (n, queue_fds) in h.nics.iter().zip(&fds) {
             let q: Vec<RawFd> = queue_fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -563,7 +629,7 @@ impl VmProvisioner {
         let spec = VmSpec {
             name: h.name.clone(),
             hostname: h.host_id.clone(),
-            kernel: self.opts.kernel.clone(),
+            kernel,
             initramfs: initrd.to_path_buf(),
             modules_dir: self.opts.modules_dir.clone(),
             accel: self.opts.accel,
@@ -573,7 +639,7 @@ impl VmProvisioner {
             console_log: console.clone(),
             pidfile,
             nics,
-            extra_append: Vec::new(),
+            extra_append: self.opts.extra_append.clone(),
         };
         let mut cmd = tokio::process::Command::new(&self.opts.qemu);
         cmd.args(qemu::argv(&spec))
@@ -726,6 +792,7 @@ async fn wait_for_agent(
         }
     };
     tokio::pin!(exited);
+    let t0 = Instant::now();
     let work = async {
         // QEMU creates the socket while it starts.
         let mut stream = loop {
@@ -734,12 +801,14 @@ async fn wait_for_agent(
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
+        tracing::debug!(host = %host, elapsed = ?t0.elapsed(), "control channel connected");
         let line = match &secret {
             Some(s) => format!("lnst-secret {s}\n"),
             None => "lnst-nosecret\n".to_string(),
         };
         stream.write_all(line.as_bytes()).await?;
         stream.readable().await?;
+        tracing::debug!(host = %host, elapsed = ?t0.elapsed(), "the agent has started");
         Ok::<_, std::io::Error>(stream)
     };
     tokio::select! {
@@ -944,6 +1013,8 @@ mod tests {
             qemu: "/q".into(),
             boot_timeout: Duration::from_secs(1),
             agent_secret: None,
+            extra_append: Vec::new(),
+            boot_kernel: None,
         }
     }
 

@@ -115,8 +115,13 @@ pub fn run_data_value(run: &RecipeRun) -> Value {
     let mut list: Vec<Value> = Vec::with_capacity(run.results.len() + 1);
     for r in &run.results {
         let mut v = result_json(r);
-        if let (ResultKind::Measurement { .. }, Some(data), Value::Object(o)) =
-            (&r.kind, &r.data, &mut v)
+        // Measurements carry their full data; so do plain results that have data (the
+        // runner's per-agent results: kernel release, agent source, accelerator).
+        if let (
+            ResultKind::Measurement { .. } | ResultKind::Generic,
+            Some(data),
+            Value::Object(o),
+        ) = (&r.kind, &r.data, &mut v)
         {
             o.insert("details".to_string(), data.clone());
         }

@@ -151,6 +151,13 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
         "pc".into(),
         "-accel".into(),
         spec.accel.name().into(),
+        // TCG's `max` model has RDRAND, so the guest's random pool is ready at once instead of
+        // seconds into the boot (the agent's first nonce waits for it); KVM gets the default.
+        "-cpu".into(),
+        match spec.accel {
+            Accel::Tcg => "max".into(),
+            Accel::Kvm => "qemu64".into(),
+        },
         "-smp".into(),
         spec.cpus.to_string(),
         "-m".into(),
@@ -200,7 +207,12 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
         } else {
             format!("tap,id=n{i},fd={fds}")
         };
-        let mut dev = format!("{},netdev=n{i},mac={}", nic.model.device(), nic.mac);
+        // romfile= : no option ROM (network boot firmware): nothing to load, nothing to find.
+        let mut dev = format!(
+            "{},netdev=n{i},mac={},romfile=",
+            nic.model.device(),
+            nic.mac
+        );
         if nic.model == NicModel::VirtioNet && nic.fds.len() > 1 {
             // One vector per queue of each direction, plus configuration and control.
             dev.push_str(&format!(",mq=on,vectors={}", 2 * nic.fds.len() + 2));
@@ -269,8 +281,10 @@ mod tests {
         );
         assert_eq!(after("-netdev"), ["tap,id=n0,fds=7:8", "tap,id=n1,fd=9"]);
         let devs = after("-device");
-        assert!(devs.contains(&"virtio-net-pci,netdev=n0,mac=02:6c:6e:00:00:00,mq=on,vectors=6"));
-        assert!(devs.contains(&"e1000e,netdev=n1,mac=02:6c:6e:00:00:01"));
+        assert!(devs.contains(
+            &"virtio-net-pci,netdev=n0,mac=02:6c:6e:00:00:00,romfile=,mq=on,vectors=6"
+        ));
+        assert!(devs.contains(&"e1000e,netdev=n1,mac=02:6c:6e:00:00:01,romfile="));
         assert_eq!(after("-accel"), ["tcg"]);
         assert!(after("-append")[0].contains("lnst.hostname=host1"));
         assert!(!a.iter().any(|s| s.contains("secret")));
