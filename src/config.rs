@@ -922,7 +922,10 @@ mod tests {
         let (k, m) = fake_kernel(d.path(), "6.1.0-1-amd64");
         let vm = |extra: &[(&str, &str)]| {
             let mut v = vec![("LNST_AGENTS", "vm"), ("LNST_VM_KERNEL", k.as_str()), ("LNST_VM_MODULES", m.as_str())];
-            v.extend_from_slice(extra);
+            for (k2, v2) in extra {
+                v.retain(|(k1, _)| k1 != k2);
+                v.push((k2, v2));
+            }
             err_of(&v)
         };
         let e = vm(&[("LNST_VM_KERNEL", "/nonexistent/bzImage")]);

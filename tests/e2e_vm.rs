@@ -177,6 +177,7 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
         boot_timeout: vm::default_boot_timeout(Accel::Tcg),
         agent_secret: Some(secret.into()),
         extra_append: Vec::new(),
+        boot_kernel: vm::prepare_kernel(Path::new(&k.0)).unwrap(),
     });
     let mut reqs = Requirements::default();
     let e1000e: BTreeMap<String, String> = [("driver".to_string(), "e1000e".to_string())]
