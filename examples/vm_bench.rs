@@ -71,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
     let boot_kernel = vm::prepare_kernel(&kernel).map_err(anyhow::Error::msg)?;
     if mode == "floor-initramfs" {
         // Write the floor's initramfs to the path given, for experiments by hand.
-        let dest = args.get(2).map(PathBuf::from).unwrap_or_else(|| "floor.cpio".into());
+        let dest = args
+            .get(2)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "floor.cpio".into());
         initramfs::write_initramfs(
             &initramfs::InitramfsSpec {
                 init,
@@ -84,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if mode == "floor" {
         let kernel = match &boot_kernel {
-            Some(fd) => PathBuf::from(format!("/dev/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&**fd))),
+            Some(fd) => PathBuf::from(format!(
+                "/dev/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&**fd)
+            )),
             None => kernel,
         };
         return floor(n, &run_id, kernel, modules, init, qemu_bin, boot_kernel).await;

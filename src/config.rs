@@ -461,11 +461,7 @@ pub fn resolve_vm_kernel(
     if let Err(e) = std::fs::File::open(&dep) {
         return Err(ConfigError::Invalid {
             var: "LNST_VM_MODULES",
-            message: format!(
-                "modules tree {}: {}: {e}",
-                modules.display(),
-                dep.display()
-            ),
+            message: format!("modules tree {}: {}: {e}", modules.display(), dep.display()),
         });
     }
     Ok((kernel, release, modules))
@@ -891,7 +887,10 @@ mod tests {
         assert_eq!(c.agent_mode, AgentMode::Vm);
         let vm = c.vm.unwrap_or_else(|| panic!("no vm config"));
         assert_eq!(vm.release.as_deref(), Some("6.1.0-56-amd64"));
-        assert_eq!((vm.accel, vm.cpus, vm.memory_mib), (AccelChoice::Tcg, 4, 1024));
+        assert_eq!(
+            (vm.accel, vm.cpus, vm.memory_mib),
+            (AccelChoice::Tcg, 4, 1024)
+        );
         assert_eq!(vm.modules, PathBuf::from(&m));
 
         // Defaults, and the modules tree found from the kernel's release.
@@ -902,18 +901,31 @@ mod tests {
             &d.path().join("lib/modules"),
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((kernel, release.as_deref()), (PathBuf::from(&k), Some("6.1.0-56-amd64")));
+        assert_eq!(
+            (kernel, release.as_deref()),
+            (PathBuf::from(&k), Some("6.1.0-56-amd64"))
+        );
         assert_eq!(modules, PathBuf::from(&m));
-        let c = cfg(&[("LNST_AGENTS", "vm"), ("LNST_VM_KERNEL", &k), ("LNST_VM_MODULES", &m)])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = cfg(&[
+            ("LNST_AGENTS", "vm"),
+            ("LNST_VM_KERNEL", &k),
+            ("LNST_VM_MODULES", &m),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
         let vm = c.vm.unwrap_or_else(|| panic!("no vm config"));
-        assert_eq!((vm.accel, vm.cpus, vm.memory_mib), (AccelChoice::Auto, 2, 512));
+        assert_eq!(
+            (vm.accel, vm.cpus, vm.memory_mib),
+            (AccelChoice::Auto, 2, 512)
+        );
         // The newest kernel of a boot directory whose modules exist.
         let boot = d.path().to_path_buf();
         let (kernel, release, _) =
             resolve_vm_kernel(None, None, &boot, &d.path().join("lib/modules"))
                 .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((kernel, release.as_deref()), (PathBuf::from(&k), Some("6.1.0-56-amd64")));
+        assert_eq!(
+            (kernel, release.as_deref()),
+            (PathBuf::from(&k), Some("6.1.0-56-amd64"))
+        );
     }
 
     #[test]
@@ -921,7 +933,11 @@ mod tests {
         let d = home();
         let (k, m) = fake_kernel(d.path(), "6.1.0-1-amd64");
         let vm = |extra: &[(&str, &str)]| {
-            let mut v = vec![("LNST_AGENTS", "vm"), ("LNST_VM_KERNEL", k.as_str()), ("LNST_VM_MODULES", m.as_str())];
+            let mut v = vec![
+                ("LNST_AGENTS", "vm"),
+                ("LNST_VM_KERNEL", k.as_str()),
+                ("LNST_VM_MODULES", m.as_str()),
+            ];
             for (k2, v2) in extra {
                 v.retain(|(k1, _)| k1 != k2);
                 v.push((k2, v2));
@@ -929,9 +945,15 @@ mod tests {
             err_of(&v)
         };
         let e = vm(&[("LNST_VM_KERNEL", "/nonexistent/bzImage")]);
-        assert!(e.starts_with("LNST_VM_KERNEL: kernel /nonexistent/bzImage: "), "{e}");
+        assert!(
+            e.starts_with("LNST_VM_KERNEL: kernel /nonexistent/bzImage: "),
+            "{e}"
+        );
         let e = vm(&[("LNST_VM_MODULES", "/nonexistent/mods")]);
-        assert!(e.starts_with("LNST_VM_MODULES: modules tree /nonexistent/mods: "), "{e}");
+        assert!(
+            e.starts_with("LNST_VM_MODULES: modules tree /nonexistent/mods: "),
+            "{e}"
+        );
         let tiny = d.path().join("tiny");
         std::fs::write(&tiny, "x").unwrap_or_else(|e| panic!("{e}"));
         let e = vm(&[("LNST_VM_KERNEL", &tiny.to_string_lossy())]);

@@ -79,11 +79,19 @@ pub fn agent_binary() -> Result<PathBuf, PreflightError> {
 
 /// Everything checked before the first test: agents can be had, results can be written.
 enum Mode {
-    Netns { agent: PathBuf },
-    Pool { pool: Pool },
-    Podman { opts: PodmanOptions },
+    Netns {
+        agent: PathBuf,
+    },
+    Pool {
+        pool: Pool,
+    },
+    Podman {
+        opts: PodmanOptions,
+    },
     /// VM source: everything but the run id and secret, checked; the accelerator chosen.
-    Vm { opts: VmOptions },
+    Vm {
+        opts: VmOptions,
+    },
 }
 
 async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError> {

@@ -5,9 +5,9 @@
 
 mod common;
 use common::*;
+use lnst_runner::protocol::LinkSpec;
 use lnst_runner::provision::vm::{self, accel::Accel, VmOptions, VmProvisioner};
 use lnst_runner::provision::Provisioner;
-use lnst_runner::protocol::LinkSpec;
 use lnst_runner::requirements::{HostReq, Requirements};
 use lnst_runner::session::{AgentClient, ClientOptions};
 use std::collections::BTreeMap;
@@ -35,7 +35,10 @@ fn vm_kernel() -> Option<(String, String)> {
 
 fn require_vm_e2e() -> Option<(String, String)> {
     if !(require_netns_e2e()
-        && require(have("qemu-system-x86_64"), "qemu-system-x86_64 is not installed")
+        && require(
+            have("qemu-system-x86_64"),
+            "qemu-system-x86_64 is not installed",
+        )
         && require(have("modprobe"), "kmod (modprobe) is not installed"))
     {
         return None;
@@ -44,7 +47,10 @@ fn require_vm_e2e() -> Option<(String, String)> {
     let ok = k
         .as_ref()
         .is_some_and(|(k, m)| Path::new(k).is_file() && Path::new(m).join("modules.dep").is_file());
-    if !require(ok, "no VM kernel: run .ci/vm-kernel.sh (or set LNST_VM_KERNEL and LNST_VM_MODULES)") {
+    if !require(
+        ok,
+        "no VM kernel: run .ci/vm-kernel.sh (or set LNST_VM_KERNEL and LNST_VM_MODULES)",
+    ) {
         return None;
     }
     k
@@ -58,7 +64,7 @@ fn guest_release(modules: &str) -> String {
         .unwrap_or_default()
 }
 
-fn vm_vars<'a>(k: &'a (String, String)) -> Vec<(&'a str, &'a str)> {
+fn vm_vars(k: &(String, String)) -> Vec<(&str, &str)> {
     vec![
         ("LNST_AGENTS", "vm"),
         ("LNST_VM_KERNEL", k.0.as_str()),
@@ -81,9 +87,21 @@ fn vm_run_dirs() -> Vec<String> {
 /// Nothing of any VM run is left: no QEMU of ours, no run directory, no namespace beyond
 /// `before`.
 fn assert_no_vm_leftovers(before_ns: &[String], text: &str) {
-    assert_eq!(vm::vm_processes(), Vec::new(), "QEMU processes left\n{text}");
-    assert_eq!(vm_run_dirs(), Vec::<String>::new(), "run directories left\n{text}");
-    assert_eq!(before_ns, netns_with_prefix("lnst-"), "namespaces left\n{text}");
+    assert_eq!(
+        vm::vm_processes(),
+        Vec::new(),
+        "QEMU processes left\n{text}"
+    );
+    assert_eq!(
+        vm_run_dirs(),
+        Vec::<String>::new(),
+        "run directories left\n{text}"
+    );
+    assert_eq!(
+        before_ns,
+        netns_with_prefix("lnst-"),
+        "namespaces left\n{text}"
+    );
 }
 
 const PARAMS: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=3;ping_interval=0.2;net_ipv4='198.18.40.0/24';net_ipv6='fd00:40::/64'";
@@ -107,7 +125,11 @@ fn vm_simple_network_recipe_passes_on_the_guest_kernel() {
     assert!(text.contains("Overall result: PASS"), "{text}");
     // auto: one line with the choice (on this project's CI machines: tcg, KVM being unusable).
     assert!(text.contains("VM accelerator: "), "{text}");
-    let accel = if text.contains("VM accelerator: kvm") { "kvm" } else { "tcg" };
+    let accel = if text.contains("VM accelerator: kvm") {
+        "kvm"
+    } else {
+        "tcg"
+    };
 
     let res = home.path().join("results");
     let summary = read_json(&res.join("summary.json"));
@@ -144,7 +166,10 @@ fn vm_simple_network_recipe_passes_on_the_guest_kernel() {
         .collect();
     assert_eq!(flows.len(), 2, "{data:#}");
     for f in flows {
-        assert!(f["data"]["receiver_results"].as_f64().unwrap() > 0.0, "{f:#}");
+        assert!(
+            f["data"]["receiver_results"].as_f64().unwrap() > 0.0,
+            "{f:#}"
+        );
     }
     assert_no_vm_leftovers(&before, &text);
     assert_nothing_to_clean_up(home.path(), &[]);
@@ -189,8 +214,11 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
             .with_interface("eth0", "net1", e1000e)
             .with_interface("eth1", "net2", BTreeMap::new()),
     );
+    let sw = format!("lnst-{}-sw", prov.options().run_id);
     let outcome = rt.block_on(async {
         let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
+        // The virtio NIC's tap is multi-queue, one queue per vCPU; the e1000e's is not.
+        let taps = sh(&["ip", "-n", &sw, "-d", "link", "show", "type", "tun"]);
         let ep = eps.into_iter().next().ok_or("no endpoint")?;
         let macs: Vec<(String, String)> = ep
             .interfaces
@@ -209,7 +237,9 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
         let by_mac = |mac: &str| ifaces.iter().find(|i| i.mac == mac).cloned();
         let nic0 = by_mac(&macs[0].1).ok_or(format!("no NIC with {:?}: {ifaces:?}", macs[0]))?;
         let nic1 = by_mac(&macs[1].1).ok_or(format!("no NIC with {:?}: {ifaces:?}", macs[1]))?;
-        c.set_link(&nic0.name, true).await.map_err(|e| e.to_string())?;
+        c.set_link(&nic0.name, true)
+            .await
+            .map_err(|e| e.to_string())?;
         c.create_link(
             "vlan10",
             LinkSpec::Vlan {
@@ -231,22 +261,49 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
         c.end_recipe().await.map_err(|e| e.to_string())?;
         let after = c.list_interfaces().await.map_err(|e| e.to_string())?;
         let _ = c.bye().await;
-        Ok::<_, String>((nic0, nic1, with_links, after, c.hello().kernel_release.clone()))
+        Ok::<_, String>((
+            nic0,
+            nic1,
+            with_links,
+            after,
+            c.hello().kernel_release.clone(),
+        ))
     });
     let td = rt.block_on(prov.teardown());
-    let (nic0, nic1, with_links, after, release) = outcome.unwrap();
+    let (nic0, nic1, with_links, after, release, taps) = outcome.unwrap();
     td.unwrap();
+    let tap_line = |name: &str| {
+        taps.lines()
+            .skip_while(|l| !l.contains(&format!(" {name}: ")))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(tap_line("tap0i1").contains("numqueues 2"), "{taps}");
+    assert!(!tap_line("tap0i0").contains("multi_queue"), "{taps}");
     assert_eq!(release, guest_release(&k.1));
     assert_eq!(nic0.driver.as_deref(), Some("e1000e"), "{nic0:?}");
     assert_eq!(nic0.mac, "02:6c:6e:00:00:00");
     assert_eq!(nic1.driver.as_deref(), Some("virtio_net"), "{nic1:?}");
     let kind = |list: &[lnst_runner::protocol::InterfaceInfo], n: &str| {
-        list.iter().find(|i| i.name == n).and_then(|i| i.kind.clone())
+        list.iter()
+            .find(|i| i.name == n)
+            .and_then(|i| i.kind.clone())
     };
-    assert_eq!(kind(&with_links, "vlan10").as_deref(), Some("vlan"), "{with_links:?}");
-    assert_eq!(kind(&with_links, "bond0").as_deref(), Some("bond"), "{with_links:?}");
+    assert_eq!(
+        kind(&with_links, "vlan10").as_deref(),
+        Some("vlan"),
+        "{with_links:?}"
+    );
+    assert_eq!(
+        kind(&with_links, "bond0").as_deref(),
+        Some("bond"),
+        "{with_links:?}"
+    );
     assert!(
-        !after.iter().any(|i| i.name == "vlan10" || i.name == "bond0"),
+        !after
+            .iter()
+            .any(|i| i.name == "vlan10" || i.name == "bond0"),
         "links not deleted at the end of the recipe: {after:?}"
     );
     assert_no_vm_leftovers(&before, "");
@@ -290,14 +347,23 @@ fn vm_sigterm_during_boot_leaves_nothing() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let before = netns_with_prefix("lnst-");
-    let (out, elapsed) = vm_run_and(home.path(), &k, PARAMS, "provisioning 2 agent(s) (vm)", |pid| {
-        wait_for_vms(2);
-        std::thread::sleep(Duration::from_millis(500));
-        sigterm(pid);
-    });
+    let (out, elapsed) = vm_run_and(
+        home.path(),
+        &k,
+        PARAMS,
+        "provisioning 2 agent(s) (vm)",
+        |pid| {
+            wait_for_vms(2);
+            std::thread::sleep(Duration::from_millis(500));
+            sigterm(pid);
+        },
+    );
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}\n{text}");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "took {elapsed:?}\n{text}"
+    );
     assert!(text.contains("interrupted by SIGTERM"), "{text}");
     assert_no_vm_leftovers(&before, &text);
     assert_nothing_to_clean_up(home.path(), &[]);
@@ -318,7 +384,10 @@ fn vm_sigterm_during_traffic_leaves_nothing() {
     });
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}\n{text}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "took {elapsed:?}\n{text}"
+    );
     let summary = read_json(&home.path().join("results/summary.json"));
     assert!(summary.to_string().contains("SIGTERM"), "{summary}");
     assert_no_vm_leftovers(&before, &text);
@@ -333,18 +402,24 @@ fn vm_cleanup_removes_the_vms_of_a_sigkilled_run() {
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let before = netns_with_prefix("lnst-");
     let mut run_id = String::new();
-    let (out, _) = vm_run_and(home.path(), &k, PARAMS, "provisioning 2 agent(s) (vm)", |pid| {
-        wait_for_vms(2);
-        run_id = vm::vm_processes()
-            .first()
-            .map(|p| p.run_id.clone())
-            .unwrap_or_default();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-    });
+    let (out, _) = vm_run_and(
+        home.path(),
+        &k,
+        PARAMS,
+        "provisioning 2 agent(s) (vm)",
+        |pid| {
+            wait_for_vms(2);
+            run_id = vm::vm_processes()
+                .first()
+                .map(|p| p.run_id.clone())
+                .unwrap_or_default();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        },
+    );
     assert_eq!(out.status.code(), None, "killed by a signal");
     // The VMs outlive their runner (their own process group), still booting.
     let left: Vec<_> = vm::vm_processes()
@@ -362,7 +437,10 @@ fn vm_cleanup_removes_the_vms_of_a_sigkilled_run() {
             "{text}"
         );
     }
-    assert!(text.contains(&format!("removed lnst-{run_id}-sw")), "{text}");
+    assert!(
+        text.contains(&format!("removed lnst-{run_id}-sw")),
+        "{text}"
+    );
     assert_no_vm_leftovers(&before, &text);
     assert_nothing_to_clean_up(home.path(), &[]);
 }
@@ -384,11 +462,17 @@ fn vm_bad_kernel_or_modules_is_exit_2_before_anything_starts() {
     let fs = fake.to_string_lossy().to_string();
     for (vars, culprit) in [
         (
-            vec![("LNST_VM_KERNEL", "/nonexistent/bzImage"), ("LNST_VM_MODULES", ms.as_str())],
+            vec![
+                ("LNST_VM_KERNEL", "/nonexistent/bzImage"),
+                ("LNST_VM_MODULES", ms.as_str()),
+            ],
             "LNST_VM_KERNEL: kernel /nonexistent/bzImage: ",
         ),
         (
-            vec![("LNST_VM_KERNEL", fs.as_str()), ("LNST_VM_MODULES", ms.as_str())],
+            vec![
+                ("LNST_VM_KERNEL", fs.as_str()),
+                ("LNST_VM_MODULES", ms.as_str()),
+            ],
             "LNST_VM_MODULES: modules tree ",
         ),
         (
@@ -407,8 +491,14 @@ fn vm_bad_kernel_or_modules_is_exit_2_before_anything_starts() {
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{text}");
-        assert!(err.starts_with(&format!("lnst-runner: {culprit}")), "{text}");
-        assert!(!home.path().join("results/summary.json").exists(), "nothing ran");
+        assert!(
+            err.starts_with(&format!("lnst-runner: {culprit}")),
+            "{text}"
+        );
+        assert!(
+            !home.path().join("results/summary.json").exists(),
+            "nothing ran"
+        );
     }
 }
 

@@ -66,8 +66,7 @@ fn parse_conf(text: &str) -> Result<Conf, String> {
             other => return Err(format!("{CONF}: unknown key {other:?}")),
         }
     }
-    if !c.poweroff_at_once && (c.agent.is_empty() || c.root_tag.is_empty() || c.port.is_empty())
-    {
+    if !c.poweroff_at_once && (c.agent.is_empty() || c.root_tag.is_empty() || c.port.is_empty()) {
         return Err(format!("{CONF}: agent, root_tag and port are required"));
     }
     Ok(c)
@@ -119,10 +118,7 @@ fn mount(
         )
     };
     if rc != 0 {
-        return Err(format!(
-            "mount {src} on {target} ({fstype}): {}",
-            errno()
-        ));
+        return Err(format!("mount {src} on {target} ({fstype}): {}", errno()));
     }
     Ok(())
 }
@@ -141,14 +137,7 @@ fn load_module(path: &str) -> Result<(), String> {
     };
     let empty = cstr("")?;
     // SAFETY: an open fd and an empty parameter string.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            f.as_raw_fd(),
-            empty.as_ptr(),
-            flags,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), empty.as_ptr(), flags) };
     if rc != 0 {
         let e = errno();
         if e.raw_os_error() != Some(libc::EEXIST) {
@@ -284,11 +273,23 @@ fn switch_root(conf: &Conf) -> Result<(), String> {
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
 
     // The guest's own runtime places; everything else is the host's, writes kept in memory.
-    mount("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755")?;
+    mount(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=0755",
+    )?;
     mkdir_p("/dev/pts")?;
     mount("devpts", "/dev/pts", "devpts", 0, "")?;
     mkdir_p("/dev/shm")?;
-    mount("tmpfs", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "")?;
+    mount(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "",
+    )?;
     if !conf.modules_tag.is_empty() {
         let dir = format!("/lib/modules/{}", release()?);
         mkdir_p(&dir)?;
@@ -304,9 +305,7 @@ fn run() -> Result<(), String> {
     mount("devtmpfs", "/dev", "devtmpfs", 0, "")?;
     mount("proc", "/proc", "proc", 0, "")?;
     mount("sysfs", "/sys", "sysfs", 0, "")?;
-    let conf = parse_conf(
-        &std::fs::read_to_string(CONF).map_err(|e| format!("{CONF}: {e}"))?,
-    )?;
+    let conf = parse_conf(&std::fs::read_to_string(CONF).map_err(|e| format!("{CONF}: {e}"))?)?;
     if conf.poweroff_at_once {
         return Ok(());
     }
@@ -318,10 +317,7 @@ fn run() -> Result<(), String> {
     // Addresses on the test links are assigned by the recipe: no duplicate address detection
     // (as the netns source does), set before any NIC driver is loaded.
     for scope in ["default", "all"] {
-        let _ = std::fs::write(
-            format!("/proc/sys/net/ipv6/conf/{scope}/accept_dad"),
-            "0",
-        );
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/accept_dad"), "0");
     }
     for m in &conf.modules {
         load_module(m)?;
@@ -356,10 +352,7 @@ fn run() -> Result<(), String> {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
         .env("HOME", "/root")
-        .stdin(
-            port.try_clone()
-                .map_err(|e| format!("control port: {e}"))?,
-        )
+        .stdin(port.try_clone().map_err(|e| format!("control port: {e}"))?)
         .stdout(port);
     if let Some(s) = &secret {
         cmd.env("LNST_AGENT_SECRET", s);

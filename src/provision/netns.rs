@@ -724,7 +724,10 @@ async fn set_up_by_name(handle: &rtnetlink::Handle, name: &str) -> Result<(), Pr
 }
 
 /// `ip link add <name> up type bridge stp_state 0 forward_delay 0`.
-pub(crate) async fn create_bridge(handle: &rtnetlink::Handle, name: &str) -> Result<(), ProvisionError> {
+pub(crate) async fn create_bridge(
+    handle: &rtnetlink::Handle,
+    name: &str,
+) -> Result<(), ProvisionError> {
     let mut req = handle.link().add();
     let msg = req.message_mut();
     msg.header.flags.push(LinkFlag::Up);

@@ -84,8 +84,7 @@ pub struct VmOptions {
 /// TCG time decompressing itself; the bzImage itself when that is not possible. Logs one line.
 pub fn prepare_kernel(kernel: &Path) -> Result<Option<Arc<OwnedFd>>, String> {
     let t0 = Instant::now();
-    let data =
-        std::fs::read(kernel).map_err(|e| format!("kernel {}: {e}", kernel.display()))?;
+    let data = std::fs::read(kernel).map_err(|e| format!("kernel {}: {e}", kernel.display()))?;
     if kernel::is_elf(&data) {
         if kernel::has_pvh_note(&data) {
             return Ok(None);
@@ -97,8 +96,8 @@ pub fn prepare_kernel(kernel: &Path) -> Result<Option<Arc<OwnedFd>>, String> {
     }
     match kernel::extract_vmlinux(&data) {
         Ok(vmlinux) => {
-            let fd = memfd_with(&vmlinux)
-                .map_err(|e| format!("memory file for the kernel: {e}"))?;
+            let fd =
+                memfd_with(&vmlinux).map_err(|e| format!("memory file for the kernel: {e}"))?;
             tracing::info!(
                 "VM kernel: {} decompressed on the host ({} MB in {} ms), booted directly (PVH)",
                 kernel.display(),
@@ -424,8 +423,8 @@ impl VmProvisioner {
         let dir = run_dir(&run_id);
 
         // The modules the guest loads from its initramfs, dependencies first.
-        let tree = kernel::ModuleTree::load(&self.opts.modules_dir)
-            .map_err(|e| setup(e.to_string()))?;
+        let tree =
+            kernel::ModuleTree::load(&self.opts.modules_dir).map_err(|e| setup(e.to_string()))?;
         let mut wanted: Vec<&str> = TRANSPORT_MODULES.to_vec();
         for h in &hosts {
             for n in &h.nics {
@@ -492,8 +491,9 @@ impl VmProvisioner {
                     .collect()
             })
             .collect();
-        let mut tap_fds: Vec<Vec<Vec<OwnedFd>>> =
-            nsfs::in_netns(nsfs::NsEntry::Create(sw.clone()), move |handle| async move {
+        let mut tap_fds: Vec<Vec<Vec<OwnedFd>>> = nsfs::in_netns(
+            nsfs::NsEntry::Create(sw.clone()),
+            move |handle| async move {
                 // No addresses at all on the switch side, not even IPv6 link-local ones.
                 for scope in ["all", "default"] {
                     let _ = std::fs::write(
@@ -527,8 +527,9 @@ impl VmProvisioner {
                     out.push(per_host);
                 }
                 Ok(out)
-            })
-            .await?;
+            },
+        )
+        .await?;
 
         // 3. The VMs, all at once.
         let mut waits = Vec::new();
@@ -569,7 +570,11 @@ impl VmProvisioner {
                     reader: Box::new(r),
                     writer: Box::new(w),
                 },
-                secret: self.opts.agent_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                secret: self
+                    .opts
+                    .agent_secret
+                    .as_ref()
+                    .map(|s| s.as_bytes().to_vec()),
                 interfaces: h
                     .nics
                     .iter()
@@ -721,7 +726,10 @@ impl VmProvisioner {
             match tokio::time::timeout_at(deadline, vm.child.wait()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => errs.push(format!("waiting for the VM of {}: {e}", vm.host_id)),
-                Err(_) => errs.push(format!("the VM of {} did not exit after SIGKILL", vm.host_id)),
+                Err(_) => errs.push(format!(
+                    "the VM of {} did not exit after SIGKILL",
+                    vm.host_id
+                )),
             }
         }
         self.state.agent_pids.clear();
@@ -876,9 +884,11 @@ pub fn vm_processes() -> Vec<VmProcess> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        let is_qemu = args
-            .first()
-            .is_some_and(|a| a.rsplit('/').next().is_some_and(|b| b.starts_with("qemu-system")));
+        let is_qemu = args.first().is_some_and(|a| {
+            a.rsplit('/')
+                .next()
+                .is_some_and(|b| b.starts_with("qemu-system"))
+        });
         if !is_qemu {
             continue;
         }
@@ -912,7 +922,10 @@ fn kill_vm_process(p: &VmProcess) -> Result<bool, String> {
             return Ok(true);
         }
         if Instant::now() > deadline {
-            return Err(format!("{} (pid {}) did not exit after SIGKILL", p.name, p.pid));
+            return Err(format!(
+                "{} (pid {}) did not exit after SIGKILL",
+                p.name, p.pid
+            ));
         }
     }
 }
@@ -1019,7 +1032,9 @@ mod tests {
     }
 
     fn params(driver: &str) -> BTreeMap<String, String> {
-        [("driver".to_string(), driver.to_string())].into_iter().collect()
+        [("driver".to_string(), driver.to_string())]
+            .into_iter()
+            .collect()
     }
 
     #[test]
@@ -1040,8 +1055,14 @@ mod tests {
         assert_eq!(bridges, ["br0", "br1"]);
         assert_eq!(hosts[0].name, "lnst-1a2b3c4d-host1");
         let n = &hosts[0].nics;
-        assert_eq!((n[0].bridge.as_str(), n[0].model, n[0].queues), ("br1", NicModel::VirtioNet, 2));
-        assert_eq!((n[1].bridge.as_str(), n[1].model, n[1].queues), ("br0", NicModel::E1000e, 1));
+        assert_eq!(
+            (n[0].bridge.as_str(), n[0].model, n[0].queues),
+            ("br1", NicModel::VirtioNet, 2)
+        );
+        assert_eq!(
+            (n[1].bridge.as_str(), n[1].model, n[1].queues),
+            ("br0", NicModel::E1000e, 1)
+        );
         assert_eq!(n[1].mac, "02:6c:6e:00:00:01");
         assert_eq!(hosts[1].nics[0].mac, "02:6c:6e:00:01:00");
         assert_eq!(hosts[1].nics[0].tap, "tap1i0");
@@ -1064,7 +1085,13 @@ mod tests {
 
     #[test]
     fn vm_names_are_found_in_argv() {
-        let argv = ["qemu-system-x86_64", "-name", "lnst-1a2b3c4d-host1,process=x", "-m", "1"];
+        let argv = [
+            "qemu-system-x86_64",
+            "-name",
+            "lnst-1a2b3c4d-host1,process=x",
+            "-m",
+            "1",
+        ];
         assert_eq!(
             vm_name_in_argv(&argv),
             Some(("1a2b3c4d".into(), "lnst-1a2b3c4d-host1".into()))

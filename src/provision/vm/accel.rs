@@ -469,16 +469,34 @@ mod tests {
     fn probe_guest_jumps_land_on_its_labels() {
         // ljmpl 0x08:pm32 and ljmp 0x18:lm64 name the offsets of the 32- and 64-bit code.
         assert_eq!(PROBE_CODE[0x0e..0x10], [0x66, 0xea]);
-        let pm32 = u32::from_le_bytes([PROBE_CODE[0x10], PROBE_CODE[0x11], PROBE_CODE[0x12], PROBE_CODE[0x13]]);
+        let pm32 = u32::from_le_bytes([
+            PROBE_CODE[0x10],
+            PROBE_CODE[0x11],
+            PROBE_CODE[0x12],
+            PROBE_CODE[0x13],
+        ]);
         assert_eq!(pm32, 0x1016);
         assert_eq!(PROBE_CODE[0x16..0x18], [0x66, 0xb8], "mov ax at pm32");
-        let lm64 = u32::from_le_bytes([PROBE_CODE[0x4b], PROBE_CODE[0x4c], PROBE_CODE[0x4d], PROBE_CODE[0x4e]]);
+        let lm64 = u32::from_le_bytes([
+            PROBE_CODE[0x4b],
+            PROBE_CODE[0x4c],
+            PROBE_CODE[0x4d],
+            PROBE_CODE[0x4e],
+        ]);
         assert_eq!(lm64, 0x1051);
-        let n = u32::from_le_bytes([PROBE_CODE[0x52], PROBE_CODE[0x53], PROBE_CODE[0x54], PROBE_CODE[0x55]]);
+        let n = u32::from_le_bytes([
+            PROBE_CODE[0x52],
+            PROBE_CODE[0x53],
+            PROBE_CODE[0x54],
+            PROBE_CODE[0x55],
+        ]);
         assert_eq!((PROBE_CODE[0x51], n), (0xb9, PROBE_LOOP));
         // jnz rel8 -4 from the end of the jnz (0x5a) is the dec at 0x56.
         assert_eq!(0x5a - 4, 0x56);
-        assert_eq!(PROBE_CODE[0x56..], [0xff, 0xc9, 0x75, 0xfc, 0xb0, 0x42, 0xe6, 0x10, 0xf4]);
+        assert_eq!(
+            PROBE_CODE[0x56..],
+            [0xff, 0xc9, 0x75, 0xfc, 0xb0, 0x42, 0xe6, 0x10, 0xf4]
+        );
         let mut low = vec![0u8; LOW_MEM];
         lay_out(&mut low, PROBE_LOOP);
         assert_eq!(low[0x1051..0x105f], PROBE_CODE[0x51..]);
@@ -498,7 +516,10 @@ mod tests {
             eprintln!("no /dev/kvm here: nothing to check");
             return;
         }
-        assert_eq!(probe_kvm_loop("/dev/kvm", Duration::from_secs(5), 1000), ProbeResult::Works);
+        assert_eq!(
+            probe_kvm_loop("/dev/kvm", Duration::from_secs(5), 1000),
+            ProbeResult::Works
+        );
     }
 
     #[test]
@@ -525,6 +546,9 @@ mod tests {
         let t = std::time::Instant::now();
         let r = probe_kvm("/dev/kvm", PROBE_TIMEOUT);
         eprintln!("KVM probe on this machine: {r:?} in {:?}", t.elapsed());
-        assert!(t.elapsed() < PROBE_TIMEOUT + Duration::from_millis(500), "{r:?}");
+        assert!(
+            t.elapsed() < PROBE_TIMEOUT + Duration::from_millis(500),
+            "{r:?}"
+        );
     }
 }

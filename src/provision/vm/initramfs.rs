@@ -49,8 +49,14 @@ impl<W: Write> Cpio<W> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn header(&mut self, name: &str, mode: u32, nlink: u32, size: u32, rdev: (u32, u32)) -> std::io::Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        size: u32,
+        rdev: (u32, u32),
+    ) -> std::io::Result<()> {
         let ino = self.ino;
         self.ino += 1;
         let namesize = u32::try_from(name.len() + 1).map_err(std::io::Error::other)?;
@@ -107,7 +113,13 @@ impl<W: Write> Cpio<W> {
         self.pad(data.len())
     }
 
-    pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> std::io::Result<()> {
+    pub fn char_dev(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> std::io::Result<()> {
         let rel = self.parents(path)?;
         self.header(&rel, S_IFCHR | (mode & 0o7777), 1, 0, (major, minor))
     }
@@ -341,8 +353,11 @@ mod tests {
         loop {
             assert_eq!(&b[..6], b"070701");
             let f = |i: usize| {
-                u32::from_str_radix(std::str::from_utf8(&b[6 + i * 8..14 + i * 8]).unwrap_or("0"), 16)
-                    .unwrap_or(0)
+                u32::from_str_radix(
+                    std::str::from_utf8(&b[6 + i * 8..14 + i * 8]).unwrap_or("0"),
+                    16,
+                )
+                .unwrap_or(0)
             };
             let (mode, size, namesize) = (f(1), f(6) as usize, f(11) as usize);
             let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap_or_default();
@@ -362,15 +377,21 @@ mod tests {
     #[test]
     fn newc_round_trips_with_parents_first() {
         let mut c = Cpio::new(Vec::new());
-        c.file("/a/b/c.txt", 0o644, b"hello").unwrap_or_else(|e| panic!("{e}"));
-        c.file("/a/b/d", 0o755, b"").unwrap_or_else(|e| panic!("{e}"));
-        c.char_dev("dev/console", 0o600, 5, 1).unwrap_or_else(|e| panic!("{e}"));
+        c.file("/a/b/c.txt", 0o644, b"hello")
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.file("/a/b/d", 0o755, b"")
+            .unwrap_or_else(|e| panic!("{e}"));
+        c.char_dev("dev/console", 0o600, 5, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
         c.dir("a").unwrap_or_else(|e| panic!("{e}"));
         let bytes = c.finish().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(bytes.len() % 4, 0);
         let entries = parse_newc(&bytes);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(names, ["a", "a/b", "a/b/c.txt", "a/b/d", "dev", "dev/console"]);
+        assert_eq!(
+            names,
+            ["a", "a/b", "a/b/c.txt", "a/b/d", "dev", "dev/console"]
+        );
         assert_eq!(entries[2].2, b"hello");
         assert_eq!(entries[2].1, S_IFREG | 0o644);
         assert_eq!(entries[0].1, S_IFDIR | 0o755);
@@ -383,7 +404,10 @@ mod tests {
         let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
         let data = std::fs::read(&exe).unwrap_or_else(|e| panic!("{e}"));
         let d = elf_deps(&data, "test").unwrap_or_else(|e| panic!("{e}"));
-        assert!(d.interp.as_deref().unwrap_or("").contains("ld-linux"), "{d:?}");
+        assert!(
+            d.interp.as_deref().unwrap_or("").contains("ld-linux"),
+            "{d:?}"
+        );
         assert!(d.needed.iter().any(|n| n.starts_with("libc.so")), "{d:?}");
         let files = runtime_files(&exe).unwrap_or_else(|e| panic!("{e}"));
         assert!(files.keys().any(|k| k.ends_with("/libc.so.6")), "{files:?}");
@@ -392,7 +416,9 @@ mod tests {
 
     #[test]
     fn elf_errors_name_the_file() {
-        let e = elf_deps(b"#!/bin/sh\n", "x.sh").err().map(|e| e.to_string());
+        let e = elf_deps(b"#!/bin/sh\n", "x.sh")
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(e.as_deref(), Some("x.sh: not an ELF file"));
         let mut trunc = b"\x7fELF\x02\x01\x01".to_vec();
         trunc.resize(0x30, 0);

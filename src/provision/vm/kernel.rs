@@ -58,8 +58,7 @@ pub fn is_elf(image: &[u8]) -> bool {
 /// Read a kernel image (bzImage, or an ELF `vmlinux`) and its release; unreadable or too small
 /// to be a kernel is an error.
 pub fn read_kernel(path: &Path) -> Result<Option<String>, KernelError> {
-    let data =
-        std::fs::read(path).map_err(|e| bad(format!("kernel {}: {e}", path.display())))?;
+    let data = std::fs::read(path).map_err(|e| bad(format!("kernel {}: {e}", path.display())))?;
     if data.len() < 0x1000 {
         return Err(bad(format!(
             "kernel {} is not a kernel image ({} bytes)",
@@ -82,7 +81,9 @@ pub fn has_pvh_note(elf: &[u8]) -> bool {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let u64_at = |o: usize| {
-        elf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     };
     if !is_elf(elf) || elf.get(4) != Some(&2) {
         return false;
@@ -93,7 +94,9 @@ pub fn has_pvh_note(elf: &[u8]) -> bool {
     };
     let align4 = |n: usize| (n + 3) & !3;
     for i in 0..usize::from(phnum) {
-        let ph = usize::try_from(phoff).unwrap_or(usize::MAX) .saturating_add(i * usize::from(phentsize));
+        let ph = usize::try_from(phoff)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i * usize::from(phentsize));
         if u32_at(ph) != Some(4) {
             continue; // not PT_NOTE
         }
@@ -183,7 +186,9 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<Vec<u8>, String> {
         // The tool may stop reading at the end of its stream (the size trailer stays unread).
         let _ = stdin.write_all(&input);
     });
-    let out = child.wait_with_output().map_err(|e| format!("{}: {e}", argv[0]))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
     let _ = writer.join();
     let data = out.stdout;
     if data.len() != expected {
@@ -410,7 +415,10 @@ kernel/drivers/x/orphan.ko: kernel/drivers/x/missing.ko
         dedup.dedup();
         assert_eq!(dedup.len(), n.len(), "{n:?}");
         assert!(!n.contains(&"virtio_console".to_string()), "built in");
-        assert_eq!(order[0], PathBuf::from("/m/kernel/drivers/virtio/virtio_pci_modern_dev.ko"));
+        assert_eq!(
+            order[0],
+            PathBuf::from("/m/kernel/drivers/virtio/virtio_pci_modern_dev.ko")
+        );
     }
 
     #[test]
@@ -450,7 +458,8 @@ kernel/drivers/x/orphan.ko: kernel/drivers/x/missing.ko
         let mods = d.path().join("modules");
         std::fs::create_dir_all(&boot).unwrap_or_else(|e| panic!("{e}"));
         for r in ["6.1.0-9-amd64", "6.1.0-10-amd64", "6.12.0-1-amd64"] {
-            std::fs::write(boot.join(format!("vmlinuz-{r}")), "x").unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(boot.join(format!("vmlinuz-{r}")), "x")
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         assert_eq!(default_kernel(&boot, &mods), None);
         for r in ["6.1.0-9-amd64", "6.1.0-10-amd64"] {

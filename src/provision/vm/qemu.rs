@@ -281,9 +281,8 @@ mod tests {
         );
         assert_eq!(after("-netdev"), ["tap,id=n0,fds=7:8", "tap,id=n1,fd=9"]);
         let devs = after("-device");
-        assert!(devs.contains(
-            &"virtio-net-pci,netdev=n0,mac=02:6c:6e:00:00:00,romfile=,mq=on,vectors=6"
-        ));
+        assert!(devs
+            .contains(&"virtio-net-pci,netdev=n0,mac=02:6c:6e:00:00:00,romfile=,mq=on,vectors=6"));
         assert!(devs.contains(&"e1000e,netdev=n1,mac=02:6c:6e:00:00:01,romfile="));
         assert_eq!(after("-accel"), ["tcg"]);
         assert!(after("-append")[0].contains("lnst.hostname=host1"));
@@ -294,7 +293,10 @@ mod tests {
     #[test]
     fn nic_models_follow_the_driver_parameter() {
         assert_eq!(NicModel::from_driver(None), Ok(NicModel::VirtioNet));
-        assert_eq!(NicModel::from_driver(Some("virtio_net")), Ok(NicModel::VirtioNet));
+        assert_eq!(
+            NicModel::from_driver(Some("virtio_net")),
+            Ok(NicModel::VirtioNet)
+        );
         assert_eq!(NicModel::from_driver(Some("E1000E")), Ok(NicModel::E1000e));
         assert_eq!(NicModel::from_driver(Some("igb")), Ok(NicModel::Igb));
         let e = NicModel::from_driver(Some("ice")).err().unwrap_or_default();
