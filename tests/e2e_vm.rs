@@ -267,6 +267,7 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
             with_links,
             after,
             c.hello().kernel_release.clone(),
+            taps,
         ))
     });
     let td = rt.block_on(prov.teardown());
