@@ -84,9 +84,11 @@ fn vm_run_dirs() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Nothing of any VM run is left: no QEMU of ours, no run directory, no namespace beyond
-/// `before`.
-fn assert_no_vm_leftovers(before_ns: &[String], text: &str) {
+/// Nothing of run `run_id` is left: no QEMU process, run directory, namespace (switch with its
+/// bridges and taps) or state file; and no VM or run directory of any run (only these tests
+/// make VMs; namespaces are checked by run, other jobs on the machine make their own).
+fn assert_no_vm_leftovers(run_id: &str, text: &str) {
+    assert!(!run_id.is_empty(), "no run id\n{text}");
     assert_eq!(
         vm::vm_processes(),
         Vec::new(),
@@ -98,10 +100,31 @@ fn assert_no_vm_leftovers(before_ns: &[String], text: &str) {
         "run directories left\n{text}"
     );
     assert_eq!(
-        before_ns,
-        netns_with_prefix("lnst-"),
+        netns_with_prefix(&format!("lnst-{run_id}-")),
+        Vec::<String>::new(),
         "namespaces left\n{text}"
     );
+    assert!(
+        !Path::new(&format!("/run/lnst-runner/{run_id}.json")).exists(),
+        "state file left\n{text}"
+    );
+}
+
+/// The run id in the human summary's match description (`uses "lnst-<run>-host1"`).
+fn run_id_in(text: &str) -> String {
+    text.split("uses \"lnst-")
+        .nth(1)
+        .and_then(|r| r.split('-').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The run id of the (only) VMs running now.
+fn running_vm_run_id() -> String {
+    vm::vm_processes()
+        .first()
+        .map(|p| p.run_id.clone())
+        .unwrap_or_default()
 }
 
 const PARAMS: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=3;ping_interval=0.2;net_ipv4='198.18.40.0/24';net_ipv6='fd00:40::/64'";
@@ -112,7 +135,6 @@ fn vm_simple_network_recipe_passes_on_the_guest_kernel() {
     let _g = serial();
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
-    let before = netns_with_prefix("lnst-");
     let mut vars = vm_vars(&k);
     vars.extend([
         ("RECIPE", "SimpleNetworkRecipe"),
@@ -171,7 +193,7 @@ fn vm_simple_network_recipe_passes_on_the_guest_kernel() {
             "{f:#}"
         );
     }
-    assert_no_vm_leftovers(&before, &text);
+    assert_no_vm_leftovers(&run_id_in(&text), &text);
     assert_nothing_to_clean_up(home.path(), &[]);
 }
 
@@ -182,7 +204,6 @@ fn vm_simple_network_recipe_passes_on_the_guest_kernel() {
 fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
     let Some(k) = require_vm_e2e() else { return };
     let _g = serial();
-    let before = netns_with_prefix("lnst-");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -307,7 +328,7 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
             .any(|i| i.name == "vlan10" || i.name == "bond0"),
         "links not deleted at the end of the recipe: {after:?}"
     );
-    assert_no_vm_leftovers(&before, "");
+    assert_no_vm_leftovers(&prov.options().run_id, "");
 }
 
 /// Start a VM run, wait for `marker` on stderr, then `act(pid)`; returns the output.
@@ -347,7 +368,7 @@ fn vm_sigterm_during_boot_leaves_nothing() {
     let _g = serial();
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
-    let before = netns_with_prefix("lnst-");
+    let mut run_id = String::new();
     let (out, elapsed) = vm_run_and(
         home.path(),
         &k,
@@ -355,6 +376,7 @@ fn vm_sigterm_during_boot_leaves_nothing() {
         "provisioning 2 agent(s) (vm)",
         |pid| {
             wait_for_vms(2);
+            run_id = running_vm_run_id();
             std::thread::sleep(Duration::from_millis(500));
             sigterm(pid);
         },
@@ -366,7 +388,7 @@ fn vm_sigterm_during_boot_leaves_nothing() {
         "took {elapsed:?}\n{text}"
     );
     assert!(text.contains("interrupted by SIGTERM"), "{text}");
-    assert_no_vm_leftovers(&before, &text);
+    assert_no_vm_leftovers(&run_id, &text);
     assert_nothing_to_clean_up(home.path(), &[]);
 }
 
@@ -376,9 +398,10 @@ fn vm_sigterm_during_traffic_leaves_nothing() {
     let _g = serial();
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
-    let before = netns_with_prefix("lnst-");
     let params = "perf_iterations=3;perf_duration=3;perf_tests=['tcp_stream'];offload_combinations=();ip_versions=('ipv4',);ping_count=2;ping_interval=0.2;net_ipv4='198.18.41.0/24';net_ipv6='fd00:41::/64'";
+    let mut run_id = String::new();
     let (out, elapsed) = vm_run_and(home.path(), &k, params, "iter 1/3", |pid| {
+        run_id = running_vm_run_id();
         // The second iteration's iperf3 runs now.
         std::thread::sleep(Duration::from_millis(500));
         sigterm(pid);
@@ -391,7 +414,7 @@ fn vm_sigterm_during_traffic_leaves_nothing() {
     );
     let summary = read_json(&home.path().join("results/summary.json"));
     assert!(summary.to_string().contains("SIGTERM"), "{summary}");
-    assert_no_vm_leftovers(&before, &text);
+    assert_no_vm_leftovers(&run_id, &text);
     assert_nothing_to_clean_up(home.path(), &[]);
 }
 
@@ -401,7 +424,6 @@ fn vm_cleanup_removes_the_vms_of_a_sigkilled_run() {
     let _g = serial();
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
-    let before = netns_with_prefix("lnst-");
     let mut run_id = String::new();
     let (out, _) = vm_run_and(
         home.path(),
@@ -410,10 +432,7 @@ fn vm_cleanup_removes_the_vms_of_a_sigkilled_run() {
         "provisioning 2 agent(s) (vm)",
         |pid| {
             wait_for_vms(2);
-            run_id = vm::vm_processes()
-                .first()
-                .map(|p| p.run_id.clone())
-                .unwrap_or_default();
+            run_id = running_vm_run_id();
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid as i32),
                 nix::sys::signal::Signal::SIGKILL,
@@ -442,7 +461,7 @@ fn vm_cleanup_removes_the_vms_of_a_sigkilled_run() {
         text.contains(&format!("removed lnst-{run_id}-sw")),
         "{text}"
     );
-    assert_no_vm_leftovers(&before, &text);
+    assert_no_vm_leftovers(&run_id, &text);
     assert_nothing_to_clean_up(home.path(), &[]);
 }
 

@@ -232,11 +232,17 @@ impl Exporter {
                 "duration_s": t.duration_s,
                 "tool_time_s": t.tool_time_s,
                 "error": t.error,
-                "runs": t.runs.iter().map(|r| json!({
-                    "result": r.overall_result().as_str(),
-                    "exception": r.exception,
-                    "agents": r.agents,
-                })).collect::<Vec<_>>(),
+                "runs": t.runs.iter().map(|r| {
+                    let mut run = json!({
+                        "result": r.overall_result().as_str(),
+                        "exception": r.exception,
+                    });
+                    // Each agent's kernel release, source and (VMs) accelerator, when known.
+                    if let (false, Value::Object(o)) = (r.agents.is_empty(), &mut run) {
+                        o.insert("agents".into(), json!(r.agents));
+                    }
+                    run
+                }).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
         let mut text = py_json(&summary, true);
