@@ -106,9 +106,12 @@ out.append(("- **Result.** Two agents are ready in %.2f× the floor's time, four
     "two). What the agents add to a bare boot: loading the transport modules (virtio, 9p, overlay and their "
     "dependencies, with the ACPI interrupt set-up of each PCI device), mounting the 9p root and its overlay, "
     "and starting `lnst-agent` from the host's filesystem over 9p, then the handshake.") % (r2[0], r2[1]))
-out.append(("- **Load.** The machine has 2 CPUs and was shared with other jobs compiling (load averages above, "
-    "about 5 times the CPU count): every TCG vCPU thread competed with them, so absolute times vary by "
-    "±20%% between rounds; the medians and the ratio, measured side by side, are the figures to compare."))
+one_min = [float(l.split()[0]) for l in loads]
+out.append(("- **Load.** The machine has %d CPUs and was shared with other jobs (1-minute load average %.1f to "
+    "%.1f during the run, %.1f to %.1f times the CPU count): every TCG vCPU thread competed with them, so "
+    "absolute times vary between rounds; the medians and the ratio, measured side by side, are the figures "
+    "to compare.") % (os.cpu_count(), min(one_min), max(one_min), min(one_min) / os.cpu_count(),
+                      max(one_min) / os.cpu_count()))
 out.append(("- **Recipe overhead.** Outside the time spent inside ping and iperf3, a SimpleNetworkRecipe run "
     "on two VMs costs the agents' readiness plus %s s of configuration, handshakes, result export and "
     "teardown (VM teardown itself: about 0.1 s, the VMs are killed, not shut down)."

@@ -79,19 +79,11 @@ pub fn agent_binary() -> Result<PathBuf, PreflightError> {
 
 /// Everything checked before the first test: agents can be had, results can be written.
 enum Mode {
-    Netns {
-        agent: PathBuf,
-    },
-    Pool {
-        pool: Pool,
-    },
-    Podman {
-        opts: PodmanOptions,
-    },
-    /// VM source: everything but the run id and secret, checked; the accelerator chosen.
-    Vm {
-        opts: VmOptions,
-    },
+    Netns { agent: PathBuf },
+    Pool { pool: Pool },
+    Podman { opts: PodmanOptions },
+    // VM source: everything but the run id and secret, checked; the accelerator chosen.
+    Vm { opts: VmOptions },
 }
 
 async fn preflight(config: &Config, run_id: &str) -> Result<Mode, PreflightError> {
@@ -328,7 +320,7 @@ async fn run_test(
                 );
                 let fut = async {
                     let eps = pool_endpoints(pool, &m).await?;
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone(), None).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m.clone(), ("pool", None)).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -371,7 +363,7 @@ async fn run_test(
                     let eps = prov.provision(&reqs).await.map_err(|e| e.to_string())?;
                     crate::say!("agents ready in {:.2} s", t0.elapsed().as_secs_f64());
                     let m = match_from_endpoints(&reqs, &eps, pool_name);
-                    Ok::<_, String>(run_on_endpoints(spec, eps, m, accel).await)
+                    Ok::<_, String>(run_on_endpoints(spec, eps, m, (pool_name, accel)).await)
                 };
                 tokio::select! {
                     r = fut => match r {
@@ -526,7 +518,8 @@ async fn run_on_endpoints(
     spec: &TestSpec,
     eps: Vec<AgentEndpoint>,
     matched: MatchDescription,
-    accelerator: Option<&str>,
+    // Agent source and (VMs) accelerator, recorded with each agent's identity.
+    source: (&str, Option<&str>),
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
     // Every agent at once: handshakes and interface listings run concurrently.
@@ -550,7 +543,7 @@ async fn run_on_endpoints(
         }
         return (run, Vec::new(), 0.0);
     }
-    record_agents(&mut run, &hosts, accelerator);
+    record_agents(&mut run, &hosts, source);
     let mut ctx = RunContext::new(hosts, run);
     if let Some(path) = std::env::var_os("LNST_BASELINE_FILE") {
         match crate::measure::evaluate::BaselineFile::load(Path::new(&path)) {
@@ -581,7 +574,11 @@ async fn run_on_endpoints(
 
 /// Every agent's identity (kernel release above all: VM agents run the kernel under test) in the
 /// run: `run.agents` (summary.json) and one result per agent (run data, result summary log).
-fn record_agents(run: &mut RecipeRun, hosts: &BTreeMap<String, HostHandle>, accel: Option<&str>) {
+fn record_agents(
+    run: &mut RecipeRun,
+    hosts: &BTreeMap<String, HostHandle>,
+    (source, accel): (&str, Option<&str>),
+) {
     use crate::results::{AgentInfo, ResultEntry, ResultLevel, ResultType};
     for (id, h) in hosts {
         let hello = h.client.hello();
@@ -589,7 +586,7 @@ fn record_agents(run: &mut RecipeRun, hosts: &BTreeMap<String, HostHandle>, acce
             kernel_release: hello.kernel_release.clone(),
             agent_version: hello.agent_version.clone(),
             hostname: hello.hostname.clone(),
-            source: run.matched.pool_name.clone(),
+            source: source.to_string(),
             accelerator: accel.map(str::to_string),
         };
         let mut what = format!(
