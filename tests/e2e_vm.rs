@@ -465,6 +465,43 @@ fn vm_cleanup_removes_the_vms_of_a_sigkilled_run() {
     assert_nothing_to_clean_up(home.path(), &[]);
 }
 
+/// After its agent has started, a VM whose runner was SIGKILLed ends by itself (its init sees
+/// the control channel close); cleanup then finds only the namespace and the run directory.
+#[test]
+fn vm_of_a_sigkilled_runner_stops_by_itself() {
+    let Some(k) = require_vm_e2e() else { return };
+    let _g = serial();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("pool")).unwrap();
+    let mut run_id = String::new();
+    let (out, _) = vm_run_and(home.path(), &k, PARAMS, "agents ready", |pid| {
+        run_id = running_vm_run_id();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    });
+    assert_eq!(out.status.code(), None, "killed by a signal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !vm::vm_processes().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VMs of a dead runner keep running: {:?}",
+            vm::vm_processes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = runner(home.path(), &[]).arg("cleanup").output().unwrap();
+    let text = output_text(&c);
+    assert!(!text.contains("removed VM lnst-"), "{text}");
+    assert!(
+        text.contains(&format!("removed lnst-{run_id}-sw")),
+        "{text}"
+    );
+    assert_no_vm_leftovers(&run_id, &text);
+}
+
 #[test]
 fn vm_bad_kernel_or_modules_is_exit_2_before_anything_starts() {
     if !require(is_root(), "needs root") {

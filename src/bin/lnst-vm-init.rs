@@ -14,7 +14,8 @@
 //!    line;
 //! 6. starts the agent with the port as stdin/stdout and the secret in its environment, reaps
 //!    every process, and when the agent exits, reboots: QEMU runs with `-no-reboot`, so the
-//!    VM ends.
+//!    VM ends. The same happens when the controller's side of the port closes (the runner is
+//!    gone): a write to such a port blocks, so the agent alone would wait forever.
 //!
 //! Any failure is one line on the console (`lnst-vm-init: ...`), then the same reboot.
 //! Only the standard library and raw system calls: the binary must be small, it is copied into
@@ -344,6 +345,10 @@ fn run() -> Result<(), String> {
     let secret = read_secret(&mut port)?;
     step("secret received");
 
+    // The controller's end of the channel is watched: when it goes away for good (the runner
+    // died, or was killed mid-boot), the VM ends instead of waiting for a cleanup. A write to a
+    // port whose host side is closed blocks, so the agent alone would never notice.
+    let watch = port.try_clone().map_err(|e| format!("control port: {e}"))?;
     let mut cmd = std::process::Command::new(&conf.agent);
     cmd.args(&conf.args)
         .env_clear()
@@ -370,6 +375,7 @@ fn run() -> Result<(), String> {
     let agent = libc::pid_t::try_from(child.id()).map_err(|_| "agent pid".to_string())?;
     drop(secret);
     step("agent started");
+    std::thread::spawn(move || watch_controller(watch));
     // Process 1 reaps every orphan; the VM ends with the agent.
     loop {
         let mut status = 0;
@@ -385,6 +391,44 @@ fn run() -> Result<(), String> {
     }
 }
 
+/// Poll the control port for a hang-up (the host side closed); then give the agent a moment
+/// and end the VM.
+fn watch_controller(port: std::fs::File) {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: port.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd of an open descriptor.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r > 0 && pfd.revents & libc::POLLHUP != 0 {
+            // A closed host side also ends a normal session (the agent then exits and process
+            // 1 ends the VM): wait a little so that path wins when it is the one.
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = writeln!(
+                std::io::stderr(),
+                "lnst-vm-init: the controller closed the control channel; stopping the VM"
+            );
+            halt();
+        }
+        if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+fn halt() -> ! {
+    // SAFETY: plain system calls; QEMU runs with -no-reboot, so a restart ends the VM.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 fn main() {
     if std::process::id() != 1 {
         let _ = writeln!(
@@ -396,12 +440,5 @@ fn main() {
     if let Err(e) = run() {
         let _ = writeln!(std::io::stderr(), "lnst-vm-init: {e}");
     }
-    // SAFETY: plain system calls; QEMU runs with -no-reboot, so a restart ends the VM.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_AUTOBOOT);
-    }
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    halt();
 }
