@@ -20,11 +20,12 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 #[command(
     name = "lnst-runner",
     version,
-    about = "Run LNST network test recipes against netns, pool or Podman agents",
-    long_about = "Run LNST network test recipes against netns, pool or Podman agents.\n\n\
+    about = "Run LNST network test recipes against netns, pool, Podman or VM agents",
+    long_about = "Run LNST network test recipes against netns, pool, Podman or VM agents.\n\n\
         The job comes from the environment: RECIPE, RECIPE_PARAMS, TEST_DB, FORMATTERS, DEBUG, \
         MULTIMATCH, PODMAN_URI, IMAGE_NAME, LNST_POOL_DIR, LNST_RESULTS_DIR, LNST_AGENTS \
-        (auto|netns|pool|podman), LNST_AGENT_BIN."
+        (auto|netns|pool|podman|vm), LNST_AGENT_BIN, LNST_VM_KERNEL, LNST_VM_MODULES, \
+        LNST_VM_ACCEL, LNST_VM_CPUS, LNST_VM_MEMORY, LNST_VM_APPEND."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -47,7 +48,7 @@ pub enum Command {
         #[command(subcommand)]
         command: PoolCommand,
     },
-    /// Remove what a killed run left behind (namespaces, containers, networks).
+    /// Remove what a killed run left behind (namespaces, containers, networks, VMs).
     Cleanup,
 }
 

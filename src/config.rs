@@ -13,6 +13,7 @@
 //! before anything runs, and the run uses the loaded copy.
 
 use crate::measure::evaluate::{BaselineError, BaselineFile};
+use crate::provision::vm::accel::AccelChoice;
 use serde::Deserialize;
 use std::ffi::OsString;
 use std::fmt;
@@ -35,6 +36,13 @@ pub const VARS: &[&str] = &[
     "LNST_AGENTS",
     "LNST_AGENT_BIN",
     "HOME",
+    // The VM source.
+    "LNST_VM_KERNEL",
+    "LNST_VM_MODULES",
+    "LNST_VM_ACCEL",
+    "LNST_VM_CPUS",
+    "LNST_VM_MEMORY",
+    "LNST_VM_APPEND",
 ];
 
 /// Which run summaries are printed to stdout.
@@ -73,45 +81,48 @@ pub enum AgentMode {
     Pool,
     /// Agents started as Podman containers through `PODMAN_URI`.
     Podman,
+    /// Agents in QEMU virtual machines (only when `LNST_AGENTS=vm`).
+    Vm,
 }
 
 impl AgentMode {
     /// Every mode, as `LNST_AGENTS` names it.
-    pub const ALL: &'static [AgentMode] = &[AgentMode::Netns, AgentMode::Pool, AgentMode::Podman];
+    pub const ALL: &'static [AgentMode] = &[
+        AgentMode::Netns,
+        AgentMode::Pool,
+        AgentMode::Podman,
+        AgentMode::Vm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             AgentMode::Netns => "netns",
             AgentMode::Pool => "pool",
             AgentMode::Podman => "podman",
+            AgentMode::Vm => "vm",
         }
     }
 }
 
-/// `LNST_AGENTS`: `auto` (empty, unset) picks Podman when `PODMAN_URI` is set, else the pool
-/// when the pool directory holds `*.xml`, else namespaces; a name picks that source.
-pub fn parse_agents(v: &str) -> Result<Option<AgentMode>, ConfigError> {
-    let v = v.trim();
-    if v.is_empty() || v.eq_ignore_ascii_case("auto") {
-        return Ok(None);
-    }
-    AgentMode::ALL
-        .iter()
-        .find(|m| m.name().eq_ignore_ascii_case(v))
-        .map(|m| Some(*m))
-        .ok_or_else(|| ConfigError::Invalid {
-            var: "LNST_AGENTS",
-            message: format!(
-                "{} is not an agent source (use auto, {})",
-                quote(v),
-                AgentMode::ALL
-                    .iter()
-                    .map(|m| m.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
+/// The VM source's settings (`LNST_VM_*`), resolved and checked: the kernel and the modules
+/// tree exist and are readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    /// The kernel's release, from its bzImage header (None: not a bzImage).
+    pub release: Option<String>,
+    /// A modules tree holding `modules.dep`.
+    pub modules: PathBuf,
+    pub accel: AccelChoice,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Extra words for the guest kernel's command line (`LNST_VM_APPEND`).
+    pub append: Vec<String>,
 }
+
+/// Defaults of the VM source.
+pub const VM_DEFAULT_CPUS: u32 = 2;
+pub const VM_DEFAULT_MEMORY_MIB: u32 = 512;
 
 /// Podman API endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +224,8 @@ pub struct Config {
     pub agent_bin: Option<PathBuf>,
     /// The directories of `PATH`, where lnst-agent is looked for last.
     pub path: Vec<PathBuf>,
+    /// Set when `agent_mode` is [`AgentMode::Vm`].
+    pub vm: Option<VmConfig>,
 }
 
 /// A bad environment variable. The message is one line and names the variable.
@@ -243,6 +256,12 @@ struct RawEnv {
     lnst_agents: Option<String>,
     lnst_agent_bin: Option<String>,
     home: Option<String>,
+    lnst_vm_kernel: Option<String>,
+    lnst_vm_modules: Option<String>,
+    lnst_vm_accel: Option<String>,
+    lnst_vm_cpus: Option<String>,
+    lnst_vm_memory: Option<String>,
+    lnst_vm_append: Option<String>,
 }
 
 fn quote(s: &str) -> String {
@@ -400,6 +419,127 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }
 
+/// `LNST_AGENTS`: which source provides the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentsChoice {
+    /// PODMAN_URI → podman, pool XMLs → pool, else netns.
+    Auto,
+    Only(AgentMode),
+}
+
+pub fn parse_agents(v: &str) -> Result<AgentsChoice, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => Ok(AgentsChoice::Auto),
+        "netns" => Ok(AgentsChoice::Only(AgentMode::Netns)),
+        "pool" => Ok(AgentsChoice::Only(AgentMode::Pool)),
+        "podman" => Ok(AgentsChoice::Only(AgentMode::Podman)),
+        "vm" => Ok(AgentsChoice::Only(AgentMode::Vm)),
+        _ => Err(ConfigError::Invalid {
+            var: "LNST_AGENTS",
+            message: format!(
+                "{} is not an agent source (use auto, netns, pool, podman or vm)",
+                quote(v)
+            ),
+        }),
+    }
+}
+
+/// `LNST_VM_CPUS`: 1 to 64.
+pub fn parse_vm_cpus(v: &str) -> Result<u32, ConfigError> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            var: "LNST_VM_CPUS",
+            message: format!("{} is not a vCPU count from 1 to 64", quote(v)),
+        }),
+    }
+}
+
+/// `LNST_VM_MEMORY`: MiB, with an optional M/MiB/G/GiB suffix (`512`, `512M`, `1G`); 128 MiB
+/// to 64 GiB.
+pub fn parse_vm_memory(v: &str) -> Result<u32, ConfigError> {
+    let bad = || ConfigError::Invalid {
+        var: "LNST_VM_MEMORY",
+        message: format!(
+            "{} is not a memory size from 128M to 64G (e.g. 512M, 1G)",
+            quote(v)
+        ),
+    };
+    let t = v.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mib = match unit.trim() {
+        "" | "m" | "mib" | "mb" => n,
+        "g" | "gib" | "gb" => n.checked_mul(1024).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if !(128..=65536).contains(&mib) {
+        return Err(bad());
+    }
+    u32::try_from(mib).map_err(|_| bad())
+}
+
+/// Resolve the kernel and modules tree of the VM source: `kernel` (LNST_VM_KERNEL) or the
+/// newest `<boot_dir>/vmlinuz-*` whose modules exist; `modules` (LNST_VM_MODULES) or
+/// `<modules_root>/<release>`. Missing or unreadable: an error naming the variable and path.
+pub fn resolve_vm_kernel(
+    kernel: Option<&str>,
+    modules: Option<&str>,
+    boot_dir: &Path,
+    modules_root: &Path,
+) -> Result<(PathBuf, Option<String>, PathBuf), ConfigError> {
+    use crate::provision::vm::kernel as k;
+    let (kernel, release) = match kernel {
+        Some(p) => {
+            let path = PathBuf::from(p);
+            let release = k::read_kernel(&path).map_err(|e| ConfigError::Invalid {
+                var: "LNST_VM_KERNEL",
+                message: e.to_string(),
+            })?;
+            (path, release)
+        }
+        None => {
+            let (path, release) = k::default_kernel(boot_dir, modules_root).ok_or_else(|| {
+                ConfigError::Invalid {
+                    var: "LNST_VM_KERNEL",
+                    message: format!(
+                        "not set, and {} has no vmlinuz-<release> with a modules tree in {}/<release> (set LNST_VM_KERNEL and LNST_VM_MODULES; .ci/vm-kernel.sh fetches Debian's)",
+                        boot_dir.display(),
+                        modules_root.display()
+                    ),
+                }
+            })?;
+            k::read_kernel(&path).map_err(|e| ConfigError::Invalid {
+                var: "LNST_VM_KERNEL",
+                message: e.to_string(),
+            })?;
+            (path, Some(release))
+        }
+    };
+    let modules = match (modules, &release) {
+        (Some(m), _) => PathBuf::from(m),
+        (None, Some(r)) => modules_root.join(r),
+        (None, None) => {
+            return Err(ConfigError::Invalid {
+                var: "LNST_VM_MODULES",
+                message: format!(
+                    "not set, and the release of {} cannot be read from it; set LNST_VM_MODULES",
+                    kernel.display()
+                ),
+            })
+        }
+    };
+    let dep = modules.join("modules.dep");
+    if let Err(e) = std::fs::File::open(&dep) {
+        return Err(ConfigError::Invalid {
+            var: "LNST_VM_MODULES",
+            message: format!("modules tree {}: {}: {e}", modules.display(), dep.display()),
+        });
+    }
+    Ok((kernel, release, modules))
+}
+
 impl Config {
     /// Read the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -466,13 +606,55 @@ impl Config {
         let results_dir = non_empty(raw.lnst_results_dir)
             .map(PathBuf::from)
             .unwrap_or_else(|| lnst.join("results"));
-        let agent_mode = match parse_agents(raw.lnst_agents.as_deref().unwrap_or(""))? {
-            Some(m) => m,
-            None if podman_uri.is_some() => AgentMode::Podman,
-            None if has_pool_xml(&pool_dir, pool_from_home.then_some(home.as_str()))? => {
+        let agents = parse_agents(raw.lnst_agents.as_deref().unwrap_or(""))?;
+        let accel = match raw.lnst_vm_accel.as_deref() {
+            None => AccelChoice::Auto,
+            Some(v) => AccelChoice::parse(v).ok_or_else(|| ConfigError::Invalid {
+                var: "LNST_VM_ACCEL",
+                message: format!("{} is not an accelerator (use auto, kvm or tcg)", quote(v)),
+            })?,
+        };
+        let cpus = match non_empty(raw.lnst_vm_cpus) {
+            None => VM_DEFAULT_CPUS,
+            Some(v) => parse_vm_cpus(&v)?,
+        };
+        let memory_mib = match non_empty(raw.lnst_vm_memory) {
+            None => VM_DEFAULT_MEMORY_MIB,
+            Some(v) => parse_vm_memory(&v)?,
+        };
+        let agent_mode = match agents {
+            AgentsChoice::Only(m) => m,
+            AgentsChoice::Auto if podman_uri.is_some() => AgentMode::Podman,
+            AgentsChoice::Auto
+                if has_pool_xml(&pool_dir, pool_from_home.then_some(home.as_str()))? =>
+            {
                 AgentMode::Pool
             }
-            None => AgentMode::Netns,
+            AgentsChoice::Auto => AgentMode::Netns,
+        };
+        let vm = if agent_mode == AgentMode::Vm {
+            let (kernel, release, modules) = resolve_vm_kernel(
+                non_empty(raw.lnst_vm_kernel).as_deref(),
+                non_empty(raw.lnst_vm_modules).as_deref(),
+                Path::new("/boot"),
+                Path::new("/lib/modules"),
+            )?;
+            Some(VmConfig {
+                kernel,
+                release,
+                modules,
+                accel,
+                cpus,
+                memory_mib,
+                append: raw
+                    .lnst_vm_append
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+            })
+        } else {
+            None
         };
         Ok(Config {
             recipe: non_empty(raw.recipe).map(|r| r.trim().to_string()),
@@ -491,6 +673,7 @@ impl Config {
             baseline: None,
             agent_bin: non_empty(raw.lnst_agent_bin).map(PathBuf::from),
             path,
+            vm,
         })
     }
 
@@ -591,7 +774,7 @@ mod tests {
             .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
-            Some("LNST_AGENTS: 'docker' is not an agent source (use auto, netns, pool, podman)")
+            Some("LNST_AGENTS: 'docker' is not an agent source (use auto, netns, pool, podman or vm)")
         );
     }
 
@@ -906,5 +1089,156 @@ mod tests {
         );
         assert!(Config::from_vars([(OsString::from("OTHER"), bad.clone())]).is_ok());
         assert!(Config::from_vars([(OsString::from_vec(vec![0xff]), bad)]).is_ok());
+    }
+
+    /// A fake kernel (bzImage header naming `release`) and its modules tree under `dir`.
+    fn fake_kernel(dir: &Path, release: &str) -> (String, String) {
+        let mut img = vec![0u8; 0x2000];
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x20e..0x210].copy_from_slice(&0x1000u16.to_le_bytes());
+        let v = format!("{release} (x) #1\0");
+        img[0x1200..0x1200 + v.len()].copy_from_slice(v.as_bytes());
+        let k = dir.join(format!("vmlinuz-{release}"));
+        std::fs::write(&k, img).unwrap_or_else(|e| panic!("{e}"));
+        let m = dir.join("lib/modules").join(release);
+        std::fs::create_dir_all(&m).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(m.join("modules.dep"), "").unwrap_or_else(|e| panic!("{e}"));
+        (
+            k.to_string_lossy().into_owned(),
+            m.to_string_lossy().into_owned(),
+        )
+    }
+
+    fn err_of(vars: &[(&str, &str)]) -> String {
+        cfg(vars).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn agents_selection() {
+        let c = cfg(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.agent_mode, c.vm.is_none()), (AgentMode::Netns, true));
+        let c = cfg(&[("LNST_AGENTS", "netns"), ("PODMAN_URI", "unix:/x")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Netns);
+        let c = cfg(&[("LNST_AGENTS", " Auto "), ("PODMAN_URI", "unix:/x")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Podman);
+        let c = cfg(&[("LNST_AGENTS", "pool")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Pool);
+        // Podman without PODMAN_URI: the source uses the rootful default socket.
+        let c = cfg(&[("LNST_AGENTS", "podman")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Podman);
+        assert_eq!(
+            err_of(&[("LNST_AGENTS", "qemu")]),
+            "LNST_AGENTS: 'qemu' is not an agent source (use auto, netns, pool, podman or vm)"
+        );
+    }
+
+    #[test]
+    fn vm_settings_are_resolved_and_checked() {
+        let d = home();
+        let (k, m) = fake_kernel(d.path(), "6.1.0-56-amd64");
+        let c = cfg(&[
+            ("LNST_AGENTS", "vm"),
+            ("LNST_VM_KERNEL", &k),
+            ("LNST_VM_MODULES", &m),
+            ("LNST_VM_ACCEL", "tcg"),
+            ("LNST_VM_CPUS", "4"),
+            ("LNST_VM_MEMORY", "1G"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.agent_mode, AgentMode::Vm);
+        let vm = c.vm.unwrap_or_else(|| panic!("no vm config"));
+        assert_eq!(vm.release.as_deref(), Some("6.1.0-56-amd64"));
+        assert_eq!(
+            (vm.accel, vm.cpus, vm.memory_mib),
+            (AccelChoice::Tcg, 4, 1024)
+        );
+        assert_eq!(vm.modules, PathBuf::from(&m));
+
+        // Defaults, and the modules tree found from the kernel's release.
+        let (kernel, release, modules) = resolve_vm_kernel(
+            Some(&k),
+            None,
+            Path::new("/nonexistent"),
+            &d.path().join("lib/modules"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (kernel, release.as_deref()),
+            (PathBuf::from(&k), Some("6.1.0-56-amd64"))
+        );
+        assert_eq!(modules, PathBuf::from(&m));
+        let c = cfg(&[
+            ("LNST_AGENTS", "vm"),
+            ("LNST_VM_KERNEL", &k),
+            ("LNST_VM_MODULES", &m),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let vm = c.vm.unwrap_or_else(|| panic!("no vm config"));
+        assert_eq!(
+            (vm.accel, vm.cpus, vm.memory_mib),
+            (AccelChoice::Auto, 2, 512)
+        );
+        // The newest kernel of a boot directory whose modules exist.
+        let boot = d.path().to_path_buf();
+        let (kernel, release, _) =
+            resolve_vm_kernel(None, None, &boot, &d.path().join("lib/modules"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (kernel, release.as_deref()),
+            (PathBuf::from(&k), Some("6.1.0-56-amd64"))
+        );
+    }
+
+    #[test]
+    fn bad_vm_settings_are_one_line_naming_the_variable() {
+        let d = home();
+        let (k, m) = fake_kernel(d.path(), "6.1.0-1-amd64");
+        let vm = |extra: &[(&str, &str)]| {
+            let mut v = vec![
+                ("LNST_AGENTS", "vm"),
+                ("LNST_VM_KERNEL", k.as_str()),
+                ("LNST_VM_MODULES", m.as_str()),
+            ];
+            for (k2, v2) in extra {
+                v.retain(|(k1, _)| k1 != k2);
+                v.push((k2, v2));
+            }
+            err_of(&v)
+        };
+        let e = vm(&[("LNST_VM_KERNEL", "/nonexistent/bzImage")]);
+        assert!(
+            e.starts_with("LNST_VM_KERNEL: kernel /nonexistent/bzImage: "),
+            "{e}"
+        );
+        let e = vm(&[("LNST_VM_MODULES", "/nonexistent/mods")]);
+        assert!(
+            e.starts_with("LNST_VM_MODULES: modules tree /nonexistent/mods: "),
+            "{e}"
+        );
+        let tiny = d.path().join("tiny");
+        std::fs::write(&tiny, "x").unwrap_or_else(|e| panic!("{e}"));
+        let e = vm(&[("LNST_VM_KERNEL", &tiny.to_string_lossy())]);
+        assert!(e.contains("is not a kernel image"), "{e}");
+        for (var, val) in [
+            ("LNST_VM_CPUS", "0"),
+            ("LNST_VM_CPUS", "two"),
+            ("LNST_VM_CPUS", "65"),
+            ("LNST_VM_MEMORY", "64M"),
+            ("LNST_VM_MEMORY", "lots"),
+            ("LNST_VM_MEMORY", "1T"),
+            ("LNST_VM_ACCEL", "hvf"),
+        ] {
+            // Checked whatever the agent source.
+            let e = err_of(&[(var, val)]);
+            assert!(e.starts_with(&format!("{var}: ")), "{var}={val}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        assert_eq!(parse_vm_memory("512"), Ok(512));
+        assert_eq!(parse_vm_memory("2GiB"), Ok(2048));
+        assert_eq!(parse_vm_memory(" 256m "), Ok(256));
+        // Without LNST_AGENTS=vm, the kernel is not looked at.
+        assert!(cfg(&[("LNST_VM_KERNEL", "/nonexistent")]).is_ok());
     }
 }

@@ -489,6 +489,7 @@ mod tests {
             baseline: None,
             agent_bin: None,
             path: Vec::new(),
+            vm: None,
         }
     }
 

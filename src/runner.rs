@@ -155,6 +155,7 @@ pub async fn run_test(
     let reqs = spec.planned.requirements();
     let mut stopped = None;
     let name = source.name();
+    let accel = source.accelerator();
     let matches = tokio::select! {
         m = source.matches(&reqs) => m,
         sig = signal.as_mut() => {
@@ -183,7 +184,15 @@ pub async fn run_test(
                         None => match_from_endpoints(&reqs, &eps, name),
                     };
                     Ok::<_, crate::source::SourceError>(
-                        run_on_endpoints(spec, eps, described, SERVER_SETTLE, baseline).await,
+                        run_on_endpoints(
+                            spec,
+                            eps,
+                            described,
+                            SERVER_SETTLE,
+                            baseline,
+                            (name, accel),
+                        )
+                        .await,
                     )
                 };
                 tokio::select! {
@@ -226,6 +235,8 @@ pub async fn run_on_endpoints(
     matched: MatchDescription,
     server_settle: Duration,
     baseline: Option<&BaselineFile>,
+    // Agent source and (VMs) accelerator, recorded with each agent's identity.
+    source: (&str, Option<&str>),
 ) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
     // Every agent at once: handshakes and interface listings run concurrently.
@@ -249,6 +260,7 @@ pub async fn run_on_endpoints(
         }
         return (run, Vec::new(), 0.0);
     }
+    record_agents(&mut run, &hosts, source);
     let mut ctx = RunContext::new(hosts, run);
     ctx.server_settle = server_settle;
     ctx.baseline = baseline.cloned();
@@ -272,6 +284,40 @@ pub async fn run_on_endpoints(
         let _ = h.client.bye().await;
     }
     (ctx.run, ctx.raw, ctx.tool_time_s)
+}
+
+/// Every agent's identity (kernel release above all: VM agents run the kernel under test) in the
+/// run: `run.agents` (summary.json) and one result per agent (run data, result summary log).
+fn record_agents(
+    run: &mut RecipeRun,
+    hosts: &BTreeMap<String, HostHandle>,
+    (source, accel): (&str, Option<&str>),
+) {
+    use crate::results::{AgentInfo, ResultEntry, ResultLevel, ResultType};
+    for (id, h) in hosts {
+        let hello = h.client.hello();
+        let info = AgentInfo {
+            kernel_release: hello.kernel_release.clone(),
+            agent_version: hello.agent_version.clone(),
+            hostname: hello.hostname.clone(),
+            source: source.to_string(),
+            accelerator: accel.map(str::to_string),
+        };
+        let mut what = format!(
+            "Agent {id}: kernel {}, lnst-agent {}, {} agent",
+            info.kernel_release, info.agent_version, info.source
+        );
+        if let Some(a) = &info.accelerator {
+            what.push_str(&format!(" (accelerator {a})"));
+        }
+        let data = serde_json::to_value(&info).unwrap_or_default();
+        run.add(
+            ResultEntry::generic(ResultType::Pass, what)
+                .with_level(ResultLevel::Normal)
+                .with_data(data),
+        );
+        run.agents.insert(id.clone(), info);
+    }
 }
 
 async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {

@@ -604,6 +604,7 @@ pub async fn run_test(
         crate::results::MatchDescription::default(),
         std::time::Duration::ZERO,
         None,
+        ("scripted", None),
     )
     .await;
     ScriptedRun {

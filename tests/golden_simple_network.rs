@@ -185,6 +185,7 @@ fn scripted_run(params: &str, script: Script) -> (String, String, String) {
             MatchDescription::default(),
             Duration::ZERO,
             None,
+            ("scripted", None),
         )
         .await
     });

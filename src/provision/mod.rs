@@ -7,6 +7,7 @@
 
 pub mod netns;
 pub mod podman;
+pub mod vm;
 
 use crate::requirements::Requirements;
 use futures::future::BoxFuture;

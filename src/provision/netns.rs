@@ -7,9 +7,10 @@
 //! [`Provisioner::teardown`] (also after a half-way failure) and [`cleanup_leftovers`] (after a
 //! killed run) can remove it.
 
-mod names;
-mod nsfs;
-mod state;
+// Shared with the VM source (switch namespace, bridges, run state): crate-visible.
+pub(crate) mod names;
+pub(crate) mod nsfs;
+pub(crate) mod state;
 
 pub use names::{host_ns_name, run_id_of_namespace, switch_ns_name, NS_PREFIX};
 pub use nsfs::NETNS_DIR;
@@ -689,7 +690,7 @@ fn nl_err(what: &str, e: rtnetlink::Error) -> ProvisionError {
     ProvisionError::Setup(format!("{what}: {e}"))
 }
 
-async fn link_by_name(
+pub(crate) async fn link_by_name(
     handle: &rtnetlink::Handle,
     name: &str,
 ) -> Result<LinkMessage, ProvisionError> {
@@ -723,7 +724,10 @@ async fn set_up_by_name(handle: &rtnetlink::Handle, name: &str) -> Result<(), Pr
 }
 
 /// `ip link add <name> up type bridge stp_state 0 forward_delay 0`.
-async fn create_bridge(handle: &rtnetlink::Handle, name: &str) -> Result<(), ProvisionError> {
+pub(crate) async fn create_bridge(
+    handle: &rtnetlink::Handle,
+    name: &str,
+) -> Result<(), ProvisionError> {
     let mut req = handle.link().add();
     let msg = req.message_mut();
     msg.header.flags.push(LinkFlag::Up);

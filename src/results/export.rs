@@ -122,8 +122,13 @@ pub fn run_data_value(run: &RecipeRun) -> Value {
     let mut list: Vec<Value> = Vec::with_capacity(run.results.len() + 1);
     for r in &run.results {
         let mut v = result_json(r);
-        if let (ResultKind::Measurement { .. }, Some(data), Value::Object(o)) =
-            (&r.kind, &r.data, &mut v)
+        // Measurements carry their full data; so do plain results that have data (the
+        // runner's per-agent results: kernel release, agent source, accelerator).
+        if let (
+            ResultKind::Measurement { .. } | ResultKind::Generic,
+            Some(data),
+            Value::Object(o),
+        ) = (&r.kind, &r.data, &mut v)
         {
             o.insert("details".to_string(), data.clone());
         }
@@ -298,10 +303,17 @@ impl Exporter {
                 "duration_s": t.duration_s,
                 "tool_time_s": t.tool_time_s,
                 "error": t.error,
-                "runs": t.runs.iter().map(|r| json!({
-                    "result": r.overall_result().as_str(),
-                    "exception": r.exception,
-                })).collect::<Vec<_>>(),
+                "runs": t.runs.iter().map(|r| {
+                    let mut run = json!({
+                        "result": r.overall_result().as_str(),
+                        "exception": r.exception,
+                    });
+                    // Each agent's kernel release, source and (VMs) accelerator, when known.
+                    if let (false, Value::Object(o)) = (r.agents.is_empty(), &mut run) {
+                        o.insert("agents".into(), json!(r.agents));
+                    }
+                    run
+                }).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         });
         let mut text = py_json(&summary, true);

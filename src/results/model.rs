@@ -296,6 +296,23 @@ pub struct RecipeRun {
     pub exception: Option<String>,
     /// Unix time the run started.
     pub started: f64,
+    /// The agents of the run by requirement host id, as they described themselves.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentInfo>,
+}
+
+/// One agent of a run: where it ran and on which kernel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// `uname -r` of the agent's machine (for a VM agent, the kernel under test).
+    pub kernel_release: String,
+    pub agent_version: String,
+    pub hostname: String,
+    /// Agent source: netns, pool, podman or vm.
+    pub source: String,
+    /// VM agents: the QEMU accelerator (kvm or tcg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<String>,
 }
 
 impl RecipeRun {
@@ -307,6 +324,7 @@ impl RecipeRun {
             results: Vec::new(),
             exception: None,
             started: now(),
+            agents: BTreeMap::new(),
         }
     }
     pub fn add(&mut self, r: ResultEntry) {

@@ -16,6 +16,7 @@
 pub mod netns;
 pub mod podman;
 pub mod pool;
+pub mod vm;
 
 use crate::config::{AgentMode, Config};
 use crate::provision::{AgentEndpoint, ProvisionError, Provisioner, TeardownErrors};
@@ -86,6 +87,11 @@ pub trait AgentSource: Send {
     /// Remove what this test's agents needed (convergent; nothing for the pool).
     fn teardown(&mut self) -> BoxFuture<'_, Result<(), TeardownErrors>>;
 
+    /// The accelerator the agents run under (VMs: `kvm`/`tcg`), recorded with each agent.
+    fn accelerator(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Remove what killed runs left behind; the names of what was removed.
     fn cleanup(&self) -> BoxFuture<'_, Result<Vec<String>, SourceError>>;
 }
@@ -100,6 +106,11 @@ pub trait ProvisionerKind: Send {
 
     /// A provisioner for one test, whose agents require `secret` (fresh per test).
     fn provisioner(&self, secret: &str) -> Result<Box<dyn Provisioner>, SourceError>;
+
+    /// The accelerator the agents run under (VMs), once preflight has chosen it.
+    fn accelerator(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Remove what killed runs left behind.
     fn cleanup(&self) -> BoxFuture<'_, Result<Vec<String>, SourceError>>;
@@ -168,6 +179,10 @@ impl<K: ProvisionerKind> AgentSource for Provisioned<K> {
         })
     }
 
+    fn accelerator(&self) -> Option<&'static str> {
+        self.kind.accelerator()
+    }
+
     fn cleanup(&self) -> BoxFuture<'_, Result<Vec<String>, SourceError>> {
         self.kind.cleanup()
     }
@@ -179,12 +194,16 @@ pub fn from_config(config: &Config, run_id: &str) -> Box<dyn AgentSource> {
         AgentMode::Netns => Box::new(Provisioned::new(netns::Netns::new(config, run_id))),
         AgentMode::Pool => Box::new(pool::PoolSource::new(config)),
         AgentMode::Podman => Box::new(Provisioned::new(podman::Podman::new(config, run_id))),
+        AgentMode::Vm => Box::new(Provisioned::new(vm::Vm::new(config, run_id))),
     }
 }
 
 /// Every source that can leave something behind, for `lnst-runner cleanup`.
 pub fn all_for_cleanup(config: &Config) -> Vec<Box<dyn AgentSource>> {
+    // VMs first: their QEMU processes hold taps in switch namespaces that the namespace
+    // cleanup would otherwise delete under them.
     vec![
+        Box::new(Provisioned::new(vm::Vm::new(config, "cleanup"))),
         Box::new(Provisioned::new(netns::Netns::new(config, "cleanup"))),
         Box::new(Provisioned::new(podman::Podman::new(config, "cleanup"))),
     ]
