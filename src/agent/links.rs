@@ -2939,21 +2939,9 @@ impl Session {
                     JobSpec::IperfServer { port, .. } => Some(*port),
                     _ => None,
                 };
-                let out = self.out.clone();
                 let id = self.jobs.start_in(
                     spec,
-                    Arc::new(move |result| {
-                        // Queued from its own task, as for jobs outside namespaces: a full
-                        // reply queue must not hold up the job's bookkeeping.
-                        let out = out.clone();
-                        tokio::spawn(async move {
-                            let _ = out
-                                .send(super::Out::Msg(crate::protocol::Message::Event {
-                                    event: crate::protocol::Event::JobFinished { result },
-                                }))
-                                .await;
-                        });
-                    }),
+                    super::job_finished_events(&self.out),
                     Some(ns.fd()),
                 )?;
                 lock(&ns.jobs).push(id);

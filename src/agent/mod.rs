@@ -312,22 +312,7 @@ impl Session {
                     JobSpec::IperfServer { port, .. } => Some(*port),
                     _ => None,
                 };
-                let out = self.out.clone();
-                let id = self.jobs.start(
-                    spec,
-                    Arc::new(move |result| {
-                        // Queued from its own task: a full queue must not hold up the job's
-                        // bookkeeping. The task ends when the connection's writer is gone.
-                        let out = out.clone();
-                        tokio::spawn(async move {
-                            let _ = out
-                                .send(Out::Msg(Message::Event {
-                                    event: Event::JobFinished { result },
-                                }))
-                                .await;
-                        });
-                    }),
-                )?;
+                let id = self.jobs.start(spec, job_finished_events(&self.out))?;
                 // An iperf3 server is started once it listens (the controller then pauses
                 // briefly before its clients; see recipes::context::SERVER_SETTLE).
                 if let Some(port) = listen_port {
@@ -575,6 +560,25 @@ impl Session {
 // ---------------------------------------------------------------------------------------------
 // Connection handling
 // ---------------------------------------------------------------------------------------------
+
+/// The callback of a job: its result goes to the controller as a `JobFinished` event, queued
+/// from its own task (a full reply queue must not hold up the job's bookkeeping; the task ends
+/// when the connection's writer is gone).
+fn job_finished_events(
+    out: &mpsc::Sender<Out>,
+) -> Arc<dyn Fn(crate::protocol::JobResult) + Send + Sync> {
+    let out = out.clone();
+    Arc::new(move |result| {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let _ = out
+                .send(Out::Msg(Message::Event {
+                    event: Event::JobFinished { result },
+                }))
+                .await;
+        });
+    })
+}
 
 fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
