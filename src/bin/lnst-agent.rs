@@ -92,8 +92,12 @@ fn main() -> anyhow::Result<()> {
     if !args.stdio && args.port.is_none() {
         bad_input(&"give --stdio or --port PORT");
     }
+    // Idle blocking-pool threads (sysctl and restore work, malloc_trim after a session) end
+    // after 1 s instead of tokio's 10 s: a long-lived lab agent's threads return to their
+    // count between sessions.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .enable_all()
         .build()
         .context("starting the async runtime")?;
