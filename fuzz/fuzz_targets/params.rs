@@ -219,5 +219,8 @@ fn check_resolve(pairs: Vec<(String, Value)>) {
         Err(e) => panic!("plan JSON {j} is not a valid TEST_DB entry: {e}"),
     }
 
-    let _ = (def.requirements)(&resolved);
+    // Resolved parameters convert into the recipe's typed struct, whose requirements build.
+    if let Ok(planned) = (def.plan)(&resolved) {
+        let _ = planned.requirements();
+    }
 }
