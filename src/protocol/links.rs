@@ -429,6 +429,21 @@ pub struct TeamOptions {
     pub min_ports: Option<u8>,
 }
 
+impl TeamOptions {
+    /// `{"runner": {"name": RUNNER}}`, everything else teamd's default (upstream's recipes).
+    pub fn runner(runner: TeamRunner) -> TeamOptions {
+        TeamOptions {
+            runner,
+            link_watch: None,
+            tx_hash: None,
+            hwaddr_policy: None,
+            active: None,
+            fast_rate: None,
+            min_ports: None,
+        }
+    }
+}
+
 /// Per-port teamd options (`teamdctl DEV port config update PORT JSON`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -480,7 +495,7 @@ pub enum RouteKind {
 }
 
 /// A route (`ip route add DST [via GW] [dev IF] [src SRC] [metric M] [table T]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// `198.18.2.0/24`, `fd00:2::/64`, a host address (`198.18.2.2`), or `default` (the

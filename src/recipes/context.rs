@@ -70,6 +70,17 @@ pub enum Undo {
         path: String,
         old: String,
     },
+    /// Delete a link the recipe created.
+    DeleteLink { dev: Dev },
+    /// Take a port out of its master.
+    Release { dev: Dev },
+    /// Delete an agent namespace the recipe created (`host2.ns`).
+    DeleteNetns { host: String },
+    /// Delete a route the recipe added.
+    DelRoute {
+        host: String,
+        route: crate::protocol::RouteSpec,
+    },
 }
 
 /// Pause between "every iperf3 server listens" and the first client. The agent reports a
@@ -102,6 +113,10 @@ pub struct RunContext {
     undo: Vec<(u64, Undo)>,
     undo_group: u64,
     job_level: ResultLevel,
+    /// Agent namespaces the recipe created: `host2.ns` → (`host2`, agent namespace name).
+    netns: BTreeMap<String, (String, String)>,
+    /// Devices the recipe created or moved: device → name on the agent.
+    names: BTreeMap<Dev, String>,
 }
 
 impl RunContext {
@@ -118,6 +133,8 @@ impl RunContext {
             undo: Vec::new(),
             undo_group: 0,
             job_level: ResultLevel::Normal,
+            netns: BTreeMap::new(),
+            names: BTreeMap::new(),
         }
     }
 
@@ -164,12 +181,34 @@ impl RunContext {
             .ok_or_else(|| RecipeError::Run(format!("no agent for requirement host {host}")))
     }
 
+    /// The agent handle of a host (`host1`) or of an agent namespace the recipe created on
+    /// it (`host2.ns`, upstream's `host2.ns` attribute path).
+    pub fn client(&self, host: &str) -> Result<AgentClient, RecipeError> {
+        if let Some((h, ns)) = self.netns.get(host) {
+            return Ok(self.host(h)?.client.in_netns(ns));
+        }
+        Ok(self.host(host)?.client.clone())
+    }
+
+    /// The requirement host a host or namespace path lives on (`host2.ns` → `host2`).
+    pub fn root_host<'a>(&'a self, host: &'a str) -> &'a str {
+        self.netns.get(host).map_or(host, |(h, _)| h.as_str())
+    }
+
+    /// The agent device of `dev`: a device the recipe created or moved, else a matched one.
+    pub fn ifname(&self, dev: &Dev) -> Result<String, RecipeError> {
+        if let Some(n) = self.names.get(dev) {
+            return Ok(n.clone());
+        }
+        self.host(&dev.host)?
+            .ifaces
+            .get(&dev.id)
+            .cloned()
+            .ok_or_else(|| RecipeError::Run(format!("{dev} is not mapped to a device on the agent")))
+    }
+
     fn dev(&self, dev: &Dev) -> Result<(AgentClient, String), RecipeError> {
-        let h = self.host(&dev.host)?;
-        let ifname = h.ifaces.get(&dev.id).cloned().ok_or_else(|| {
-            RecipeError::Run(format!("{dev} is not mapped to a device on the agent"))
-        })?;
-        Ok((h.client.clone(), ifname))
+        Ok((self.client(&dev.host)?, self.ifname(dev)?))
     }
 
     fn record_call(&mut self, dev: &Dev, ok: bool, method: &str, args: &[String]) {
@@ -296,7 +335,7 @@ impl RunContext {
     /// Write a sysctl on a host; the old value is written back when the enclosing scope
     /// unwinds (and the agent restores it when the recipe ends).
     pub async fn sysctl(&mut self, host: &str, path: &str, value: &str) -> Result<(), RecipeError> {
-        let client = self.host(host)?.client.clone();
+        let client = self.client(host)?;
         let old = client.sysctl_write(path, value).await.map_err(|e| {
             RecipeError::Run(format!("{host}: writing {path} = {value} failed: {e}"))
         })?;
@@ -357,10 +396,8 @@ impl RunContext {
                         .map_err(RecipeError::from),
                     Err(e) => Err(e),
                 },
-                Undo::Sysctl { host, path, old } => match self.host(&host) {
-                    Ok(h) => h
-                        .client
-                        .clone()
+                Undo::Sysctl { host, path, old } => match self.client(&host) {
+                    Ok(c) => c
                         .sysctl_write(&path, &old)
                         .await
                         .map(|_| ())
@@ -369,13 +406,163 @@ impl RunContext {
                         }),
                     Err(e) => Err(e),
                 },
+                Undo::DeleteLink { dev } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let res = client.delete_link(&ifname).await;
+                    self.record_call(&dev, res.is_ok(), "destroy", &[]);
+                    self.names.remove(&dev);
+                    res.map_err(RecipeError::from)
+                }
+                Undo::Release { dev } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let res = client.release(&ifname).await;
+                    self.record_call(&dev, res.is_ok(), "master_release", &[]);
+                    res.map_err(RecipeError::from)
+                }
+                Undo::DeleteNetns { host } => {
+                    let Some((h, ns)) = self.netns.get(&host).cloned() else {
+                        return Ok(());
+                    };
+                    let res = self.host(&h)?.client.clone().delete_netns(&ns).await;
+                    self.netns.remove(&host);
+                    self.names.retain(|d, _| d.host != host);
+                    res.map_err(RecipeError::from)
+                }
+                Undo::DelRoute { host, route } => {
+                    let client = self.client(&host)?;
+                    client.del_route(route).await.map_err(RecipeError::from)
+                }
             }
         }
     }
 
+    // --- Devices, namespaces and routes a recipe creates ----------------------------------
+
+    /// Create `dev` (its host may be an agent namespace) as `link`, recorded as a
+    /// DeviceCreateResult `<cls_name>(<shown>)`; deleted when the enclosing scope unwinds (and
+    /// by the agent when the recipe ends, whatever happens to the controller). The agent
+    /// device is named `t_<id>` (upstream's `t_` prefix), so it cannot take the name of a
+    /// device a lab machine already has by chance.
+    pub async fn create_link(
+        &mut self,
+        dev: &Dev,
+        link: crate::protocol::LinkSpec,
+        master: Option<&Dev>,
+        cls_name: &str,
+        shown: Vec<String>,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(&dev.host)?;
+        let ifname = format!("t_{}", dev.id);
+        let master_name = master.map(|m| self.ifname(m)).transpose()?;
+        let res = client
+            .create_link_with(&ifname, link, master_name.as_deref(), None, false)
+            .await;
+        self.add(ResultEntry::device(
+            ResultType::from_bool(res.is_ok()),
+            &dev.host,
+            &dev.id,
+            DeviceAction::Create {
+                cls_name: cls_name.to_string(),
+                args: Vec::new(),
+                kwargs: shown,
+            },
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{}: creating {dev}: {e}", dev.host)))?;
+        self.names.insert(dev.clone(), ifname);
+        self.push_undo(Undo::DeleteLink { dev: dev.clone() });
+        Ok(())
+    }
+
+    /// Name the peer of a veth pair the recipe created (it goes when its pair goes).
+    pub fn register_peer(&mut self, dev: &Dev, ifname: String) {
+        self.names.insert(dev.clone(), ifname);
+    }
+
+    /// Make `port` a port of `master` (bridge, bond or team), recorded as
+    /// `<master>.slave_add(<port>)`; released when the enclosing scope unwinds.
+    pub async fn enslave(&mut self, port: &Dev, master: &Dev) -> Result<(), RecipeError> {
+        let (client, ifname) = self.dev(port)?;
+        let master_name = self.ifname(master)?;
+        let res = client.enslave(&ifname, &master_name).await;
+        self.record_call(master, res.is_ok(), "slave_add", &[port.id.clone()]);
+        res.map_err(RecipeError::from)?;
+        self.push_undo(Undo::Release { dev: port.clone() });
+        Ok(())
+    }
+
+    /// Create the agent namespace `<host>.<attr>` (agent name `name`); deleted, with every
+    /// device in it, when the enclosing scope unwinds.
+    pub async fn create_netns(
+        &mut self,
+        host: &str,
+        attr: &str,
+        name: &str,
+    ) -> Result<String, RecipeError> {
+        let client = self.host(host)?.client.clone();
+        let path = format!("{host}.{attr}");
+        let res = client.create_netns(name).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("Creating network namespace {path} = NetNamespace('{name}')"),
+        ));
+        res.map_err(RecipeError::from)?;
+        self.netns
+            .insert(path.clone(), (host.to_string(), name.to_string()));
+        self.push_undo(Undo::DeleteNetns { host: path.clone() });
+        Ok(path)
+    }
+
+    /// Move `dev` into the namespace `to` (`host2.ns`, or the host itself); returns the
+    /// device's new path (`host2.ns.np0`).
+    pub async fn move_link(&mut self, dev: &Dev, to: &str) -> Result<Dev, RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let target = match self.netns.get(to) {
+            Some((h, ns)) if self.root_host(&dev.host) == h => Some(ns.clone()),
+            None if to == self.root_host(&dev.host) => None,
+            _ => {
+                return Err(RecipeError::Run(format!(
+                    "cannot move {dev} to {to}: not a namespace of its host"
+                )))
+            }
+        };
+        let res = client.move_link(&ifname, target.as_deref()).await;
+        self.record_call(dev, res.is_ok(), "netns_move", &[format!("'{to}'")]);
+        res.map_err(RecipeError::from)?;
+        let moved = Dev::new(to, &dev.id);
+        self.names.remove(dev);
+        self.names.insert(moved.clone(), ifname);
+        Ok(moved)
+    }
+
+    /// Add a route on a host or in one of its namespaces, recorded as a PASS/FAIL result;
+    /// deleted when the enclosing scope unwinds.
+    pub async fn add_route(
+        &mut self,
+        host: &str,
+        mut route: crate::protocol::RouteSpec,
+        dev: Option<&Dev>,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(host)?;
+        if let Some(d) = dev {
+            route.dev = Some(self.ifname(d)?);
+        }
+        let shown = describe_route(&route, dev);
+        let res = client.add_route(route.clone()).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{host}: ip route add {shown}"),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{host}: ip route add {shown}: {e}")))?;
+        self.push_undo(Undo::DelRoute {
+            host: host.to_string(),
+            route,
+        });
+        Ok(())
+    }
+
     /// Start a background job, recording a JobStart result.
     pub async fn start_job(&mut self, host: &str, spec: JobSpec) -> Result<u64, RecipeError> {
-        let client = self.host(host)?.client.clone();
+        let client = self.client(host)?;
         let command = spec
             .argv()
             .map(|a| a.join(" "))
@@ -456,7 +643,7 @@ impl RunContext {
         id: u64,
         timeout: Duration,
     ) -> Result<JobResult, RecipeError> {
-        let client = self.host(host)?.client.clone();
+        let client = self.client(host)?;
         let res = match client.wait_job(id, timeout).await {
             Ok(r) => r,
             Err(SessionError::AgentLost { host, reason }) => {
@@ -483,7 +670,7 @@ impl RunContext {
 
     /// Stop a sampling job (SIGINT semantics) and record JobFinish.
     pub async fn stop_job(&mut self, host: &str, id: u64) -> Result<JobResult, RecipeError> {
-        let client = self.host(host)?.client.clone();
+        let client = self.client(host)?;
         let mut res = client.stop_job(id).await?;
         // Stopping a sampler is its normal end.
         if res.error.is_none() {
@@ -492,4 +679,16 @@ impl RunContext {
         self.record_end(host, id, &res);
         Ok(res)
     }
+}
+
+/// `198.18.2.2 via 198.18.1.2 dev host1.eth0` for results.
+fn describe_route(r: &crate::protocol::RouteSpec, dev: Option<&Dev>) -> String {
+    let mut out = r.dst.clone();
+    if let Some(v) = &r.via {
+        out.push_str(&format!(" via {v}"));
+    }
+    if let Some(d) = dev {
+        out.push_str(&format!(" dev {d}"));
+    }
+    out
 }

@@ -9,10 +9,13 @@
 pub mod common;
 pub mod context;
 pub mod enrt;
+pub mod linux_bridge;
 pub mod ping_flood;
 pub mod reqs;
+pub mod simple_netns_router;
 pub mod simple_network;
 pub mod typed;
+pub mod vlans;
 
 #[cfg(test)]
 mod scripted_tests;
@@ -116,6 +119,9 @@ impl RecipeDef {
 pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<simple_network::SimpleNetworkRecipe>(),
     RecipeDef::of::<ping_flood::PingFloodRecipe>(),
+    RecipeDef::of::<linux_bridge::LinuxBridgeRecipe>(),
+    RecipeDef::of::<simple_netns_router::SimpleNetnsRouterRecipe>(),
+    RecipeDef::of::<vlans::VlansRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

@@ -290,8 +290,8 @@ impl Recipe for IsolationRecipe {
 }
 
 impl EnrtRecipe for IsolationRecipe {
-    fn base(&self) -> &BaremetalEnrtParams {
-        &self.base
+    fn base(&self) -> super::enrt::params::EnrtBase<'_> {
+        self.base.view()
     }
     fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
         let mut tw = TestWide::new();

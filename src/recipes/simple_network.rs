@@ -23,41 +23,22 @@ use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams};
 use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
 use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
 use super::reqs::simple_network_req;
+use super::enrt::params::{offload_sets, offload_type, O5, O5_KEYS};
 use super::typed::OffloadCombination;
 use super::Recipe;
 use crate::param_set;
 use crate::params::Value;
 use crate::requirements::Requirements;
-use crate::schema::{ParamType, TWO_HOSTS};
+use crate::schema::TWO_HOSTS;
 
 /// Upstream default of `net_ipv4`. Note: outside 198.18.0.0/15, the range our tests may use.
 pub const DEFAULT_NET_IPV4: &str = "192.168.101.0/24";
 /// Upstream default of `net_ipv6`. Note: outside fd00::/8, the range our tests may use.
 pub const DEFAULT_NET_IPV6: &str = "fc00::/64";
 
-/// The five default offload combinations, as upstream declares them.
+/// The five default offload combinations, as upstream declares them (O5).
 pub fn default_offload_combinations() -> Value {
-    let combo = |v: [&str; 5]| {
-        Value::Dict(
-            ["gro", "gso", "tso", "tx", "rx"]
-                .iter()
-                .zip(v)
-                .map(|(k, v)| (Value::from(*k), Value::from(v)))
-                .collect(),
-        )
-    };
-    Value::Tuple(vec![
-        combo(["on", "on", "on", "on", "on"]),
-        combo(["off", "on", "on", "on", "on"]),
-        combo(["on", "off", "off", "on", "on"]),
-        combo(["on", "on", "off", "off", "on"]),
-        combo(["on", "on", "on", "on", "off"]),
-    ])
-}
-
-fn offload_type() -> ParamType {
-    let on_off = ParamType::Choice(vec!["on", "off"]);
-    ParamType::Seq(Box::new(ParamType::Map(Box::new(on_off))))
+    offload_sets(&O5_KEYS, &O5)
 }
 
 param_set! {
@@ -109,8 +90,8 @@ impl Recipe for SimpleNetworkRecipe {
 }
 
 impl EnrtRecipe for SimpleNetworkRecipe {
-    fn base(&self) -> &BaremetalEnrtParams {
-        &self.base
+    fn base(&self) -> super::enrt::params::EnrtBase<'_> {
+        self.base.view()
     }
 
     /// host1.eth0 = .1 and ::1, host2.eth0 = .2 and ::2; up; wait for the IPv6 addresses.

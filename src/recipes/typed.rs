@@ -179,6 +179,43 @@ impl FromParam for IfAddr {
     }
 }
 
+impl FromParam for crate::protocol::BondMode {
+    /// A mode name (`active-backup`) or its number (`1`; upstream's StrParam makes it "1",
+    /// which upstream's agent then refuses).
+    fn from_param(v: Option<&Value>) -> Result<Self, String> {
+        let v = required(v)?;
+        let s = match v {
+            Value::Int(i) => i.to_string(),
+            _ => v.as_str().ok_or_else(|| wrong(v, "a bonding mode"))?.to_string(),
+        };
+        crate::protocol::BondMode::parse(&s).ok_or_else(|| {
+            format!(
+                "{} is not a bonding mode; expected one of {}",
+                crate::text::quote(&s, 40),
+                crate::protocol::BondMode::ALL.map(|m| m.name()).join(", ")
+            )
+        })
+    }
+}
+
+impl FromParam for crate::protocol::TeamRunner {
+    /// A teamd runner name (`activebackup`, `roundrobin`, ...).
+    fn from_param(v: Option<&Value>) -> Result<Self, String> {
+        let v = required(v)?;
+        let s = v.as_str().ok_or_else(|| wrong(v, "a teamd runner name"))?;
+        crate::protocol::TeamRunner::ALL
+            .into_iter()
+            .find(|r| r.name() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "{} is not a teamd runner; expected one of {}",
+                    crate::text::quote(s, 40),
+                    crate::protocol::TeamRunner::ALL.map(|r| r.name()).join(", ")
+                )
+            })
+    }
+}
+
 /// A string parameter with a fixed set of values, as a Rust enum.
 #[macro_export]
 macro_rules! choice_enum {

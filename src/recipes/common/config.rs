@@ -3,6 +3,7 @@
 //! operations, see docs/ARCHITECTURE.md), applied in order with one result each, and the configuration they leave
 //! (upstream `EnrtConfiguration`: the devices and the addresses the recipe configured).
 
+use crate::protocol::{BondOptions, LinkSpec, RouteSpec, TeamOptions, TeamRunner};
 use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
 use std::time::Duration;
@@ -22,6 +23,96 @@ pub enum Step {
     Mtu { dev: Dev, mtu: u32 },
     /// Wait until no address of the devices configured so far is tentative.
     WaitTentative,
+    /// Create a soft device (deleted when the test-wide configuration is taken down),
+    /// optionally as a port of `master` from its creation (upstream `master=` kwarg).
+    Create {
+        dev: Dev,
+        link: Link,
+        master: Option<Dev>,
+    },
+    /// Make `port` a port of `master` (`master.slave_add(port)`).
+    Enslave { port: Dev, master: Dev },
+    /// Set a device down.
+    Down { dev: Dev },
+    /// Track a device without addresses (`track_device`): it shows in the description and
+    /// in the tentative-address wait.
+    Track { dev: Dev },
+    /// Create the agent namespace `<host>.<attr>` (agent name `name`).
+    Netns {
+        host: String,
+        attr: String,
+        name: String,
+    },
+    /// Move `dev` into the namespace `to` (`host2.ns`); later steps name it `host2.ns.<id>`.
+    Move { dev: Dev, to: String },
+    /// Add a route on a host or namespace; `dev` fills the route's device.
+    Route {
+        host: String,
+        route: RouteSpec,
+        dev: Option<Dev>,
+    },
+    /// Write a sysctl (the old value is written back when the configuration is taken down).
+    Sysctl {
+        host: String,
+        path: String,
+        value: String,
+    },
+}
+
+/// A soft device to create; devices are named by requirement paths, resolved to agent names
+/// when the step runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Link {
+    /// `VlanDevice(realdev, vlan_id)`.
+    Vlan { parent: Dev, id: u16 },
+    /// `BridgeDevice()` with the kernel's defaults.
+    Bridge,
+    /// `BondDevice(...)`.
+    Bond(BondOptions),
+    /// `TeamDevice(config={"runner": {"name": ...}})`, driven by teamd.
+    Team(TeamRunner),
+    /// `VethPair()`: this device and `peer` on the same host.
+    Veth { peer: Dev },
+    /// `MacvlanDevice(realdev)`.
+    Macvlan { parent: Dev },
+}
+
+impl Link {
+    /// The upstream device class and the keyword arguments shown in the result.
+    fn shown(&self) -> (&'static str, Vec<String>) {
+        match self {
+            Link::Vlan { parent, id } => (
+                "VlanDevice",
+                vec![format!("realdev={parent}"), format!("vlan_id={id}")],
+            ),
+            Link::Bridge => ("BridgeDevice", Vec::new()),
+            Link::Bond(o) => {
+                let mut kw = Vec::new();
+                if let Some(m) = o.mode {
+                    kw.push(format!("mode='{}'", m.name()));
+                }
+                if let Some(m) = o.miimon {
+                    kw.push(format!("miimon={m}"));
+                }
+                if let Some(f) = o.fail_over_mac {
+                    kw.push(format!(
+                        "fail_over_mac='{}'",
+                        serde_json::to_value(f)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    ));
+                }
+                ("BondDevice", kw)
+            }
+            Link::Team(r) => (
+                "TeamDevice",
+                vec![format!("config={{'runner': {{'name': '{}'}}}}", r.name())],
+            ),
+            Link::Veth { peer } => ("VethPair", vec![format!("peer={peer}")]),
+            Link::Macvlan { parent } => ("MacvlanDevice", vec![format!("realdev={parent}")]),
+        }
+    }
 }
 
 /// A recipe's test-wide configuration, in order.
@@ -71,6 +162,102 @@ impl TestWide {
         self.steps.push(Step::WaitTentative);
         self
     }
+    /// Create a soft device.
+    pub fn create(&mut self, dev: &Dev, link: Link) -> &mut Self {
+        self.steps.push(Step::Create {
+            dev: dev.clone(),
+            link,
+            master: None,
+        });
+        self
+    }
+    /// Create a soft device as a port of `master`.
+    pub fn create_in(&mut self, dev: &Dev, link: Link, master: &Dev) -> &mut Self {
+        self.steps.push(Step::Create {
+            dev: dev.clone(),
+            link,
+            master: Some(master.clone()),
+        });
+        self
+    }
+    /// Make `port` a port of `master`.
+    pub fn enslave(&mut self, port: &Dev, master: &Dev) -> &mut Self {
+        self.steps.push(Step::Enslave {
+            port: port.clone(),
+            master: master.clone(),
+        });
+        self
+    }
+    /// Set a device down.
+    pub fn down(&mut self, dev: &Dev) -> &mut Self {
+        self.steps.push(Step::Down { dev: dev.clone() });
+        self
+    }
+    /// Track a device without addresses.
+    pub fn track(&mut self, dev: &Dev) -> &mut Self {
+        self.steps.push(Step::Track { dev: dev.clone() });
+        self
+    }
+    /// Add every address of `addrs` to `dev`.
+    pub fn addresses(&mut self, dev: &Dev, addrs: &[IfAddr]) -> &mut Self {
+        for a in addrs {
+            self.address(dev, *a);
+        }
+        self
+    }
+    /// Bring every device of `devs` up, without waiting.
+    pub fn up_all(&mut self, devs: &[Dev]) -> &mut Self {
+        for d in devs {
+            self.up(d);
+        }
+        self
+    }
+    /// Bring every device of `devs` up and wait for each.
+    pub fn up_and_wait_all(&mut self, devs: &[Dev]) -> &mut Self {
+        for d in devs {
+            self.up_and_wait(d);
+        }
+        self
+    }
+    /// Create the agent namespace `<host>.<attr>`.
+    pub fn netns(&mut self, host: &str, attr: &str, name: &str) -> &mut Self {
+        self.steps.push(Step::Netns {
+            host: host.into(),
+            attr: attr.into(),
+            name: name.into(),
+        });
+        self
+    }
+    /// Move `dev` into `to`.
+    pub fn move_to(&mut self, dev: &Dev, to: &str) -> &mut Self {
+        self.steps.push(Step::Move {
+            dev: dev.clone(),
+            to: to.into(),
+        });
+        self
+    }
+    /// Add a route (`dst` via `via`).
+    pub fn route(&mut self, host: &str, dst: String, via: Option<String>) -> &mut Self {
+        self.steps.push(Step::Route {
+            host: host.into(),
+            route: RouteSpec {
+                dst,
+                via,
+                ..RouteSpec::default()
+            },
+            dev: None,
+        });
+        self
+    }
+    /// Write a sysctl.
+    pub fn sysctl(&mut self, host: &str, path: &str, value: &str) -> &mut Self {
+        self.steps.push(Step::Sysctl {
+            host: host.into(),
+            path: path.into(),
+            value: value.into(),
+        });
+        self
+    }
 }
 
 /// The configured devices and their addresses, in configuration order.
@@ -85,6 +272,13 @@ impl Configured {
         match self.devices.iter_mut().find(|(d, _)| d == dev) {
             Some((_, v)) => v.push(addr),
             None => self.devices.push((dev.clone(), vec![addr])),
+        }
+    }
+
+    /// Register a device without addresses (upstream `track_device`).
+    pub fn track_device(&mut self, dev: &Dev) {
+        if !self.devices.iter().any(|(d, _)| d == dev) {
+            self.devices.push((dev.clone(), Vec::new()));
         }
     }
 
@@ -127,6 +321,8 @@ impl Configured {
 pub async fn apply(ctx: &mut RunContext, steps: &[Step]) -> Result<Configured, RecipeError> {
     let mut configured = Configured::default();
     for step in steps {
+        // Every step is its own undo group: the configuration comes down in reverse order.
+        ctx.begin_undo_group();
         match step {
             Step::Address { dev, addr } => {
                 let cidr = addr.to_string();
@@ -147,6 +343,57 @@ pub async fn apply(ctx: &mut RunContext, steps: &[Step]) -> Result<Configured, R
                 .await?;
             }
             Step::Mtu { dev, mtu } => ctx.set_mtu(dev, *mtu, false).await?,
+            Step::Create { dev, link, master } => {
+                let (cls, shown) = link.shown();
+                let spec = match link {
+                    Link::Vlan { parent, id } => LinkSpec::Vlan {
+                        parent: ctx.ifname(parent)?,
+                        id: *id,
+                        protocol: Default::default(),
+                    },
+                    Link::Bridge => LinkSpec::Bridge(Default::default()),
+                    Link::Bond(o) => LinkSpec::Bond(Box::new(o.clone())),
+                    Link::Team(r) => LinkSpec::Team(TeamOptions::runner(*r)),
+                    Link::Veth { peer } => LinkSpec::Veth {
+                        peer: format!("t_{}", peer.id),
+                        peer_netns: None,
+                    },
+                    Link::Macvlan { parent } => LinkSpec::Macvlan {
+                        parent: ctx.ifname(parent)?,
+                        mode: Default::default(),
+                    },
+                };
+                ctx.create_link(dev, spec, master.as_ref(), cls, shown)
+                    .await?;
+                if let Link::Veth { peer } = link {
+                    ctx.register_peer(peer, format!("t_{}", peer.id));
+                }
+            }
+            Step::Enslave { port, master } => ctx.enslave(port, master).await?,
+            Step::Down { dev } => {
+                ctx.device_call(dev, "down", &[], |c, ifname| async move {
+                    c.set_link(&ifname, false).await
+                })
+                .await?;
+            }
+            Step::Track { dev } => configured.track_device(dev),
+            Step::Netns { host, attr, name } => {
+                ctx.create_netns(host, attr, name).await?;
+            }
+            Step::Move { dev, to } => {
+                ctx.move_link(dev, to).await?;
+            }
+            Step::Route { host, route, dev } => {
+                ctx.add_route(host, route.clone(), dev.as_ref()).await?
+            }
+            Step::Sysctl { host, path, value } => {
+                let res = ctx.sysctl(host, path, value).await;
+                ctx.add(crate::results::ResultEntry::generic(
+                    crate::results::ResultType::from_bool(res.is_ok()),
+                    format!("{host}: sysctl {path} = {value}"),
+                ));
+                res?;
+            }
             Step::WaitTentative => {
                 let devs: Vec<Dev> = configured.devices().cloned().collect();
                 for dev in devs {

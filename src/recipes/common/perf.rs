@@ -49,6 +49,10 @@ pub struct PerfConf {
     pub sub_desc: String,
     /// Prefix of the raw file names (`sub1_`).
     pub raw_prefix: String,
+    /// Where the CPU is measured (upstream `HypervisorsStatCPUMeasurementGenerator`: host1 and
+    /// host2 for the virtual recipes); None: the hosts of the flows' endpoints, a namespace
+    /// counting as its host (upstream `FlowEndpointsStatCPUMeasurementGenerator`).
+    pub cpu_hosts: Option<Vec<String>>,
 }
 
 fn fmt_rate(bps: f64) -> String {
@@ -135,10 +139,14 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
         _ => IperfProto::Tcp,
     };
     let cpu_hosts: Vec<String> = {
-        let mut h: Vec<String> = flows
-            .iter()
-            .flat_map(|f| [f.generator.clone(), f.receiver.clone()])
-            .collect();
+        let mut h: Vec<String> = match &conf.cpu_hosts {
+            Some(h) => h.clone(),
+            None => flows
+                .iter()
+                .flat_map(|f| [&f.generator, &f.receiver])
+                .map(|h| ctx.root_host(h).to_string())
+                .collect(),
+        };
         h.sort();
         h.dedup();
         h

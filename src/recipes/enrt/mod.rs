@@ -1,7 +1,7 @@
 //! The ENRT base (upstream `lnst/Recipes/ENRT/BaseEnrtRecipe.py`, `BaremetalEnrtRecipe.py` and
 //! the mixins of `ConfigMixins/`, `PerfTestMixins/` and `MeasurementGenerators/`).
 //!
-//! A recipe implements [`EnrtRecipe`]: its parameters ([`BaremetalEnrtParams`] embedded in its
+//! A recipe implements [`EnrtRecipe`]: its parameters ([`params::BaremetalEnrtParams`] or [`params::VirtualEnrtParams`] embedded in its
 //! struct), its test-wide configuration ([`TestWide`] steps), its ping endpoints, its perf
 //! endpoints and which sub-configurations apply on which devices. [`run`] drives the rest, as
 //! upstream's `test()`:
@@ -27,7 +27,7 @@ use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
 use crate::recipes::Recipe;
 use crate::results::{ResultEntry, ResultType};
-use params::{BaremetalEnrtParams, CpuPolicy, NetPerfTool, PerfTest};
+use params::{CpuPolicy, EnrtBase, NetPerfTool, PerfTest};
 pub use subconfig::{HwConfig, SubConfig, SubConfigs};
 
 /// First iperf3 port; the counter restarts for every perf configuration (upstream).
@@ -100,7 +100,7 @@ pub fn reversed(pairs: Vec<EndpointPair>) -> Vec<EndpointPair> {
 /// An ENRT recipe: what it declares; [`run`] does the rest.
 pub trait EnrtRecipe: Recipe {
     /// The parameters every ENRT recipe has.
-    fn base(&self) -> &BaremetalEnrtParams;
+    fn base(&self) -> EnrtBase<'_>;
 
     /// The test-wide configuration (upstream `test_wide_configuration`), from the parameters.
     fn test_wide_configuration(&self) -> Result<TestWide, RecipeError>;
@@ -132,6 +132,12 @@ pub trait EnrtRecipe: Recipe {
         Vec::new()
     }
 
+    /// Where the CPU is measured: None for the flows' endpoint hosts (Baremetal), or a fixed
+    /// list (Virtual: the hypervisors host1 and host2).
+    fn cpu_hosts(&self) -> Option<Vec<String>> {
+        None
+    }
+
     /// The evaluators of the flows (upstream `net_perf_evaluators`).
     fn net_perf_evaluators(&self) -> Vec<FlowEvaluator> {
         vec![FlowEvaluator::Nonzero]
@@ -152,7 +158,7 @@ fn unsupported<R: EnrtRecipe>(r: &R) -> Vec<String> {
     if let Some(hw) = &subs.hw {
         out.extend(hw.unsupported());
     }
-    let b = &r.base().baremetal;
+    let b = r.base().baremetal;
     if b.minimal_idlestates_latency.is_some() {
         out.push("minimal_idlestates_latency: idle-state control (cpupower) is not implemented by lnst-agent".into());
     }
@@ -277,8 +283,16 @@ async fn do_ping_tests<R: EnrtRecipe>(
     config: &Configured,
     sub: usize,
 ) -> Result<(), RecipeError> {
-    let e = &r.base().enrt;
-    for endpoints in r.ping_endpoints(config) {
+    let e = r.base().enrt;
+    let all = r.ping_endpoints(config);
+    let several = all.len() > 1;
+    for (idx, endpoints) in all.into_iter().enumerate() {
+        // Raw names stay unique with several endpoint pairs (`sub1_pair2_ping_...`).
+        let raw_prefix = if several {
+            format!("sub{}_pair{}_", sub + 1, idx + 1)
+        } else {
+            format!("sub{}_", sub + 1)
+        };
         for &ipv in &e.ip_versions {
             if ipv == IpVersion::Ipv6 && !endpoints.reachable {
                 continue;
@@ -315,7 +329,7 @@ async fn do_ping_tests<R: EnrtRecipe>(
                     break;
                 }
             }
-            ping_test_and_evaluate(ctx, &confs, &format!("sub{}_", sub + 1)).await?;
+            ping_test_and_evaluate(ctx, &confs, &raw_prefix).await?;
         }
     }
     Ok(())
@@ -365,7 +379,7 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         continue;
                     }
                     let conf = PerfConf {
-                        flows: create_flows(base, &pairs, *test, *size)?,
+                        flows: create_flows(&base, &pairs, *test, *size)?,
                         ip_version: ipv,
                         iterations: base.enrt.perf_iterations,
                         simulate: base.enrt.perf_test_simulation,
@@ -373,6 +387,7 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         evaluators: r.net_perf_evaluators(),
                         sub_desc: sub.describe_offloads(),
                         raw_prefix: format!("sub{}_", k + 1),
+                        cpu_hosts: r.cpu_hosts(),
                     };
                     perf_test(ctx, &conf).await?;
                 }
@@ -384,7 +399,7 @@ async fn do_perf_tests<R: EnrtRecipe>(
 
 /// The CPUs of process `i` (FlowMeasurementGenerator: `perf_tool_cpu` by its policy, the
 /// same for generator and receiver).
-fn cpupin(base: &BaremetalEnrtParams, i: usize) -> Option<Vec<u32>> {
+fn cpupin(base: &EnrtBase<'_>, i: usize) -> Option<Vec<u32>> {
     let cpus = base
         .flows
         .perf_tool_cpu
@@ -399,7 +414,7 @@ fn cpupin(base: &BaremetalEnrtParams, i: usize) -> Option<Vec<u32>> {
 /// Upstream `_create_perf_flows`: `perf_parallel_processes` flows per endpoint pair, ports
 /// counted from [`FIRST_PORT`].
 fn create_flows(
-    base: &BaremetalEnrtParams,
+    base: &EnrtBase<'_>,
     pairs: &[&EndpointPair],
     test: PerfTest,
     size: Option<u32>,

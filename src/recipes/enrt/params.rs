@@ -177,6 +177,84 @@ param_set! {
 }
 
 param_set! {
+    /// VirtualEnrtRecipe's host tuning (DisableTurboboostMixin, DisableIdleStatesMixin): no
+    /// SR-IOV and no SST-TF.
+    pub struct VirtualParams {
+        param disable_turboboost: bool = dflt(
+            Bool,
+            false,
+            "disable Intel turbo boost on the hypervisors during the test",
+        ),
+        param minimal_idlestates_latency: Option<u32> = opt(
+            Int,
+            "disable CPU idle states above this latency on the hypervisors (cpupower idle-set -D)",
+        )
+        .range(0.0, U32_MAX),
+    }
+}
+
+param_set! {
+    /// VirtualEnrtRecipe: the ENRT parameters of the recipes whose flows run between guests.
+    pub struct VirtualEnrtParams {
+        group enrt: EnrtParams,
+        group flows: FlowParams,
+        group measurements: PerfMeasurementParams,
+        group virt: VirtualParams,
+    }
+}
+
+/// The host tuning settings of either base (Baremetal or Virtual), as the ENRT run reads them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TuningView {
+    pub disable_turboboost: bool,
+    pub minimal_idlestates_latency: Option<u32>,
+    pub enable_intel_sst_tf: Option<bool>,
+    pub use_vfs: bool,
+}
+
+/// The ENRT parameters every recipe has, whichever base class it derives from.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrtBase<'a> {
+    pub enrt: &'a EnrtParams,
+    pub flows: &'a FlowParams,
+    pub measurements: &'a PerfMeasurementParams,
+    pub baremetal: TuningView,
+}
+
+impl BaremetalEnrtParams {
+    pub fn view(&self) -> EnrtBase<'_> {
+        let b = &self.baremetal;
+        EnrtBase {
+            enrt: &self.enrt,
+            flows: &self.flows,
+            measurements: &self.measurements,
+            baremetal: TuningView {
+                disable_turboboost: b.disable_turboboost,
+                minimal_idlestates_latency: b.minimal_idlestates_latency,
+                enable_intel_sst_tf: b.enable_intel_sst_tf,
+                use_vfs: b.use_vfs,
+            },
+        }
+    }
+}
+
+impl VirtualEnrtParams {
+    pub fn view(&self) -> EnrtBase<'_> {
+        EnrtBase {
+            enrt: &self.enrt,
+            flows: &self.flows,
+            measurements: &self.measurements,
+            baremetal: TuningView {
+                disable_turboboost: self.virt.disable_turboboost,
+                minimal_idlestates_latency: self.virt.minimal_idlestates_latency,
+                enable_intel_sst_tf: None,
+                use_vfs: false,
+            },
+        }
+    }
+}
+
+param_set! {
     /// BaremetalEnrtRecipe: everything an ENRT recipe on bare metal (or namespaces,
     /// containers) shares, in upstream's order.
     pub struct BaremetalEnrtParams {
@@ -213,5 +291,204 @@ param_set! {
             crate::params::Value::Dict(vec![]),
             "ethtool -C settings per host and device",
         ),
+    }
+}
+
+crate::choice_enum! {
+    pub enum FailOverMac { None = "none", Active = "active", Follow = "follow" }
+}
+
+param_set! {
+    /// BondingMixin: the bond of Bond, DoubleBond and VlansOverBond.
+    pub struct BondingParams {
+        param bonding_mode: crate::protocol::BondMode = mandatory(
+            Str,
+            "bonding mode: a name (active-backup, balance-rr, 802.3ad, ...) or its number",
+        ),
+        param miimon_value: u32 = mandatory(Int, "MII link monitoring interval, ms")
+            .range(0.0, U32_MAX),
+        param fail_over_mac: FailOverMac = dflt(
+            FailOverMac::param_type(),
+            "none",
+            "fail_over_mac, applied in active-backup mode only",
+        ),
+    }
+}
+
+impl BondingParams {
+    /// The bond's options: mode, miimon, and fail_over_mac in active-backup mode.
+    pub fn options(&self) -> crate::protocol::BondOptions {
+        let mut o = bond_options(self.bonding_mode, self.miimon_value);
+        if self.bonding_mode == crate::protocol::BondMode::ActiveBackup {
+            o.fail_over_mac = Some(match self.fail_over_mac {
+                FailOverMac::None => crate::protocol::FailOverMac::None,
+                FailOverMac::Active => crate::protocol::FailOverMac::Active,
+                FailOverMac::Follow => crate::protocol::FailOverMac::Follow,
+            });
+        }
+        o
+    }
+}
+
+param_set! {
+    /// The bond parameters the recipes without BondingMixin declare themselves (no
+    /// fail_over_mac).
+    pub struct BondParams {
+        param bonding_mode: crate::protocol::BondMode = mandatory(
+            Str,
+            "bonding mode: a name (active-backup, balance-rr, 802.3ad, ...) or its number",
+        ),
+        param miimon_value: u32 = mandatory(Int, "MII link monitoring interval, ms")
+            .range(0.0, U32_MAX),
+    }
+}
+
+impl BondParams {
+    pub fn options(&self) -> crate::protocol::BondOptions {
+        bond_options(self.bonding_mode, self.miimon_value)
+    }
+}
+
+/// `BondDevice(mode, miimon)`.
+pub fn bond_options(mode: crate::protocol::BondMode, miimon: u32) -> crate::protocol::BondOptions {
+    crate::protocol::BondOptions {
+        mode: Some(mode),
+        miimon: Some(miimon),
+        ..Default::default()
+    }
+}
+
+param_set! {
+    /// The team recipes' runner.
+    pub struct TeamParams {
+        param runner_name: crate::protocol::TeamRunner = mandatory(
+            Str,
+            "teamd runner: activebackup, roundrobin, loadbalance, broadcast, random or lacp",
+        ),
+    }
+}
+
+param_set! {
+    /// PerfReversibleFlowMixin.
+    pub struct PerfReverseParams {
+        param perf_reverse: bool = dflt(Bool, false, "swap the flows' client and server"),
+    }
+}
+
+param_set! {
+    /// The three VLANs of Vlans, VlansOverBond and VlansOverTeam: ids and networks.
+    pub struct ThreeVlansParams {
+        param vlan0_id: u16 = dflt(Int, 10i64, "id of vlan0").range(1.0, 4094.0),
+        param vlan1_id: u16 = dflt(Int, 20i64, "id of vlan1").range(1.0, 4094.0),
+        param vlan2_id: u16 = dflt(Int, 30i64, "id of vlan2").range(1.0, 4094.0),
+        param vlan0_ipv4: ipnet::Ipv4Net = dflt(Ipv4Net, "192.168.10.0/24", "IPv4 network of vlan0")
+            .check(crate::schema::TWO_HOSTS),
+        param vlan1_ipv4: ipnet::Ipv4Net = dflt(Ipv4Net, "192.168.20.0/24", "IPv4 network of vlan1")
+            .check(crate::schema::TWO_HOSTS),
+        param vlan2_ipv4: ipnet::Ipv4Net = dflt(Ipv4Net, "192.168.30.0/24", "IPv4 network of vlan2")
+            .check(crate::schema::TWO_HOSTS),
+        param vlan0_ipv6: ipnet::Ipv6Net = dflt(Ipv6Net, "fc00:0:0:1::/64", "IPv6 network of vlan0")
+            .check(crate::schema::TWO_HOSTS),
+        param vlan1_ipv6: ipnet::Ipv6Net = dflt(Ipv6Net, "fc00:0:0:2::/64", "IPv6 network of vlan1")
+            .check(crate::schema::TWO_HOSTS),
+        param vlan2_ipv6: ipnet::Ipv6Net = dflt(Ipv6Net, "fc00:0:0:3::/64", "IPv6 network of vlan2")
+            .check(crate::schema::TWO_HOSTS),
+    }
+}
+
+impl ThreeVlansParams {
+    /// (id, IPv4 network, IPv6 network) of vlan0, vlan1, vlan2.
+    pub fn vlans(&self) -> [(u16, ipnet::Ipv4Net, ipnet::Ipv6Net); 3] {
+        [
+            (self.vlan0_id, self.vlan0_ipv4, self.vlan0_ipv6),
+            (self.vlan1_id, self.vlan1_ipv4, self.vlan1_ipv6),
+            (self.vlan2_id, self.vlan2_ipv4, self.vlan2_ipv6),
+        ]
+    }
+}
+
+/// The offload keys of the five-combination set (O5).
+pub const O5_KEYS: [&str; 5] = ["gro", "gso", "tso", "tx", "rx"];
+/// O5: all on; gro off; gso+tso off; tso+tx off; rx off.
+pub const O5: [&[&str]; 5] = [
+    &["on", "on", "on", "on", "on"],
+    &["off", "on", "on", "on", "on"],
+    &["on", "off", "off", "on", "on"],
+    &["on", "on", "off", "off", "on"],
+    &["on", "on", "on", "on", "off"],
+];
+/// The offload keys of the four-combination set (O4).
+pub const O4_KEYS: [&str; 4] = ["gro", "gso", "tso", "tx"];
+/// O4: all on; gro off; gso+tso off; tso+tx off.
+pub const O4: [&[&str]; 4] = [
+    &["on", "on", "on", "on"],
+    &["off", "on", "on", "on"],
+    &["on", "off", "off", "on"],
+    &["on", "on", "off", "off"],
+];
+
+/// An `offload_combinations` default: a tuple of dicts `{key: value}`.
+pub fn offload_sets(keys: &[&str], rows: &[&[&str]]) -> crate::params::Value {
+    use crate::params::Value;
+    Value::Tuple(
+        rows.iter()
+            .map(|row| {
+                Value::Dict(
+                    keys.iter()
+                        .zip(row.iter())
+                        .map(|(k, v)| (Value::from(*k), Value::from(*v)))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The type of `offload_combinations`: a sequence of dicts of "on"/"off".
+pub fn offload_type() -> ParamType {
+    let on_off = ParamType::Choice(vec!["on", "off"]);
+    ParamType::Seq(Box::new(ParamType::Map(Box::new(on_off))))
+}
+
+impl ThreeVlansParams {
+    /// `<host>.vlan0`–`vlan2`.
+    pub fn devs(host: &str) -> [crate::recipes::context::Dev; 3] {
+        ["vlan0", "vlan1", "vlan2"].map(|v| crate::recipes::context::Dev::new(host, v))
+    }
+
+    /// Create vlan0–vlan2 on `lower` (a device of `host`).
+    pub fn create(
+        &self,
+        tw: &mut crate::recipes::common::config::TestWide,
+        lower: &crate::recipes::context::Dev,
+    ) {
+        for ((id, _, _), dev) in self.vlans().into_iter().zip(Self::devs(&lower.host)) {
+            tw.create(
+                &dev,
+                crate::recipes::common::config::Link::Vlan {
+                    parent: lower.clone(),
+                    id,
+                },
+            );
+        }
+    }
+
+    /// Host address `n` of each VLAN's networks on `host`'s VLANs: every IPv4 address, then
+    /// every IPv6 one (upstream's order).
+    pub fn addresses(
+        &self,
+        tw: &mut crate::recipes::common::config::TestWide,
+        host: &str,
+        n: u128,
+    ) -> Result<(), crate::recipes::context::RecipeError> {
+        use crate::recipes::common::config::nth_address;
+        let devs = Self::devs(host);
+        for ((_, v4, _), dev) in self.vlans().into_iter().zip(&devs) {
+            tw.address(dev, nth_address(v4.into(), n)?);
+        }
+        for ((_, _, v6), dev) in self.vlans().into_iter().zip(&devs) {
+            tw.address(dev, nth_address(v6.into(), n)?);
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! applying, describing and removing them is the base's. Every change is pushed on the
 //! context's undo stack, so the base removes them in reverse order, also after a failure.
 
-use super::params::{BaremetalEnrtParams, CommonHwParams};
+use super::params::{CommonHwParams, EnrtBase};
 use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::OffloadCombination;
 use crate::results::{ResultEntry, ResultType};
@@ -115,7 +115,7 @@ impl SubConfigs<'_> {
         &self,
         ctx: &mut RunContext,
         sub: &SubConfig,
-        base: &BaremetalEnrtParams,
+        base: EnrtBase<'_>,
     ) -> Result<(), RecipeError> {
         let mut desc = vec!["Sub configuration description:".to_string()];
         if let (Some(combo), Some((_, devs))) = (&sub.offloads, &self.offloads) {
