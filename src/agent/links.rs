@@ -2352,6 +2352,16 @@ impl Links {
                 old_master,
                 state,
             } => {
+                // The first change of a port's master this session holds what to put back;
+                // a later change (releasing it again) needs no undo of its own, and one would
+                // point at a master that may be gone by the end of the recipe.
+                let known = lock(&self.journal).iter().any(|e| {
+                    matches!(e, Entry::Step { loc: l, step: Step::Master { port: p, .. } }
+                        if l == loc && *p == port)
+                });
+                if known {
+                    return;
+                }
                 let pre_existing = self.created_at(loc, &port).is_none();
                 self.push(Entry::Step {
                     loc: loc.clone(),

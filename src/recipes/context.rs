@@ -204,7 +204,9 @@ impl RunContext {
             .ifaces
             .get(&dev.id)
             .cloned()
-            .ok_or_else(|| RecipeError::Run(format!("{dev} is not mapped to a device on the agent")))
+            .ok_or_else(|| {
+                RecipeError::Run(format!("{dev} is not mapped to a device on the agent"))
+            })
     }
 
     fn dev(&self, dev: &Dev) -> Result<(AgentClient, String), RecipeError> {
@@ -397,13 +399,9 @@ impl RunContext {
                     Err(e) => Err(e),
                 },
                 Undo::Sysctl { host, path, old } => match self.client(&host) {
-                    Ok(c) => c
-                        .sysctl_write(&path, &old)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            RecipeError::Run(format!("{host}: writing {path} = {old} failed: {e}"))
-                        }),
+                    Ok(c) => c.sysctl_write(&path, &old).await.map(|_| ()).map_err(|e| {
+                        RecipeError::Run(format!("{host}: writing {path} = {old} failed: {e}"))
+                    }),
                     Err(e) => Err(e),
                 },
                 Undo::DeleteLink { dev } => {

@@ -6,6 +6,7 @@
 //! the planned recipe for its requirements, provisions agents and runs it. Adding a recipe is
 //! one file and one line in [`REGISTRY`] (docs/ARCHITECTURE.md walks through an example).
 
+pub mod bond;
 pub mod common;
 pub mod context;
 pub mod enrt;
@@ -14,6 +15,7 @@ pub mod ping_flood;
 pub mod reqs;
 pub mod simple_netns_router;
 pub mod simple_network;
+pub mod team;
 pub mod typed;
 pub mod vlans;
 
@@ -119,9 +121,11 @@ impl RecipeDef {
 pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<simple_network::SimpleNetworkRecipe>(),
     RecipeDef::of::<ping_flood::PingFloodRecipe>(),
+    RecipeDef::of::<bond::BondRecipe>(),
     RecipeDef::of::<linux_bridge::LinuxBridgeRecipe>(),
     RecipeDef::of::<simple_netns_router::SimpleNetnsRouterRecipe>(),
     RecipeDef::of::<vlans::VlansRecipe>(),
+    RecipeDef::of::<team::TeamRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

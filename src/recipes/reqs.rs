@@ -113,7 +113,10 @@ pub fn virtual_bridge_mirrored_req(p: &DeviceReqParams) -> Requirements {
     ] {
         r.hosts.insert(
             h.into(),
-            host_req(&[("eth0", "to_switch", true), ("tap0", label, false)], &params),
+            host_req(
+                &[("eth0", "to_switch", true), ("tap0", label, false)],
+                &params,
+            ),
         );
         r.hosts
             .insert(g.into(), host_req(&[("eth0", label, false)], &params));

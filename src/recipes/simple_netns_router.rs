@@ -11,8 +11,8 @@
 
 use super::common::config::{nth_address, Configured, Link, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
 use super::enrt::params::{offload_type, O5, O5_KEYS};
+use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
 use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
 use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
 use super::reqs::simple_network_req;
@@ -75,8 +75,7 @@ impl SimpleNetnsRouterRecipe {
 
 impl Recipe for SimpleNetnsRouterRecipe {
     const NAME: &'static str = "SimpleNetnsRouterRecipe";
-    const DOC: &'static str =
-        "ping and flows from host1 to a namespace on host2, routed by host2";
+    const DOC: &'static str = "ping and flows from host1 to a namespace on host2, routed by host2";
 
     fn requirements(&self) -> Requirements {
         simple_network_req(&self.reqs).0
@@ -115,9 +114,12 @@ impl EnrtRecipe for SimpleNetnsRouterRecipe {
         let (pn0, np0_root) = (Dev::new("host2", "pn0"), Dev::new("host2", "np0"));
         let np0 = self.endpoints().1;
         tw.netns("host2", "ns", "host2ns")
-            .create(&pn0, Link::Veth {
-                peer: np0_root.clone(),
-            })
+            .create(
+                &pn0,
+                Link::Veth {
+                    peer: np0_root.clone(),
+                },
+            )
             .move_to(&np0_root, NS)
             .addresses(&pn0, &ns(1)?)
             .addresses(&np0, &ns(2)?)

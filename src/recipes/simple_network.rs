@@ -19,11 +19,11 @@
 
 use super::common::config::{nth_address, Configured, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
+use super::enrt::params::{offload_sets, offload_type, O5, O5_KEYS};
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams};
 use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
 use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
 use super::reqs::simple_network_req;
-use super::enrt::params::{offload_sets, offload_type, O5, O5_KEYS};
 use super::typed::OffloadCombination;
 use super::Recipe;
 use crate::param_set;

@@ -186,7 +186,10 @@ impl FromParam for crate::protocol::BondMode {
         let v = required(v)?;
         let s = match v {
             Value::Int(i) => i.to_string(),
-            _ => v.as_str().ok_or_else(|| wrong(v, "a bonding mode"))?.to_string(),
+            _ => v
+                .as_str()
+                .ok_or_else(|| wrong(v, "a bonding mode"))?
+                .to_string(),
         };
         crate::protocol::BondMode::parse(&s).ok_or_else(|| {
             format!(
@@ -210,7 +213,9 @@ impl FromParam for crate::protocol::TeamRunner {
                 format!(
                     "{} is not a teamd runner; expected one of {}",
                     crate::text::quote(s, 40),
-                    crate::protocol::TeamRunner::ALL.map(|r| r.name()).join(", ")
+                    crate::protocol::TeamRunner::ALL
+                        .map(|r| r.name())
+                        .join(", ")
                 )
             })
     }

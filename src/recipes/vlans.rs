@@ -44,7 +44,8 @@ impl VlansRecipe {
 
 impl Recipe for VlansRecipe {
     const NAME: &'static str = "VlansRecipe";
-    const DOC: &'static str = "three VLANs on one NIC of each host: pings over each, flows over vlan0";
+    const DOC: &'static str =
+        "three VLANs on one NIC of each host: pings over each, flows over vlan0";
 
     fn requirements(&self) -> Requirements {
         simple_network_req(&self.reqs).0
@@ -82,7 +83,10 @@ impl EnrtRecipe for VlansRecipe {
 
     fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
         let [a, b] = HOSTS.map(ThreeVlansParams::devs);
-        a.iter().zip(&b).map(|(x, y)| PingEndpoints::new(x, y)).collect()
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| PingEndpoints::new(x, y))
+            .collect()
     }
 
     fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
@@ -95,9 +99,7 @@ impl EnrtRecipe for VlansRecipe {
         let mut hw = HwConfig::on(&self.hw, &nics);
         hw.mtu_devs = HOSTS
             .iter()
-            .flat_map(|h| {
-                std::iter::once(Dev::new(h, "eth0")).chain(ThreeVlansParams::devs(h))
-            })
+            .flat_map(|h| std::iter::once(Dev::new(h, "eth0")).chain(ThreeVlansParams::devs(h)))
             .collect();
         SubConfigs {
             offloads: Some((&self.offload_combinations, nics)),

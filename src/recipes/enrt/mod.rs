@@ -97,6 +97,15 @@ pub fn reversed(pairs: Vec<EndpointPair>) -> Vec<EndpointPair> {
     pairs.into_iter().map(|(c, s)| (s, c)).collect()
 }
 
+/// The pairs, swapped when `perf_reverse` is set (upstream `PerfReversibleFlowMixin`).
+pub fn reversible(pairs: Vec<EndpointPair>, perf_reverse: bool) -> Vec<EndpointPair> {
+    if perf_reverse {
+        reversed(pairs)
+    } else {
+        pairs
+    }
+}
+
 /// An ENRT recipe: what it declares; [`run`] does the rest.
 pub trait EnrtRecipe: Recipe {
     /// The parameters every ENRT recipe has.
