@@ -25,8 +25,7 @@ fn table(recipe: &str) -> BTreeMap<String, Row> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/upstream-params")
         .join(format!("{recipe}.tsv"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -82,9 +81,9 @@ fn shown(spec: &ParamSpec, row: &Row) -> Option<String> {
         // Network params print as str(network).
         ("IPv4NetworkParam" | "IPv6NetworkParam", Value::Str(s)) => s.clone(),
         // The CPU measurement default is a class upstream, its name here.
-        (_, Value::Str(s)) if spec.name == "cpu_perf_tool" => format!(
-            "<class 'lnst.RecipeCommon.Perf.Measurements.{s}.{s}'>"
-        ),
+        (_, Value::Str(s)) if spec.name == "cpu_perf_tool" => {
+            format!("<class 'lnst.RecipeCommon.Perf.Measurements.{s}.{s}'>")
+        }
         _ => v.to_string(),
     })
 }

@@ -248,8 +248,12 @@ impl ResultEntry {
             level: ResultLevel::Normal,
             data_level: ResultLevel::Debug,
             kind: ResultKind::DeviceConfig {
-                host: host.to_string(),
-                netns: String::new(),
+                // A device in a namespace the recipe made is `host2.ns.np0`: host2, netns ns.
+                host: host.split_once('.').map_or(host, |(h, _)| h).to_string(),
+                netns: host
+                    .split_once('.')
+                    .map(|(_, ns)| ns.to_string())
+                    .unwrap_or_default(),
                 dev_id: dev_id.to_string(),
                 action,
             },
