@@ -566,8 +566,58 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
             ErrorKind::NotAllowed,
             "the scripted agent runs no shell",
         )),
-        // Device, namespace and tunable operations are not scripted yet: a recipe test that
-        // needs them gets a clear refusal instead of a made-up answer.
+        // Soft devices, ports, namespaces and routes: bookkept enough for recipe logic (the
+        // names exist, a deleted device is gone); the kernel's part is tested on real agents.
+        Op::CreateLink { ifname, link, .. } => {
+            if st.devices.iter().any(|d| d.info.name == ifname) {
+                return Err(ErrorReply::new(
+                    ErrorKind::Failed,
+                    format!("{ifname} exists"),
+                ));
+            }
+            let mut made = vec![ifname.clone()];
+            if let crate::protocol::LinkSpec::Veth { peer, .. } = &link {
+                made.push(peer.clone());
+            }
+            let mut infos = Vec::new();
+            for name in made {
+                let i = st.devices.len() as u32;
+                let info = InterfaceInfo {
+                    name,
+                    ifindex: 100 + i,
+                    mac: format!("02:00:00:01:00:{:02x}", i),
+                    mtu: 1500,
+                    up: false,
+                    driver: None,
+                    kind: Some(link.kind_name().into()),
+                    addresses: Vec::new(),
+                };
+                infos.push(info.clone());
+                st.devices.push(Device {
+                    info,
+                    offloads: Vec::new(),
+                });
+            }
+            Ok(Reply::Interfaces(infos))
+        }
+        Op::DeleteLink { ifname } => {
+            device(st, &ifname)?;
+            st.devices.retain(|d| d.info.name != ifname);
+            Ok(Reply::Ok)
+        }
+        Op::Enslave { ifname, master, .. } => {
+            device(st, &ifname)?;
+            device(st, &master)?;
+            Ok(Reply::Ok)
+        }
+        Op::Release { ifname } | Op::MoveLink { ifname, .. } => {
+            device(st, &ifname).map(|_| Reply::Ok)
+        }
+        Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
+        Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
+        Op::InNetns { inner, .. } => handle(st, script, *inner),
+        // Tunable operations are not scripted yet: a recipe test that needs them gets a clear
+        // refusal instead of a made-up answer.
         other => Err(ErrorReply::new(
             ErrorKind::Unsupported,
             format!("the scripted agent does not script {}", other.name()),

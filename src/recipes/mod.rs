@@ -20,6 +20,8 @@ pub mod typed;
 pub mod vlans;
 
 #[cfg(test)]
+mod catalogue_tests;
+#[cfg(test)]
 mod scripted_tests;
 
 use crate::requirements::Requirements;
