@@ -178,12 +178,14 @@ pub async fn run_test(
                     );
                 }
                 let fut = async {
+                    let t0 = Instant::now();
                     let eps = source.endpoints(&reqs, m).await?;
+                    let made = t0.elapsed().as_secs_f64();
                     let described = match &m.description {
                         Some(d) => d.clone(),
                         None => match_from_endpoints(&reqs, &eps, name),
                     };
-                    Ok::<_, crate::source::SourceError>(
+                    Ok::<_, crate::source::SourceError>((made,
                         run_on_endpoints(
                             spec,
                             eps,
@@ -193,11 +195,12 @@ pub async fn run_test(
                             (name, accel),
                         )
                         .await,
-                    )
+                    ))
                 };
                 tokio::select! {
                     r = fut => match r {
-                        Ok((run, raw, tool)) => {
+                        Ok((made, (run, raw, tool))) => {
+                            outcome.agents_s += made;
                             outcome.runs.push(run);
                             outcome.tool_time_s += tool;
                             outcome.raw.extend(
@@ -217,10 +220,12 @@ pub async fn run_test(
             }
         }
     }
+    let t0 = Instant::now();
     if let Err(e) = source.teardown().await {
         tracing::error!("{e}");
         add_error(&mut outcome, format!("teardown: {e}"));
     }
+    outcome.agents_s += t0.elapsed().as_secs_f64();
     outcome.duration_s = started.elapsed().as_secs_f64();
     (outcome, stopped)
 }

@@ -39,6 +39,7 @@ fn passing() -> TestOutcome {
         ],
         duration_s: 12.5,
         tool_time_s: 10.0,
+        agents_s: 0.0,
     }
 }
 
@@ -58,6 +59,7 @@ fn crashed() -> TestOutcome {
         raw: vec![],
         duration_s: 3.25,
         tool_time_s: 0.0,
+        agents_s: 0.0,
     }
 }
 

@@ -302,6 +302,7 @@ impl Exporter {
                 "result": t.overall_result().as_str(),
                 "duration_s": t.duration_s,
                 "tool_time_s": t.tool_time_s,
+                "agents_s": t.agents_s,
                 "error": t.error,
                 "runs": t.runs.iter().map(|r| {
                     let mut run = json!({

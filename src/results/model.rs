@@ -363,6 +363,10 @@ pub struct TestOutcome {
     /// Wall time spent inside measurement tools (ping runs, iperf3 iterations): the rest of
     /// `duration_s` is orchestration overhead.
     pub tool_time_s: f64,
+    /// Wall time spent making the agents (VM boots, containers, namespaces) and taking them
+    /// down again; 0 for pool machines.
+    #[serde(default)]
+    pub agents_s: f64,
 }
 
 impl TestOutcome {

@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod lab;
 pub mod podman;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -55,6 +55,11 @@ pub struct PerfConf {
     pub cpu_hosts: Option<Vec<String>>,
 }
 
+/// How long an iperf3 job may take beyond its measured time (connection setup, the final
+/// result exchange) before it is killed: generous, because a TCG guest on a busy machine
+/// needed more than 5 s for a 1 s run; a hung tool still ends.
+pub const JOB_GRACE: Duration = Duration::from_secs(30);
+
 fn fmt_rate(bps: f64) -> String {
     if !bps.is_finite() {
         return format!("{bps}");
@@ -422,14 +427,14 @@ async fn run_iteration(
     // finish(): flows first (reverse of start order), CPU monitors last.
     let mut client_res: Vec<JobResult> = Vec::new();
     for (f, id) in flows.iter().zip(&clients) {
-        let wait = Duration::from_secs(u64::from(f.duration + 2 * f.warmup) + 5);
+        let wait = Duration::from_secs(u64::from(f.duration + 2 * f.warmup)) + JOB_GRACE;
         client_res.push(ctx.finish_job(&f.generator, *id, wait).await?);
     }
     ctx.tool_time_s += t0.elapsed().as_secs_f64();
     let mut server_res: Vec<JobResult> = Vec::new();
     for (f, id) in flows.iter().zip(&servers) {
         server_res.push(
-            ctx.finish_job(&f.receiver, *id, Duration::from_secs(5))
+            ctx.finish_job(&f.receiver, *id, JOB_GRACE)
                 .await?,
         );
     }
