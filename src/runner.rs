@@ -185,7 +185,8 @@ pub async fn run_test(
                         Some(d) => d.clone(),
                         None => match_from_endpoints(&reqs, &eps, name),
                     };
-                    Ok::<_, crate::source::SourceError>((made,
+                    Ok::<_, crate::source::SourceError>((
+                        made,
                         run_on_endpoints(
                             spec,
                             eps,

@@ -8,46 +8,27 @@ mod common;
 use common::catalogue::*;
 use common::vm::*;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// (recipe, its smoke parameters, ping results, flow measurements).
-fn catalogue() -> Vec<(&'static str, Value, usize, usize)> {
-    let net = |n: u8| {
-        json!({"net_ipv4": format!("198.18.{n}.0/24"), "net_ipv6": format!("fd00:{n}::/64")})
-    };
-    let vlans3 = |n: u8| {
-        json!({
-            "vlan0_ipv4": format!("198.18.{n}.0/24"),
-            "vlan1_ipv4": format!("198.18.{}.0/24", n + 1),
-            "vlan2_ipv4": format!("198.18.{}.0/24", n + 2),
-            "vlan0_ipv6": format!("fd00:{n}::/64"),
-            "vlan1_ipv6": format!("fd00:{}::/64", n + 1),
-            "vlan2_ipv6": format!("fd00:{}::/64", n + 2),
+/// (recipe, its smoke parameters, ping results, flow measurements), from
+/// tests/data/catalogue-smoke.json (bench/catalogue.sh runs the same list).
+fn catalogue() -> Vec<(String, Value, usize, usize)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/catalogue-smoke.json");
+    let list = read_json(&path);
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let n = |k: &str| t["expect"][k].as_u64().unwrap() as usize;
+            (
+                t["recipe_name"].as_str().unwrap().to_string(),
+                t["params"].clone(),
+                n("pings"),
+                n("flows"),
+            )
         })
-    };
-    let merge = |mut a: Value, b: Value| {
-        if let (Some(a), Some(b)) = (a.as_object_mut(), b.as_object()) {
-            a.extend(b.clone());
-        }
-        a
-    };
-    let bond = json!({"bonding_mode": "active-backup", "miimon_value": 100});
-    let team = json!({"runner_name": "activebackup"});
-    vec![
-        ("VlansRecipe", vlans3(100), 6, 2),
-        ("LinuxBridgeRecipe", net(103), 2, 2),
-        ("BondRecipe", merge(net(104), bond.clone()), 2, 2),
-        ("TeamRecipe", merge(net(105), team.clone()), 4, 2),
-        (
-            "SimpleNetnsRouterRecipe",
-            merge(
-                net(106),
-                json!({"netns_ipv4": "198.18.107.0/24", "netns_ipv6": "fd00:107::/64"}),
-            ),
-            2,
-            2,
-        ),
-    ]
+        .collect()
 }
 
 #[test]
@@ -57,7 +38,10 @@ fn vm_catalogue_recipes_pass_with_smoke_parameters() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = catalogue();
-    let tests: Vec<(&str, Value)> = all.iter().map(|(r, p, _, _)| (*r, smoke(p.clone()))).collect();
+    let tests: Vec<(&str, Value)> = all
+        .iter()
+        .map(|(r, p, _, _)| (r.as_str(), p.clone()))
+        .collect();
     let db = test_db(home.path(), &tests);
     let mut vars = vm_vars(&k);
     vars.push(("TEST_DB", &db));

@@ -194,7 +194,10 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("did you mean 'SimpleNetworkRecipe'"), "{e}");
-        assert!(e.contains(&format!("known recipes: {}", names.join(", "))), "{e}");
+        assert!(
+            e.contains(&format!("known recipes: {}", names.join(", "))),
+            "{e}"
+        );
         let e = find("Nope")
             .err()
             .map(|e| e.to_string())

@@ -107,4 +107,3 @@ pub fn run_id_in(text: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
-

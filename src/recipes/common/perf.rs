@@ -433,10 +433,7 @@ async fn run_iteration(
     ctx.tool_time_s += t0.elapsed().as_secs_f64();
     let mut server_res: Vec<JobResult> = Vec::new();
     for (f, id) in flows.iter().zip(&servers) {
-        server_res.push(
-            ctx.finish_job(&f.receiver, *id, JOB_GRACE)
-                .await?,
-        );
+        server_res.push(ctx.finish_job(&f.receiver, *id, JOB_GRACE).await?);
     }
     let mut cpus = Vec::new();
     for (h, id) in cpu_jobs {

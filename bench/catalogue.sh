@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The soft-device catalogue back to back on VM agents with smoke parameters
+# (tests/data/catalogue-smoke.json, the list tests/e2e_catalogue_vm.rs runs): the wall time of
+# the whole run and, per recipe, where its time went:
+#   agents_s   making and removing the VMs (QEMU boot to a connected agent, teardown)
+#   tool_s     inside ping runs and iperf3 iterations (the traffic)
+#   outside_s  everything else: configuration, device creation, sub-configurations, CPU
+#              samplers, evaluation, export — the runner's own overhead
+# Target: outside_s <= 1 s per recipe on TCG (issue 11). Writes bench/catalogue-report.md.
+#
+# Needs root, QEMU and the guest kernel (.ci/vm-kernel.sh). Usage: bench/catalogue.sh [runs]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-1}"
+cargo build --release --bins -q
+eval "$(bash .ci/vm-kernel.sh)"
+export LNST_VM_KERNEL LNST_VM_MODULES
+out=bench/catalogue-report.md
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$work/db.json" <<'EOF'
+import json, sys
+rows = json.load(open("tests/data/catalogue-smoke.json"))
+json.dump([{"recipe_name": r["recipe_name"], "params": r["params"]} for r in rows], open(sys.argv[1], "w"))
+EOF
+for i in $(seq 1 "$runs"); do
+    home="$work/home$i"
+    mkdir -p "$home/pool"
+    t0=$(date +%s.%N)
+    env -i PATH="$PATH" HOME="$home" LNST_AGENTS=vm LNST_VM_KERNEL="$LNST_VM_KERNEL" \
+        LNST_VM_MODULES="$LNST_VM_MODULES" LNST_AGENT_BIN="$PWD/target/release/lnst-agent" \
+        LNST_POOL_DIR="$home/pool" LNST_RESULTS_DIR="$home/results" TEST_DB="$work/db.json" \
+        target/release/lnst-runner >"$work/out$i.txt" 2>&1 || {
+        tail -30 "$work/out$i.txt"
+        echo "catalogue run $i failed" >&2
+        exit 1
+    }
+    t1=$(date +%s.%N)
+    echo "$t0 $t1" >"$home/wall"
+done
+python3 - "$work" "$runs" "$out" <<'EOF'
+import json, sys, statistics, subprocess
+work, runs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+per = {}
+walls = []
+for i in range(1, runs + 1):
+    t0, t1 = map(float, open(f"{work}/home{i}/wall").read().split())
+    walls.append(t1 - t0)
+    s = json.load(open(f"{work}/home{i}/results/summary.json"))
+    assert s["overall"] == "PASS", s
+    for t in s["tests"]:
+        d = per.setdefault(t["recipe"], {"hosts": len(t["runs"][0]["agents"]), "dur": [], "agents": [], "tool": [], "outside": []})
+        d["dur"].append(t["duration_s"]); d["agents"].append(t["agents_s"]); d["tool"].append(t["tool_time_s"])
+        d["outside"].append(t["duration_s"] - t["agents_s"] - t["tool_time_s"])
+med = statistics.median
+lines = ["# Catalogue on VM agents, back to back (bench/catalogue.sh)", ""]
+cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+kern = open("/proc/sys/kernel/osrelease").read().strip()
+lines += [f"Machine: {cpu} CPUs, host kernel {kern}; guests: Debian 6.1 kernel under TCG, 2 vCPUs and 512 MiB each.",
+          f"{len(per)} recipes with tests/data/catalogue-smoke.json (1 s tcp_stream per IP version, 5 pings per endpoint pair and IP version), {runs} run(s); medians.", "",
+          f"Wall time of the whole TEST_DB run: {med(walls):.1f} s (runs: {', '.join(f'{w:.1f}' for w in walls)}).", "",
+          "| recipe | VMs | total s | agents s (boot + teardown) | traffic s | outside traffic s |", "|---|---|---|---|---|---|"]
+worst = 0.0
+for r, d in per.items():
+    o = med(d["outside"]); worst = max(worst, o)
+    lines.append(f"| {r} | {d['hosts']} | {med(d['dur']):.2f} | {med(d['agents']):.2f} | {med(d['tool']):.2f} | {o:.2f} |")
+tot = [sum(x) for x in zip(*[d["outside"] for d in per.values()])]
+lines += ["", f"Outside traffic, worst recipe: {worst:.2f} s (target <= 1 s); all recipes together: {med(tot):.2f} s."]
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
