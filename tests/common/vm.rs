@@ -74,20 +74,19 @@ pub fn vm_run_dirs() -> Vec<String> {
 }
 
 /// Nothing of run `run_id` is left: no QEMU process, run directory, namespace (switch with its
-/// bridges and taps) or state file; and no VM or run directory of any run (only these tests
-/// make VMs; namespaces are checked by run, other jobs on the machine make their own).
+/// bridges and taps) or state file of that run (other runs on the machine have their own).
 pub fn assert_no_vm_leftovers(run_id: &str, text: &str) {
     assert!(!run_id.is_empty(), "no run id\n{text}");
-    assert_eq!(
-        vm::vm_processes(),
-        Vec::new(),
-        "QEMU processes left\n{text}"
-    );
-    assert_eq!(
-        vm_run_dirs(),
-        Vec::<String>::new(),
-        "run directories left\n{text}"
-    );
+    let ours: Vec<_> = vm::vm_processes()
+        .into_iter()
+        .filter(|p| p.run_id == run_id)
+        .collect();
+    assert_eq!(ours, Vec::new(), "QEMU processes left\n{text}");
+    let dirs: Vec<String> = vm_run_dirs()
+        .into_iter()
+        .filter(|d| d.contains(run_id))
+        .collect();
+    assert_eq!(dirs, Vec::<String>::new(), "run directories left\n{text}");
     assert_eq!(
         netns_with_prefix(&format!("lnst-{run_id}-")),
         Vec::<String>::new(),
