@@ -200,13 +200,37 @@ pub fn missing_subcommand_line(args: &[String]) -> String {
     )
 }
 
-/// One recipe per line: name and doc.
+/// One recipe per line, name and doc, then the hosts and interfaces it requires.
 pub fn recipes_list() -> String {
     let all = recipes::registry();
     let width = all.iter().map(|r| r.name.len()).max().unwrap_or(0);
     all.iter()
-        .map(|r| format!("{:<width$}  {}\n", r.name, r.doc))
+        .map(|r| {
+            format!(
+                "{:<width$}  {}\n{:<width$}  requires {}\n",
+                r.name,
+                r.doc,
+                "",
+                describe_layout(&(r.layout)())
+            )
+        })
         .collect()
+}
+
+/// `host1: eth0, eth1 (tnet); host2: eth0 (tnet)`: hosts, their interfaces and networks.
+pub fn describe_layout(reqs: &crate::requirements::Requirements) -> String {
+    reqs.hosts
+        .iter()
+        .map(|(h, req)| {
+            let ifaces: Vec<String> = req
+                .interfaces
+                .iter()
+                .map(|(id, d)| format!("{id} ({})", d.label))
+                .collect();
+            format!("{h}: {}", ifaces.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The parameters of one recipe: `name  type  default  doc`, aligned.
@@ -230,7 +254,12 @@ pub fn recipe_params_table(def: &RecipeDef) -> String {
     // Long types and defaults (perf_tests, offload_combinations) overflow their column
     // instead of widening it.
     let (w0, w1, w2) = (w(0), w(1).min(24), w(2).min(20));
-    let mut s = format!("{}: {}\n", def.name, def.doc);
+    let mut s = format!(
+        "{}: {}\nrequires {}\n",
+        def.name,
+        def.doc,
+        describe_layout(&(def.layout)())
+    );
     for [n, t, d, doc] in &rows {
         s.push_str(&format!("  {n:<w0$}  {t:<w1$}  {d:<w2$}  {doc}\n"));
     }

@@ -49,6 +49,10 @@ pub trait Recipe: ParamSet + std::fmt::Debug + Send + Sync + 'static {
     /// The hosts and interfaces this recipe needs.
     fn requirements(&self) -> Requirements;
 
+    /// The same without device filters (`driver`, `nic_speed`...): what `lnst-runner recipes`
+    /// shows.
+    fn layout() -> Requirements;
+
     /// Run on connected agents.
     fn run(&self, ctx: &mut RunContext) -> impl Future<Output = Result<(), RecipeError>> + Send;
 }
@@ -98,6 +102,8 @@ pub struct RecipeDef {
     pub doc: &'static str,
     /// The parameter declarations.
     pub params: fn() -> Vec<ParamSpec>,
+    /// The hosts and interfaces without device filters.
+    pub layout: fn() -> Requirements,
     /// Typed parameters from schema-checked ones, cross-checked by [`Recipe::validate`].
     pub plan: fn(&ResolvedParams) -> Result<Planned, SchemaError>,
 }
@@ -114,6 +120,7 @@ impl RecipeDef {
             name: R::NAME,
             doc: R::DOC,
             params: R::specs,
+            layout: R::layout,
             plan: plan_of::<R>,
         }
     }

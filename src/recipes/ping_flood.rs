@@ -67,6 +67,10 @@ impl Recipe for PingFloodRecipe {
         self.nics().0
     }
 
+    fn layout() -> Requirements {
+        two_hosts_one_nic(&BTreeMap::new()).0
+    }
+
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         let [h1, h2] = self.nics().1;
         ctx.progress("configuring the test network");

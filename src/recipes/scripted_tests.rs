@@ -284,6 +284,9 @@ impl Recipe for IsolationRecipe {
     fn requirements(&self) -> Requirements {
         super::reqs::two_hosts_one_nic(&Default::default()).0
     }
+    fn layout() -> Requirements {
+        super::reqs::two_hosts_one_nic(&Default::default()).0
+    }
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
     }

@@ -81,6 +81,10 @@ impl Recipe for SimpleNetnsRouterRecipe {
         simple_network_req(&self.reqs).0
     }
 
+    fn layout() -> Requirements {
+        simple_network_req(&DeviceReqParams::NONE).0
+    }
+
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
     }

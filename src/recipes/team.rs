@@ -66,6 +66,10 @@ impl Recipe for TeamRecipe {
         bond_or_team_req(&self.reqs)
     }
 
+    fn layout() -> Requirements {
+        bond_or_team_req(&DeviceReqParams::NONE)
+    }
+
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
     }

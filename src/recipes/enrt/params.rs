@@ -274,6 +274,15 @@ param_set! {
     }
 }
 
+impl DeviceReqParams {
+    /// No device filter (the layout `lnst-runner recipes` shows).
+    pub const NONE: DeviceReqParams = DeviceReqParams {
+        driver: None,
+        nic_speed: None,
+        nic_model: None,
+    };
+}
+
 param_set! {
     /// CommonHWSubConfigMixin: the hardware sub-configuration (MTU, pause frames, IRQ
     /// pinning, coalescing).
