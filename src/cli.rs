@@ -301,9 +301,14 @@ mod tests {
     fn recipe_tables() {
         let list = recipes_list();
         assert!(list.lines().any(|l| l.starts_with("SimpleNetworkRecipe  ")));
+        assert!(list
+            .lines()
+            .any(|l| l.trim() == "requires host1: eth0 (tnet), eth1 (tnet); host2: eth0 (tnet)"));
         let def = recipes::find("SimpleNetworkRecipe").unwrap_or_else(|e| panic!("{e}"));
         let t = recipe_params_table(&def);
-        assert_eq!(t.lines().count(), 39);
+        // Header, requirements, 38 parameters.
+        assert_eq!(t.lines().count(), 40);
+        assert!(t.contains("\nrequires host1: eth0 (net1); host2: eth0 (net1)\n"));
         let line = t
             .lines()
             .find(|l| l.trim_start().starts_with("perf_duration "))
