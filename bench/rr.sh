@@ -11,10 +11,21 @@
 # between two namespaces (198.18.88.1 → 198.18.88.2). Each combination runs PAIRS pairs in
 # ABBA order (ours first in odd pairs), so a load change hits both sides alike; the load
 # average is recorded with every run.
-# Needs root, iproute2, python3. Writes bench/rr-report.md. PAIRS=4, SECONDS_PER_RUN=3.
+# Placement: both programs' client and server threads are pinned the same way (PLACE=same:
+# all on CPU 1, the default; PLACE=split: client on CPU 0, server on CPU 1; PLACE=none: the
+# kernel decides). Unpinned, each run lands by chance in a fast mode (both sides on one CPU)
+# or a slow one (a cross-CPU wake-up per message), which swamps the comparison.
+# Needs root, iproute2, python3. Writes bench/rr-report.md. PAIRS=6, SECONDS_PER_RUN=3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PAIRS=${PAIRS:-4}
+PAIRS=${PAIRS:-6}
+PLACE=${PLACE:-same}
+case $PLACE in
+    same) CCPU=1 SCPU=1 ;;
+    split) CCPU=0 SCPU=1 ;;
+    none) CCPU="" SCPU="" ;;
+    *) echo "PLACE must be same, split or none" >&2; exit 2 ;;
+esac
 DUR=${SECONDS_PER_RUN:-3}
 WORKLOADS=${WORKLOADS:-"tcp_rr udp_rr tcp_crr"}
 SIZES=${SIZES:-"1 1024"}
@@ -41,17 +52,17 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 ours() { # setting workload size pair cns sns ip
     port=$((port + 1))
     local l; l=$(load)
-    local j; j=$($BENCH "$AGENT" "$2" "$5" "$6" "$7" $port "$3" "$3" "$DUR")
+    local j; j=$($BENCH "$AGENT" "$2" "$5" "$6" "$7" $port "$3" "$3" "$DUR" $CCPU $SCPU)
     echo "{\"setting\":\"$1\",\"workload\":\"$2\",\"size\":$3,\"pair\":$4,\"side\":\"ours\",\"load\":$l,\"r\":$j}" >>"$out"
 }
 
 reference() { # setting workload size pair cns sns ip
     port=$((port + 1))
     local l; l=$(load)
-    ip netns exec "$6" $REF server "$2" "$7" $port "$3" "$3" >"$work/srv.json" &
+    ip netns exec "$6" ${SCPU:+taskset -c $SCPU} $REF server "$2" "$7" $port "$3" "$3" >"$work/srv.json" &
     local spid=$!
     sleep 0.3
-    local c; c=$(ip netns exec "$5" $REF client "$2" "$7" $port "$3" "$3" "$DUR")
+    local c; c=$(ip netns exec "$5" ${CCPU:+taskset -c $CCPU} $REF client "$2" "$7" $port "$3" "$3" "$DUR")
     local waited=0
     while kill -0 $spid 2>/dev/null && [ $waited -lt 100 ]; do sleep 0.1; waited=$((waited + 1)); done
     kill $spid 2>/dev/null || true
@@ -82,9 +93,12 @@ done
 t1=$(date +%s)
 load1=$(cat /proc/loadavg)
 
-python3 - "$out" "$PAIRS" "$DUR" "$load0" "$load1" "$((t1 - t0))" "$(nproc)" "$(uname -r)" >bench/rr-report.md <<'PY'
+python3 - "$out" "$PAIRS" "$DUR" "$load0" "$load1" "$((t1 - t0))" "$(nproc)" "$(uname -r)" "$PLACE" >bench/rr-report.md <<'PY'
 import json, statistics as st, sys
-path, pairs, dur, load0, load1, wall, ncpu, kernel = sys.argv[1:]
+path, pairs, dur, load0, load1, wall, ncpu, kernel, place = sys.argv[1:]
+placement = {"same": "client and server threads of both programs pinned to CPU 1 (`taskset -c 1`; jobs with `cpus: [1]`)",
+             "split": "clients on CPU 0, servers on CPU 1, for both programs",
+             "none": "not pinned: the kernel places both programs' threads"}[place]
 runs = [json.loads(l) for l in open(path)]
 def key(r): return (r["setting"], r["workload"], r["size"])
 combos = []
@@ -101,7 +115,7 @@ print(f"Machine: {ncpu} CPUs, kernel {kernel}; release build. Load average (1, 5
 print("Ours: two `lnst-agent --stdio` processes, an RrServer and an RrClient job of one flow "
       "through the protocol, rate from the client's report. Reference: "
       "`examples/rr_reference.rs`, one blocking socket pair in two processes. Same message size "
-      "both ways (request = response), same duration, same namespaces.\n")
+      f"both ways (request = response), same duration, same namespaces. Placement: {placement}.\n")
 print("| setting | workload | size B | ours tx/s (median) | reference tx/s (median) | **ratio** (median of pair ratios) | ratio of medians | pair ratios | agent CPU µs/tx | generator threads µs/tx | reference CPU µs/tx | mean load |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 worst = None

@@ -28,9 +28,9 @@
 use crate::protocol::{unix_now, JobResult, JobSpec, RrWorkload};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::mem::MaybeUninit;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -732,12 +732,17 @@ impl Member {
     #[inline]
     fn record(&self, tx: u64, lat_ns: u64, lat_sq: f64, began: Instant, at: Instant) {
         let since = |i: Instant| {
-            u64::try_from(i.saturating_duration_since(self.sh.t0).as_nanos()).unwrap_or(u64::MAX)
+            let d = i.saturating_duration_since(self.sh.t0);
+            d.as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(d.subsec_nanos()))
         };
+        let at_ns = since(at);
         if tx == 1 {
-            self.slot.first_ns.store(since(began), Ordering::Relaxed);
+            let first = if began == at { at_ns } else { since(began) };
+            self.slot.first_ns.store(first, Ordering::Relaxed);
         }
-        self.slot.last_ns.store(since(at), Ordering::Relaxed);
+        self.slot.last_ns.store(at_ns, Ordering::Relaxed);
         self.slot.tx.store(tx, Ordering::Relaxed);
         self.slot.lat_ns.store(lat_ns, Ordering::Relaxed);
         self.slot.lat_sq.store(lat_sq.to_bits(), Ordering::Relaxed);
@@ -834,11 +839,117 @@ fn server_socket(cfg: &RrConfig) -> Result<Socket, RrError> {
     Ok(s)
 }
 
-fn recv_from(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, SockAddr)> {
-    // SAFETY: MaybeUninit<u8> has the layout of u8, and recvfrom only ever writes initialised
-    // bytes into the buffer, so viewing initialised bytes as MaybeUninit is sound.
-    let b = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-    sock.recv_from(b)
+/// Socket I/O by direct system calls. glibc's `send`/`recv` wrappers are cancellation
+/// points: in a multi-threaded process (the agent) each call switches asynchronous
+/// cancellation on and off around the system call, which a single-threaded program skips.
+/// Rust never cancels threads, so the generator's loops call the kernel directly: about 1 %
+/// of a loopback transaction (bench/rr-report.md).
+mod sys {
+    use std::io;
+    use std::os::fd::RawFd;
+
+    fn ret(r: libc::c_long) -> io::Result<usize> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r as usize)
+        }
+    }
+
+    /// `sendto(fd, buf, MSG_NOSIGNAL, addr)`; `addr` None on a connected socket.
+    pub fn send(
+        fd: RawFd,
+        buf: &[u8],
+        addr: Option<(&libc::sockaddr_storage, libc::socklen_t)>,
+    ) -> io::Result<usize> {
+        let (a, alen) = addr.map_or((std::ptr::null(), 0), |(a, l)| {
+            (
+                a as *const libc::sockaddr_storage as *const libc::sockaddr,
+                l,
+            )
+        });
+        // SAFETY: `buf` is valid for `buf.len()` bytes and `a` (when not null) for `alen`
+        // bytes during the call; the kernel only reads them. Every argument is passed as a
+        // c_long, the width the variadic syscall() reads.
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                fd as libc::c_long,
+                buf.as_ptr() as libc::c_long,
+                buf.len() as libc::c_long,
+                libc::MSG_NOSIGNAL as libc::c_long,
+                a as libc::c_long,
+                alen as libc::c_long,
+            )
+        })
+    }
+
+    /// `recvfrom(fd, buf, 0, addr)`; with `addr`, the sender's address is stored there.
+    pub fn recv(
+        fd: RawFd,
+        buf: &mut [u8],
+        addr: Option<(&mut libc::sockaddr_storage, &mut libc::socklen_t)>,
+    ) -> io::Result<usize> {
+        let (a, alen) = match addr {
+            Some((a, l)) => {
+                *l = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                (
+                    a as *mut libc::sockaddr_storage as *mut libc::sockaddr,
+                    l as *mut libc::socklen_t,
+                )
+            }
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        // SAFETY: `buf` is writable for `buf.len()` bytes, `a` (when not null) for the
+        // `*alen` bytes of a sockaddr_storage, `alen` is a valid socklen_t; all outlive the
+        // call. Arguments are passed as c_long (see `send`).
+        ret(unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                fd as libc::c_long,
+                buf.as_mut_ptr() as libc::c_long,
+                buf.len() as libc::c_long,
+                0 as libc::c_long,
+                a as libc::c_long,
+                alen as libc::c_long,
+            )
+        })
+    }
+
+    pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match send(fd, buf, None) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match recv(fd, buf, None) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed by the peer",
+                    ))
+                }
+                Ok(n) => buf = std::mem::take(&mut buf).get_mut(n..).unwrap_or_default(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An all-zero sockaddr_storage (a valid value of this plain C struct).
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is a C struct of integers, for which all-zero is valid.
+    unsafe { std::mem::zeroed() }
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -995,8 +1106,7 @@ fn client_tcp_rr(
                 *t = Instant::now();
             }
             let req = buf.get(..cfg.request_size).unwrap_or_default();
-            (&**s)
-                .write_all(req)
+            sys::write_all(s.as_raw_fd(), req)
                 .map_err(|e| format!("flow {}: sending a request: {e}", id(i)))?;
         }
         for (i, s) in socks.iter().enumerate() {
@@ -1004,7 +1114,7 @@ fn client_tcp_rr(
                 continue;
             }
             let resp = buf.get_mut(..cfg.response_size).unwrap_or_default();
-            (&**s).read_exact(resp).map_err(|e| {
+            sys::read_exact(s.as_raw_fd(), resp).map_err(|e| {
                 format!(
                     "flow {}: reading a response: {e} (server closed or reset?)",
                     id(i)
@@ -1046,12 +1156,10 @@ fn client_tcp_crr(
                 .map_err(|e| format!("flow {}: connecting to {}: {e}", f.flow, cfg.addr))?;
             f.connections += 1;
             let req = buf.get(..cfg.request_size).unwrap_or_default();
-            (&*s)
-                .write_all(req)
+            sys::write_all(s.as_raw_fd(), req)
                 .map_err(|e| format!("flow {}: sending a request: {e}", f.flow))?;
             let resp = buf.get_mut(..cfg.response_size).unwrap_or_default();
-            (&*s)
-                .read_exact(resp)
+            sys::read_exact(s.as_raw_fd(), resp)
                 .map_err(|e| format!("flow {}: reading a response: {e}", f.flow))?;
             let t2 = Instant::now();
             drop(s); // SO_LINGER 0: the close sends an RST
@@ -1126,7 +1234,7 @@ fn client_udp_rr(
             if let Some(t) = t1.get_mut(i) {
                 *t = Instant::now();
             }
-            match s.send(&sbuf) {
+            match sys::send(s.as_raw_fd(), &sbuf, None) {
                 Ok(_) => {}
                 // An ICMP error for an earlier datagram surfaces here.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -1146,7 +1254,7 @@ fn client_udp_rr(
             let q = seq.get(i).copied().unwrap_or(0);
             let Some(f) = out.get_mut(i) else { continue };
             loop {
-                match (&**s).read(&mut rbuf) {
+                match sys::recv(s.as_raw_fd(), &mut rbuf, None) {
                     Ok(n) if n == cfg.response_size && tag_matches(&rbuf, q, tag) => {
                         let t2 = Instant::now();
                         acc.done(m, t1.get(i).copied().unwrap_or(t2), t2);
@@ -1191,11 +1299,11 @@ fn serve_tcp_rr_conn(sh: &Shared, m: &Member, s: Tracked<'_>) {
     let mut tx = 0u64;
     loop {
         let req = buf.get_mut(..cfg.request_size).unwrap_or_default();
-        if (&*s).read_exact(req).is_err() {
+        if sys::read_exact(s.as_raw_fd(), req).is_err() {
             break; // the client closed or reset: the connection's normal end
         }
         let resp = buf.get(..cfg.response_size).unwrap_or_default();
-        if (&*s).write_all(resp).is_err() {
+        if sys::write_all(s.as_raw_fd(), resp).is_err() {
             break;
         }
         tx += 1;
@@ -1288,11 +1396,11 @@ fn server_tcp_crr_thread(sh: Arc<Shared>, m: Member, listener: Arc<Socket>) {
         let s = sh.track(sock);
         lock(&sh.ctl).accepted += 1;
         let req = buf.get_mut(..cfg.request_size).unwrap_or_default();
-        if (&*s).read_exact(req).is_err() {
+        if sys::read_exact(s.as_raw_fd(), req).is_err() {
             continue;
         }
         let resp = buf.get(..cfg.response_size).unwrap_or_default();
-        if (&*s).write_all(resp).is_err() {
+        if sys::write_all(s.as_raw_fd(), resp).is_err() {
             continue;
         }
         tx += 1;
@@ -1309,12 +1417,14 @@ fn server_udp_thread(sh: Arc<Shared>, m: Member, sock: Arc<Socket>) {
     let mut buf = vec![0u8; (MAX_UDP_MSG as usize + 1).max(cfg.response_size)];
     let mut tx = 0u64;
     loop {
-        let r = recv_from(&sock, &mut buf);
+        let mut peer: libc::sockaddr_storage = zeroed_storage();
+        let mut plen: libc::socklen_t = 0;
+        let r = sys::recv(sock.as_raw_fd(), &mut buf, Some((&mut peer, &mut plen)));
         if sh.halted() {
             break;
         }
-        let (_n, peer) = match r {
-            Ok(x) => x,
+        match r {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // An ICMP error about an earlier response (the client went away).
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
@@ -1325,7 +1435,7 @@ fn server_udp_thread(sh: Arc<Shared>, m: Member, sock: Arc<Socket>) {
         };
         // The response starts with the request's first bytes: the sequence number echoed.
         let resp = buf.get(..cfg.response_size).unwrap_or_default();
-        match sock.send_to(resp, &peer) {
+        match sys::send(sock.as_raw_fd(), resp, Some((&peer, plen))) {
             Ok(_) => {
                 tx += 1;
                 {
@@ -2051,6 +2161,7 @@ mod tests {
     //! Loopback self-checks of the generator against trivial blocking reference programs
     //! (a ping-pong over the same kind of sockets, written the obvious way).
     use super::*;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream, UdpSocket};
     use std::sync::atomic::AtomicUsize;
 
