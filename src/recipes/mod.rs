@@ -17,6 +17,7 @@ pub mod simple_netns_router;
 pub mod simple_network;
 pub mod team;
 pub mod typed;
+pub mod virtual_bridge_vlan_in_host;
 pub mod vlans;
 
 #[cfg(test)]
@@ -135,6 +136,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<simple_netns_router::SimpleNetnsRouterRecipe>(),
     RecipeDef::of::<vlans::VlansRecipe>(),
     RecipeDef::of::<team::TeamRecipe>(),
+    RecipeDef::of::<virtual_bridge_vlan_in_host::VirtualBridgeVlanInHostRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
