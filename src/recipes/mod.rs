@@ -17,6 +17,7 @@ pub mod simple_netns_router;
 pub mod simple_network;
 pub mod team;
 pub mod typed;
+pub mod virtual_bridge_vlan_in_guest;
 pub mod virtual_bridge_vlan_in_host;
 pub mod vlans;
 
@@ -137,6 +138,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<vlans::VlansRecipe>(),
     RecipeDef::of::<team::TeamRecipe>(),
     RecipeDef::of::<virtual_bridge_vlan_in_host::VirtualBridgeVlanInHostRecipe>(),
+    RecipeDef::of::<virtual_bridge_vlan_in_guest::VirtualBridgeVlanInGuestRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

@@ -3,9 +3,9 @@
 //! port of the bridge. Pings and flows between guest1 and host2's VLAN.
 //!
 //! ```text
-//!   guest1: eth0 (.3, ::3)                         host2: eth0 ─ vlan0 (.2, ::2)
-//!            │ to_guest                                   │
-//!   host1:  tap0 ─ br0 (.1) ─ vlan0 (id 10) ─ eth0 ══ to_switch
+//!   guest1: eth0 (.3, ::3)
+//!            │ to_guest
+//!   host1:  tap0 ─ br0 (.1) ─ vlan0 (id 10) ─ eth0 ══ to_switch ══ eth0 ─ vlan0 (.2, ::2)  :host2
 //! ```
 //!
 //! The devices are created before the base's configuration, as upstream; the bridge gets an

@@ -1,0 +1,190 @@
+//! VirtualBridgeVlanInGuestRecipe (upstream `ENRT/VirtualBridgeVlanInGuestRecipe.py`): host1
+//! is a hypervisor bridging its guest to the switch; the VLAN is the guest's. Pings and flows
+//! between guest1's VLAN and host2's.
+//!
+//! ```text
+//!   guest1: eth0 ─ vlan0 (id 10; .3, ::3)
+//!            │ to_guest
+//!   host1:  tap0 ─ br0 (.1) ─ eth0 ══ to_switch ══ eth0 ─ vlan0 (id 10; .2, ::2)  :host2
+//! ```
+//!
+//! The devices are created before the base's configuration, as upstream; the bridge gets an
+//! IPv4 address only. CPU is measured on the hypervisors host1 and host2.
+//!
+//! Deliberate differences:
+//! * IPv6 addresses start at host 2 of `net_ipv6` whatever the network (upstream starts
+//!   there only with its default `fc00:0:0:1::/64`, from host 1 otherwise), so the IPv6 host
+//!   parts equal the IPv4 last octets with any network; networks too small for the three
+//!   addresses are refused at plan time (upstream stops with StopIteration).
+
+use super::common::addrs::{InterfaceAddresses, THREE_HOSTS};
+use super::common::config::{Configured, Link, TestWide};
+use super::context::{Dev, RecipeError, RunContext};
+use super::enrt::params::{offload_sets, offload_type, CommonHwParams, DeviceReqParams};
+use super::enrt::params::{EnrtBase, VirtualEnrtParams, O5, O5_KEYS};
+use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
+use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::reqs::virtual_bridge_req;
+use super::typed::OffloadCombination;
+use super::Recipe;
+use crate::param_set;
+use crate::requirements::Requirements;
+
+param_set! {
+    /// VirtualBridgeVlanInGuestRecipe's parameters.
+    pub struct VirtualBridgeVlanInGuestRecipe {
+        param vlan_id: u16 = dflt(Int, 10i64, "id of the VLAN on guest1.eth0 and host2.eth0")
+            .range(1.0, 4094.0),
+        param offload_combinations: Vec<OffloadCombination> = dflt(
+            offload_type(),
+            offload_sets(&O5_KEYS, &O5),
+            "offload settings of host1.eth0, host2.eth0 and guest1.eth0; one sub-configuration per dict",
+        ),
+        param net_ipv4: ipnet::Ipv4Net = dflt(
+            Ipv4Net,
+            "192.168.10.0/24",
+            "IPv4 network; host1.br0 gets .1, host2.vlan0 .2, guest1.vlan0 .3",
+        )
+        .check(THREE_HOSTS),
+        param net_ipv6: ipnet::Ipv6Net = dflt(
+            Ipv6Net,
+            "fc00:0:0:1::/64",
+            "IPv6 network; host2.vlan0 gets ::2, guest1.vlan0 ::3",
+        )
+        .check(THREE_HOSTS),
+        group base: VirtualEnrtParams,
+        group reqs: DeviceReqParams,
+        group hw: CommonHwParams,
+    }
+}
+
+fn dev(host: &str, id: &str) -> Dev {
+    Dev::new(host, id)
+}
+
+impl VirtualBridgeVlanInGuestRecipe {
+    /// The ping and perf endpoints: guest1.vlan0 and host2.vlan0.
+    fn ends() -> (Dev, Dev) {
+        (dev("guest1", "vlan0"), dev("host2", "vlan0"))
+    }
+    /// The NICs towards the switch.
+    fn uplinks() -> Vec<Dev> {
+        vec![dev("host1", "eth0"), dev("host2", "eth0")]
+    }
+}
+
+impl Recipe for VirtualBridgeVlanInGuestRecipe {
+    const NAME: &'static str = "VirtualBridgeVlanInGuestRecipe";
+    const DOC: &'static str =
+        "guest with a VLAN behind a hypervisor bridge: pings and flows to host2's VLAN";
+
+    fn requirements(&self) -> Requirements {
+        virtual_bridge_req(&self.reqs)
+    }
+
+    fn layout() -> Requirements {
+        virtual_bridge_req(&DeviceReqParams::NONE)
+    }
+
+    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
+        enrt::run(self, ctx).await
+    }
+}
+
+impl EnrtRecipe for VirtualBridgeVlanInGuestRecipe {
+    fn base(&self) -> EnrtBase<'_> {
+        self.base.view()
+    }
+
+    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+        let mut tw = TestWide::new();
+        let (h1_eth0, h1_tap0, h1_br0) = (
+            dev("host1", "eth0"),
+            dev("host1", "tap0"),
+            dev("host1", "br0"),
+        );
+        let (h2_eth0, h2_vlan0) = (dev("host2", "eth0"), dev("host2", "vlan0"));
+        let (g1_eth0, g1_vlan0) = (dev("guest1", "eth0"), dev("guest1", "vlan0"));
+        tw.create(&h1_br0, Link::Bridge);
+        for port in [&h1_eth0, &h1_tap0] {
+            tw.down(port).enslave(port, &h1_br0);
+        }
+        tw.down(&h2_eth0).down(&g1_eth0);
+        for (vlan, parent) in [(&h2_vlan0, &h2_eth0), (&g1_vlan0, &g1_eth0)] {
+            tw.create(
+                vlan,
+                Link::Vlan {
+                    parent: parent.clone(),
+                    id: self.vlan_id,
+                },
+            );
+        }
+        let mut v4 = InterfaceAddresses::new(self.net_ipv4);
+        let mut v6 = InterfaceAddresses::starting_at(self.net_ipv6, 2, 1);
+        tw.address(&h1_br0, v4.alloc()?);
+        for d in [&h2_vlan0, &g1_vlan0] {
+            tw.address(d, v4.alloc()?).address(d, v6.alloc()?);
+        }
+        tw.up_all(&[
+            h1_eth0, h1_tap0, h1_br0, h2_eth0, h2_vlan0, g1_eth0, g1_vlan0,
+        ])
+        .wait_tentative();
+        Ok(tw)
+    }
+
+    fn test_wide_description(&self, config: &Configured) -> Vec<String> {
+        let mut desc = config.describe();
+        let vlans = [("host2", "vlan0"), ("guest1", "vlan0")];
+        for (h, v) in vlans {
+            desc.push(format!("Configured {h}.{v}.vlan_id = {}", self.vlan_id));
+        }
+        for (h, v) in vlans {
+            desc.push(format!("Configured {h}.{v}.realdev = {h}.eth0"));
+        }
+        desc.push("Configured host1.br0.slaves = ['host1.eth0', 'host1.tap0']".into());
+        desc
+    }
+
+    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+        let (a, b) = Self::ends();
+        vec![PingEndpoints::new(&a, &b)]
+    }
+
+    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
+        let (a, b) = Self::ends();
+        vec![ip_endpoint_pairs(config, &a, &b)]
+    }
+
+    /// Upstream VirtualEnrtRecipe measures the CPU on the hypervisors.
+    fn cpu_hosts(&self) -> Option<Vec<String>> {
+        Some(vec!["host1".into(), "host2".into()])
+    }
+
+    /// Pause frames: none (upstream's list is empty).
+    fn sub_configurations(&self) -> SubConfigs<'_> {
+        let mut offload_nics = Self::uplinks();
+        offload_nics.push(dev("guest1", "eth0"));
+        let mtu_devs = [
+            ("host1", "eth0"),
+            ("host1", "tap0"),
+            ("host1", "br0"),
+            ("guest1", "eth0"),
+            ("host2", "eth0"),
+            ("host2", "vlan0"),
+            ("guest1", "vlan0"),
+        ]
+        .map(|(h, d)| dev(h, d))
+        .to_vec();
+        let hw = HwConfig {
+            params: &self.hw,
+            mtu_devs,
+            pause_frames_devs: Vec::new(),
+            dev_interrupt_devs: Self::uplinks(),
+            parallel_stream_qdisc_devs: Self::uplinks(),
+        };
+        SubConfigs {
+            offloads: Some((&self.offload_combinations, offload_nics)),
+            hw: Some(hw),
+        }
+    }
+}
