@@ -19,6 +19,7 @@ pub mod team;
 pub mod typed;
 pub mod virtual_bridge_vlan_in_guest;
 pub mod virtual_bridge_vlan_in_host;
+pub mod virtual_bridge_vlan_in_host_mirrored;
 pub mod vlans;
 
 #[cfg(test)]
@@ -139,6 +140,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<team::TeamRecipe>(),
     RecipeDef::of::<virtual_bridge_vlan_in_host::VirtualBridgeVlanInHostRecipe>(),
     RecipeDef::of::<virtual_bridge_vlan_in_guest::VirtualBridgeVlanInGuestRecipe>(),
+    RecipeDef::of::<virtual_bridge_vlan_in_host_mirrored::VirtualBridgeVlanInHostMirroredRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
