@@ -18,6 +18,7 @@ pub mod simple_network;
 pub mod team;
 pub mod typed;
 pub mod virtual_bridge_vlan_in_guest;
+pub mod virtual_bridge_vlan_in_guest_mirrored;
 pub mod virtual_bridge_vlan_in_host;
 pub mod virtual_bridge_vlan_in_host_mirrored;
 pub mod vlans;
@@ -141,6 +142,8 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<virtual_bridge_vlan_in_host::VirtualBridgeVlanInHostRecipe>(),
     RecipeDef::of::<virtual_bridge_vlan_in_guest::VirtualBridgeVlanInGuestRecipe>(),
     RecipeDef::of::<virtual_bridge_vlan_in_host_mirrored::VirtualBridgeVlanInHostMirroredRecipe>(),
+    RecipeDef::of::<virtual_bridge_vlan_in_guest_mirrored::VirtualBridgeVlanInGuestMirroredRecipe>(
+    ),
 ];
 
 /// RECIPE names no registered recipe.

@@ -3,9 +3,10 @@
 //! a bridge whose other port is the host's VLAN. Pings and flows between the two guests.
 //!
 //! ```text
-//!   guest1: eth0 (.3, ::3)                                          guest2: eth0 (.4, ::4)
-//!            │ to_guest1                                                     │ to_guest2
-//!   host1:  tap0 ─ br0 (.1) ─ vlan0 (id 10) ─ eth0 ══ to_switch ══ eth0 ─ vlan0 (id 10) ─ br0 (.2) ─ tap0  :host2
+//!   guest1: eth0 (.3, ::3)                           guest2: eth0 (.4, ::4)
+//!            │ to_guest1                                      │ to_guest2
+//!   host1:  tap0 ─ br0 (.1) ─ vlan0 (id 10) ─ eth0   host2:  tap0 ─ br0 (.2) ─ vlan0 (id 10) ─ eth0
+//!                                              ╚═════════════ to_switch ══════════════════════╝
 //! ```
 //!
 //! The devices are created before the base's configuration, as upstream; the bridges get

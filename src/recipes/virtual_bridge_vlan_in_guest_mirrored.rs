@@ -1,0 +1,204 @@
+//! VirtualBridgeVlanInGuestMirroredRecipe (upstream
+//! `ENRT/VirtualBridgeVlanInGuestMirroredRecipe.py`): two hypervisors, each bridging a guest
+//! to the switch; the VLANs are the guests'. Pings and flows between the guests' VLANs.
+//!
+//! ```text
+//!   guest1: eth0 ─ vlan0 (id 10; .3, ::3)     guest2: eth0 ─ vlan0 (id 10; .4, ::4)
+//!            │ to_guest1                               │ to_guest2
+//!   host1:  tap0 ─ br0 (.1) ─ eth0            host2:  tap0 ─ br0 (.2) ─ eth0
+//!                              ╚═════════════ to_switch ═══════════════╝
+//! ```
+//!
+//! The devices are created before the base's configuration, as upstream; the bridges get
+//! IPv4 addresses only. CPU is measured on the hypervisors host1 and host2.
+//!
+//! Deliberate differences:
+//! * `perf_tool_cpu` is logged and ignored (the perf tools are not pinned), as upstream
+//!   means to: it sets the parameter to None, but its log line formats the list with `%d`,
+//!   a TypeError that ends upstream's test-wide configuration whenever the parameter is set.
+//! * IPv6 addresses start at host 3 of `net_ipv6` whatever the network (upstream starts
+//!   there only with its default `fc00:0:0:1::/64`, from host 1 otherwise), so the IPv6 host
+//!   parts equal the IPv4 last octets with any network; networks too small for the four
+//!   addresses are refused at plan time (upstream stops with StopIteration).
+
+use super::common::addrs::{InterfaceAddresses, FOUR_HOSTS};
+use super::common::config::{Configured, Link, TestWide};
+use super::context::{Dev, RecipeError, RunContext};
+use super::enrt::params::{offload_sets, offload_type, CommonHwParams, DeviceReqParams};
+use super::enrt::params::{EnrtBase, VirtualEnrtParams, O5, O5_KEYS};
+use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
+use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::reqs::virtual_bridge_mirrored_req;
+use super::typed::OffloadCombination;
+use super::Recipe;
+use crate::param_set;
+use crate::requirements::Requirements;
+
+param_set! {
+    /// VirtualBridgeVlanInGuestMirroredRecipe's parameters.
+    pub struct VirtualBridgeVlanInGuestMirroredRecipe {
+        param vlan_id: u16 = dflt(Int, 10i64, "id of the VLAN on guest1.eth0 and guest2.eth0")
+            .range(1.0, 4094.0),
+        param offload_combinations: Vec<OffloadCombination> = dflt(
+            offload_type(),
+            offload_sets(&O5_KEYS, &O5),
+            "offload settings of host1.eth0, host2.eth0, guest1.eth0 and guest2.eth0; one sub-configuration per dict",
+        ),
+        param net_ipv4: ipnet::Ipv4Net = dflt(
+            Ipv4Net,
+            "192.168.10.0/24",
+            "IPv4 network; host1.br0 gets .1, host2.br0 .2, guest1.vlan0 .3, guest2.vlan0 .4",
+        )
+        .check(FOUR_HOSTS),
+        param net_ipv6: ipnet::Ipv6Net = dflt(
+            Ipv6Net,
+            "fc00:0:0:1::/64",
+            "IPv6 network; guest1.vlan0 gets ::3, guest2.vlan0 ::4",
+        )
+        .check(FOUR_HOSTS),
+        group base: VirtualEnrtParams,
+        group reqs: DeviceReqParams,
+        group hw: CommonHwParams,
+    }
+}
+
+const HOSTS: [&str; 2] = ["host1", "host2"];
+const GUESTS: [&str; 2] = ["guest1", "guest2"];
+
+fn dev(host: &str, id: &str) -> Dev {
+    Dev::new(host, id)
+}
+
+impl VirtualBridgeVlanInGuestMirroredRecipe {
+    /// The ping and perf endpoints: the guests' VLANs.
+    fn ends() -> (Dev, Dev) {
+        (dev("guest1", "vlan0"), dev("guest2", "vlan0"))
+    }
+    /// The NICs towards the switch.
+    fn uplinks() -> Vec<Dev> {
+        HOSTS.map(|h| dev(h, "eth0")).to_vec()
+    }
+}
+
+impl Recipe for VirtualBridgeVlanInGuestMirroredRecipe {
+    const NAME: &'static str = "VirtualBridgeVlanInGuestMirroredRecipe";
+    const DOC: &'static str =
+        "two guests with VLANs behind hypervisor bridges: pings and flows between the guests' VLANs";
+
+    fn requirements(&self) -> Requirements {
+        virtual_bridge_mirrored_req(&self.reqs)
+    }
+
+    fn layout() -> Requirements {
+        virtual_bridge_mirrored_req(&DeviceReqParams::NONE)
+    }
+
+    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
+        let mut r = self.clone();
+        if let Some(cpus) = r.base.flows.perf_tool_cpu.take() {
+            tracing::info!("'perf_tool_cpu' param ({cpus:?}) to be set to None");
+        }
+        enrt::run(&r, ctx).await
+    }
+}
+
+impl EnrtRecipe for VirtualBridgeVlanInGuestMirroredRecipe {
+    fn base(&self) -> EnrtBase<'_> {
+        self.base.view()
+    }
+
+    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+        let mut tw = TestWide::new();
+        for h in HOSTS {
+            let br0 = dev(h, "br0");
+            tw.create(&br0, Link::Bridge);
+            for port in [dev(h, "eth0"), dev(h, "tap0")] {
+                tw.down(&port).enslave(&port, &br0);
+            }
+        }
+        for g in GUESTS {
+            tw.down(&dev(g, "eth0"));
+        }
+        for g in GUESTS {
+            let link = Link::Vlan {
+                parent: dev(g, "eth0"),
+                id: self.vlan_id,
+            };
+            tw.create(&dev(g, "vlan0"), link);
+        }
+        let mut v4 = InterfaceAddresses::new(self.net_ipv4);
+        let mut v6 = InterfaceAddresses::starting_at(self.net_ipv6, 3, 1);
+        for h in HOSTS {
+            tw.address(&dev(h, "br0"), v4.alloc()?);
+        }
+        for g in GUESTS {
+            let vlan0 = dev(g, "vlan0");
+            tw.address(&vlan0, v4.alloc()?).address(&vlan0, v6.alloc()?);
+        }
+        for h in HOSTS {
+            tw.up_all(&["eth0", "tap0", "br0"].map(|d| dev(h, d)));
+        }
+        for g in GUESTS {
+            tw.up_all(&["eth0", "vlan0"].map(|d| dev(g, d)));
+        }
+        tw.wait_tentative();
+        Ok(tw)
+    }
+
+    fn test_wide_description(&self, config: &Configured) -> Vec<String> {
+        let mut desc = config.describe();
+        for g in GUESTS {
+            desc.push(format!("Configured {g}.vlan0.vlan_id = {}", self.vlan_id));
+        }
+        for g in GUESTS {
+            desc.push(format!("Configured {g}.vlan0.realdev = {g}.eth0"));
+        }
+        for h in HOSTS {
+            desc.push(format!(
+                "Configured {h}.br0.slaves = ['{h}.eth0', '{h}.tap0']"
+            ));
+        }
+        desc
+    }
+
+    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+        let (a, b) = Self::ends();
+        vec![PingEndpoints::new(&a, &b)]
+    }
+
+    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
+        let (a, b) = Self::ends();
+        vec![ip_endpoint_pairs(config, &a, &b)]
+    }
+
+    /// Upstream VirtualEnrtRecipe measures the CPU on the hypervisors.
+    fn cpu_hosts(&self) -> Option<Vec<String>> {
+        Some(HOSTS.map(String::from).to_vec())
+    }
+
+    /// Pause frames: none (upstream's list is empty).
+    fn sub_configurations(&self) -> SubConfigs<'_> {
+        let mut offload_nics = Self::uplinks();
+        offload_nics.extend(GUESTS.map(|g| dev(g, "eth0")));
+        let mut mtu_devs: Vec<Dev> = HOSTS
+            .iter()
+            .flat_map(|h| ["eth0", "tap0", "br0"].map(|d| dev(h, d)))
+            .collect();
+        mtu_devs.extend(
+            GUESTS
+                .iter()
+                .flat_map(|g| ["eth0", "vlan0"].map(|d| dev(g, d))),
+        );
+        let hw = HwConfig {
+            params: &self.hw,
+            mtu_devs,
+            pause_frames_devs: Vec::new(),
+            dev_interrupt_devs: Self::uplinks(),
+            parallel_stream_qdisc_devs: Self::uplinks(),
+        };
+        SubConfigs {
+            offloads: Some((&self.offload_combinations, offload_nics)),
+            hw: Some(hw),
+        }
+    }
+}
