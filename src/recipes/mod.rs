@@ -21,6 +21,7 @@ pub mod virtual_bridge_vlan_in_guest;
 pub mod virtual_bridge_vlan_in_guest_mirrored;
 pub mod virtual_bridge_vlan_in_host;
 pub mod virtual_bridge_vlan_in_host_mirrored;
+pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 
 #[cfg(test)]
@@ -144,6 +145,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<virtual_bridge_vlan_in_host_mirrored::VirtualBridgeVlanInHostMirroredRecipe>(),
     RecipeDef::of::<virtual_bridge_vlan_in_guest_mirrored::VirtualBridgeVlanInGuestMirroredRecipe>(
     ),
+    RecipeDef::of::<virtual_bridge_vlans_over_bond::VirtualBridgeVlansOverBondRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
