@@ -159,6 +159,11 @@ tables! {
     vlans => "VlansRecipe",
     bond => "BondRecipe",
     team => "TeamRecipe",
+    virtual_bridge_vlan_in_host => "VirtualBridgeVlanInHostRecipe",
+    virtual_bridge_vlan_in_guest => "VirtualBridgeVlanInGuestRecipe",
+    virtual_bridge_vlan_in_host_mirrored => "VirtualBridgeVlanInHostMirroredRecipe",
+    virtual_bridge_vlan_in_guest_mirrored => "VirtualBridgeVlanInGuestMirroredRecipe",
+    virtual_bridge_vlans_over_bond => "VirtualBridgeVlansOverBondRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong
