@@ -10,9 +10,9 @@ use common::vm::*;
 use common::*;
 use serde_json::Value;
 
-/// (recipe, its smoke parameters, ping results, flow measurements), from
-/// tests/data/catalogue-smoke.json (bench/catalogue.sh runs the same list).
-fn catalogue() -> Vec<(String, Value, usize, usize)> {
+/// (recipe, its smoke parameters, ping results, isolated ones among them, flow measurements),
+/// from tests/data/catalogue-smoke.json (bench/catalogue.sh runs the same list).
+fn catalogue() -> Vec<(String, Value, usize, usize, usize)> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/catalogue-smoke.json");
     let list = read_json(&path);
@@ -20,11 +20,12 @@ fn catalogue() -> Vec<(String, Value, usize, usize)> {
         .unwrap()
         .iter()
         .map(|t| {
-            let n = |k: &str| t["expect"][k].as_u64().unwrap() as usize;
+            let n = |k: &str| t["expect"][k].as_u64().unwrap_or(0) as usize;
             (
                 t["recipe_name"].as_str().unwrap().to_string(),
                 t["params"].clone(),
                 n("pings"),
+                n("isolated"),
                 n("flows"),
             )
         })
@@ -40,7 +41,7 @@ fn vm_catalogue_recipes_pass_with_smoke_parameters() {
     let all = catalogue();
     let tests: Vec<(&str, Value)> = all
         .iter()
-        .map(|(r, p, _, _)| (r.as_str(), p.clone()))
+        .map(|(r, p, ..)| (r.as_str(), p.clone()))
         .collect();
     let db = test_db(home.path(), &tests);
     let mut vars = vm_vars(&k);
@@ -48,8 +49,8 @@ fn vm_catalogue_recipes_pass_with_smoke_parameters() {
     let out = runner(home.path(), &vars).output().unwrap();
     let text = output_text(&out);
     let res = home.path().join("results");
-    for (i, (recipe, _, pings, flows)) in all.iter().enumerate() {
-        assert_passed(&res, i, recipe, *pings, *flows);
+    for (i, (recipe, _, pings, isolated, flows)) in all.iter().enumerate() {
+        assert_passed_isolated(&res, i, recipe, *pings, *isolated, *flows);
     }
     assert_eq!(out.status.code(), Some(0), "{text}");
     // Every agent ran the guest kernel.
