@@ -159,6 +159,7 @@ tables! {
     vlans => "VlansRecipe",
     bond => "BondRecipe",
     team => "TeamRecipe",
+    double_bond => "DoubleBondRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -9,6 +9,7 @@
 pub mod bond;
 pub mod common;
 pub mod context;
+pub mod double_bond;
 pub mod enrt;
 pub mod linux_bridge;
 pub mod ping_flood;
@@ -135,6 +136,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<simple_netns_router::SimpleNetnsRouterRecipe>(),
     RecipeDef::of::<vlans::VlansRecipe>(),
     RecipeDef::of::<team::TeamRecipe>(),
+    RecipeDef::of::<double_bond::DoubleBondRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
