@@ -160,6 +160,7 @@ tables! {
     bond => "BondRecipe",
     team => "TeamRecipe",
     double_bond => "DoubleBondRecipe",
+    vlans_over_bond => "VlansOverBondRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -19,6 +19,7 @@ pub mod simple_network;
 pub mod team;
 pub mod typed;
 pub mod vlans;
+pub mod vlans_over_bond;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -137,6 +138,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<vlans::VlansRecipe>(),
     RecipeDef::of::<team::TeamRecipe>(),
     RecipeDef::of::<double_bond::DoubleBondRecipe>(),
+    RecipeDef::of::<vlans_over_bond::VlansOverBondRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
