@@ -161,6 +161,7 @@ tables! {
     team => "TeamRecipe",
     double_bond => "DoubleBondRecipe",
     vlans_over_bond => "VlansOverBondRecipe",
+    linux_bridge_over_bond => "LinuxBridgeOverBondRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -12,6 +12,7 @@ pub mod context;
 pub mod double_bond;
 pub mod enrt;
 pub mod linux_bridge;
+pub mod linux_bridge_over_bond;
 pub mod ping_flood;
 pub mod reqs;
 pub mod simple_netns_router;
@@ -139,6 +140,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<team::TeamRecipe>(),
     RecipeDef::of::<double_bond::DoubleBondRecipe>(),
     RecipeDef::of::<vlans_over_bond::VlansOverBondRecipe>(),
+    RecipeDef::of::<linux_bridge_over_bond::LinuxBridgeOverBondRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
