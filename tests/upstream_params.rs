@@ -162,6 +162,7 @@ tables! {
     double_bond => "DoubleBondRecipe",
     vlans_over_bond => "VlansOverBondRecipe",
     linux_bridge_over_bond => "LinuxBridgeOverBondRecipe",
+    double_team => "DoubleTeamRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -10,6 +10,7 @@ pub mod bond;
 pub mod common;
 pub mod context;
 pub mod double_bond;
+pub mod double_team;
 pub mod enrt;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
@@ -141,6 +142,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<double_bond::DoubleBondRecipe>(),
     RecipeDef::of::<vlans_over_bond::VlansOverBondRecipe>(),
     RecipeDef::of::<linux_bridge_over_bond::LinuxBridgeOverBondRecipe>(),
+    RecipeDef::of::<double_team::DoubleTeamRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
