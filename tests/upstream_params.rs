@@ -163,6 +163,7 @@ tables! {
     vlans_over_bond => "VlansOverBondRecipe",
     linux_bridge_over_bond => "LinuxBridgeOverBondRecipe",
     double_team => "DoubleTeamRecipe",
+    vlans_over_team => "VlansOverTeamRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

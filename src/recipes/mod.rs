@@ -22,6 +22,7 @@ pub mod team;
 pub mod typed;
 pub mod vlans;
 pub mod vlans_over_bond;
+pub mod vlans_over_team;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -143,6 +144,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<vlans_over_bond::VlansOverBondRecipe>(),
     RecipeDef::of::<linux_bridge_over_bond::LinuxBridgeOverBondRecipe>(),
     RecipeDef::of::<double_team::DoubleTeamRecipe>(),
+    RecipeDef::of::<vlans_over_team::VlansOverTeamRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
