@@ -164,6 +164,7 @@ tables! {
     linux_bridge_over_bond => "LinuxBridgeOverBondRecipe",
     double_team => "DoubleTeamRecipe",
     vlans_over_team => "VlansOverTeamRecipe",
+    team_vs_bond => "TeamVsBondRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -19,6 +19,7 @@ pub mod reqs;
 pub mod simple_netns_router;
 pub mod simple_network;
 pub mod team;
+pub mod team_vs_bond;
 pub mod typed;
 pub mod vlans;
 pub mod vlans_over_bond;
@@ -145,6 +146,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<linux_bridge_over_bond::LinuxBridgeOverBondRecipe>(),
     RecipeDef::of::<double_team::DoubleTeamRecipe>(),
     RecipeDef::of::<vlans_over_team::VlansOverTeamRecipe>(),
+    RecipeDef::of::<team_vs_bond::TeamVsBondRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
