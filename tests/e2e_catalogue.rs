@@ -121,22 +121,24 @@ fn machine_state(ns: &str) -> String {
             })
             .unwrap_or(json)
     };
-    let mut out = vec![lines(sh(&["ip", "-n", ns, "-d", "-j", "link", "show"]))];
-    out.push(lines(sh(&["ip", "-n", ns, "-j", "addr", "show"])));
-    out.push(lines(sh(&[
-        "ip", "-n", ns, "-j", "-4", "route", "show", "table", "all",
-    ])));
-    out.push(lines(sh(&[
-        "ip", "-n", ns, "-j", "-6", "route", "show", "table", "all",
-    ])));
-    out.push(ns_sh(&["ethtool", "-k", "test0"]));
-    out.push(ns_sh(&[
-        "sysctl",
-        "net.ipv4.ip_forward",
-        "net.ipv6.conf.all.forwarding",
-        "net.ipv4.conf.all.rp_filter",
-        "net.ipv4.conf.test0.rp_filter",
-    ]));
+    let out = [
+        lines(sh(&["ip", "-n", ns, "-d", "-j", "link", "show"])),
+        lines(sh(&["ip", "-n", ns, "-j", "addr", "show"])),
+        lines(sh(&[
+            "ip", "-n", ns, "-j", "-4", "route", "show", "table", "all",
+        ])),
+        lines(sh(&[
+            "ip", "-n", ns, "-j", "-6", "route", "show", "table", "all",
+        ])),
+        ns_sh(&["ethtool", "-k", "test0"]),
+        ns_sh(&[
+            "sysctl",
+            "net.ipv4.ip_forward",
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv4.conf.all.rp_filter",
+            "net.ipv4.conf.test0.rp_filter",
+        ]),
+    ];
     out.join("\n")
 }
 

@@ -164,6 +164,12 @@ tables! {
     virtual_bridge_vlan_in_host_mirrored => "VirtualBridgeVlanInHostMirroredRecipe",
     virtual_bridge_vlan_in_guest_mirrored => "VirtualBridgeVlanInGuestMirroredRecipe",
     virtual_bridge_vlans_over_bond => "VirtualBridgeVlansOverBondRecipe",
+    double_bond => "DoubleBondRecipe",
+    vlans_over_bond => "VlansOverBondRecipe",
+    linux_bridge_over_bond => "LinuxBridgeOverBondRecipe",
+    double_team => "DoubleTeamRecipe",
+    vlans_over_team => "VlansOverTeamRecipe",
+    team_vs_bond => "TeamVsBondRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -9,13 +9,17 @@
 pub mod bond;
 pub mod common;
 pub mod context;
+pub mod double_bond;
+pub mod double_team;
 pub mod enrt;
 pub mod linux_bridge;
+pub mod linux_bridge_over_bond;
 pub mod ping_flood;
 pub mod reqs;
 pub mod simple_netns_router;
 pub mod simple_network;
 pub mod team;
+pub mod team_vs_bond;
 pub mod typed;
 pub mod virtual_bridge_vlan_in_guest;
 pub mod virtual_bridge_vlan_in_guest_mirrored;
@@ -23,6 +27,8 @@ pub mod virtual_bridge_vlan_in_host;
 pub mod virtual_bridge_vlan_in_host_mirrored;
 pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
+pub mod vlans_over_bond;
+pub mod vlans_over_team;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -146,6 +152,12 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<virtual_bridge_vlan_in_guest_mirrored::VirtualBridgeVlanInGuestMirroredRecipe>(
     ),
     RecipeDef::of::<virtual_bridge_vlans_over_bond::VirtualBridgeVlansOverBondRecipe>(),
+    RecipeDef::of::<double_bond::DoubleBondRecipe>(),
+    RecipeDef::of::<vlans_over_bond::VlansOverBondRecipe>(),
+    RecipeDef::of::<linux_bridge_over_bond::LinuxBridgeOverBondRecipe>(),
+    RecipeDef::of::<double_team::DoubleTeamRecipe>(),
+    RecipeDef::of::<vlans_over_team::VlansOverTeamRecipe>(),
+    RecipeDef::of::<team_vs_bond::TeamVsBondRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
