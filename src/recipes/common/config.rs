@@ -320,6 +320,8 @@ impl Configured {
 /// the test ends, also after a failure.
 pub async fn apply(ctx: &mut RunContext, steps: &[Step]) -> Result<Configured, RecipeError> {
     let mut configured = Configured::default();
+    // Team devices of this configuration (their ports get no IPv6, see Step::Enslave).
+    let mut teams: Vec<&Dev> = Vec::new();
     for step in steps {
         // Every step is its own undo group: the configuration comes down in reverse order.
         ctx.begin_undo_group();
@@ -365,11 +367,25 @@ pub async fn apply(ctx: &mut RunContext, steps: &[Step]) -> Result<Configured, R
                 };
                 ctx.create_link(dev, spec, master.as_ref(), cls, shown)
                     .await?;
+                if matches!(link, Link::Team(_)) {
+                    teams.push(dev);
+                }
                 if let Link::Veth { peer } = link {
                     ctx.register_peer(peer, format!("t_{}", peer.id));
                 }
             }
-            Step::Enslave { port, master } => ctx.enslave(port, master).await?,
+            Step::Enslave { port, master } => {
+                if teams.contains(&master) {
+                    // A team port keeps its own IPv6 (the kernel drops it only for bond ports,
+                    // IFF_SLAVE): an activebackup backup port then sends DAD and router
+                    // solicitations from the team's MAC, the switch learns that MAC on the
+                    // backup port, and pings to the team are lost for seconds. The port has no
+                    // IPv6 while it is in the team; the old value comes back with the rest.
+                    let path = format!("net.ipv6.conf.{}.disable_ipv6", ctx.ifname(port)?);
+                    ctx.sysctl(&port.host, &path, "1").await?;
+                }
+                ctx.enslave(port, master).await?
+            }
             Step::Down { dev } => {
                 ctx.device_call(dev, "down", &[], |c, ifname| async move {
                     c.set_link(&ifname, false).await
