@@ -9,13 +9,13 @@
 //! Deliberate difference: `bonding_mode='1'` is active-backup (upstream's agent refuses the
 //! string "1" its StrParam makes of it).
 
-use super::common::config::{nth_address, Configured, Link, TestWide};
+use super::common::config::{nth_address, Link, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, BondingParams};
 use super::enrt::params::{CommonHwParams, DeviceReqParams, EnrtBase, PerfReverseParams};
 use super::enrt::params::{O4, O4_KEYS};
-use super::enrt::{self, ip_endpoint_pairs, reversible, EndpointPair, EnrtRecipe};
-use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::enrt::{self, EnrtRecipe};
+use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::bond_or_team_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
@@ -101,17 +101,13 @@ impl EnrtRecipe for BondRecipe {
         Ok(tw)
     }
 
-    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+    fn pair(&self) -> Option<(Dev, Dev)> {
         let (a, b) = Self::ends();
-        vec![PingEndpoints::new(&a, &b)]
+        Some((a, b))
     }
 
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let (a, b) = Self::ends();
-        vec![reversible(
-            ip_endpoint_pairs(config, &a, &b),
-            self.reverse.perf_reverse,
-        )]
+    fn perf_reverse(&self) -> bool {
+        self.reverse.perf_reverse
     }
 
     fn sub_configurations(&self) -> SubConfigs<'_> {

@@ -5,12 +5,12 @@
 //!   host1: eth0 ─ br0 (.1, ::1)  ══ net1 ══  host2: eth0 ─ br0 (.2, ::2)
 //! ```
 
-use super::common::config::{nth_address, Configured, Link, TestWide};
+use super::common::config::{nth_address, Link, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, CommonHwParams};
 use super::enrt::params::{DeviceReqParams, EnrtBase, O5_KEYS};
-use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
-use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::enrt::{self, EnrtRecipe};
+use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::simple_network_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
@@ -92,14 +92,9 @@ impl EnrtRecipe for LinuxBridgeRecipe {
         Ok(tw)
     }
 
-    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+    fn pair(&self) -> Option<(Dev, Dev)> {
         let [a, b] = self.bridges();
-        vec![PingEndpoints::new(&a, &b)]
-    }
-
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let [a, b] = self.bridges();
-        vec![ip_endpoint_pairs(config, &a, &b)]
+        Some((a, b))
     }
 
     fn sub_configurations(&self) -> SubConfigs<'_> {

@@ -10,12 +10,12 @@
 //! Deliberate difference: `bonding_mode='1'` is active-backup (upstream's agent refuses the
 //! string "1" its StrParam makes of it).
 
-use super::common::config::{nth_address, Configured, Link, TestWide};
+use super::common::config::{nth_address, Link, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, BondParams};
 use super::enrt::params::{CommonHwParams, DeviceReqParams, EnrtBase, O4, O4_KEYS};
-use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
-use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::enrt::{self, EnrtRecipe};
+use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::double_team_or_bond_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
@@ -109,14 +109,9 @@ impl EnrtRecipe for LinuxBridgeOverBondRecipe {
         Ok(tw)
     }
 
-    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+    fn pair(&self) -> Option<(Dev, Dev)> {
         let [a, b] = Self::bridges();
-        vec![PingEndpoints::new(&a, &b)]
-    }
-
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let [a, b] = Self::bridges();
-        vec![ip_endpoint_pairs(config, &a, &b)]
+        Some((a, b))
     }
 
     /// Pause frames: host1.eth0 and host2.eth0 only (upstream's list).

@@ -9,12 +9,12 @@
 //! Deliberate difference: upstream writes 0 to both forwarding sysctls at the end; we write
 //! back the values they had (a lab machine that forwarded before still forwards after).
 
-use super::common::config::{nth_address, Configured, Link, TestWide};
+use super::common::config::{nth_address, Link, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{offload_type, O5, O5_KEYS};
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
-use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
-use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::enrt::{self, EnrtRecipe};
+use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::simple_network_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
@@ -141,14 +141,9 @@ impl EnrtRecipe for SimpleNetnsRouterRecipe {
         Ok(tw)
     }
 
-    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+    fn pair(&self) -> Option<(Dev, Dev)> {
         let (a, b) = self.endpoints();
-        vec![PingEndpoints::new(&a, &b)]
-    }
-
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let (a, b) = self.endpoints();
-        vec![ip_endpoint_pairs(config, &a, &b)]
+        Some((a, b))
     }
 
     fn sub_configurations(&self) -> SubConfigs<'_> {

@@ -17,12 +17,12 @@
 //! `perf_tool_cpu` and `dev_intr_cpu` are lists of ints; `cpu_perf_tool` is a class name;
 //! `perf_tool_cpu_policy` is a choice {all, round-robin}.
 
-use super::common::config::{nth_address, Configured, TestWide};
+use super::common::config::{nth_address, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{offload_sets, offload_type, O5, O5_KEYS};
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams};
-use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
-use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::enrt::{self, EnrtRecipe};
+use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::simple_network_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
@@ -110,14 +110,9 @@ impl EnrtRecipe for SimpleNetworkRecipe {
         Ok(tw)
     }
 
-    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+    fn pair(&self) -> Option<(Dev, Dev)> {
         let [a, b] = self.nics();
-        vec![PingEndpoints::new(&a, &b)]
-    }
-
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let [a, b] = self.nics();
-        vec![ip_endpoint_pairs(config, &a, &b)]
+        Some((a, b))
     }
 
     fn sub_configurations(&self) -> SubConfigs<'_> {

@@ -26,8 +26,8 @@ use super::common::config::{Configured, Link, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{offload_sets, offload_type, CommonHwParams, DeviceReqParams};
 use super::enrt::params::{EnrtBase, VirtualEnrtParams, O5, O5_KEYS};
-use super::enrt::{self, ip_endpoint_pairs, EndpointPair, EnrtRecipe};
-use super::enrt::{HwConfig, PingEndpoints, SubConfigs};
+use super::enrt::{self, EnrtRecipe};
+use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::virtual_bridge_mirrored_req;
 use super::typed::OffloadCombination;
 use super::Recipe;
@@ -161,19 +161,9 @@ impl EnrtRecipe for VirtualBridgeVlanInGuestMirroredRecipe {
         desc
     }
 
-    fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
+    fn pair(&self) -> Option<(Dev, Dev)> {
         let (a, b) = Self::ends();
-        vec![PingEndpoints::new(&a, &b)]
-    }
-
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let (a, b) = Self::ends();
-        vec![ip_endpoint_pairs(config, &a, &b)]
-    }
-
-    /// Upstream VirtualEnrtRecipe measures the CPU on the hypervisors.
-    fn cpu_hosts(&self) -> Option<Vec<String>> {
-        Some(HOSTS.map(String::from).to_vec())
+        Some((a, b))
     }
 
     /// Pause frames: none (upstream's list is empty).

@@ -258,11 +258,6 @@ impl EnrtRecipe for VirtualBridgeVlansOverBondRecipe {
         )]
     }
 
-    /// Upstream VirtualEnrtRecipe measures the CPU on the hypervisors.
-    fn cpu_hosts(&self) -> Option<Vec<String>> {
-        Some(HOSTS.map(|(h, _)| h.to_string()).to_vec())
-    }
-
     /// Pause frames: none (upstream's list is empty).
     fn sub_configurations(&self) -> SubConfigs<'_> {
         let mut offload_nics: Vec<Dev> = ["host1", "host2"]

@@ -120,9 +120,24 @@ pub trait EnrtRecipe: Recipe {
         config.describe()
     }
 
-    /// The device pairs to ping between (upstream `generate_ping_endpoints`).
+    /// The one pair of devices most recipes ping and measure between (upstream's
+    /// `generate_ping_endpoints` and `generate_perf_endpoints` of one `(a, b)`), used by the
+    /// default [`EnrtRecipe::ping_endpoints`] and [`EnrtRecipe::perf_endpoints`].
+    fn pair(&self) -> Option<(Dev, Dev)> {
+        None
+    }
+
+    /// PerfReversibleFlowMixin's `perf_reverse` (false for recipes without the mixin).
+    fn perf_reverse(&self) -> bool {
+        false
+    }
+
+    /// The device pairs to ping between (upstream `generate_ping_endpoints`): by default
+    /// [`EnrtRecipe::pair`].
     fn ping_endpoints(&self, _config: &Configured) -> Vec<PingEndpoints> {
-        Vec::new()
+        self.pair()
+            .map(|(a, b)| vec![PingEndpoints::new(&a, &b)])
+            .unwrap_or_default()
     }
 
     /// The evaluators of one ping (upstream `generate_ping_evaluators`): the rate evaluator
@@ -136,15 +151,25 @@ pub trait EnrtRecipe: Recipe {
     }
 
     /// Collections of endpoint pairs to measure; the pairs of one collection run in parallel
-    /// (upstream `generate_perf_endpoints`).
-    fn perf_endpoints(&self, _config: &Configured) -> Vec<Vec<EndpointPair>> {
-        Vec::new()
+    /// (upstream `generate_perf_endpoints`): by default every address pair of
+    /// [`EnrtRecipe::pair`], swapped with `perf_reverse`.
+    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
+        self.pair()
+            .map(|(a, b)| {
+                vec![reversible(
+                    ip_endpoint_pairs(config, &a, &b),
+                    self.perf_reverse(),
+                )]
+            })
+            .unwrap_or_default()
     }
 
     /// Where the CPU is measured: None for the flows' endpoint hosts (Baremetal), or a fixed
     /// list (Virtual: the hypervisors host1 and host2).
     fn cpu_hosts(&self) -> Option<Vec<String>> {
-        None
+        self.base()
+            .cpu_hosts
+            .map(|h| h.iter().map(|s| s.to_string()).collect())
     }
 
     /// The evaluators of the flows (upstream `net_perf_evaluators`).

@@ -219,7 +219,13 @@ pub struct EnrtBase<'a> {
     pub flows: &'a FlowParams,
     pub measurements: &'a PerfMeasurementParams,
     pub baremetal: TuningView,
+    /// Where the CPU is measured when fixed: the hypervisors host1 and host2 of the Virtual
+    /// base (upstream `HypervisorsStatCPUMeasurementGenerator`); None: the flows' endpoints.
+    pub cpu_hosts: Option<&'static [&'static str]>,
 }
+
+/// The Virtual base's hypervisors.
+pub const HYPERVISORS: &[&str] = &["host1", "host2"];
 
 impl BaremetalEnrtParams {
     pub fn view(&self) -> EnrtBase<'_> {
@@ -234,6 +240,7 @@ impl BaremetalEnrtParams {
                 enable_intel_sst_tf: b.enable_intel_sst_tf,
                 use_vfs: b.use_vfs,
             },
+            cpu_hosts: None,
         }
     }
 }
@@ -250,6 +257,7 @@ impl VirtualEnrtParams {
                 enable_intel_sst_tf: None,
                 use_vfs: false,
             },
+            cpu_hosts: Some(HYPERVISORS),
         }
     }
 }
