@@ -22,6 +22,8 @@ pub mod vlans;
 #[cfg(test)]
 mod catalogue_tests;
 #[cfg(test)]
+mod hw_params_tests;
+#[cfg(test)]
 mod scripted_tests;
 
 use crate::requirements::Requirements;
