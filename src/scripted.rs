@@ -132,6 +132,10 @@ pub struct HwScript {
     pub idle_states: bool,
     /// irqbalance runs on the hosts.
     pub irqbalance: bool,
+    /// With `nic_hw`: pause autonegotiation is on and the NICs ignore rx/tx while it is (as
+    /// e1000e): a `SetPause` without `autoneg` off fails as the real agent's does when the
+    /// values do not read back.
+    pub pause_autoneg_sticky: bool,
 }
 
 impl Default for HwScript {
@@ -142,6 +146,7 @@ impl Default for HwScript {
             turbo: false,
             idle_states: false,
             irqbalance: false,
+            pause_autoneg_sticky: false,
         }
     }
 }
@@ -389,6 +394,7 @@ struct AgentState {
     turbo: Option<bool>,
     idle: Vec<protocol::IdleState>,
     irqbalance: bool,
+    pause_autoneg_sticky: bool,
 }
 
 /// Builds scripted agents that share one [`Journal`] and one [`Script`].
@@ -457,7 +463,7 @@ impl ScriptedAgent {
                 d.info.driver = Some("e1000e".into());
                 d.info.kind = None;
                 d.pause = Some(protocol::PauseParams {
-                    autoneg: Some(false),
+                    autoneg: Some(hw.pause_autoneg_sticky),
                     rx: true,
                     tx: true,
                 });
@@ -508,6 +514,7 @@ impl ScriptedAgent {
                 Vec::new()
             },
             irqbalance: self.script.hw.irqbalance,
+            pause_autoneg_sticky: self.script.hw.pause_autoneg_sticky,
         };
         tokio::spawn(serve(
             theirs,
@@ -803,6 +810,7 @@ fn tuned(o: protocol::SetOutcome) -> Result<Reply, ErrorReply> {
 fn tunable(st: &mut AgentState, op: Op) -> Result<Reply, ErrorReply> {
     use crate::agent::tunables::{format_cpu_list, irq_targets, parse_cpu_list};
     use protocol::{Previous, SetOutcome};
+    let sticky = st.pause_autoneg_sticky;
     let online: Vec<u32> = (0..st.cpus).collect();
     let check_cpus = |cpus: &[u32]| -> Result<(), ErrorReply> {
         match cpus.iter().find(|c| !online.contains(c)) {
@@ -822,7 +830,10 @@ fn tunable(st: &mut AgentState, op: Op) -> Result<Reply, ErrorReply> {
                 .ok_or_else(|| unsupported(format!("{ifname} (driver veth) has no pause-frame settings")))
         }
         Op::SetPause {
-            ifname, rx, tx, ..
+            ifname,
+            autoneg,
+            rx,
+            tx,
         } => {
             let d = device(st, &ifname)?;
             let Some(cur) = d.pause else {
@@ -833,13 +844,26 @@ fn tunable(st: &mut AgentState, op: Op) -> Result<Reply, ErrorReply> {
                     Err(unsupported(why))
                 };
             };
-            let new = protocol::PauseParams {
-                autoneg: cur.autoneg,
+            let mut new = protocol::PauseParams {
+                autoneg: autoneg.or(cur.autoneg),
                 rx: rx.unwrap_or(cur.rx),
                 tx: tx.unwrap_or(cur.tx),
             };
             if new == cur {
                 return tuned(SetOutcome::Unchanged);
+            }
+            // Autonegotiation on (or turned on): the driver's default, rx and tx on, whatever
+            // was asked; what was asked and is not so does not read back.
+            if new.autoneg == Some(true) && sticky {
+                new.rx = true;
+                new.tx = true;
+                d.pause = Some(new);
+                if rx.is_some_and(|v| !v) || tx.is_some_and(|v| !v) {
+                    return Err(ErrorReply::new(
+                        ErrorKind::Failed,
+                        format!("{ifname}: pause frames are rx on tx on 5 s after ethtool -A"),
+                    ));
+                }
             }
             d.pause = Some(new);
             tuned(SetOutcome::Applied {

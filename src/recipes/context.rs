@@ -87,6 +87,8 @@ pub enum Undo {
     /// Put pause frames back: the old value of each direction that was changed.
     Pause {
         dev: Dev,
+        /// Pause autonegotiation to turn back on (it was turned off to force rx/tx).
+        autoneg: Option<bool>,
         rx: Option<bool>,
         tx: Option<bool>,
     },
@@ -480,9 +482,14 @@ impl RunContext {
                     let client = self.client(&host)?;
                     client.del_route(route).await.map_err(RecipeError::from)
                 }
-                Undo::Pause { dev, rx, tx } => {
+                Undo::Pause {
+                    dev,
+                    autoneg,
+                    rx,
+                    tx,
+                } => {
                     let (client, ifname) = self.dev(&dev)?;
-                    let res = client.set_pause(&ifname, None, rx, tx).await;
+                    let res = client.set_pause(&ifname, autoneg, rx, tx).await;
                     for (name, v) in [("rx_pause_frames", rx), ("tx_pause_frames", tx)] {
                         if let Some(v) = v {
                             self.record_attr(&dev, res.is_ok(), name, py_bool(v), py_bool(!v));
@@ -570,12 +577,17 @@ impl RunContext {
     /// (`rx_pause_frames`); the old value is put back when the enclosing scope unwinds. An
     /// "off" on a device without pause frames is `NotApplicable`; an "on" there fails with the
     /// agent's reason (naming the device and its pause-frame settings).
+    ///
+    /// Some drivers (e1000e) ignore rx/tx while pause autonegotiation is on: when the value
+    /// does not read back and autonegotiation is on, it is set again with autonegotiation
+    /// off (the second value returned is then true), and autonegotiation comes back on with
+    /// the old value.
     pub async fn set_pause_frames(
         &mut self,
         dev: &Dev,
         rx: bool,
         value: bool,
-    ) -> Result<Tuned<bool>, RecipeError> {
+    ) -> Result<(Tuned<bool>, bool), RecipeError> {
         let (client, ifname) = self.dev(dev)?;
         let name = if rx {
             "rx_pause_frames"
@@ -587,16 +599,36 @@ impl RunContext {
         } else {
             (None, Some(value))
         };
-        let res = client.set_pause(&ifname, None, want_rx, want_tx).await;
+        let mut res = client.set_pause(&ifname, None, want_rx, want_tx).await;
+        let mut forced = false;
+        if let Err(SessionError::Remote {
+            kind: crate::protocol::ErrorKind::Failed,
+            ..
+        }) = &res
+        {
+            if let Ok(now) = client.get_pause(&ifname).await {
+                let got = if rx { now.rx } else { now.tx };
+                if now.autoneg == Some(true) && got != value {
+                    tracing::info!(
+                        "{dev} ({ifname}): {name} did not change with pause autonegotiation on; setting it with autonegotiation off"
+                    );
+                    res = client
+                        .set_pause(&ifname, Some(false), want_rx, want_tx)
+                        .await;
+                    forced = true;
+                }
+            }
+        }
         let out = match res {
             Ok(crate::protocol::SetOutcome::Applied { previous }) => {
-                let old = match previous {
-                    crate::protocol::Previous::Pause(p) => Some(if rx { p.rx } else { p.tx }),
+                let prev = match previous {
+                    crate::protocol::Previous::Pause(p) => Some(p),
                     _ => None,
-                }
-                .unwrap_or(!value);
+                };
+                let old = prev.map_or(!value, |p| if rx { p.rx } else { p.tx });
                 self.push_undo(Undo::Pause {
                     dev: dev.clone(),
+                    autoneg: prev.and_then(|p| p.autoneg).filter(|a| forced && *a),
                     rx: rx.then_some(old),
                     tx: (!rx).then_some(old),
                 });
@@ -620,7 +652,7 @@ impl RunContext {
             Tuned::NotApplicable { .. } => "None",
         };
         self.record_attr(dev, true, name, py_bool(value), old);
-        Ok(out)
+        Ok((out, forced))
     }
 
     /// Set one interrupt coalescing parameter (`ethtool -C` name) of `dev`, recorded as a

@@ -91,8 +91,16 @@ fn tuning(r: &ScriptedRun, host: &str) -> Vec<String> {
             Some(match op {
                 Op::SetOffloads { ifname, .. } => format!("SetOffloads({ifname})"),
                 Op::SetMtu { ifname, mtu } => format!("SetMtu({ifname} {mtu})"),
-                Op::SetPause { ifname, rx, tx, .. } => {
+                Op::SetPause {
+                    ifname,
+                    autoneg,
+                    rx,
+                    tx,
+                } => {
                     let mut s = format!("SetPause({ifname}");
+                    if autoneg.is_some() {
+                        s.push_str(&format!(" autoneg {}", on_off(autoneg)));
+                    }
                     if rx.is_some() {
                         s.push_str(&format!(" rx {}", on_off(rx)));
                     }
@@ -399,6 +407,47 @@ fn irq_pinning_per_sub_configuration_and_irqbalance() {
     assert_eq!(lists(&pinned[0], "previous"), ["0-3", "0-3", "0-3"]);
     assert_eq!(lists(&pinned[0], "now"), ["1", "0", "1"]);
     assert_eq!(lists(&pinned[1], "previous"), lists(&pinned[0], "previous"));
+}
+
+/// A NIC that ignores rx/tx while pause autonegotiation is on (e1000e): the value is set
+/// again with autonegotiation off, said so, and autonegotiation comes back on with the old
+/// value.
+#[test]
+fn pause_frames_forced_when_autonegotiation_ignores_them() {
+    let r = snr(
+        "rx_pause_frames=False;tx_pause_frames=False",
+        HwScript {
+            pause_autoneg_sticky: true,
+            ..nic_hw(2)
+        },
+    );
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{}",
+        exception(&r)
+    );
+    assert_eq!(
+        steps(&r, "host1"),
+        [
+            "SetOffloads(veth-a)",
+            "SetPause(veth-a rx off)",
+            "SetPause(veth-a autoneg off rx off)",
+            "SetPause(veth-a tx off)",
+            "traffic",
+            "SetPause(veth-a autoneg on rx on)",
+            "SetPause(veth-a tx on)",
+            "SetOffloads(veth-a)",
+        ]
+    );
+    let d = sub_description(&r);
+    assert!(d.contains(&"host1.veth-a.rx_pause_frames configured to False, original value True (pause autonegotiation turned off: the driver ignored the value while it was on)".to_string()), "{d:#?}");
+    assert!(
+        d.contains(
+            &"host1.veth-a.tx_pause_frames configured to False, original value True".to_string()
+        ),
+        "{d:#?}"
+    );
 }
 
 /// Coalescing: the adaptive modes first (tx, rx), then the numbers in the order given;

@@ -410,13 +410,20 @@ impl HwConfig<'_> {
                 continue;
             };
             for dev in &self.pause_frames_devs {
-                let out = match ctx.set_pause_frames(dev, rx, value).await? {
+                let (out, forced) = ctx.set_pause_frames(dev, rx, value).await?;
+                let out = match out {
                     Tuned::Changed { old } => Tuned::Changed { old: py_bool(old) },
                     Tuned::Unchanged => Tuned::Unchanged,
                     Tuned::NotApplicable { reason } => Tuned::NotApplicable { reason },
                 };
                 let shown = py_bool(value);
-                desc.push(attr_line(ctx, dev, name, shown, &out));
+                let mut line = attr_line(ctx, dev, name, shown, &out);
+                if forced {
+                    line.push_str(
+                        " (pause autonegotiation turned off: the driver ignored the value while it was on)",
+                    );
+                }
+                desc.push(line);
             }
         }
         Ok(desc)
