@@ -521,6 +521,20 @@ async fn run_iteration(
             });
         let error = match (&data, &res.error) {
             (_, Some(e)) => Some(e.clone()),
+            // A perf.data starts with its magic; an empty file is a perf that never started
+            // recording.
+            (Some(b), None) if !b.starts_with(b"PERFILE2") => Some(format!(
+                "perf record wrote no recording in {:.1} s ({} bytes without a perf.data header; exit {:?}, signal {:?}{}): it had not started recording when the iteration ended (perf starts slowly on a slow machine such as a TCG guest: a longer perf_duration gives it time)",
+                res.finished_at - res.started_at,
+                b.len(),
+                res.exit_code,
+                res.signal,
+                res.stderr
+                    .lines()
+                    .last()
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default()
+            )),
             (None, None) => Some(format!(
                 "no perf.data came back (exit {:?}): {}",
                 res.exit_code,
