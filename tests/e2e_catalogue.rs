@@ -121,8 +121,7 @@ fn machine_state(ns: &str) -> String {
             })
             .unwrap_or(json)
     };
-    let mut out = Vec::new();
-    out.push(lines(sh(&["ip", "-n", ns, "-d", "-j", "link", "show"])));
+    let mut out = vec![lines(sh(&["ip", "-n", ns, "-d", "-j", "link", "show"]))];
     out.push(lines(sh(&["ip", "-n", ns, "-j", "addr", "show"])));
     out.push(lines(sh(&[
         "ip", "-n", ns, "-j", "-4", "route", "show", "table", "all",

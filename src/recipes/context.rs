@@ -852,7 +852,12 @@ impl RunContext {
         let (client, ifname) = self.dev(port)?;
         let master_name = self.ifname(master)?;
         let res = client.enslave(&ifname, &master_name).await;
-        self.record_call(master, res.is_ok(), "slave_add", &[port.id.clone()]);
+        self.record_call(
+            master,
+            res.is_ok(),
+            "slave_add",
+            std::slice::from_ref(&port.id),
+        );
         res.map_err(RecipeError::from)?;
         self.push_undo(Undo::Release { dev: port.clone() });
         Ok(())
