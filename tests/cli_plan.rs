@@ -277,7 +277,7 @@ fn recipes_command() {
         .any(|l| l.starts_with("SimpleNetworkRecipe ")));
     let r = run_in(h.path(), &[], &["recipes", "SimpleNetworkRecipe"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(r.stdout.lines().count(), 39);
+    assert_eq!(r.stdout.lines().count(), 40); // header, requirements, 38 parameters
     assert!(r.stdout.lines().any(|l| l.split_whitespace().take(3).eq([
         "perf_iterations",
         "int",
