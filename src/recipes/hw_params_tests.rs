@@ -817,22 +817,17 @@ impl EnrtRecipe for MultiIrqRecipe {
     }
     fn sub_configurations(&self) -> SubConfigs<'_> {
         let devs = [Dev::new("host1", "eth0"), Dev::new("host2", "eth0")];
-        let mut hw = HwConfig::on(&self.hw, &devs);
-        hw.multi_dev_interrupt = Some(
-            self.multi
-                .multi_dev_interrupt_config
-                .as_ref()
-                .unwrap_or(&EMPTY_MULTI),
-        );
         SubConfigs {
             offloads: None,
-            hw: Some(hw),
+            hw: Some(HwConfig::on(&self.hw, &devs)),
         }
     }
+    fn multi_dev_interrupt_config(
+        &self,
+    ) -> Option<&super::enrt::devparams::MultiDevInterruptConfig> {
+        Some(self.multi.config())
+    }
 }
-
-static EMPTY_MULTI: super::enrt::devparams::MultiDevInterruptConfig =
-    super::enrt::devparams::MultiDevInterruptConfig(Vec::new());
 
 fn run_multi(params: &str, hw: HwScript) -> ScriptedRun {
     use super::typed::ParamSet;

@@ -305,12 +305,26 @@ impl FromParam for MultiDevInterruptConfig {
 crate::param_set! {
     /// MultiDevInterruptHWConfigMixin (XDP*, Forwarding, SimpleNetworkTunable): per-device IRQ
     /// pinning. Upstream reads it unconditionally (AttributeError when absent); unset here
-    /// means no pinning.
+    /// means no pinning. A recipe with the mixin embeds this group and returns
+    /// [`MultiDevInterruptParams::config`] from
+    /// [`EnrtRecipe::multi_dev_interrupt_config`](super::EnrtRecipe::multi_dev_interrupt_config).
     pub struct MultiDevInterruptParams {
         param multi_dev_interrupt_config: Option<MultiDevInterruptConfig> = opt(
             Dict,
             "per device IRQ pinning: {'host1': {'eth0': {'cpus': [0], 'cpu_policy': 'round-robin'|'all'}}}",
         ),
+    }
+}
+
+/// No device pinned.
+static NO_DEVICES: MultiDevInterruptConfig = MultiDevInterruptConfig(Vec::new());
+
+impl MultiDevInterruptParams {
+    /// The configuration (empty when the parameter is unset).
+    pub fn config(&self) -> &MultiDevInterruptConfig {
+        self.multi_dev_interrupt_config
+            .as_ref()
+            .unwrap_or(&NO_DEVICES)
     }
 }
 

@@ -158,6 +158,13 @@ pub trait EnrtRecipe: Recipe {
     fn sub_configurations(&self) -> SubConfigs<'_> {
         SubConfigs::default()
     }
+
+    /// MultiDevInterruptHWConfigMixin (XDP*, Forwarding, SimpleNetworkTunable): the recipe's
+    /// `multi_dev_interrupt_config` ([`devparams::MultiDevInterruptParams::config`]); None: the
+    /// recipe does not have the mixin.
+    fn multi_dev_interrupt_config(&self) -> Option<&devparams::MultiDevInterruptConfig> {
+        None
+    }
 }
 
 /// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
@@ -304,7 +311,8 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
         ctx.progress_prefix = format!("[sub {}/{}]", k + 1, all.len());
         let mark = ctx.mark();
         let body = async {
-            subs.apply(ctx, sub, r.base(), &tuning).await?;
+            subs.apply(ctx, sub, r.base(), &tuning, r.multi_dev_interrupt_config())
+                .await?;
             do_ping_tests(r, ctx, &config, k).await?;
             do_perf_tests(r, ctx, &config, sub, k).await
         }

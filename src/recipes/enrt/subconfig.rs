@@ -32,13 +32,10 @@ pub struct HwConfig<'a> {
     pub dev_interrupt_devs: Vec<Dev>,
     /// `parallel_stream_qdisc_hw_config_dev_list`.
     pub parallel_stream_qdisc_devs: Vec<Dev>,
-    /// MultiDevInterruptHWConfigMixin, for the recipes that have it (XDP*, Forwarding,
-    /// SimpleNetworkTunable): `Some` (possibly empty) when the recipe has the mixin.
-    pub multi_dev_interrupt: Option<&'a MultiDevInterruptConfig>,
 }
 
 impl HwConfig<'_> {
-    /// All four lists on the same devices (most recipes); no MultiDevInterrupt mixin.
+    /// All four lists on the same devices (most recipes).
     pub fn on<'a>(params: &'a CommonHwParams, devs: &[Dev]) -> HwConfig<'a> {
         HwConfig {
             params,
@@ -46,7 +43,6 @@ impl HwConfig<'_> {
             pause_frames_devs: devs.to_vec(),
             dev_interrupt_devs: devs.to_vec(),
             parallel_stream_qdisc_devs: devs.to_vec(),
-            multi_dev_interrupt: None,
         }
     }
 }
@@ -198,6 +194,31 @@ async fn pin_all(
     Ok(desc)
 }
 
+/// MultiDevInterruptHWConfigMixin: each device's IRQs pinned to its own CPUs by its own
+/// policy (a device with no CPUs is skipped, as upstream).
+async fn apply_multi_dev_interrupt(
+    ctx: &mut RunContext,
+    m: &MultiDevInterruptConfig,
+) -> Result<Vec<String>, RecipeError> {
+    let devs: Vec<(&Dev, &[u32], IrqPolicy)> =
+        m.0.iter()
+            .filter(|(_, c)| !c.cpus.is_empty())
+            .map(|(d, c)| (d, c.cpus.as_slice(), c.policy))
+            .collect();
+    if devs.is_empty() {
+        return Ok(vec!["Device irq configuration skipped.".into()]);
+    }
+    ctx.begin_undo_group();
+    pin_all(ctx, &devs, "multi_dev_interrupt_config", |d, c, policy| {
+        let name = match policy {
+            IrqPolicy::RoundRobin => "round-robin",
+            IrqPolicy::All => "all",
+        };
+        format!("{d} irqs bound to cpu {} with policy:{name}", py_list(c))
+    })
+    .await
+}
+
 impl SubConfigs<'_> {
     /// Upstream `generate_sub_configurations`: one per offload combination, or one.
     pub fn generate(&self) -> Vec<SubConfig> {
@@ -213,13 +234,16 @@ impl SubConfigs<'_> {
     }
 
     /// Upstream `apply_sub_configuration` and `describe_sub_configuration`. `tuning_hosts`:
-    /// where idle states and turbo boost are set (every matched host, or the hypervisors).
+    /// where idle states and turbo boost are set (every matched host, or the hypervisors);
+    /// `multi_dev_interrupt`: the recipe's MultiDevInterruptHWConfigMixin configuration, when
+    /// it has the mixin ([`super::EnrtRecipe::multi_dev_interrupt_config`]).
     pub async fn apply(
         &self,
         ctx: &mut RunContext,
         sub: &SubConfig,
         base: EnrtBase<'_>,
         tuning_hosts: &[String],
+        multi_dev_interrupt: Option<&MultiDevInterruptConfig>,
     ) -> Result<(), RecipeError> {
         let mut desc = vec!["Sub configuration description:".to_string()];
         // DisableIdleStatesMixin, DisableTurboboostMixin.
@@ -251,6 +275,10 @@ impl SubConfigs<'_> {
         }
         if let Some(hw) = &self.hw {
             desc.extend(hw.apply(ctx, base).await?);
+        }
+        // MultiDevInterruptHWConfigMixin: first in the MRO, so its hw_config body runs last.
+        if let Some(m) = multi_dev_interrupt {
+            desc.extend(apply_multi_dev_interrupt(ctx, m).await?);
         }
         ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
         Ok(())
@@ -307,29 +335,6 @@ impl HwConfig<'_> {
         }
         // PauseFramesHWConfigMixin.
         desc.extend(self.apply_pause(ctx).await?);
-        // MultiDevInterruptHWConfigMixin.
-        if let Some(m) = self.multi_dev_interrupt {
-            let devs: Vec<(&Dev, &[u32], IrqPolicy)> =
-                m.0.iter()
-                    .filter(|(_, c)| !c.cpus.is_empty())
-                    .map(|(d, c)| (d, c.cpus.as_slice(), c.policy))
-                    .collect();
-            if devs.is_empty() {
-                desc.push("Device irq configuration skipped.".into());
-            } else {
-                ctx.begin_undo_group();
-                desc.extend(
-                    pin_all(ctx, &devs, "multi_dev_interrupt_config", |d, c, policy| {
-                        let name = match policy {
-                            IrqPolicy::RoundRobin => "round-robin",
-                            IrqPolicy::All => "all",
-                        };
-                        format!("{d} irqs bound to cpu {} with policy:{name}", py_list(c))
-                    })
-                    .await?,
-                );
-            }
-        }
         Ok(desc)
     }
 
