@@ -867,7 +867,7 @@ mod tests {
         );
         // Same keys at different places are fine.
         assert!(plan_from_test_db(
-            br#"[{"recipe_name": "SimpleNetworkRecipe", "params": {"coalescing_settings": {"a": {"a": 1}}}}]"#
+            br#"[{"recipe_name": "SimpleNetworkRecipe", "params": {"coalescing_settings": {"host1": {"host1": {"rx-usecs": 1}}}}}]"#
         )
         .is_ok());
         assert!(e(&"[".repeat(100_000)).contains("recursion limit"));

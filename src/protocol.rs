@@ -413,6 +413,17 @@ pub enum Op {
     DisableIdleStates {
         min_latency_us: u64,
     },
+    /// Give each listed IRQ of the device its own affinity list (the `previous` lists of an
+    /// `IrqsPinned` reply, to put a pinning back). Every IRQ must be one of the device's.
+    RestoreIrqAffinity {
+        ifname: String,
+        irqs: Vec<IrqAffinity>,
+    },
+    /// Enable the listed CPU idle states again (the `states` of a `DisableIdleStates`
+    /// reply).
+    EnableIdleStates {
+        states: Vec<IdleStateId>,
+    },
 }
 
 impl Op {
@@ -468,6 +479,8 @@ impl Op {
             Op::DropCaches { .. } => "DropCaches",
             Op::SetTurboBoost { .. } => "SetTurboBoost",
             Op::DisableIdleStates { .. } => "DisableIdleStates",
+            Op::RestoreIrqAffinity { .. } => "RestoreIrqAffinity",
+            Op::EnableIdleStates { .. } => "EnableIdleStates",
         }
     }
 }

@@ -112,6 +112,43 @@ pub struct Script {
     pub failing_ops: Vec<(String, &'static str)>,
     /// Replaces the built-in job answers when set.
     pub jobs: Option<Arc<JobFn>>,
+    /// The hosts' tunables (pause frames, coalescing, IRQs, CPUs, turbo boost, idle states).
+    pub hw: HwScript,
+}
+
+/// The device and host tunables the scripted agents have. By default their NICs are like
+/// veth (no pause frames, no coalescing, no IRQs) on 2-CPU hosts without turbo boost control,
+/// idle states or irqbalance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HwScript {
+    /// The matched NICs have pause frames (rx and tx on), coalescing (adaptive on, rx-usecs 3,
+    /// rx-frames, tx-usecs, tx-frames 0) and three IRQs each, spread over every CPU.
+    pub nic_hw: bool,
+    /// Online CPUs per host (0 to n-1).
+    pub cpus: u32,
+    /// The hosts have a turbo boost switch (on).
+    pub turbo: bool,
+    /// The hosts have two idle states per CPU (latency 0 and 10 µs, enabled).
+    pub idle_states: bool,
+    /// irqbalance runs on the hosts.
+    pub irqbalance: bool,
+    /// With `nic_hw`: pause autonegotiation is on and the NICs ignore rx/tx while it is (as
+    /// e1000e): a `SetPause` without `autoneg` off fails as the real agent's does when the
+    /// values do not read back.
+    pub pause_autoneg_sticky: bool,
+}
+
+impl Default for HwScript {
+    fn default() -> Self {
+        HwScript {
+            nic_hw: false,
+            cpus: 2,
+            turbo: false,
+            idle_states: false,
+            irqbalance: false,
+            pause_autoneg_sticky: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Script {
@@ -130,6 +167,7 @@ impl Default for Script {
             iperf_bps: 1e9,
             failing_ops: Vec::new(),
             jobs: None,
+            hw: HwScript::default(),
         }
     }
 }
@@ -146,6 +184,12 @@ impl Script {
     /// Every iperf3 stream measures `bps`.
     pub fn iperf_rate(mut self, bps: f64) -> Self {
         self.iperf_bps = bps;
+        self
+    }
+
+    /// The hosts' tunables.
+    pub fn hw(mut self, hw: HwScript) -> Self {
+        self.hw = hw;
         self
     }
 
@@ -187,15 +231,28 @@ impl Script {
             JobSpec::IperfServer { .. } => {
                 iperf_output(call.started, call.now - call.started, 1, self.iperf_bps)
             }
-            JobSpec::LinuxPerf { .. } | JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => {
+            JobSpec::LinuxPerf { .. } => {
+                use base64::Engine;
+                let bytes = format!("PERFILE2 {} {}", call.host, call.started);
                 JobOutput {
                     exit_code: 0,
                     stdout: String::new(),
                     stderr: String::new(),
                     duration: call.now - call.started,
-                    data: None,
+                    data: Some(serde_json::json!({
+                        "perf_data_b64": base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes()),
+                        "bytes": bytes.len(),
+                        "perf_version": "scripted",
+                    })),
                 }
             }
+            JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => JobOutput {
+                exit_code: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+                duration: call.now - call.started,
+                data: None,
+            },
             JobSpec::CpuStat { .. } => {
                 // One sample per whole second from the start to the collection.
                 let n = (call.now - call.started).floor().max(1.0) as u64;
@@ -305,6 +362,24 @@ fn proc_stat_at(secs: u64) -> String {
 struct Device {
     info: InterfaceInfo,
     offloads: Vec<(String, bool)>,
+    /// None: no pause frames (veth).
+    pause: Option<protocol::PauseParams>,
+    /// None: no coalescing (veth).
+    coalesce: Option<protocol::Coalesce>,
+    /// Empty: no IRQs (veth).
+    irqs: Vec<protocol::IrqInfo>,
+}
+
+impl Device {
+    fn plain(info: InterfaceInfo, offloads: Vec<(String, bool)>) -> Device {
+        Device {
+            info,
+            offloads,
+            pause: None,
+            coalesce: None,
+            irqs: Vec::new(),
+        }
+    }
 }
 
 struct AgentState {
@@ -314,6 +389,12 @@ struct AgentState {
     next_job: u64,
     sysctls: BTreeMap<String, String>,
     now: f64,
+    cpus: u32,
+    /// Turbo boost enabled; None: no switch.
+    turbo: Option<bool>,
+    idle: Vec<protocol::IdleState>,
+    irqbalance: bool,
+    pause_autoneg_sticky: bool,
 }
 
 /// Builds scripted agents that share one [`Journal`] and one [`Script`].
@@ -351,8 +432,11 @@ impl ScriptedAgent {
                     target: format!("{host_id}-{ifname}"),
                 },
             );
-            devs.push(Device {
-                info: InterfaceInfo {
+            let hw = &self.script.hw;
+            let all_cpus =
+                crate::agent::tunables::format_cpu_list(&(0..hw.cpus).collect::<Vec<_>>());
+            let mut d = Device::plain(
+                InterfaceInfo {
                     name: ifname.to_string(),
                     ifindex: 10 + i as u32,
                     mac,
@@ -362,7 +446,7 @@ impl ScriptedAgent {
                     kind: Some("veth".into()),
                     addresses: Vec::new(),
                 },
-                offloads: [
+                [
                     ("rx-checksumming", true),
                     ("tx-checksumming", true),
                     ("scatter-gather", true),
@@ -374,7 +458,33 @@ impl ScriptedAgent {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
-            });
+            );
+            if hw.nic_hw {
+                d.info.driver = Some("e1000e".into());
+                d.info.kind = None;
+                d.pause = Some(protocol::PauseParams {
+                    autoneg: Some(hw.pause_autoneg_sticky),
+                    rx: true,
+                    tx: true,
+                });
+                d.coalesce = Some(protocol::Coalesce {
+                    adaptive_rx: Some(true),
+                    adaptive_tx: Some(true),
+                    rx_usecs: Some(3),
+                    rx_frames: Some(0),
+                    tx_usecs: Some(0),
+                    tx_frames: Some(0),
+                    ..protocol::Coalesce::default()
+                });
+                d.irqs = (0..3u32)
+                    .map(|q| protocol::IrqInfo {
+                        irq: 24 + 10 * i as u32 + q,
+                        name: format!("{ifname}-q{q}"),
+                        affinity: all_cpus.clone(),
+                    })
+                    .collect();
+            }
+            devs.push(d);
         }
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let state = AgentState {
@@ -384,6 +494,27 @@ impl ScriptedAgent {
             next_job: 1,
             sysctls: BTreeMap::new(),
             now: T0,
+            cpus: self.script.hw.cpus,
+            turbo: self.script.hw.turbo.then_some(true),
+            idle: if self.script.hw.idle_states {
+                (0..self.script.hw.cpus)
+                    .flat_map(|cpu| {
+                        [(0, "POLL", 0), (1, "C1", 10)].map(|(state, name, latency_us)| {
+                            protocol::IdleState {
+                                cpu,
+                                state,
+                                name: name.into(),
+                                latency_us,
+                                disabled: false,
+                            }
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            irqbalance: self.script.hw.irqbalance,
+            pause_autoneg_sticky: self.script.hw.pause_autoneg_sticky,
         };
         tokio::spawn(serve(
             theirs,
@@ -593,10 +724,7 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
                     addresses: Vec::new(),
                 };
                 infos.push(info.clone());
-                st.devices.push(Device {
-                    info,
-                    offloads: Vec::new(),
-                });
+                st.devices.push(Device::plain(info, Vec::new()));
             }
             Ok(Reply::Interfaces(infos))
         }
@@ -616,8 +744,9 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
-        // Tunable operations are not scripted yet: a recipe test that needs them gets a clear
-        // refusal instead of a made-up answer.
+        op if crate::agent::tunables::is_tunable(&op) => tunable(st, op),
+        // Anything else is not scripted: a recipe test that needs it gets a clear refusal
+        // instead of a made-up answer.
         other => Err(ErrorReply::new(
             ErrorKind::Unsupported,
             format!("the scripted agent does not script {}", other.name()),
@@ -661,5 +790,278 @@ pub async fn run_test(
         run,
         raw,
         journal: agents.journal,
+    }
+}
+
+fn unsupported(m: String) -> ErrorReply {
+    ErrorReply::new(ErrorKind::Unsupported, m)
+}
+
+fn bad(m: String) -> ErrorReply {
+    ErrorReply::new(ErrorKind::BadRequest, m)
+}
+
+fn tuned(o: protocol::SetOutcome) -> Result<Reply, ErrorReply> {
+    Ok(Reply::Tuned(o))
+}
+
+/// The tunables, on the model of [`HwScript`], answering as the real agent does (the same
+/// outcomes and refusals; docs/PROTOCOL.md §6.2).
+fn tunable(st: &mut AgentState, op: Op) -> Result<Reply, ErrorReply> {
+    use crate::agent::tunables::{format_cpu_list, irq_targets, parse_cpu_list};
+    use protocol::{Previous, SetOutcome};
+    let sticky = st.pause_autoneg_sticky;
+    let online: Vec<u32> = (0..st.cpus).collect();
+    let check_cpus = |cpus: &[u32]| -> Result<(), ErrorReply> {
+        match cpus.iter().find(|c| !online.contains(c)) {
+            Some(c) => Err(bad(format!(
+                "host has no CPU {c} (online CPUs: {})",
+                format_cpu_list(&online)
+            ))),
+            None if cpus.is_empty() => Err(bad("empty CPU list".into())),
+            None => Ok(()),
+        }
+    };
+    match op {
+        Op::GetPause { ifname } => {
+            let d = device(st, &ifname)?;
+            d.pause
+                .map(Reply::Pause)
+                .ok_or_else(|| unsupported(format!("{ifname} (driver veth) has no pause-frame settings")))
+        }
+        Op::SetPause {
+            ifname,
+            autoneg,
+            rx,
+            tx,
+        } => {
+            let d = device(st, &ifname)?;
+            let Some(cur) = d.pause else {
+                let why = format!("{ifname} (driver veth) has no pause-frame settings");
+                return if [rx, tx].into_iter().flatten().all(|v| !v) {
+                    tuned(SetOutcome::NotApplicable { reason: why })
+                } else {
+                    Err(unsupported(why))
+                };
+            };
+            let mut new = protocol::PauseParams {
+                autoneg: autoneg.or(cur.autoneg),
+                rx: rx.unwrap_or(cur.rx),
+                tx: tx.unwrap_or(cur.tx),
+            };
+            if new == cur {
+                return tuned(SetOutcome::Unchanged);
+            }
+            // Autonegotiation on (or turned on): the driver's default, rx and tx on, whatever
+            // was asked; what was asked and is not so does not read back.
+            if new.autoneg == Some(true) && sticky {
+                new.rx = true;
+                new.tx = true;
+                d.pause = Some(new);
+                if rx.is_some_and(|v| !v) || tx.is_some_and(|v| !v) {
+                    return Err(ErrorReply::new(
+                        ErrorKind::Failed,
+                        format!("{ifname}: pause frames are rx on tx on 5 s after ethtool -A"),
+                    ));
+                }
+            }
+            d.pause = Some(new);
+            tuned(SetOutcome::Applied {
+                previous: Previous::Pause(cur),
+            })
+        }
+        Op::GetCoalesce { ifname } => {
+            let d = device(st, &ifname)?;
+            d.coalesce.clone().map(|c| Reply::Coalesce(Box::new(c))).ok_or_else(|| {
+                unsupported(format!("{ifname} (driver veth) has no interrupt coalescing settings"))
+            })
+        }
+        Op::SetCoalesce { ifname, settings } => {
+            let d = device(st, &ifname)?;
+            let only_off = settings.numbers().iter().all(|(_, v)| v.is_none())
+                && settings.flags().iter().all(|(_, v)| *v != Some(true));
+            let Some(cur) = d.coalesce.clone() else {
+                let why = format!("{ifname} (driver veth) has no interrupt coalescing settings");
+                return if only_off {
+                    tuned(SetOutcome::NotApplicable { reason: why })
+                } else {
+                    Err(unsupported(why))
+                };
+            };
+            let mut new = cur.clone();
+            let mut old = protocol::Coalesce::default();
+            let mut changed = false;
+            for (name, w) in settings.flags() {
+                let Some(w) = w else { continue };
+                let (slot, was) = match name {
+                    "adaptive-rx" => (&mut new.adaptive_rx, &mut old.adaptive_rx),
+                    _ => (&mut new.adaptive_tx, &mut old.adaptive_tx),
+                };
+                match *slot {
+                    None if w => return Err(unsupported(format!("{ifname} does not support coalescing parameter {name}"))),
+                    Some(c) if c != w => {
+                        *was = Some(c);
+                        *slot = Some(w);
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            for (name, w) in settings.numbers() {
+                let Some(w) = w else { continue };
+                let c = cur.numbers().into_iter().find(|(n, _)| *n == name).and_then(|(_, v)| v);
+                match c {
+                    None => return Err(unsupported(format!("{ifname} does not support coalescing parameter {name} (ethtool -c shows n/a)"))),
+                    Some(c) if c != w => {
+                        if let Some(s) = new.number_mut(name) {
+                            *s = Some(w);
+                        }
+                        if let Some(s) = old.number_mut(name) {
+                            *s = Some(c);
+                        }
+                        changed = true;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !changed {
+                return tuned(SetOutcome::Unchanged);
+            }
+            d.coalesce = Some(new);
+            tuned(SetOutcome::Applied {
+                previous: Previous::Coalesce(Box::new(old)),
+            })
+        }
+        Op::GetIrqs { ifname } => {
+            let d = device(st, &ifname)?;
+            if d.irqs.is_empty() {
+                return Err(unsupported(format!("{ifname} (driver veth) has no IRQs to pin: it has no bus device and no /proc/interrupts line names it")));
+            }
+            Ok(Reply::Irqs(d.irqs.clone()))
+        }
+        Op::SetIrqAffinity {
+            ifname,
+            cpus,
+            policy,
+            stop_irqbalance,
+        } => {
+            check_cpus(&cpus)?;
+            let running = st.irqbalance;
+            let d = device(st, &ifname)?;
+            if d.irqs.is_empty() {
+                return Err(unsupported(format!("{ifname} (driver veth) has no IRQs to pin: it has no bus device and no /proc/interrupts line names it")));
+            }
+            let targets = irq_targets(d.irqs.len(), &cpus, policy);
+            let mut pins = Vec::new();
+            for (info, t) in d.irqs.iter_mut().zip(targets) {
+                pins.push(protocol::IrqPin {
+                    irq: info.irq,
+                    name: info.name.clone(),
+                    previous: info.affinity.clone(),
+                    requested: t.clone(),
+                    now: t.clone(),
+                    skipped: None,
+                });
+                info.affinity = t;
+            }
+            let stopped = stop_irqbalance && running;
+            if stopped {
+                st.irqbalance = false;
+            }
+            Ok(Reply::IrqsPinned(protocol::IrqPinning {
+                irqs: pins,
+                irqbalance_running: running && !stopped,
+                irqbalance_stopped: stopped,
+            }))
+        }
+        Op::RestoreIrqAffinity { ifname, irqs } => {
+            let running = st.irqbalance;
+            let mut plan = Vec::new();
+            for w in &irqs {
+                let cpus = parse_cpu_list(&w.affinity).unwrap_or_default();
+                check_cpus(&cpus)?;
+                plan.push((w.irq, format_cpu_list(&cpus)));
+            }
+            let d = device(st, &ifname)?;
+            let mut pins = Vec::new();
+            for (irq, list) in plan {
+                let info = d
+                    .irqs
+                    .iter_mut()
+                    .find(|i| i.irq == irq)
+                    .ok_or_else(|| bad(format!("IRQ {irq} is not one of {ifname}'s")))?;
+                pins.push(protocol::IrqPin {
+                    irq,
+                    name: info.name.clone(),
+                    previous: info.affinity.clone(),
+                    requested: list.clone(),
+                    now: list.clone(),
+                    skipped: None,
+                });
+                info.affinity = list;
+            }
+            Ok(Reply::IrqsPinned(protocol::IrqPinning {
+                irqs: pins,
+                irqbalance_running: running,
+                irqbalance_stopped: false,
+            }))
+        }
+        Op::GetCpus => Ok(Reply::Cpus(protocol::CpuInfo {
+            online: online.clone(),
+            allowed: online,
+        })),
+        Op::DropCaches { .. } => Ok(Reply::Ok),
+        Op::SetTurboBoost { enabled } => match st.turbo {
+            None => Err(unsupported("this host has no turbo boost control: neither /sys/devices/system/cpu/intel_pstate/no_turbo nor /sys/devices/system/cpu/cpufreq/boost exists".into())),
+            Some(cur) if cur == enabled => tuned(SetOutcome::Unchanged),
+            Some(cur) => {
+                st.turbo = Some(enabled);
+                tuned(SetOutcome::Applied {
+                    previous: Previous::TurboBoost { enabled: cur },
+                })
+            }
+        },
+        Op::DisableIdleStates { min_latency_us } => {
+            if st.idle.is_empty() {
+                return Err(unsupported("this host has no CPU idle states to disable: /sys/devices/system/cpu/cpu0/cpuidle is missing (no cpuidle driver)".into()));
+            }
+            let mut changed = Vec::new();
+            for s in st.idle.iter_mut() {
+                if s.latency_us >= min_latency_us && !s.disabled {
+                    changed.push(s.clone());
+                    s.disabled = true;
+                }
+            }
+            if changed.is_empty() {
+                return tuned(SetOutcome::Unchanged);
+            }
+            tuned(SetOutcome::Applied {
+                previous: Previous::IdleStates { states: changed },
+            })
+        }
+        Op::EnableIdleStates { states } => {
+            let mut changed = Vec::new();
+            for w in states {
+                let s = st
+                    .idle
+                    .iter_mut()
+                    .find(|s| s.cpu == w.cpu && s.state == w.state)
+                    .ok_or_else(|| bad(format!("this host has no idle state {} on CPU {}", w.state, w.cpu)))?;
+                if s.disabled {
+                    changed.push(s.clone());
+                    s.disabled = false;
+                }
+            }
+            if changed.is_empty() {
+                return tuned(SetOutcome::Unchanged);
+            }
+            tuned(SetOutcome::Applied {
+                previous: Previous::IdleStates { states: changed },
+            })
+        }
+        other => Err(unsupported(format!(
+            "the scripted agent does not script {}",
+            other.name()
+        ))),
     }
 }

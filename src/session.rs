@@ -1095,6 +1095,32 @@ impl AgentClient {
             .await?;
         self.tuned(r, "DisableIdleStates")
     }
+
+    /// Give each listed IRQ of the device its own affinity list (the `previous` lists of a
+    /// `set_irq_affinity` reply put a pinning back).
+    pub async fn restore_irq_affinity(
+        &self,
+        ifname: &str,
+        irqs: Vec<protocol::IrqAffinity>,
+    ) -> Result<protocol::IrqPinning, SessionError> {
+        let op = Op::RestoreIrqAffinity {
+            ifname: ifname.into(),
+            irqs,
+        };
+        match self.call_default(op).await? {
+            Reply::IrqsPinned(p) => Ok(p),
+            _ => Err(self.unexpected("RestoreIrqAffinity")),
+        }
+    }
+
+    /// Enable CPU idle states again (the states a `disable_idle_states` reply lists).
+    pub async fn enable_idle_states(
+        &self,
+        states: Vec<protocol::IdleStateId>,
+    ) -> Result<protocol::SetOutcome, SessionError> {
+        let r = self.call_default(Op::EnableIdleStates { states }).await?;
+        self.tuned(r, "EnableIdleStates")
+    }
 }
 
 #[cfg(test)]

@@ -229,6 +229,8 @@ fn scripted_failing_run_is_unchanged() {
     check("run/failing_raw_names.txt", &raw);
 }
 
+/// A parameter the devices cannot honour: `dev_intr_cpu` on veth (no IRQs) FAILs after the
+/// test-wide configuration and before any traffic, naming the device.
 #[test]
 fn scripted_unsupported_param_is_unchanged() {
     let (data, human, _) = scripted_run(

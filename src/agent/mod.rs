@@ -364,7 +364,9 @@ impl Session {
             | Op::GetCpus
             | Op::DropCaches { .. }
             | Op::SetTurboBoost { .. }
-            | Op::DisableIdleStates { .. }) => self.dispatch_tunables(None, op).await,
+            | Op::DisableIdleStates { .. }
+            | Op::RestoreIrqAffinity { .. }
+            | Op::EnableIdleStates { .. }) => self.dispatch_tunables(None, op).await,
         }
     }
 

@@ -16,8 +16,8 @@ use super::links::Loc;
 use super::{net, OpError, Session};
 use crate::protocol::{
     ChannelCounts, Channels, Coalesce, CpuInfo, DropCachesWhat, ErrorKind, FlowType, IdleState,
-    IrqInfo, IrqPin, IrqPinning, IrqPolicy, JobResult, JobSpec, NamedFlag, Op, PauseParams,
-    PerfData, Previous, Reply, RssInfo, SetOutcome,
+    IdleStateId, IrqAffinity, IrqInfo, IrqPin, IrqPinning, IrqPolicy, JobResult, JobSpec,
+    NamedFlag, Op, PauseParams, PerfData, Previous, Reply, RssInfo, SetOutcome,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,6 +54,8 @@ pub fn is_tunable(op: &Op) -> bool {
             | Op::DropCaches { .. }
             | Op::SetTurboBoost { .. }
             | Op::DisableIdleStates { .. }
+            | Op::RestoreIrqAffinity { .. }
+            | Op::EnableIdleStates { .. }
     )
 }
 
@@ -1457,6 +1459,81 @@ async fn set_irq_affinity(
     }))
 }
 
+/// Give each listed IRQ of `ifname` its own affinity list (putting a pinning back). Every IRQ
+/// must be one of the device's and every list name online CPUs; nothing is written otherwise.
+async fn restore_irq_affinity(
+    nl: &net::Netlink,
+    ifname: &str,
+    wanted: &[IrqAffinity],
+    undos: &mut Vec<Undo>,
+) -> Result<Reply, OpError> {
+    if wanted.is_empty() {
+        return Err(bad("RestoreIrqAffinity: no IRQ given"));
+    }
+    let irqs = device_irqs(nl, ifname).await?;
+    if wanted.len() > irqs.len() {
+        return Err(bad(format!(
+            "RestoreIrqAffinity: {} IRQs given, {ifname} has {}",
+            wanted.len(),
+            irqs.len()
+        )));
+    }
+    let online = online_cpus()?;
+    let mut plan = Vec::new();
+    for w in wanted {
+        let Some(info) = irqs.iter().find(|i| i.irq == w.irq) else {
+            return Err(bad(format!("IRQ {} is not one of {ifname}'s", w.irq)));
+        };
+        let cpus = parse_cpu_list(&w.affinity)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| bad(format!("IRQ {}: not a CPU list: {:?}", w.irq, w.affinity)))?;
+        check_cpu_list(&cpus, &online, None)?;
+        if plan
+            .iter()
+            .any(|(i, _, _): &(IrqInfo, String, Vec<u32>)| i.irq == w.irq)
+        {
+            return Err(bad(format!("IRQ {} given twice", w.irq)));
+        }
+        plan.push((info.clone(), format_cpu_list(&cpus), cpus));
+    }
+    let mut pins = Vec::new();
+    let mut done: Vec<(u32, String)> = Vec::new();
+    let mut result = Ok(());
+    for (info, list, cpus) in plan {
+        let mut pin = IrqPin {
+            irq: info.irq,
+            name: info.name,
+            previous: info.affinity.clone(),
+            requested: list.clone(),
+            now: info.affinity.clone(),
+            skipped: None,
+        };
+        if parse_cpu_list(&info.affinity).as_deref() != Some(cpus.as_slice()) {
+            match write_affinity(info.irq, &list) {
+                Ok(()) => done.push((info.irq, info.affinity.clone())),
+                Err(e) if e.kind == ErrorKind::NotAllowed => {
+                    pin.skipped = Some(format!("kernel-managed IRQ: {}", e.message));
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            pin.now = read_affinity(info.irq).unwrap_or_default();
+        }
+        pins.push(pin);
+    }
+    if !done.is_empty() {
+        undos.push(Undo::Irqs(done));
+    }
+    result?;
+    Ok(Reply::IrqsPinned(IrqPinning {
+        irqs: pins,
+        irqbalance_running: irqbalance_pid().is_some(),
+        irqbalance_stopped: false,
+    }))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host settings
 // ---------------------------------------------------------------------------------------------
@@ -1605,6 +1682,60 @@ pub fn disable_idle_states(
     }))
 }
 
+/// Enable the listed idle states of a CPU sysfs tree again (putting a `DisableIdleStates`
+/// back); each must exist. States already enabled are left alone.
+pub fn enable_idle_states(
+    cpu_root: &Path,
+    wanted: &[IdleStateId],
+    undos: &mut Vec<Undo>,
+) -> Result<Reply, OpError> {
+    if wanted.is_empty() {
+        return Err(bad("EnableIdleStates: no state given"));
+    }
+    let all = idle_states(cpu_root)?;
+    let mut plan = Vec::new();
+    for w in wanted {
+        let Some((st, disable)) = all
+            .iter()
+            .find(|(s, _)| s.cpu == w.cpu && s.state == w.state)
+        else {
+            return Err(bad(format!(
+                "this host has no idle state {} on CPU {}",
+                w.state, w.cpu
+            )));
+        };
+        if st.disabled && !plan.iter().any(|(s, _): &(IdleState, PathBuf)| s == st) {
+            plan.push((st.clone(), disable.clone()));
+        }
+    }
+    let mut changed = Vec::new();
+    let mut files = Vec::new();
+    let mut result = Ok(());
+    for (st, disable) in plan {
+        match write_file(&disable, "0") {
+            Ok(()) => {
+                files.push((disable, "1".to_string()));
+                changed.push(st);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if !files.is_empty() {
+        undos.push(Undo::Files(files));
+    }
+    result?;
+    if changed.is_empty() {
+        return Ok(Reply::Tuned(SetOutcome::Unchanged));
+    }
+    tracing::info!("enabled {} CPU idle states again", changed.len());
+    Ok(Reply::Tuned(SetOutcome::Applied {
+        previous: Previous::IdleStates { states: changed },
+    }))
+}
+
 /// Write /proc/sys/vm/drop_caches (after a sync, so dirty pages can be dropped too).
 fn drop_caches(what: DropCachesWhat) -> Result<Reply, OpError> {
     nix::unistd::sync();
@@ -1728,6 +1859,17 @@ async fn run_inner(nl: &net::Netlink, op: Op, undos: &mut Vec<Undo>) -> Result<R
         Op::DisableIdleStates { min_latency_us } => {
             disable_idle_states(cpu_root, min_latency_us, undos)
         }
+        Op::RestoreIrqAffinity { ifname, irqs } => {
+            check_dev(&ifname)?;
+            if irqs.len() > MAX_CPU_LIST {
+                return Err(bad(format!(
+                    "RestoreIrqAffinity: {} IRQs (at most {MAX_CPU_LIST})",
+                    irqs.len()
+                )));
+            }
+            restore_irq_affinity(nl, &ifname, &irqs, undos).await
+        }
+        Op::EnableIdleStates { states } => enable_idle_states(cpu_root, &states, undos),
         other => Err(OpError::new(
             ErrorKind::Internal,
             format!("{} is not a tunable", other.name()),
@@ -2189,6 +2331,41 @@ mod tests {
             Ok(Reply::Tuned(SetOutcome::Unchanged))
         ));
         assert_eq!(undos.len(), 1);
+        // Enabling two of them again (what a controller does to put the change back): only
+        // those change; an unknown state is refused before anything is written.
+        let mut again = Vec::new();
+        let ids = [
+            IdleStateId { cpu: 0, state: 1 },
+            IdleStateId { cpu: 1, state: 2 },
+        ];
+        let bad_ids = [ids[0], IdleStateId { cpu: 7, state: 0 }];
+        let e = enable_idle_states(root, &bad_ids, &mut again).err();
+        assert_eq!(e.as_ref().map(|e| e.kind), Some(ErrorKind::BadRequest));
+        assert!(again.is_empty());
+        assert!(disabled(root).contains(&(0, 1, true)));
+        let r = enable_idle_states(root, &ids, &mut again);
+        let Ok(Reply::Tuned(SetOutcome::Applied {
+            previous: Previous::IdleStates { states },
+        })) = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            states.iter().map(|s| (s.cpu, s.state)).collect::<Vec<_>>(),
+            [(0, 1), (1, 2)]
+        );
+        assert!(disabled(root).contains(&(0, 1, false)) && disabled(root).contains(&(1, 2, false)));
+        assert!(matches!(
+            enable_idle_states(root, &ids, &mut again),
+            Ok(Reply::Tuned(SetOutcome::Unchanged))
+        ));
+        assert!(enable_idle_states(root, &[], &mut again).is_err());
+        // Its own undo disables them again (journal order: this first, then the disable).
+        let nl0 = net::Netlink::new().unwrap_or_else(|e| panic!("{e}"));
+        for u in again.into_iter().rev() {
+            undo(&nl0, u).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(disabled(root).contains(&(0, 1, true)) && disabled(root).contains(&(1, 2, true)));
         // intel_pstate: no_turbo 0 means turbo on.
         std::fs::create_dir_all(root.join("intel_pstate")).unwrap_or_default();
         std::fs::write(root.join("intel_pstate/no_turbo"), "0\n").unwrap_or_default();

@@ -281,6 +281,23 @@ pub struct IrqPinning {
     pub irqbalance_stopped: bool,
 }
 
+/// One IRQ and the affinity list to give it (`RestoreIrqAffinity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IrqAffinity {
+    pub irq: u32,
+    /// A CPU list as smp_affinity_list prints it (`0-3,6`).
+    pub affinity: String,
+}
+
+/// One CPU idle state by CPU and state number (`EnableIdleStates`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleStateId {
+    pub cpu: u32,
+    pub state: u32,
+}
+
 /// `GetCpus`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

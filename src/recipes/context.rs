@@ -4,6 +4,9 @@
 
 use crate::measure::evaluate::BaselineFile;
 use crate::protocol::{JobResult, JobSpec};
+use crate::recipes::enrt::devparams::{
+    coalesce_attribute, coalesce_get, coalesce_one, CoalesceValue,
+};
 use crate::results::{DeviceAction, JobAction, RecipeRun, ResultEntry, ResultLevel, ResultType};
 use crate::session::{AgentClient, SessionError};
 use std::collections::BTreeMap;
@@ -81,6 +84,54 @@ pub enum Undo {
         host: String,
         route: crate::protocol::RouteSpec,
     },
+    /// Put pause frames back: the old value of each direction that was changed.
+    Pause {
+        dev: Dev,
+        /// Pause autonegotiation to turn back on (it was turned off to force rx/tx).
+        autoneg: Option<bool>,
+        rx: Option<bool>,
+        tx: Option<bool>,
+    },
+    /// Put one interrupt coalescing parameter back (`ethtool -C` name).
+    Coalesce {
+        dev: Dev,
+        key: String,
+        old: CoalesceValue,
+        /// The value it was set to.
+        set: CoalesceValue,
+    },
+    /// Put the affinity lists of a device's IRQs back.
+    Irqs {
+        dev: Dev,
+        lists: Vec<crate::protocol::IrqAffinity>,
+    },
+    /// Turn turbo boost on again on a host.
+    TurboBoost { host: String },
+    /// Enable CPU idle states of a host again.
+    IdleStates {
+        host: String,
+        states: Vec<crate::protocol::IdleStateId>,
+    },
+}
+
+/// What a device or host setting did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tuned<T> {
+    /// Changed from `old`.
+    Changed { old: T },
+    /// Already as asked.
+    Unchanged,
+    /// The device or host has no such setting and "off" was asked: nothing to do.
+    NotApplicable { reason: String },
+}
+
+/// Python's `True`/`False`.
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
 }
 
 /// Pause between "every iperf3 server listens" and the first client. The agent reports a
@@ -349,7 +400,8 @@ impl RunContext {
         Ok(())
     }
 
-    fn push_undo(&mut self, u: Undo) {
+    /// Push a change to take back when the enclosing scope unwinds (in the current group).
+    pub fn push_undo(&mut self, u: Undo) {
         self.undo.push((self.undo_group, u));
     }
 
@@ -430,8 +482,326 @@ impl RunContext {
                     let client = self.client(&host)?;
                     client.del_route(route).await.map_err(RecipeError::from)
                 }
+                Undo::Pause {
+                    dev,
+                    autoneg,
+                    rx,
+                    tx,
+                } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let res = client.set_pause(&ifname, autoneg, rx, tx).await;
+                    for (name, v) in [("rx_pause_frames", rx), ("tx_pause_frames", tx)] {
+                        if let Some(v) = v {
+                            self.record_attr(&dev, res.is_ok(), name, py_bool(v), py_bool(!v));
+                        }
+                    }
+                    res.map(|_| ()).map_err(|e| {
+                        RecipeError::Run(format!("{dev} ({ifname}): restoring pause frames: {e}"))
+                    })
+                }
+                Undo::Coalesce { dev, key, old, set } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let res = client.set_coalesce(&ifname, coalesce_one(&key, old)).await;
+                    self.record_attr(
+                        &dev,
+                        res.is_ok(),
+                        &coalesce_attribute(&key),
+                        &old.to_string(),
+                        &set.to_string(),
+                    );
+                    res.map(|_| ()).map_err(|e| {
+                        RecipeError::Run(format!("{dev} ({ifname}): restoring {key}: {e}"))
+                    })
+                }
+                Undo::Irqs { dev, lists } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let shown = lists
+                        .iter()
+                        .map(|l| format!("{}:{}", l.irq, l.affinity))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let res = client.restore_irq_affinity(&ifname, lists).await;
+                    self.record_call(
+                        &dev,
+                        res.is_ok(),
+                        "restore_irq_affinity",
+                        &[format!("'{shown}'")],
+                    );
+                    res.map(|_| ()).map_err(|e| {
+                        RecipeError::Run(format!("{dev} ({ifname}): restoring IRQ affinity: {e}"))
+                    })
+                }
+                Undo::TurboBoost { host } => {
+                    let client = self.client(&host)?;
+                    let res = client.set_turbo_boost(true).await;
+                    self.add(ResultEntry::generic(
+                        ResultType::from_bool(res.is_ok()),
+                        format!("turboboost enabled again on {host}"),
+                    ));
+                    res.map(|_| ()).map_err(|e| {
+                        RecipeError::Run(format!("{host}: enabling turbo boost again: {e}"))
+                    })
+                }
+                Undo::IdleStates { host, states } => {
+                    let client = self.client(&host)?;
+                    let n = states.len();
+                    let res = client.enable_idle_states(states).await;
+                    self.add(ResultEntry::generic(
+                        ResultType::from_bool(res.is_ok()),
+                        format!("{n} CPU idle states enabled again on {host}"),
+                    ));
+                    res.map(|_| ()).map_err(|e| {
+                        RecipeError::Run(format!("{host}: enabling CPU idle states again: {e}"))
+                    })
+                }
             }
         }
+    }
+
+    fn record_attr(&mut self, dev: &Dev, ok: bool, name: &str, value: &str, old: &str) {
+        self.add(ResultEntry::device(
+            ResultType::from_bool(ok),
+            &dev.host,
+            &dev.id,
+            DeviceAction::AttrSet {
+                name: name.to_string(),
+                value: value.to_string(),
+                old_value: old.to_string(),
+            },
+        ));
+    }
+
+    // --- Device and host tunables (the hardware sub-configurations) ---------------------
+
+    /// Set rx (`rx` true) or tx pause frames of `dev`, recorded as a DeviceAttrSetResult
+    /// (`rx_pause_frames`); the old value is put back when the enclosing scope unwinds. An
+    /// "off" on a device without pause frames is `NotApplicable`; an "on" there fails with the
+    /// agent's reason (naming the device and its pause-frame settings).
+    ///
+    /// Some drivers (e1000e) ignore rx/tx while pause autonegotiation is on: when the value
+    /// does not read back and autonegotiation is on, it is set again with autonegotiation
+    /// off (the second value returned is then true), and autonegotiation comes back on with
+    /// the old value.
+    pub async fn set_pause_frames(
+        &mut self,
+        dev: &Dev,
+        rx: bool,
+        value: bool,
+    ) -> Result<(Tuned<bool>, bool), RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let name = if rx {
+            "rx_pause_frames"
+        } else {
+            "tx_pause_frames"
+        };
+        let (want_rx, want_tx) = if rx {
+            (Some(value), None)
+        } else {
+            (None, Some(value))
+        };
+        let mut res = client.set_pause(&ifname, None, want_rx, want_tx).await;
+        let mut forced = false;
+        if let Err(SessionError::Remote {
+            kind: crate::protocol::ErrorKind::Failed,
+            ..
+        }) = &res
+        {
+            if let Ok(now) = client.get_pause(&ifname).await {
+                let got = if rx { now.rx } else { now.tx };
+                if now.autoneg == Some(true) && got != value {
+                    tracing::info!(
+                        "{dev} ({ifname}): {name} did not change with pause autonegotiation on; setting it with autonegotiation off"
+                    );
+                    res = client
+                        .set_pause(&ifname, Some(false), want_rx, want_tx)
+                        .await;
+                    forced = true;
+                }
+            }
+        }
+        let out = match res {
+            Ok(crate::protocol::SetOutcome::Applied { previous }) => {
+                let prev = match previous {
+                    crate::protocol::Previous::Pause(p) => Some(p),
+                    _ => None,
+                };
+                let old = prev.map_or(!value, |p| if rx { p.rx } else { p.tx });
+                self.push_undo(Undo::Pause {
+                    dev: dev.clone(),
+                    autoneg: prev.and_then(|p| p.autoneg).filter(|a| forced && *a),
+                    rx: rx.then_some(old),
+                    tx: (!rx).then_some(old),
+                });
+                Tuned::Changed { old }
+            }
+            Ok(crate::protocol::SetOutcome::Unchanged) => Tuned::Unchanged,
+            Ok(crate::protocol::SetOutcome::NotApplicable { reason }) => {
+                Tuned::NotApplicable { reason }
+            }
+            Err(e) => {
+                self.record_attr(dev, false, name, py_bool(value), "None");
+                return Err(RecipeError::Run(format!(
+                    "{name}={}: {dev} ({ifname}): {e}",
+                    py_bool(value)
+                )));
+            }
+        };
+        let old = match &out {
+            Tuned::Changed { old } => py_bool(*old),
+            Tuned::Unchanged => py_bool(value),
+            Tuned::NotApplicable { .. } => "None",
+        };
+        self.record_attr(dev, true, name, py_bool(value), old);
+        Ok((out, forced))
+    }
+
+    /// Set one interrupt coalescing parameter (`ethtool -C` name) of `dev`, recorded as a
+    /// DeviceAttrSetResult (`coalescing_rx_usecs`). Returns the old value; the caller pushes
+    /// [`Undo::Coalesce`] (upstream restores the numbers before the adaptive modes).
+    pub async fn set_coalescing(
+        &mut self,
+        dev: &Dev,
+        key: &str,
+        value: CoalesceValue,
+    ) -> Result<Tuned<CoalesceValue>, RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let attr = coalesce_attribute(key);
+        let res = client.set_coalesce(&ifname, coalesce_one(key, value)).await;
+        let out = match res {
+            Ok(crate::protocol::SetOutcome::Applied { previous }) => {
+                let old = match previous {
+                    crate::protocol::Previous::Coalesce(c) => coalesce_get(&c, key),
+                    _ => None,
+                };
+                match old {
+                    Some(old) => Tuned::Changed { old },
+                    None => {
+                        self.record_attr(dev, false, &attr, &value.to_string(), "None");
+                        return Err(RecipeError::Run(format!(
+                            "coalescing_settings: {dev} ({ifname}): the agent changed {key} without reporting its old value"
+                        )));
+                    }
+                }
+            }
+            Ok(crate::protocol::SetOutcome::Unchanged) => Tuned::Unchanged,
+            Ok(crate::protocol::SetOutcome::NotApplicable { reason }) => {
+                Tuned::NotApplicable { reason }
+            }
+            Err(e) => {
+                self.record_attr(dev, false, &attr, &value.to_string(), "None");
+                return Err(RecipeError::Run(format!(
+                    "coalescing_settings: {dev} ({ifname}): {key} {value}: {e}"
+                )));
+            }
+        };
+        let old = match &out {
+            Tuned::Changed { old } => old.to_string(),
+            Tuned::Unchanged => value.to_string(),
+            Tuned::NotApplicable { .. } => "None".to_string(),
+        };
+        self.record_attr(dev, true, &attr, &value.to_string(), &old);
+        Ok(out)
+    }
+
+    /// Pin the IRQs of `dev` to `cpus` by `policy` (irqbalance, when it runs, is stopped for
+    /// the rest of the test: the agent starts it again when the test ends), recorded as a
+    /// DeviceMethodCallResult; every IRQ whose list changed gets its old list back when the
+    /// enclosing scope unwinds. `param` names the parameter in the error.
+    pub async fn pin_irqs(
+        &mut self,
+        dev: &Dev,
+        cpus: &[u32],
+        policy: crate::protocol::IrqPolicy,
+        param: &str,
+    ) -> Result<crate::protocol::IrqPinning, RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let res = client.set_irq_affinity(&ifname, cpus, policy, true).await;
+        let policy_name = match policy {
+            crate::protocol::IrqPolicy::RoundRobin => "round-robin",
+            crate::protocol::IrqPolicy::All => "all",
+        };
+        // The data: every IRQ's list before and after (IrqPinning).
+        let mut entry = ResultEntry::device(
+            ResultType::from_bool(res.is_ok()),
+            &dev.host,
+            &dev.id,
+            DeviceAction::MethodCall {
+                name: "pin_dev_interrupts".into(),
+                args: vec![format!("{cpus:?}"), format!("'{policy_name}'")],
+                kwargs: Vec::new(),
+            },
+        );
+        if let Ok(p) = &res {
+            entry = entry.with_data(serde_json::to_value(p).unwrap_or_default());
+        }
+        self.add(entry);
+        let p = res.map_err(|e| RecipeError::Run(format!("{param}: {dev} ({ifname}): {e}")))?;
+        let lists: Vec<crate::protocol::IrqAffinity> = p
+            .irqs
+            .iter()
+            .filter(|i| i.skipped.is_none() && i.previous != i.now)
+            .map(|i| crate::protocol::IrqAffinity {
+                irq: i.irq,
+                affinity: i.previous.clone(),
+            })
+            .collect();
+        if !lists.is_empty() {
+            self.push_undo(Undo::Irqs {
+                dev: dev.clone(),
+                lists,
+            });
+        }
+        Ok(p)
+    }
+
+    /// Turn turbo boost off on `host`; on again when the enclosing scope unwinds. Whether it
+    /// changed anything.
+    pub async fn disable_turbo_boost(&mut self, host: &str) -> Result<bool, RecipeError> {
+        let client = self.client(host)?;
+        let res = client
+            .set_turbo_boost(false)
+            .await
+            .map_err(|e| RecipeError::Run(format!("disable_turboboost=True: {host}: {e}")))?;
+        let changed = matches!(res, crate::protocol::SetOutcome::Applied { .. });
+        if changed {
+            self.push_undo(Undo::TurboBoost {
+                host: host.to_string(),
+            });
+        }
+        Ok(changed)
+    }
+
+    /// Disable the CPU idle states of `host` with an exit latency of at least `latency` µs;
+    /// enabled again when the enclosing scope unwinds. How many it disabled.
+    pub async fn disable_idle_states(
+        &mut self,
+        host: &str,
+        latency: u64,
+    ) -> Result<usize, RecipeError> {
+        let client = self.client(host)?;
+        let res = client.disable_idle_states(latency).await.map_err(|e| {
+            RecipeError::Run(format!("minimal_idlestates_latency={latency}: {host}: {e}"))
+        })?;
+        let states: Vec<crate::protocol::IdleStateId> = match res {
+            crate::protocol::SetOutcome::Applied {
+                previous: crate::protocol::Previous::IdleStates { states },
+            } => states
+                .iter()
+                .map(|s| crate::protocol::IdleStateId {
+                    cpu: s.cpu,
+                    state: s.state,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let n = states.len();
+        if n > 0 {
+            self.push_undo(Undo::IdleStates {
+                host: host.to_string(),
+                states,
+            });
+        }
+        Ok(n)
     }
 
     // --- Devices, namespaces and routes a recipe creates ----------------------------------

@@ -33,6 +33,8 @@ pub mod vlans_over_team;
 #[cfg(test)]
 mod catalogue_tests;
 #[cfg(test)]
+mod hw_params_tests;
+#[cfg(test)]
 mod scripted_tests;
 
 use crate::requirements::Requirements;

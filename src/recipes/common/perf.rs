@@ -53,6 +53,20 @@ pub struct PerfConf {
     /// host2 for the virtual recipes); None: the hosts of the flows' endpoints, a namespace
     /// counting as its host (upstream `FlowEndpointsStatCPUMeasurementGenerator`).
     pub cpu_hosts: Option<Vec<String>>,
+    /// `do_linuxperf_measurement`: `perf record` of all CPUs on every host of the CPU
+    /// measurement's host list given (`cpu_hosts`), else on every matched host, during each
+    /// iteration; the perf.data files are kept under raw/.
+    pub linuxperf: bool,
+}
+
+/// One host's `perf record` of one iteration.
+#[derive(Debug, Clone)]
+struct LinuxPerfRecord {
+    host: String,
+    /// The raw file (under raw/) when perf returned its data.
+    file: Option<String>,
+    /// Why it failed.
+    error: Option<String>,
 }
 
 /// How long an iperf3 job may take beyond its measured time (connection setup, the final
@@ -162,6 +176,7 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
         .unwrap_or_else(|| "msg default".into());
     let n = conf.iterations;
     let mut measured: Vec<Iteration> = Vec::new();
+    let mut perf_records: Vec<LinuxPerfRecord> = Vec::new();
     for it in 0..n as usize {
         if conf.tweaks.drop_caches {
             for host in ctx.host_ids() {
@@ -182,7 +197,7 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
         let (its, cpus) = if conf.simulate {
             simulated_iteration(flows, &cpu_hosts)
         } else {
-            run_iteration(ctx, conf, &cpu_hosts, proto, it).await?
+            run_iteration(ctx, conf, &cpu_hosts, proto, it, &mut perf_records).await?
         };
         // The progress line shows the iteration as it will be reported when it aligns.
         let mut shown = (its.clone(), cpus.clone());
@@ -199,8 +214,46 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
         measured.push((its, cpus));
     }
     let (per_flow, per_cpu) = aggregate(time_aligned(measured, f64::from(warmup)), flows.len());
-    report_and_evaluate(ctx, conf, per_flow, per_cpu);
+    report_and_evaluate(ctx, conf, per_flow, per_cpu, &perf_records);
     Ok(())
+}
+
+/// The hosts `perf record` runs on (LinuxPerfMeasurementGenerator: the hypervisors of a
+/// virtual recipe, else every matched host).
+fn linuxperf_hosts(ctx: &RunContext, conf: &PerfConf) -> Vec<String> {
+    conf.cpu_hosts.clone().unwrap_or_else(|| ctx.host_ids())
+}
+
+/// Upstream `LinuxPerfMeasurement.report_results`: one result per host naming its files.
+fn report_linuxperf(ctx: &mut RunContext, records: &[LinuxPerfRecord]) {
+    let mut hosts: Vec<&str> = Vec::new();
+    for r in records {
+        if !hosts.contains(&r.host.as_str()) {
+            hosts.push(&r.host);
+        }
+    }
+    for host in hosts {
+        let mine: Vec<&LinuxPerfRecord> = records.iter().filter(|r| r.host == host).collect();
+        let files: Vec<String> = mine
+            .iter()
+            .filter_map(|r| r.file.as_ref().map(|f| format!("raw/{f}")))
+            .collect();
+        let errors: Vec<String> = mine.iter().filter_map(|r| r.error.clone()).collect();
+        let mut desc = format!(
+            "perf-record recorded all CPUs on {host} to files:\n    {}",
+            files.join("\n    ")
+        );
+        for e in &errors {
+            desc.push_str(&format!("\nperf-record on {host} failed: {e}"));
+        }
+        ctx.add(ResultEntry::measurement(
+            "linuxperf",
+            ResultType::from_bool(errors.is_empty()),
+            desc,
+            serde_json::json!({"host": host, "files": files}),
+            None,
+        ));
+    }
 }
 
 /// One iteration's flows and CPU samplers.
@@ -254,6 +307,7 @@ fn report_and_evaluate(
     conf: &PerfConf,
     per_flow: Vec<Vec<FlowIteration>>,
     per_cpu: CpuSeries,
+    perf_records: &[LinuxPerfRecord],
 ) {
     let mut by_host: BTreeMap<String, Vec<AggregatedCpu>> = BTreeMap::new();
     for ((host, cpu), iters) in per_cpu {
@@ -283,6 +337,7 @@ fn report_and_evaluate(
             Some(serde_json::json!({"host": host, "cpus": details})),
         ));
     }
+    report_linuxperf(ctx, perf_records);
     let aggregated: Vec<AggregatedFlow> = conf
         .flows
         .iter()
@@ -366,6 +421,7 @@ async fn run_iteration(
     cpu_hosts: &[String],
     proto: IperfProto,
     it: usize,
+    perf_records: &mut Vec<LinuxPerfRecord>,
 ) -> Result<(Vec<FlowIteration>, Vec<CpuIteration>), RecipeError> {
     let flows = &conf.flows;
     // Every raw file of this measurement starts with the same unique name: the
@@ -388,6 +444,21 @@ async fn run_iteration(
             .start_job(h, JobSpec::CpuStat { interval_ms: 1000 })
             .await?;
         cpu_jobs.push((h.clone(), id));
+    }
+    // LinuxPerfMeasurement: after the CPU samplers, before the flows; stopped after them.
+    let mut perf_jobs = Vec::new();
+    if conf.linuxperf {
+        for h in linuxperf_hosts(ctx, conf) {
+            let spec = JobSpec::LinuxPerf {
+                duration_s: None,
+                record_cpus: None,
+                events: Vec::new(),
+                call_graph: false,
+                frequency: None,
+            };
+            let id = ctx.start_job(&h, spec).await?;
+            perf_jobs.push((h, id));
+        }
     }
     let mut servers = Vec::new();
     for f in flows {
@@ -434,6 +505,57 @@ async fn run_iteration(
     let mut server_res: Vec<JobResult> = Vec::new();
     for (f, id) in flows.iter().zip(&servers) {
         server_res.push(ctx.finish_job(&f.receiver, *id, JOB_GRACE).await?);
+    }
+    for (h, id) in perf_jobs {
+        let res = ctx.stop_job(&h, id).await?;
+        let file = format!("{measurement}_linuxperf_{h}.data");
+        let data = res
+            .data
+            .clone()
+            .and_then(|d| serde_json::from_value::<crate::protocol::PerfData>(d).ok())
+            .and_then(|d| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(d.perf_data_b64.as_bytes())
+                    .ok()
+            });
+        let error = match (&data, &res.error) {
+            (_, Some(e)) => Some(e.clone()),
+            // A perf.data starts with its magic; an empty file is a perf that never started
+            // recording.
+            (Some(b), None) if !b.starts_with(b"PERFILE2") => Some(format!(
+                "perf record wrote no recording in {:.1} s ({} bytes without a perf.data header; exit {:?}, signal {:?}{}): it had not started recording when the iteration ended (perf starts slowly on a slow machine such as a TCG guest: a longer perf_duration gives it time)",
+                res.finished_at - res.started_at,
+                b.len(),
+                res.exit_code,
+                res.signal,
+                res.stderr
+                    .lines()
+                    .last()
+                    .map(|l| format!("; {l}"))
+                    .unwrap_or_default()
+            )),
+            (None, None) => Some(format!(
+                "no perf.data came back (exit {:?}): {}",
+                res.exit_code,
+                res.stderr.lines().last().unwrap_or_default()
+            )),
+            (Some(_), None) if !res.passed => Some(format!(
+                "perf record failed (exit {:?}): {}",
+                res.exit_code,
+                res.stderr.lines().last().unwrap_or_default()
+            )),
+            _ => None,
+        };
+        let saved = data.map(|bytes| {
+            ctx.save_raw(file.clone(), &bytes);
+            file
+        });
+        perf_records.push(LinuxPerfRecord {
+            host: h,
+            file: saved,
+            error,
+        });
     }
     let mut cpus = Vec::new();
     for (h, id) in cpu_jobs {

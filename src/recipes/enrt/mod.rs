@@ -16,6 +16,7 @@
 //! Hosts, interfaces and device names come from the recipe (its requirements and endpoints);
 //! the base names none.
 
+pub mod devparams;
 pub mod params;
 pub mod subconfig;
 
@@ -182,36 +183,25 @@ pub trait EnrtRecipe: Recipe {
     fn sub_configurations(&self) -> SubConfigs<'_> {
         SubConfigs::default()
     }
+
+    /// MultiDevInterruptHWConfigMixin (XDP*, Forwarding, SimpleNetworkTunable): the recipe's
+    /// `multi_dev_interrupt_config` ([`devparams::MultiDevInterruptParams::config`]); None: the
+    /// recipe does not have the mixin.
+    fn multi_dev_interrupt_config(&self) -> Option<&devparams::MultiDevInterruptConfig> {
+        None
+    }
 }
 
 /// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
 /// of silently ignoring it.
 fn unsupported<R: EnrtRecipe>(r: &R) -> Vec<String> {
     let mut out = Vec::new();
-    let subs = r.sub_configurations();
-    if let Some(hw) = &subs.hw {
-        out.extend(hw.unsupported());
-    }
     let b = r.base().baremetal;
-    if b.minimal_idlestates_latency.is_some() {
-        out.push("minimal_idlestates_latency: idle-state control (cpupower) is not implemented by lnst-agent".into());
-    }
-    let m = &r.base().measurements;
     for (set, name, why) in [
         (
             b.use_vfs,
             "use_vfs",
             "SR-IOV virtual functions are not implemented by lnst-agent",
-        ),
-        (
-            m.do_linuxperf_measurement,
-            "do_linuxperf_measurement",
-            "perf record measurement is not implemented by lnst-agent",
-        ),
-        (
-            b.disable_turboboost,
-            "disable_turboboost",
-            "turbo boost control is not implemented by lnst-agent",
         ),
         (
             b.enable_intel_sst_tf == Some(true),
@@ -223,13 +213,60 @@ fn unsupported<R: EnrtRecipe>(r: &R) -> Vec<String> {
             out.push(format!("{name}=True: {why}"));
         }
     }
-    if let Some(hw) = &subs.hw {
-        out.extend(hw.unsupported_coalescing());
-    }
     if r.base().flows.net_perf_tool == NetPerfTool::Neper {
         out.push("net_perf_tool='neper': only iperf3 flows are implemented".into());
     }
     out
+}
+
+/// The hosts of the host tuning (idle states, turbo boost) and of the LinuxPerf measurement:
+/// the hypervisors of a virtual recipe, else every matched host (upstream's host lists).
+fn tuning_hosts<R: EnrtRecipe>(r: &R, ctx: &RunContext) -> Vec<String> {
+    r.cpu_hosts().unwrap_or_else(|| ctx.host_ids())
+}
+
+/// `perf_tool_cpu` names CPUs every host running a perf tool has (and that its agent may pin
+/// to), checked before any traffic: a 2-CPU machine has no CPU 6.
+async fn check_perf_tool_cpus<R: EnrtRecipe>(
+    r: &R,
+    ctx: &mut RunContext,
+    config: &Configured,
+) -> Result<(), RecipeError> {
+    let base = r.base();
+    let Some(cpus) = base.flows.perf_tool_cpu.as_ref().filter(|c| !c.is_empty()) else {
+        return Ok(());
+    };
+    if base.enrt.perf_test_simulation {
+        return Ok(());
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    for (c, s) in r.perf_endpoints(config).iter().flatten() {
+        for h in [&c.dev.host, &s.dev.host] {
+            let root = ctx.root_host(h).to_string();
+            if !hosts.contains(&root) {
+                hosts.push(root);
+            }
+        }
+    }
+    for host in hosts {
+        let info = ctx.client(&host)?.get_cpus().await?;
+        let show = crate::agent::tunables::format_cpu_list;
+        for c in cpus {
+            if !info.online.contains(c) {
+                return Err(RecipeError::Run(format!(
+                    "perf_tool_cpu: {host} has no CPU {c} (online CPUs: {})",
+                    show(&info.online)
+                )));
+            }
+            if !info.allowed.contains(c) {
+                return Err(RecipeError::Run(format!(
+                    "perf_tool_cpu: CPU {c} of {host} is outside its agent's CPU set ({})",
+                    show(&info.allowed)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Upstream's `pprint.pformat(params)` equivalent: `{'name': value, ...}` sorted by name,
@@ -290,14 +327,17 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
     )];
     desc.extend(r.test_wide_description(&config));
     ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
+    check_perf_tool_cpus(r, ctx, &config).await?;
 
     let subs = r.sub_configurations();
     let all = subs.generate();
+    let tuning = tuning_hosts(r, ctx);
     for (k, sub) in all.iter().enumerate() {
         ctx.progress_prefix = format!("[sub {}/{}]", k + 1, all.len());
         let mark = ctx.mark();
         let body = async {
-            subs.apply(ctx, sub, r.base()).await?;
+            subs.apply(ctx, sub, r.base(), &tuning, r.multi_dev_interrupt_config())
+                .await?;
             do_ping_tests(r, ctx, &config, k).await?;
             do_perf_tests(r, ctx, &config, sub, k).await
         }
@@ -422,6 +462,7 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         sub_desc: sub.describe_offloads(),
                         raw_prefix: format!("sub{}_", k + 1),
                         cpu_hosts: r.cpu_hosts(),
+                        linuxperf: base.measurements.do_linuxperf_measurement,
                     };
                     perf_test(ctx, &conf).await?;
                 }

@@ -303,7 +303,7 @@ param_set! {
             "CPUs the NIC IRQs are pinned to, round-robin",
         )
         .range(0.0, MAX_CPU_INDEX),
-        param coalescing_settings: crate::params::Value = dflt(
+        param coalescing_settings: super::devparams::CoalescingSettings = dflt(
             Dict,
             crate::params::Value::Dict(vec![]),
             "ethtool -C settings per host and device",
