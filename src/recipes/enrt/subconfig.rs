@@ -404,6 +404,14 @@ impl HwConfig<'_> {
         if p.rx_pause_frames.is_none() && p.tx_pause_frames.is_none() {
             return Ok(vec!["Pause frames configuration skipped.".into()]);
         }
+        if self.pause_frames_devs.is_empty() {
+            // Upstream's list is empty for this recipe (teams, DoubleBond, the virtual
+            // recipes): nothing is set, and the description says so instead of nothing.
+            return Ok(vec![
+                "Pause frames configuration skipped: this recipe has no pause-frame devices (upstream's pause_frames_dev_list is empty)."
+                    .into(),
+            ]);
+        }
         ctx.begin_undo_group();
         let mut desc = Vec::new();
         for (rx, name, value) in [
