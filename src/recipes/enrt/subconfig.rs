@@ -110,12 +110,14 @@ impl SubConfigs<'_> {
         }
     }
 
-    /// Upstream `apply_sub_configuration` and `describe_sub_configuration`.
+    /// Upstream `apply_sub_configuration` and `describe_sub_configuration`. `nic`: the
+    /// recipe's per-device NIC tunables, applied (and described) after the rest.
     pub async fn apply(
         &self,
         ctx: &mut RunContext,
         sub: &SubConfig,
         base: EnrtBase<'_>,
+        nic: Option<super::NicTunables<'_>>,
     ) -> Result<(), RecipeError> {
         let mut desc = vec!["Sub configuration description:".to_string()];
         if let (Some(combo), Some((_, devs))) = (&sub.offloads, &self.offloads) {
@@ -149,6 +151,9 @@ impl SubConfigs<'_> {
                 );
             }
             desc.push("Pause frames configuration skipped.".into());
+        }
+        if let Some(nic) = nic {
+            desc.extend(nic.apply(ctx).await?);
         }
         ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
         Ok(())
