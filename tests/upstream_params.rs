@@ -164,6 +164,8 @@ tables! {
     virtual_bridge_vlan_in_host_mirrored => "VirtualBridgeVlanInHostMirroredRecipe",
     virtual_bridge_vlan_in_guest_mirrored => "VirtualBridgeVlanInGuestMirroredRecipe",
     virtual_bridge_vlans_over_bond => "VirtualBridgeVlansOverBondRecipe",
+    short_lived_connections => "ShortLivedConnectionsRecipe",
+    simple_network_tunable => "SimpleNetworkTunableRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -13,8 +13,10 @@ pub mod enrt;
 pub mod linux_bridge;
 pub mod ping_flood;
 pub mod reqs;
+pub mod short_lived_connections;
 pub mod simple_netns_router;
 pub mod simple_network;
+pub mod simple_network_tunable;
 pub mod team;
 pub mod typed;
 pub mod virtual_bridge_vlan_in_guest;
@@ -26,6 +28,8 @@ pub mod vlans;
 
 #[cfg(test)]
 mod catalogue_tests;
+#[cfg(test)]
+mod rr_tunable_tests;
 #[cfg(test)]
 mod scripted_tests;
 
@@ -146,6 +150,8 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<virtual_bridge_vlan_in_guest_mirrored::VirtualBridgeVlanInGuestMirroredRecipe>(
     ),
     RecipeDef::of::<virtual_bridge_vlans_over_bond::VirtualBridgeVlansOverBondRecipe>(),
+    RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
+    RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
