@@ -733,9 +733,58 @@ fn describe_route(r: &crate::protocol::RouteSpec, dev: Option<&Dev>) -> String {
 }
 
 /// NIC tunables (upstream's DevQueues, DevNfcRxFlowHash and DevRxHashFunction mixins run
-/// `ethtool -L/-N/-X`): each call is recorded as a device method call, PASS or FAIL. The
-/// caller pushes the undo from the outcome (see `recipes::enrt::nic_tunables`).
+/// `ethtool -L/-N/-X`): each call is recorded as a device method call, PASS or FAIL, with
+/// what the agent found before it (`previous='…'`, or `unchanged=True`). The caller pushes
+/// the undo from the outcome (see `recipes::enrt::nic_tunables`).
 impl RunContext {
+    fn record_tuned(
+        &mut self,
+        dev: &Dev,
+        method: &str,
+        shown: &str,
+        res: &Result<crate::protocol::SetOutcome, SessionError>,
+    ) {
+        use crate::protocol::{Previous, SetOutcome};
+        let kwargs = match res {
+            Ok(SetOutcome::Applied { previous }) => {
+                let p = match previous {
+                    Previous::Channels(c) => c
+                        .named()
+                        .iter()
+                        .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    Previous::Rss(r) => {
+                        let mut v = Vec::new();
+                        if let Some(h) = r.active_hfunc() {
+                            v.push(format!("hfunc {h}"));
+                        }
+                        if let Some(x) = r.xfrm_on() {
+                            v.push(format!("xfrm [{}]", x.join(" ")));
+                        }
+                        v.join(" ")
+                    }
+                    Previous::FlowHash { fields } => fields.clone(),
+                    other => format!("{other:?}"),
+                };
+                vec![format!("previous='{p}'")]
+            }
+            Ok(SetOutcome::Unchanged) => vec!["unchanged=True".to_string()],
+            Ok(SetOutcome::NotApplicable { reason }) => vec![format!("not_applicable='{reason}'")],
+            Err(_) => Vec::new(),
+        };
+        self.add(ResultEntry::device(
+            ResultType::from_bool(res.is_ok()),
+            &dev.host,
+            &dev.id,
+            DeviceAction::MethodCall {
+                name: method.to_string(),
+                args: vec![format!("'{shown}'")],
+                kwargs,
+            },
+        ));
+    }
+
     /// `ethtool -L`: set the channel counts given (`method`: the name recorded).
     pub async fn set_channels(
         &mut self,
@@ -751,7 +800,7 @@ impl RunContext {
             .collect::<Vec<_>>()
             .join(" ");
         let res = client.set_channels(&ifname, counts).await;
-        self.record_call(dev, res.is_ok(), method, &[format!("'{shown}'")]);
+        self.record_tuned(dev, method, &shown, &res);
         res.map_err(RecipeError::from)
     }
 
@@ -774,7 +823,7 @@ impl RunContext {
         }
         let shown = shown.join(" ");
         let res = client.set_rss(&ifname, hfunc, None, xfrm).await;
-        self.record_call(dev, res.is_ok(), method, &[format!("'{shown}'")]);
+        self.record_tuned(dev, method, &shown, &res);
         res.map_err(RecipeError::from)
     }
 
@@ -789,7 +838,7 @@ impl RunContext {
         let (client, ifname) = self.dev(dev)?;
         let shown = format!("rx-flow-hash {} {fields}", flow_type.name());
         let res = client.set_rx_flow_hash(&ifname, flow_type, fields).await;
-        self.record_call(dev, res.is_ok(), method, &[format!("'{shown}'")]);
+        self.record_tuned(dev, method, &shown, &res);
         res.map_err(RecipeError::from)
     }
 }

@@ -704,3 +704,57 @@ fn tunable_recipe_parameters() {
         failures(&r)
     );
 }
+
+/// The kwargs recorded with every `method` call of `host`.
+fn kwargs_of(r: &ScriptedRun, host: &str, method: &str) -> Vec<Vec<String>> {
+    r.run
+        .results
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ResultKind::DeviceConfig {
+                host: h,
+                action: DeviceAction::MethodCall { name, kwargs, .. },
+                ..
+            } if h == host && name == method => Some(kwargs.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_sub_configuration_finds_the_original_settings_again() {
+    // Two offload combinations: the second sub-configuration sets the queues and the flow
+    // hash again, and the agent reports what it found before: the originals, so the first
+    // sub-configuration's restore took effect.
+    let params = format!(
+        "{TUNABLE};perf_tests=['tcp_stream'];offload_combinations=[{{'gro':'on'}},{{'gro':'off'}}];\
+         dev_queues={{'host1': {{'eth0': {{'combined': 2}}}}}};\
+         dev_nfc_rx_flow_hash_config={{'host1': {{'eth0': {{'udp4': 'sd'}}}}}};\
+         dev_rx_hash_functions={{'host1': {{'eth0': 'toeplitz'}}}}"
+    )
+    .replace("offload_combinations=[];", "");
+    let r = run(
+        "SimpleNetworkTunableRecipe",
+        &params,
+        Script::default().multiqueue(),
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Pass, "{}", failures(&r));
+    assert_eq!(
+        kwargs_of(&r, "host1", "set_channels"),
+        [["previous='combined 4'"], ["previous='combined 4'"]]
+    );
+    assert_eq!(
+        kwargs_of(&r, "host1", "restore_channels"),
+        [["previous='combined 2'"], ["previous='combined 2'"]]
+    );
+    assert_eq!(
+        kwargs_of(&r, "host1", "set_rx_flow_hash"),
+        [["previous='dfns'"], ["previous='dfns'"]]
+    );
+    // Already the active hash function: nothing changed, nothing to restore.
+    assert_eq!(
+        kwargs_of(&r, "host1", "set_rx_hash_function"),
+        [["unchanged=True"], ["unchanged=True"]]
+    );
+    assert!(kwargs_of(&r, "host1", "restore_rx_hash_function").is_empty());
+}

@@ -365,9 +365,9 @@ fn report_flow(
     ));
 }
 
-/// Seconds as µs (or ms from 10 ms on).
+/// Seconds as µs (or ms from 1 ms on).
 fn fmt_latency(s: f64) -> String {
-    if s >= 0.01 {
+    if s >= 1e-3 {
         format!("{:.2} ms", s * 1e3)
     } else {
         format!("{:.2} µs", s * 1e6)
@@ -740,6 +740,8 @@ mod tests {
 
     #[test]
     fn rates_are_human() {
+        assert_eq!(fmt_latency(2.5e-5), "25.00 µs");
+        assert_eq!(fmt_latency(4.0087e-3), "4.01 ms");
         assert_eq!(fmt_rate(9.41e9), "9.41 Gbit/s");
         assert_eq!(fmt_rate(12.5e6), "12.50 Mbit/s");
     }
