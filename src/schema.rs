@@ -242,6 +242,18 @@ impl ResolvedParams {
         self.entries.is_empty()
     }
 
+    /// The same parameters plus the default of every one of `specs` that is absent (a group
+    /// of parameters that a recipe declares without some of them reads those defaults).
+    pub fn with_defaults(&self, specs: &[ParamSpec]) -> ResolvedParams {
+        let mut entries = self.entries.clone();
+        for s in specs {
+            if let (false, Some(d)) = (self.contains(s.name), &s.default) {
+                entries.push((s.name.to_string(), d.clone()));
+            }
+        }
+        ResolvedParams { entries }
+    }
+
     /// A JSON object `{name: value}` in schema order.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::Value::Object(

@@ -114,6 +114,11 @@ pub struct Script {
     pub jobs: Option<Arc<JobFn>>,
     /// The hosts' tunables (pause frames, coalescing, IRQs, CPUs, turbo boost, idle states).
     pub hw: HwScript,
+    /// Transactions per second of each request/response flow (RrClient/RrServer jobs).
+    pub rr_tps: f64,
+    /// The matched NICs have 4 combined channels, RSS and rx-flow-hash, like a multi-queue
+    /// virtio-net with RSS (otherwise they have none of these).
+    pub multiqueue: bool,
 }
 
 /// The device and host tunables the scripted agents have. By default their NICs are like
@@ -168,6 +173,8 @@ impl Default for Script {
             failing_ops: Vec::new(),
             jobs: None,
             hw: HwScript::default(),
+            rr_tps: 10_000.0,
+            multiqueue: false,
         }
     }
 }
@@ -193,13 +200,27 @@ impl Script {
         self
     }
 
+    /// Every request/response flow makes `tps` transactions per second (0: none, a report
+    /// without transactions and without error).
+    pub fn rr_rate(mut self, tps: f64) -> Self {
+        self.rr_tps = tps;
+        self
+    }
+
+    /// The matched NICs have channels, RSS and rx-flow-hash (see [`Script::multiqueue`]).
+    pub fn multiqueue(mut self) -> Self {
+        self.multiqueue = true;
+        self
+    }
+
     /// `op` on `host` fails with an error reply.
     pub fn failing(mut self, host: &str, op: &'static str) -> Self {
         self.failing_ops.push((host.to_string(), op));
         self
     }
 
-    fn answer(&self, call: &JobCall) -> JobOutput {
+    /// The answer to a job: the script's own, or the built-in one.
+    pub fn answer(&self, call: &JobCall) -> JobOutput {
         if let Some(f) = &self.jobs {
             return f(call);
         }
@@ -246,13 +267,25 @@ impl Script {
                     })),
                 }
             }
-            JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => JobOutput {
-                exit_code: 0,
-                stdout: String::new(),
-                stderr: String::new(),
-                duration: call.now - call.started,
-                data: None,
-            },
+            // A client runs its test length; a server until its client is done.
+            JobSpec::RrClient {
+                workload,
+                duration_ms,
+                ..
+            } => rr_output(
+                "client",
+                *workload,
+                call.started,
+                *duration_ms as f64 / 1000.0,
+                self.rr_tps,
+            ),
+            JobSpec::RrServer { workload, .. } => rr_output(
+                "server",
+                *workload,
+                call.started,
+                call.now - call.started,
+                self.rr_tps,
+            ),
             JobSpec::CpuStat { .. } => {
                 // One sample per whole second from the start to the collection.
                 let n = (call.now - call.started).floor().max(1.0) as u64;
@@ -342,6 +375,57 @@ pub fn iperf_output(started: f64, duration: f64, streams: u32, bps: f64) -> JobO
     }
 }
 
+/// The request/response generator's report of a `role` run of `duration` s at `tps`
+/// transactions per second, one sample per second from `started` (latency 1/tps each on the
+/// client; none without transactions).
+pub fn rr_output(
+    role: &str,
+    workload: protocol::RrWorkload,
+    started: f64,
+    duration: f64,
+    tps: f64,
+) -> JobOutput {
+    let secs = duration.max(1.0).ceil() as u64;
+    let per = tps.max(0.0).round() as u64;
+    let lat = if per > 0 { 1.0 / per as f64 } else { 0.0 };
+    let samples: Vec<serde_json::Value> = (0..=secs)
+        .map(|k| {
+            let n = per * k;
+            serde_json::json!({"time": started + k as f64, "transactions": n,
+                "cpu_s": 0.2 * k as f64, "latency_sum_s": n as f64 * lat,
+                "latency_sumsq_s2": n as f64 * lat * lat})
+        })
+        .collect();
+    let total = per * secs;
+    let client = role == "client" && total > 0;
+    let l = |v: f64| {
+        if client {
+            serde_json::json!(v)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    let doc = serde_json::json!({
+        "tool": "lnst-agent rr", "version": "scripted", "role": role,
+        "workload": workload.name(),
+        "config": {}, "start_time": started, "end_time": started + secs as f64,
+        "samples": samples,
+        "summary": {"num_transactions": total, "duration_s": secs, "throughput": per,
+            "cpu_s": 0.2 * secs as f64, "lost": 0, "stale": 0, "connections": 1,
+            "latency_min": l(lat), "latency_mean": l(lat), "latency_max": l(lat),
+            "latency_stddev": l(0.0), "latency_p50": l(lat), "latency_p90": l(lat),
+            "latency_p99": l(lat), "latency_p99.9": l(lat)},
+        "flows": [], "error": null
+    });
+    JobOutput {
+        exit_code: 0,
+        stdout: serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        stderr: String::new(),
+        duration: secs as f64,
+        data: None,
+    }
+}
+
 /// `/proc/stat` cpu lines after `secs` seconds of 25 % load on each of 2 CPUs.
 fn proc_stat_at(secs: u64) -> String {
     let per = |load: u64| {
@@ -382,8 +466,57 @@ impl Device {
     }
 }
 
+/// Channels, RSS and rx-flow-hash of a multi-queue NIC ([`Script::multiqueue`]).
+#[derive(Debug, Clone)]
+struct Multiqueue {
+    channels: protocol::Channels,
+    rss: protocol::RssInfo,
+    flow_hash: BTreeMap<&'static str, String>,
+}
+
+impl Multiqueue {
+    /// A virtio-net with 4 queue pairs and RSS: toeplitz (on) and xor, symmetric-xor on (so
+    /// that fields that are not symmetric turn it off first), every flow type hashed on
+    /// addresses and ports.
+    fn virtio() -> Self {
+        let four = protocol::ChannelCounts {
+            combined: Some(4),
+            ..Default::default()
+        };
+        Multiqueue {
+            channels: protocol::Channels {
+                max: four,
+                current: four,
+            },
+            rss: protocol::RssInfo {
+                hfuncs: vec![
+                    protocol::NamedFlag {
+                        name: "toeplitz".into(),
+                        on: true,
+                    },
+                    protocol::NamedFlag {
+                        name: "xor".into(),
+                        on: false,
+                    },
+                ],
+                key: Some(vec!["6d"; 40].join(":")),
+                xfrm: Some(vec![protocol::NamedFlag {
+                    name: "symmetric-xor".into(),
+                    on: true,
+                }]),
+            },
+            flow_hash: protocol::FlowType::ALL
+                .iter()
+                .map(|f| (f.name(), "dfns".to_string()))
+                .collect(),
+        }
+    }
+}
+
 struct AgentState {
     host: String,
+    /// Multi-queue NICs by agent name.
+    multiqueue: BTreeMap<String, Multiqueue>,
     devices: Vec<Device>,
     jobs: HashMap<u64, JobCall>,
     next_job: u64,
@@ -489,6 +622,14 @@ impl ScriptedAgent {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let state = AgentState {
             host: host_id.to_string(),
+            multiqueue: if self.script.multiqueue {
+                devices
+                    .iter()
+                    .map(|(_, ifname)| (ifname.to_string(), Multiqueue::virtio()))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
             devices: devs,
             jobs: HashMap::new(),
             next_job: 1,
@@ -744,6 +885,12 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
+        op @ (Op::GetChannels { .. }
+        | Op::SetChannels { .. }
+        | Op::GetRss { .. }
+        | Op::SetRss { .. }
+        | Op::GetRxFlowHash { .. }
+        | Op::SetRxFlowHash { .. }) => multiqueue_op(st, op),
         op if crate::agent::tunables::is_tunable(&op) => tunable(st, op),
         // Anything else is not scripted: a recipe test that needs it gets a clear refusal
         // instead of a made-up answer.
@@ -1063,5 +1210,122 @@ fn tunable(st: &mut AgentState, op: Op) -> Result<Reply, ErrorReply> {
             "the scripted agent does not script {}",
             other.name()
         ))),
+    }
+}
+
+/// Channels, RSS and rx-flow-hash on the model of [`Multiqueue`], with the real agent's
+/// outcomes (docs/PROTOCOL.md §6.2); a NIC without the model refuses as veth does.
+fn multiqueue_op(st: &mut AgentState, op: Op) -> Result<Reply, ErrorReply> {
+    use protocol::{Previous, SetOutcome};
+    let ifname = match &op {
+        Op::GetChannels { ifname }
+        | Op::SetChannels { ifname, .. }
+        | Op::GetRss { ifname }
+        | Op::SetRss { ifname, .. }
+        | Op::GetRxFlowHash { ifname, .. }
+        | Op::SetRxFlowHash { ifname, .. } => ifname.clone(),
+        _ => return Err(not_found(format!("not a NIC operation: {}", op.name()))),
+    };
+    device(st, &ifname)?;
+    let unsupported = |what: &str| {
+        ErrorReply::new(
+            ErrorKind::Unsupported,
+            format!("{ifname} (driver veth) has no {what}"),
+        )
+    };
+    let bad = |m: String| ErrorReply::new(ErrorKind::BadRequest, m);
+    let Some(m) = st.multiqueue.get_mut(&ifname) else {
+        return Err(match op {
+            Op::GetChannels { .. } | Op::SetChannels { .. } => unsupported("channel settings"),
+            Op::GetRss { .. } | Op::SetRss { .. } => unsupported("RSS settings"),
+            _ => unsupported("rx-flow-hash settings"),
+        });
+    };
+    let tuned = |o: SetOutcome| Ok(Reply::Tuned(o));
+    match op {
+        Op::GetChannels { .. } => Ok(Reply::Channels(m.channels)),
+        Op::SetChannels { channels, .. } => {
+            let mut old = protocol::ChannelCounts::default();
+            let mut new = m.channels.current;
+            for (name, w) in channels.named() {
+                let Some(w) = w else { continue };
+                let max = m
+                    .channels
+                    .max
+                    .named()
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, v)| *v);
+                let Some(max) = max else {
+                    return Err(unsupported(&format!("separate {name} channels")));
+                };
+                if w > max {
+                    return Err(bad(format!(
+                        "{ifname}: {name} {w} exceeds the device's maximum {max}"
+                    )));
+                }
+                let cur = new.get_mut(name).and_then(|c| c.replace(w));
+                if cur != Some(w) {
+                    if let Some(o) = old.get_mut(name) {
+                        *o = Some(cur.unwrap_or(0));
+                    }
+                }
+            }
+            if old.named().iter().all(|(_, v)| v.is_none()) {
+                return tuned(SetOutcome::Unchanged);
+            }
+            m.channels.current = new;
+            tuned(SetOutcome::Applied {
+                previous: Previous::Channels(old),
+            })
+        }
+        Op::GetRss { .. } => Ok(Reply::Rss(m.rss.clone())),
+        Op::SetRss { hfunc, xfrm, .. } => {
+            let before = m.rss.clone();
+            if let Some(h) = hfunc {
+                if !m.rss.hfuncs.iter().any(|f| f.name == h) {
+                    return Err(bad(format!(
+                        "{ifname} offers the hash functions toeplitz, xor, not {h}"
+                    )));
+                }
+                for f in &mut m.rss.hfuncs {
+                    f.on = f.name == h;
+                }
+            }
+            if let (Some(want), Some(have)) = (xfrm, m.rss.xfrm.as_mut()) {
+                for f in have.iter_mut() {
+                    f.on = want.contains(&f.name);
+                }
+            }
+            if m.rss == before {
+                return tuned(SetOutcome::Unchanged);
+            }
+            tuned(SetOutcome::Applied {
+                previous: Previous::Rss(before),
+            })
+        }
+        Op::GetRxFlowHash { flow_type, .. } => Ok(Reply::FlowHash(
+            m.flow_hash
+                .get(flow_type.name())
+                .cloned()
+                .unwrap_or_default(),
+        )),
+        Op::SetRxFlowHash {
+            flow_type, fields, ..
+        } => {
+            let sorted = crate::agent::tunables::check_flow_fields(&fields)
+                .map_err(|e| bad(e.to_string()))?;
+            let old = m
+                .flow_hash
+                .insert(flow_type.name(), sorted.clone())
+                .unwrap_or_default();
+            if old == sorted {
+                return tuned(SetOutcome::Unchanged);
+            }
+            tuned(SetOutcome::Applied {
+                previous: Previous::FlowHash { fields: old },
+            })
+        }
+        _ => Err(not_found("not a NIC operation".into())),
     }
 }

@@ -170,6 +170,8 @@ tables! {
     double_team => "DoubleTeamRecipe",
     vlans_over_team => "VlansOverTeamRecipe",
     team_vs_bond => "TeamVsBondRecipe",
+    short_lived_connections => "ShortLivedConnectionsRecipe",
+    simple_network_tunable => "SimpleNetworkTunableRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -24,7 +24,35 @@ pub struct FlowSpec {
     pub duration: u32,
     pub warmup: u32,
     pub parallel_streams: u32,
+    /// CPUs of the generator, and of the receiver unless `receiver_cpupin` says otherwise.
     pub cpupin: Option<Vec<u32>>,
+    /// The receiver's own CPUs when they differ from the generator's (upstream
+    /// FlowMeasurementMultiCpupinGenerator); `Some([])` = receiver not pinned. None: the
+    /// receiver is pinned as `cpupin` says (FlowMeasurementGenerator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver_cpupin: Option<Vec<u32>>,
+}
+
+impl FlowSpec {
+    /// The generator's CPUs (upstream `Flow.generator_cpupin`).
+    pub fn generator_cpus(&self) -> Option<Vec<u32>> {
+        self.cpupin.clone().filter(|c| !c.is_empty())
+    }
+
+    /// The receiver's CPUs (upstream `Flow.receiver_cpupin`).
+    pub fn receiver_cpus(&self) -> Option<Vec<u32>> {
+        match &self.receiver_cpupin {
+            None => self.generator_cpus(),
+            Some(c) if c.is_empty() => None,
+            Some(c) => Some(c.clone()),
+        }
+    }
+
+    /// A request/response flow (`tcp_rr`, `tcp_crr`, `udp_rr`: neper's workloads, run by
+    /// lnst-agent's generator); its results count transactions, not bits.
+    pub fn is_rr(&self) -> bool {
+        matches!(self.kind.as_str(), "tcp_rr" | "tcp_crr" | "udp_rr")
+    }
 }
 
 fn opt<T: fmt::Display>(v: &Option<T>) -> String {
@@ -32,21 +60,26 @@ fn opt<T: fmt::Display>(v: &Option<T>) -> String {
         .map_or_else(|| "None".to_string(), |x| x.to_string())
 }
 
+fn cpus_repr(v: Option<&Vec<u32>>) -> String {
+    v.map_or_else(
+        || "None".to_string(),
+        |v| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    )
+}
+
 impl fmt::Display for FlowSpec {
-    /// Multi-line repr in the spirit of upstream's `Flow(...)`.
+    /// Multi-line repr in the spirit of upstream's `Flow(...)`; separate generator and receiver
+    /// pinning shows as upstream's two fields.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cpupin = self.cpupin.as_ref().map_or_else(
-            || "None".to_string(),
-            |v| {
-                format!(
-                    "[{}]",
-                    v.iter()
-                        .map(|c| c.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
-        );
+        let cpupin = cpus_repr(self.cpupin.as_ref());
         let receiver_port = if self.receiver_port == 0 {
             "None".to_string()
         } else {
@@ -63,7 +96,21 @@ impl fmt::Display for FlowSpec {
         writeln!(f, "    msg_size={},", opt(&self.msg_size))?;
         writeln!(f, "    duration={},", self.duration)?;
         writeln!(f, "    parallel_streams={},", self.parallel_streams)?;
-        writeln!(f, "    cpupin={cpupin},")?;
+        match &self.receiver_cpupin {
+            None => writeln!(f, "    cpupin={cpupin},")?,
+            Some(_) => {
+                writeln!(
+                    f,
+                    "    generator_cpupin={},",
+                    cpus_repr(self.generator_cpus().as_ref())
+                )?;
+                writeln!(
+                    f,
+                    "    receiver_cpupin={},",
+                    cpus_repr(self.receiver_cpus().as_ref())
+                )?;
+            }
+        }
         writeln!(f, "    warmup_duration={}", self.warmup)?;
         write!(f, ")")
     }
@@ -107,13 +154,19 @@ impl FlowIteration {
     }
 
     /// Upstream simulation mode (`perf_test_simulation`): `2*warmup + duration` one-second
-    /// intervals of 0 bits starting at `now` for both sides; CPU `0` over the same span.
+    /// intervals of 0 bits (a request/response flow: 0 transactions) starting at `now` for
+    /// both sides; CPU `0` over the same span.
     pub fn simulated(spec: &FlowSpec, now: f64) -> Self {
         let secs = 2 * u64::from(spec.warmup) + u64::from(spec.duration);
+        let unit = if spec.is_rr() {
+            super::rr::TRANSACTIONS_UNIT
+        } else {
+            "bits"
+        };
         let zeros = || {
             PerfResult::Parallel(vec![PerfResult::Sequential(
                 (0..secs)
-                    .map(|k| PerfResult::interval(0.0, 1.0, "bits", now + k as f64))
+                    .map(|k| PerfResult::interval(0.0, 1.0, unit, now + k as f64))
                     .collect(),
             )])
         };
@@ -409,11 +462,13 @@ pub fn aggregate_multi_flow(flows: &[AggregatedFlow]) -> AggregatedFlow {
             warmup: 0,
             parallel_streams: 0,
             cpupin: None,
+            receiver_cpupin: None,
         },
         |f| FlowSpec {
             generator_port: None,
             receiver_port: 0,
             cpupin: None,
+            receiver_cpupin: None,
             ..f.spec.clone()
         },
     );
@@ -567,6 +622,7 @@ pub(crate) mod tests {
             warmup: 2,
             parallel_streams: 1,
             cpupin: Some(vec![0, 1]),
+            receiver_cpupin: None,
         }
     }
 
@@ -601,6 +657,43 @@ pub(crate) mod tests {
         assert!(s.contains("msg_size=None,"));
         assert!(s.contains("cpupin=[0, 1],"));
         assert!(s.ends_with("warmup_duration=2\n)"));
+    }
+
+    #[test]
+    fn separate_receiver_pinning() {
+        let same = spec();
+        assert_eq!(same.receiver_cpus(), Some(vec![0, 1]));
+        let split = FlowSpec {
+            receiver_cpupin: Some(vec![3]),
+            ..spec()
+        };
+        assert_eq!(
+            (split.generator_cpus(), split.receiver_cpus()),
+            (Some(vec![0, 1]), Some(vec![3]))
+        );
+        let s = split.to_string();
+        assert!(
+            s.contains("    generator_cpupin=[0, 1],\n    receiver_cpupin=[3],\n"),
+            "{s}"
+        );
+        // Generator pinned, receiver not.
+        let unpinned = FlowSpec {
+            receiver_cpupin: Some(vec![]),
+            ..spec()
+        };
+        assert_eq!(unpinned.receiver_cpus(), None);
+        assert!(unpinned.to_string().contains("receiver_cpupin=None,"));
+        // The field is left out of the JSON unless the receiver has its own pinning.
+        let j = serde_json::to_value(&same).unwrap_or_default();
+        assert!(j.get("receiver_cpupin").is_none(), "{j}");
+        let j = serde_json::to_value(&split).unwrap_or_default();
+        assert_eq!(j["receiver_cpupin"], serde_json::json!([3]));
+        assert!(!same.is_rr());
+        assert!(FlowSpec {
+            kind: "tcp_crr".into(),
+            ..spec()
+        }
+        .is_rr());
     }
 
     #[test]

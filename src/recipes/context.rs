@@ -84,6 +84,21 @@ pub enum Undo {
         host: String,
         route: crate::protocol::RouteSpec,
     },
+    /// Put a device's channel counts back (only the counts that were changed).
+    Channels {
+        dev: Dev,
+        counts: crate::protocol::ChannelCounts,
+    },
+    /// Put a device's RSS hash function back.
+    RssHfunc { dev: Dev, hfunc: String },
+    /// Put a device's RSS input transformations back (the ones that were on).
+    RssXfrm { dev: Dev, on: Vec<String> },
+    /// Put the hashed fields of a flow type back (`ethtool -N … rx-flow-hash`).
+    FlowHash {
+        dev: Dev,
+        flow_type: crate::protocol::FlowType,
+        fields: String,
+    },
     /// Put pause frames back: the old value of each direction that was changed.
     Pause {
         dev: Dev,
@@ -482,6 +497,26 @@ impl RunContext {
                     let client = self.client(&host)?;
                     client.del_route(route).await.map_err(RecipeError::from)
                 }
+                Undo::Channels { dev, counts } => self
+                    .set_channels(&dev, counts, "restore_channels")
+                    .await
+                    .map(|_| ()),
+                Undo::RssHfunc { dev, hfunc } => self
+                    .set_rss(&dev, Some(&hfunc), None, "restore_rx_hash_function")
+                    .await
+                    .map(|_| ()),
+                Undo::RssXfrm { dev, on } => self
+                    .set_rss(&dev, None, Some(on), "restore_rxfh_xfrm")
+                    .await
+                    .map(|_| ()),
+                Undo::FlowHash {
+                    dev,
+                    flow_type,
+                    fields,
+                } => self
+                    .set_rx_flow_hash(&dev, flow_type, &fields, "restore_rx_flow_hash")
+                    .await
+                    .map(|_| ()),
                 Undo::Pause {
                     dev,
                     autoneg,
@@ -1064,4 +1099,115 @@ fn describe_route(r: &crate::protocol::RouteSpec, dev: Option<&Dev>) -> String {
         out.push_str(&format!(" dev {d}"));
     }
     out
+}
+
+/// NIC tunables (upstream's DevQueues, DevNfcRxFlowHash and DevRxHashFunction mixins run
+/// `ethtool -L/-N/-X`): each call is recorded as a device method call, PASS or FAIL, with
+/// what the agent found before it (`previous='…'`, or `unchanged=True`). The caller pushes
+/// the undo from the outcome (see `recipes::enrt::nic_tunables`).
+impl RunContext {
+    fn record_tuned(
+        &mut self,
+        dev: &Dev,
+        method: &str,
+        shown: &str,
+        res: &Result<crate::protocol::SetOutcome, SessionError>,
+    ) {
+        use crate::protocol::{Previous, SetOutcome};
+        let kwargs = match res {
+            Ok(SetOutcome::Applied { previous }) => {
+                let p = match previous {
+                    Previous::Channels(c) => c
+                        .named()
+                        .iter()
+                        .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    Previous::Rss(r) => {
+                        let mut v = Vec::new();
+                        if let Some(h) = r.active_hfunc() {
+                            v.push(format!("hfunc {h}"));
+                        }
+                        if let Some(x) = r.xfrm_on() {
+                            v.push(format!("xfrm [{}]", x.join(" ")));
+                        }
+                        v.join(" ")
+                    }
+                    Previous::FlowHash { fields } => fields.clone(),
+                    other => format!("{other:?}"),
+                };
+                vec![format!("previous='{p}'")]
+            }
+            Ok(SetOutcome::Unchanged) => vec!["unchanged=True".to_string()],
+            Ok(SetOutcome::NotApplicable { reason }) => vec![format!("not_applicable='{reason}'")],
+            Err(_) => Vec::new(),
+        };
+        self.add(ResultEntry::device(
+            ResultType::from_bool(res.is_ok()),
+            &dev.host,
+            &dev.id,
+            DeviceAction::MethodCall {
+                name: method.to_string(),
+                args: vec![format!("'{shown}'")],
+                kwargs,
+            },
+        ));
+    }
+
+    /// `ethtool -L`: set the channel counts given (`method`: the name recorded).
+    pub async fn set_channels(
+        &mut self,
+        dev: &Dev,
+        counts: crate::protocol::ChannelCounts,
+        method: &str,
+    ) -> Result<crate::protocol::SetOutcome, RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let shown = counts
+            .named()
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k} {v}")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let res = client.set_channels(&ifname, counts).await;
+        self.record_tuned(dev, method, &shown, &res);
+        res.map_err(RecipeError::from)
+    }
+
+    /// `ethtool -X`: the hash function, or the input transformations (`Some([])`: none).
+    pub async fn set_rss(
+        &mut self,
+        dev: &Dev,
+        hfunc: Option<&str>,
+        xfrm: Option<Vec<String>>,
+        method: &str,
+    ) -> Result<crate::protocol::SetOutcome, RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let mut shown = Vec::new();
+        if let Some(h) = hfunc {
+            shown.push(format!("hfunc {h}"));
+        }
+        if let Some(x) = &xfrm {
+            shown.push("xfrm none".to_string());
+            shown.extend(x.iter().map(|x| format!("xfrm {x}")));
+        }
+        let shown = shown.join(" ");
+        let res = client.set_rss(&ifname, hfunc, None, xfrm).await;
+        self.record_tuned(dev, method, &shown, &res);
+        res.map_err(RecipeError::from)
+    }
+
+    /// `ethtool -N … rx-flow-hash TYPE FIELDS`.
+    pub async fn set_rx_flow_hash(
+        &mut self,
+        dev: &Dev,
+        flow_type: crate::protocol::FlowType,
+        fields: &str,
+        method: &str,
+    ) -> Result<crate::protocol::SetOutcome, RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let shown = format!("rx-flow-hash {} {fields}", flow_type.name());
+        let res = client.set_rx_flow_hash(&ifname, flow_type, fields).await;
+        self.record_tuned(dev, method, &shown, &res);
+        res.map_err(RecipeError::from)
+    }
 }

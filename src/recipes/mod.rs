@@ -16,8 +16,10 @@ pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod ping_flood;
 pub mod reqs;
+pub mod short_lived_connections;
 pub mod simple_netns_router;
 pub mod simple_network;
+pub mod simple_network_tunable;
 pub mod team;
 pub mod team_vs_bond;
 pub mod typed;
@@ -34,6 +36,8 @@ pub mod vlans_over_team;
 mod catalogue_tests;
 #[cfg(test)]
 mod hw_params_tests;
+#[cfg(test)]
+mod rr_tunable_tests;
 #[cfg(test)]
 mod scripted_tests;
 
@@ -160,6 +164,8 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<double_team::DoubleTeamRecipe>(),
     RecipeDef::of::<vlans_over_team::VlansOverTeamRecipe>(),
     RecipeDef::of::<team_vs_bond::TeamVsBondRecipe>(),
+    RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
+    RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
@@ -185,8 +191,11 @@ pub fn find(name: &str) -> Result<RecipeDef, UnknownRecipe> {
         return Ok(*r);
     }
     let known: Vec<&'static str> = all.iter().map(|r| r.name).collect();
+    // Edit distances cost O(len × recipe name) per recipe: a 100 000-character name took
+    // seconds over the registry. No recipe name is close to one that long.
     let hint = all
         .iter()
+        .filter(|_| name.chars().nth(64).is_none())
         .map(|r| {
             (
                 strsim::normalized_damerau_levenshtein(

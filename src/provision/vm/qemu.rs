@@ -214,8 +214,10 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
             nic.mac
         );
         if nic.model == NicModel::VirtioNet && nic.fds.len() > 1 {
-            // One vector per queue of each direction, plus configuration and control.
-            dev.push_str(&format!(",mq=on,vectors={}", 2 * nic.fds.len() + 2));
+            // One vector per queue of each direction, plus configuration and control; RSS
+            // (QEMU steers by the Toeplitz hash, in software without eBPF), so the guest's
+            // `ethtool -x/-X` and `-n/-N rx-flow-hash` work as on a multi-queue NIC.
+            dev.push_str(&format!(",mq=on,vectors={},rss=on", 2 * nic.fds.len() + 2));
         }
         push(&["-netdev".into(), netdev, "-device".into(), dev]);
     }
@@ -281,8 +283,9 @@ mod tests {
         );
         assert_eq!(after("-netdev"), ["tap,id=n0,fds=7:8", "tap,id=n1,fd=9"]);
         let devs = after("-device");
-        assert!(devs
-            .contains(&"virtio-net-pci,netdev=n0,mac=02:6c:6e:00:00:00,romfile=,mq=on,vectors=6"));
+        assert!(devs.contains(
+            &"virtio-net-pci,netdev=n0,mac=02:6c:6e:00:00:00,romfile=,mq=on,vectors=6,rss=on"
+        ));
         assert!(devs.contains(&"e1000e,netdev=n1,mac=02:6c:6e:00:00:01,romfile="));
         assert_eq!(after("-accel"), ["tcg"]);
         assert!(after("-append")[0].contains("lnst.hostname=host1"));

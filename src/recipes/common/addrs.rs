@@ -72,6 +72,13 @@ pub const FOUR_HOSTS: Check = Check {
     check: holds_host::<4>,
 };
 
+/// The network holds host addresses 1 to 11 (/28 or larger for IPv4, /124 for IPv6):
+/// ShortLivedConnectionsRecipe gives hosts 10 and 11 to its devices.
+pub const ELEVEN_HOSTS: Check = Check {
+    what: "eleven host addresses",
+    check: holds_host::<11>,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +140,7 @@ mod tests {
             "'198.18.70.0/30' is too small: the recipe gives host addresses up to number 4 of it to its devices"
         );
         assert!((FOUR_HOSTS.check)(&Value::Int(3)).is_ok());
+        assert!((ELEVEN_HOSTS.check)(&v("198.18.70.0/28")).is_ok());
+        assert!((ELEVEN_HOSTS.check)(&v("198.18.70.0/29")).is_err());
     }
 }

@@ -10,7 +10,8 @@ use crate::measure::flow::{
 };
 use crate::measure::iperf::parse_iperf;
 use crate::measure::perf::PerfResult;
-use crate::protocol::{IperfProto, JobResult, JobSpec};
+use crate::measure::rr::{parse_rr, RrRun};
+use crate::protocol::{IperfProto, JobResult, JobSpec, RrWorkload};
 use crate::recipes::context::{RecipeError, RunContext};
 use crate::recipes::typed::IpVersion;
 use crate::results::{ResultEntry, ResultType};
@@ -177,6 +178,7 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
     let n = conf.iterations;
     let mut measured: Vec<Iteration> = Vec::new();
     let mut perf_records: Vec<LinuxPerfRecord> = Vec::new();
+    let mut rr_log: RrLog = vec![Vec::new(); flows.len()];
     for it in 0..n as usize {
         if conf.tweaks.drop_caches {
             for host in ctx.host_ids() {
@@ -197,7 +199,16 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
         let (its, cpus) = if conf.simulate {
             simulated_iteration(flows, &cpu_hosts)
         } else {
-            run_iteration(ctx, conf, &cpu_hosts, proto, it, &mut perf_records).await?
+            run_iteration(
+                ctx,
+                conf,
+                &cpu_hosts,
+                proto,
+                it,
+                &mut perf_records,
+                &mut rr_log,
+            )
+            .await?
         };
         // The progress line shows the iteration as it will be reported when it aligns.
         let mut shown = (its.clone(), cpus.clone());
@@ -206,15 +217,19 @@ async fn iterations(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), RecipeE
             Err(_) => its.clone(),
         };
         let total: f64 = shown.iter().map(|f| f.generator_results.average()).sum();
-        ctx.progress(&format!(
-            "{kind} {ipv} {size_desc} iter {}/{n}: {}",
-            it + 1,
+        let rate = if spec0.is_rr() {
+            format!("{total:.0} transactions/s")
+        } else {
             fmt_rate(total)
+        };
+        ctx.progress(&format!(
+            "{kind} {ipv} {size_desc} iter {}/{n}: {rate}",
+            it + 1
         ));
         measured.push((its, cpus));
     }
     let (per_flow, per_cpu) = aggregate(time_aligned(measured, f64::from(warmup)), flows.len());
-    report_and_evaluate(ctx, conf, per_flow, per_cpu, &perf_records);
+    report_and_evaluate(ctx, conf, per_flow, per_cpu, &perf_records, &rr_log);
     Ok(())
 }
 
@@ -258,6 +273,10 @@ fn report_linuxperf(ctx: &mut RunContext, records: &[LinuxPerfRecord]) {
 
 /// One iteration's flows and CPU samplers.
 type Iteration = (Vec<FlowIteration>, Vec<CpuIteration>);
+
+/// Per flow, per iteration: the request/response generator's client and server reports (None
+/// where that side failed), for the latency lines and details of the flow's result.
+type RrLog = Vec<Vec<(Option<RrRun>, Option<RrRun>)>>;
 
 /// Per (host, CPU line), the utilization of every iteration.
 type CpuSeries = BTreeMap<(String, String), Vec<PerfResult>>;
@@ -308,6 +327,7 @@ fn report_and_evaluate(
     per_flow: Vec<Vec<FlowIteration>>,
     per_cpu: CpuSeries,
     perf_records: &[LinuxPerfRecord],
+    rr_log: &RrLog,
 ) {
     let mut by_host: BTreeMap<String, Vec<AggregatedCpu>> = BTreeMap::new();
     for ((host, cpu), iters) in per_cpu {
@@ -353,8 +373,11 @@ fn report_and_evaluate(
         multi = aggregate_multi_flow(&aggregated);
         to_evaluate.push(&multi);
     }
-    for flow in &to_evaluate {
-        report_flow(ctx, flow);
+    for (i, flow) in to_evaluate.iter().enumerate() {
+        let rr = rr_log
+            .get(i)
+            .filter(|_| flow.spec.is_rr() && i < aggregated.len());
+        report_flow(ctx, flow, rr.map(Vec::as_slice));
     }
     let baseline = ctx.baseline.clone();
     for flow in &to_evaluate {
@@ -373,16 +396,64 @@ fn report_and_evaluate(
     }
 }
 
-fn report_flow(ctx: &mut RunContext, flow: &AggregatedFlow) {
+/// The flow's result; a request/response flow adds its client's latency per iteration (to
+/// the description and, with both reports' summaries, to the details).
+fn report_flow(
+    ctx: &mut RunContext,
+    flow: &AggregatedFlow,
+    rr: Option<&[(Option<RrRun>, Option<RrRun>)]>,
+) {
     let mut desc = vec![flow.spec.to_string()];
     desc.extend(flow.report_lines());
+    let mut details = flow.details_json();
+    if let Some(rr) = rr {
+        let mut per_it = Vec::new();
+        for (k, (c, s)) in rr.iter().enumerate() {
+            desc.push(latency_line(k + 1, c.as_ref()));
+            per_it.push(serde_json::json!({
+                "iteration": k + 1,
+                "generator": c.as_ref().map(RrRun::summary_json),
+                "receiver": s.as_ref().map(RrRun::summary_json),
+            }));
+        }
+        if let Some(d) = details.as_object_mut() {
+            d.insert("rr".into(), serde_json::Value::Array(per_it));
+        }
+    }
     ctx.add(ResultEntry::measurement(
         "flow",
         ResultType::from_bool(flow.success()),
         desc.join("\n"),
         flow.summary_json(),
-        Some(flow.details_json()),
+        Some(details),
     ));
+}
+
+/// Seconds as µs (or ms from 1 ms on).
+fn fmt_latency(s: f64) -> String {
+    if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.2} µs", s * 1e6)
+    }
+}
+
+/// `Generator measured latency (iteration 1): mean … (stddev …), min …, p50 …, …, max ….`
+fn latency_line(iteration: usize, client: Option<&RrRun>) -> String {
+    match client.and_then(|c| c.latency) {
+        Some(l) => format!(
+            "Generator measured latency (iteration {iteration}): mean {} (stddev {}), min {}, p50 {}, p90 {}, p99 {}, p99.9 {}, max {}.",
+            fmt_latency(l.mean),
+            fmt_latency(l.stddev),
+            fmt_latency(l.min),
+            fmt_latency(l.p50),
+            fmt_latency(l.p90),
+            fmt_latency(l.p99),
+            fmt_latency(l.p99_9),
+            fmt_latency(l.max)
+        ),
+        None => format!("Generator measured latency (iteration {iteration}): none (no transaction completed or no report)."),
+    }
 }
 
 fn now() -> f64 {
@@ -422,6 +493,7 @@ async fn run_iteration(
     proto: IperfProto,
     it: usize,
     perf_records: &mut Vec<LinuxPerfRecord>,
+    rr_log: &mut RrLog,
 ) -> Result<(Vec<FlowIteration>, Vec<CpuIteration>), RecipeError> {
     let flows = &conf.flows;
     // Every raw file of this measurement starts with the same unique name: the
@@ -462,37 +534,13 @@ async fn run_iteration(
     }
     let mut servers = Vec::new();
     for f in flows {
-        let id = ctx
-            .start_job(
-                &f.receiver,
-                JobSpec::IperfServer {
-                    bind: f.receiver_bind.clone(),
-                    port: f.receiver_port,
-                    cpus: f.cpupin.clone(),
-                    oneoff: true,
-                },
-            )
-            .await?;
+        let id = ctx.start_job(&f.receiver, server_spec(f)).await?;
         servers.push(id);
     }
     tokio::time::sleep(ctx.server_settle).await;
     let mut clients = Vec::new();
     for f in flows {
-        let id = ctx
-            .start_job(
-                &f.generator,
-                JobSpec::IperfClient {
-                    server: f.receiver_bind.clone(),
-                    port: f.receiver_port,
-                    cport: f.generator_port,
-                    duration_s: f.duration + 2 * f.warmup,
-                    proto,
-                    blksize: f.msg_size,
-                    parallel: (f.parallel_streams > 1).then_some(f.parallel_streams),
-                    cpus: f.cpupin.clone(),
-                },
-            )
-            .await?;
+        let id = ctx.start_job(&f.generator, client_spec(f, proto)).await?;
         clients.push(id);
     }
     // finish(): flows first (reverse of start order), CPU monitors last.
@@ -504,7 +552,15 @@ async fn run_iteration(
     ctx.tool_time_s += t0.elapsed().as_secs_f64();
     let mut server_res: Vec<JobResult> = Vec::new();
     for (f, id) in flows.iter().zip(&servers) {
-        server_res.push(ctx.finish_job(&f.receiver, *id, JOB_GRACE).await?);
+        // An iperf3 server (`-1`) ends with its client. A request/response server is stopped
+        // once its client is done (upstream waits up to 10 s for neper's server to end, then
+        // kills it); its report counts every transaction it served.
+        let res = if f.is_rr() {
+            ctx.stop_job(&f.receiver, *id).await?
+        } else {
+            ctx.finish_job(&f.receiver, *id, JOB_GRACE).await?
+        };
+        server_res.push(res);
     }
     for (h, id) in perf_jobs {
         let res = ctx.stop_job(&h, id).await?;
@@ -585,10 +641,19 @@ async fn run_iteration(
         let base = format!("{measurement}_flow{}", i + 1);
         ctx.save_raw(format!("{base}_client.json"), c.stdout.as_bytes());
         ctx.save_raw(format!("{base}_server.json"), s.stdout.as_bytes());
+        let t = now();
+        if f.is_rr() {
+            let gen = rr_side(ctx, &f.generator, "client", c);
+            let rec = rr_side(ctx, &f.receiver, "server", s);
+            its.push(FlowIteration::from_rr(gen.as_ref(), rec.as_ref(), t));
+            if let Some(log) = rr_log.get_mut(i) {
+                log.push((gen, rec));
+            }
+            continue;
+        }
         let gen = flow_side(ctx, &f.generator, "client", c);
         let rec = flow_side(ctx, &f.receiver, "server", s);
         let success = gen.is_some() && rec.is_some();
-        let t = now();
         let (gr, gc) = gen.unwrap_or_else(|| {
             (
                 PerfResult::failed("bits", t),
@@ -610,6 +675,102 @@ async fn run_iteration(
         });
     }
     Ok((its, cpus))
+}
+
+/// The workload of a request/response flow type.
+fn rr_workload(kind: &str) -> Option<RrWorkload> {
+    match kind {
+        "tcp_rr" => Some(RrWorkload::TcpRr),
+        "tcp_crr" => Some(RrWorkload::TcpCrr),
+        "udp_rr" => Some(RrWorkload::UdpRr),
+        _ => None,
+    }
+}
+
+/// Bytes of a request and of a response: the message size (neper's `-Q` and `-R`, as
+/// upstream passes them), neper's default of 1 without one.
+fn rr_size(f: &FlowSpec) -> u32 {
+    f.msg_size.unwrap_or(1)
+}
+
+/// How long the generator runs: the measured time plus the warm-up trimmed from both ends,
+/// as for iperf3 (upstream's neper runs `-l duration` only and trims the warm-up out of it).
+fn run_ms(f: &FlowSpec) -> u64 {
+    (u64::from(f.duration) + 2 * u64::from(f.warmup)) * 1000
+}
+
+/// The receiver's job: iperf3 `-s -1`, or the built-in request/response server (upstream:
+/// neper without `-c`).
+fn server_spec(f: &FlowSpec) -> JobSpec {
+    match rr_workload(&f.kind) {
+        Some(workload) => JobSpec::RrServer {
+            workload,
+            bind: f.receiver_bind.clone(),
+            port: f.receiver_port,
+            request_size: rr_size(f),
+            response_size: rr_size(f),
+            duration_ms: run_ms(f),
+            flows: None,
+            threads: None,
+            interval_ms: None,
+            cpus: f.receiver_cpus(),
+        },
+        None => JobSpec::IperfServer {
+            bind: f.receiver_bind.clone(),
+            port: f.receiver_port,
+            cpus: f.receiver_cpus(),
+            oneoff: true,
+        },
+    }
+}
+
+/// The generator's job: iperf3 `-c`, or the built-in request/response client (upstream:
+/// neper `-c`; like upstream, one flow in one thread, `perf_parallel_streams` unused).
+fn client_spec(f: &FlowSpec, proto: IperfProto) -> JobSpec {
+    match rr_workload(&f.kind) {
+        Some(workload) => JobSpec::RrClient {
+            workload,
+            server: f.receiver_bind.clone(),
+            port: f.receiver_port,
+            bind: None,
+            request_size: rr_size(f),
+            response_size: rr_size(f),
+            duration_ms: run_ms(f),
+            flows: None,
+            threads: None,
+            transactions: None,
+            interval_ms: None,
+            loss_timeout_ms: None,
+            cpus: f.generator_cpus(),
+        },
+        None => JobSpec::IperfClient {
+            server: f.receiver_bind.clone(),
+            port: f.receiver_port,
+            cport: f.generator_port,
+            duration_s: f.duration + 2 * f.warmup,
+            proto,
+            blksize: f.msg_size,
+            parallel: (f.parallel_streams > 1).then_some(f.parallel_streams),
+            cpus: f.generator_cpus(),
+        },
+    }
+}
+
+/// Parse one request/response job's report; a failed job or an unusable report gives None and
+/// a FAIL result with the reason.
+fn rr_side(ctx: &mut RunContext, host: &str, role: &str, res: &JobResult) -> Option<RrRun> {
+    let parsed = parse_rr(&res.stdout);
+    let why = match (&res.error, res.passed, &parsed) {
+        (Some(e), _, _) => e.clone(),
+        (None, true, Ok(_)) => return parsed.ok(),
+        (None, _, Err(e)) => e.to_string(),
+        (None, false, Ok(_)) => format!("the job failed: {}", res.stderr.trim()),
+    };
+    ctx.add(ResultEntry::generic(
+        ResultType::Fail,
+        format!("request/response {role} on {host} failed: {why}"),
+    ));
+    None
 }
 
 fn cpu_samples(res: &JobResult) -> Vec<(f64, String)> {
@@ -710,6 +871,8 @@ mod tests {
 
     #[test]
     fn rates_are_human() {
+        assert_eq!(fmt_latency(2.5e-5), "25.00 µs");
+        assert_eq!(fmt_latency(4.0087e-3), "4.01 ms");
         assert_eq!(fmt_rate(9.41e9), "9.41 Gbit/s");
         assert_eq!(fmt_rate(12.5e6), "12.50 Mbit/s");
     }

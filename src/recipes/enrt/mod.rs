@@ -17,8 +17,10 @@
 //! the base names none.
 
 pub mod devparams;
+pub mod nic_tunables;
 pub mod params;
 pub mod subconfig;
+pub mod variant;
 
 use crate::measure::flow::FlowSpec;
 use crate::recipes::common::config::{self, Configured, TestWide};
@@ -28,6 +30,7 @@ use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
 use crate::recipes::Recipe;
 use crate::results::{ResultEntry, ResultType};
+pub use nic_tunables::NicTunables;
 use params::{CpuPolicy, EnrtBase, NetPerfTool, PerfTest};
 pub use subconfig::{HwConfig, SubConfig, SubConfigs};
 
@@ -190,6 +193,26 @@ pub trait EnrtRecipe: Recipe {
     fn multi_dev_interrupt_config(&self) -> Option<&devparams::MultiDevInterruptConfig> {
         None
     }
+    /// The per-device NIC tunables of the sub-configuration (DevQueuesConfigMixin,
+    /// DevNfcRxFlowHashConfigMixin, DevRxHashFunctionConfigMixin), for the recipes that have
+    /// those mixins; applied after the other hardware settings.
+    fn nic_tunables(&self) -> Option<NicTunables<'_>> {
+        None
+    }
+
+    /// The CPUs the generator and the receiver of perf process `i` are pinned to (upstream
+    /// `generator_cpupin`/`receiver_cpupin`); by default FlowMeasurementGenerator's:
+    /// `perf_tool_cpu` by `perf_tool_cpu_policy`, the same for both.
+    fn perf_cpupin(&self, i: usize) -> (Option<Vec<u32>>, Option<Vec<u32>>) {
+        let c = cpupin(&self.base(), i);
+        (c.clone(), c)
+    }
+
+    /// Parameters of this recipe the runner cannot honour (beyond the base's), each with the
+    /// reason; the test FAILs with them before anything is configured.
+    fn unsupported_extra(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
@@ -213,9 +236,7 @@ fn unsupported<R: EnrtRecipe>(r: &R) -> Vec<String> {
             out.push(format!("{name}=True: {why}"));
         }
     }
-    if r.base().flows.net_perf_tool == NetPerfTool::Neper {
-        out.push("net_perf_tool='neper': only iperf3 flows are implemented".into());
-    }
+    out.extend(r.unsupported_extra());
     out
 }
 
@@ -269,6 +290,34 @@ async fn check_perf_tool_cpus<R: EnrtRecipe>(
     Ok(())
 }
 
+/// Whether `net_perf_tool` runs `perf_tests` (upstream: IperfFlowMeasurement raises
+/// "Unsupported flow type" for anything but *_stream, neper's test modules take tcp_rr,
+/// tcp_crr and udp_rr only). Checked before anything is configured.
+fn check_perf_tests(base: &EnrtBase<'_>) -> Result<(), RecipeError> {
+    let f = base.flows;
+    for t in &f.perf_tests {
+        let rr = matches!(t, PerfTest::TcpRr | PerfTest::TcpCrr | PerfTest::UdpRr);
+        let why = match (f.net_perf_tool, t) {
+            (NetPerfTool::Iperf, PerfTest::TcpStream | PerfTest::UdpStream | PerfTest::SctpStream) => continue,
+            (NetPerfTool::Neper, _) if rr => continue,
+            (NetPerfTool::Iperf, PerfTest::MptcpStream) => {
+                "iperf3 here runs tcp_stream, udp_stream and sctp_stream (no MPTCP)".to_string()
+            }
+            (NetPerfTool::Iperf, _) => format!(
+                "{t} is a request/response test, which iperf cannot run (upstream's iperf measurement refuses it too); set net_perf_tool='neper' to run it with lnst-agent's request/response generator"
+            ),
+            (NetPerfTool::Neper, _) => format!(
+                "{t} is a stream test, which neper does not run (net_perf_tool='neper' takes tcp_rr, tcp_crr and udp_rr); set net_perf_tool='iperf' for it"
+            ),
+        };
+        return Err(RecipeError::Param(format!(
+            "perf_tests: unsupported test '{t}' with net_perf_tool='{}': {why}",
+            f.net_perf_tool
+        )));
+    }
+    Ok(())
+}
+
 /// Upstream's `pprint.pformat(params)` equivalent: `{'name': value, ...}` sorted by name,
 /// one entry per line.
 fn params_pformat(params: &crate::schema::ResolvedParams) -> String {
@@ -292,16 +341,7 @@ pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), Recip
     if !bad.is_empty() {
         return Err(RecipeError::Unsupported(bad.join("; ")));
     }
-    if let Some(t) = r.base().flows.perf_tests.iter().find(|t| {
-        !matches!(
-            t,
-            PerfTest::TcpStream | PerfTest::UdpStream | PerfTest::SctpStream
-        )
-    }) {
-        return Err(RecipeError::Param(format!(
-            "perf_tests: unsupported test '{t}' (iperf3 runs tcp_stream, udp_stream, sctp_stream)"
-        )));
-    }
+    check_perf_tests(&r.base())?;
     ctx.add(ResultEntry::generic(
         ResultType::Pass,
         format!(
@@ -336,8 +376,15 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
         ctx.progress_prefix = format!("[sub {}/{}]", k + 1, all.len());
         let mark = ctx.mark();
         let body = async {
-            subs.apply(ctx, sub, r.base(), &tuning, r.multi_dev_interrupt_config())
-                .await?;
+            subs.apply(
+                ctx,
+                sub,
+                r.base(),
+                &tuning,
+                r.multi_dev_interrupt_config(),
+                r.nic_tunables(),
+            )
+            .await?;
             do_ping_tests(r, ctx, &config, k).await?;
             do_perf_tests(r, ctx, &config, sub, k).await
         }
@@ -453,7 +500,7 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         continue;
                     }
                     let conf = PerfConf {
-                        flows: create_flows(&base, &pairs, *test, *size)?,
+                        flows: create_flows(r, &pairs, *test, *size)?,
                         ip_version: ipv,
                         iterations: base.enrt.perf_iterations,
                         simulate: base.enrt.perf_test_simulation,
@@ -475,30 +522,45 @@ async fn do_perf_tests<R: EnrtRecipe>(
 /// The CPUs of process `i` (FlowMeasurementGenerator: `perf_tool_cpu` by its policy, the
 /// same for generator and receiver).
 fn cpupin(base: &EnrtBase<'_>, i: usize) -> Option<Vec<u32>> {
-    let cpus = base
-        .flows
-        .perf_tool_cpu
-        .as_ref()
-        .filter(|c| !c.is_empty())?;
-    match base.flows.perf_tool_cpu_policy {
-        None | Some(CpuPolicy::All) => Some(cpus.clone()),
+    cpupin_by_policy(
+        base.flows.perf_tool_cpu.as_deref(),
+        base.flows.perf_tool_cpu_policy,
+        i,
+    )
+}
+
+/// Upstream `_cpupin_based_on_policy`: none without CPUs; `round-robin`: CPU `i mod n` of the
+/// list; `all` or unset: the whole list.
+pub fn cpupin_by_policy(
+    cpus: Option<&[u32]>,
+    policy: Option<CpuPolicy>,
+    i: usize,
+) -> Option<Vec<u32>> {
+    let cpus = cpus.filter(|c| !c.is_empty())?;
+    match policy {
+        None | Some(CpuPolicy::All) => Some(cpus.to_vec()),
         Some(CpuPolicy::RoundRobin) => Some(vec![cpus[i % cpus.len()]]),
     }
 }
 
 /// Upstream `_create_perf_flows`: `perf_parallel_processes` flows per endpoint pair, ports
 /// counted from [`FIRST_PORT`].
-fn create_flows(
-    base: &EnrtBase<'_>,
+fn create_flows<R: EnrtRecipe>(
+    r: &R,
     pairs: &[&EndpointPair],
     test: PerfTest,
     size: Option<u32>,
 ) -> Result<Vec<FlowSpec>, RecipeError> {
+    let base = r.base();
     let f = &base.flows;
     let mut port = FIRST_PORT;
     let mut flows = Vec::new();
     for (client, server) in pairs {
         for i in 0..f.perf_parallel_processes as usize {
+            let (gen_cpus, recv_cpus) = r.perf_cpupin(i);
+            // One field when both are pinned alike (FlowMeasurementGenerator), the receiver's
+            // own otherwise (`Some([])`: not pinned).
+            let receiver_cpupin = (recv_cpus != gen_cpus).then(|| recv_cpus.unwrap_or_default());
             flows.push(FlowSpec {
                 kind: test.as_str().to_string(),
                 generator: client.dev.host.clone(),
@@ -511,7 +573,8 @@ fn create_flows(
                 duration: f.perf_duration,
                 warmup: f.perf_warmup_duration,
                 parallel_streams: f.perf_parallel_streams,
-                cpupin: cpupin(base, i),
+                cpupin: gen_cpus,
+                receiver_cpupin,
             });
             port = port.checked_add(1).ok_or_else(|| {
                 RecipeError::Param("too many parallel processes for the port range".into())

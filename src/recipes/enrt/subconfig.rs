@@ -237,6 +237,8 @@ impl SubConfigs<'_> {
     /// where idle states and turbo boost are set (every matched host, or the hypervisors);
     /// `multi_dev_interrupt`: the recipe's MultiDevInterruptHWConfigMixin configuration, when
     /// it has the mixin ([`super::EnrtRecipe::multi_dev_interrupt_config`]).
+    /// Upstream `apply_sub_configuration` and `describe_sub_configuration`. `nic`: the
+    /// recipe's per-device NIC tunables, applied (and described) after the rest.
     pub async fn apply(
         &self,
         ctx: &mut RunContext,
@@ -244,6 +246,7 @@ impl SubConfigs<'_> {
         base: EnrtBase<'_>,
         tuning_hosts: &[String],
         multi_dev_interrupt: Option<&MultiDevInterruptConfig>,
+        nic: Option<super::NicTunables<'_>>,
     ) -> Result<(), RecipeError> {
         let mut desc = vec!["Sub configuration description:".to_string()];
         // DisableIdleStatesMixin, DisableTurboboostMixin.
@@ -279,6 +282,9 @@ impl SubConfigs<'_> {
         // MultiDevInterruptHWConfigMixin: first in the MRO, so its hw_config body runs last.
         if let Some(m) = multi_dev_interrupt {
             desc.extend(apply_multi_dev_interrupt(ctx, m).await?);
+        }
+        if let Some(nic) = nic {
+            desc.extend(nic.apply(ctx).await?);
         }
         ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
         Ok(())
