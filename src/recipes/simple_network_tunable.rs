@@ -109,10 +109,7 @@ crate::param_set! {
             "offload settings (gro/gso/tso/tx/rx); one sub-configuration per dict",
         ),
         group hw: TunableHwParams,
-        param multi_dev_interrupt_config: Option<crate::params::Value> = opt(
-            Dict,
-            "per device IRQ pinning: {'host1': {'eth0': {'cpus': [0], 'cpu_policy': 'round-robin'|'all'}}}",
-        ),
+        group irqs: super::enrt::devparams::MultiDevInterruptParams,
         group nic: NicTunableParams,
     }
 }
@@ -203,12 +200,9 @@ impl EnrtRecipe for SimpleNetworkTunableRecipe {
         )
     }
 
-    fn unsupported_extra(&self) -> Vec<String> {
-        match &self.multi_dev_interrupt_config {
-            Some(v) if v.as_dict().is_some_and(|d| !d.is_empty()) => vec![
-                "multi_dev_interrupt_config: per-device IRQ pinning is not implemented by this runner yet".into(),
-            ],
-            _ => Vec::new(),
-        }
+    fn multi_dev_interrupt_config(
+        &self,
+    ) -> Option<&super::enrt::devparams::MultiDevInterruptConfig> {
+        Some(self.irqs.config())
     }
 }

@@ -207,12 +207,6 @@ pub trait EnrtRecipe: Recipe {
         let c = cpupin(&self.base(), i);
         (c.clone(), c)
     }
-
-    /// Parameters of this recipe the runner cannot honour (beyond the base's), each with the
-    /// reason; the test FAILs with them before anything is configured.
-    fn unsupported_extra(&self) -> Vec<String> {
-        Vec::new()
-    }
 }
 
 /// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
@@ -236,7 +230,6 @@ fn unsupported<R: EnrtRecipe>(r: &R) -> Vec<String> {
             out.push(format!("{name}=True: {why}"));
         }
     }
-    out.extend(r.unsupported_extra());
     out
 }
 
