@@ -31,8 +31,9 @@ for i in $(seq 1 "$runs"); do
         LNST_VM_MODULES="$LNST_VM_MODULES" LNST_AGENT_BIN="$PWD/target/release/lnst-agent" \
         LNST_POOL_DIR="$home/pool" LNST_RESULTS_DIR="$home/results" TEST_DB="$work/db.json" \
         target/release/lnst-runner >"$work/out$i.txt" 2>&1 || {
-        tail -30 "$work/out$i.txt"
-        echo "catalogue run $i failed" >&2
+        cp "$work/out$i.txt" bench/catalogue-failed-run.txt
+        grep -E "^== test|FAIL" "$work/out$i.txt" | tail -40
+        echo "catalogue run $i failed (whole output: bench/catalogue-failed-run.txt)" >&2
         exit 1
     }
     t1=$(date +%s.%N)
@@ -57,7 +58,7 @@ lines = ["# Catalogue on VM agents, back to back (bench/catalogue.sh)", ""]
 cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 kern = open("/proc/sys/kernel/osrelease").read().strip()
 lines += [f"Machine: {cpu} CPUs, host kernel {kern}; guests: Debian 6.1 kernel under TCG, 2 vCPUs and 512 MiB each.",
-          f"{len(per)} recipes with tests/data/catalogue-smoke.json (1 s tcp_stream per IP version, 5 pings per endpoint pair and IP version), {runs} run(s); medians.", "",
+          f"{len(per)} recipes with tests/data/catalogue-smoke.json (1 s tcp_stream per IP version, 10 pings per endpoint pair and IP version), {runs} run(s); medians.", "",
           f"Wall time of the whole TEST_DB run: {med(walls):.1f} s (runs: {', '.join(f'{w:.1f}' for w in walls)}).", "",
           "| recipe | VMs | total s | agents s (boot + teardown) | traffic s | outside traffic s |", "|---|---|---|---|---|---|"]
 worst = 0.0
