@@ -122,7 +122,17 @@ fn snapshot(podman: bool) -> (Snapshot, Noise) {
 /// The snapshot after a run may lag the runner's exit by a moment (the kernel frees a
 /// namespace when its last process is reaped): poll briefly for the baseline.
 fn settle(base: &Snapshot, podman: bool, extra: impl Fn() -> bool) -> (Snapshot, Noise, bool) {
-    let deadline = Instant::now() + Duration::from_secs(3);
+    settle_within(base, podman, Duration::from_secs(3), extra)
+}
+
+/// [`settle`] with its own deadline.
+fn settle_within(
+    base: &Snapshot,
+    podman: bool,
+    within: Duration,
+    extra: impl Fn() -> bool,
+) -> (Snapshot, Noise, bool) {
+    let deadline = Instant::now() + within;
     loop {
         let (s, n) = snapshot(podman);
         let same = s == *base && extra();
@@ -132,6 +142,9 @@ fn settle(base: &Snapshot, podman: bool, extra: impl Fn() -> bool) -> (Snapshot,
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// tokio's default `thread_keep_alive` (10 s) with a margin.
+const TOKIO_KEEP_ALIVE: Duration = Duration::from_secs(11);
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -251,7 +264,10 @@ fn pool_runs_leave_long_lived_agents_as_they_were() {
         assert_eq!(out.status.code(), Some(0), "run {i}: {}", output_text(&out));
     };
     run(0);
-    std::thread::sleep(Duration::from_millis(300));
+    // An agent's tokio runtime keeps an idle blocking-pool thread for 10 s (its
+    // thread_keep_alive) before ending it: such a thread is not a leak. The baseline is taken
+    // once it has gone, and each later run gets as long to come back to it.
+    std::thread::sleep(TOKIO_KEEP_ALIVE);
     let (base, noise) = snapshot(false);
     let agents_base = agent_state();
     let rss0: Vec<u64> = agents.iter().map(|p| rss_kib(*p)).collect();
@@ -265,7 +281,9 @@ fn pool_runs_leave_long_lived_agents_as_they_were() {
     let t0 = Instant::now();
     for i in 1..=n {
         run(i);
-        let (s, noise, same) = settle(&base, false, || agent_state() == agents_base);
+        let (s, noise, same) = settle_within(&base, false, TOKIO_KEEP_ALIVE, || {
+            agent_state() == agents_base
+        });
         let now = agent_state();
         let rss: Vec<u64> = agents.iter().map(|p| rss_kib(*p)).collect();
         report_line(
