@@ -45,8 +45,9 @@ fn device_key(host: &Value, dev: &Value) -> Result<Dev, String> {
 }
 
 /// Every `(device, settings)` of a keyed parameter, in the order given; a device named twice
-/// is an error.
-fn keyed<T>(
+/// is an error (upstream raises too). Shared by every keyed parameter (also
+/// [`super::nic_tunables`]).
+pub(super) fn keyed<T>(
     v: &Value,
     settings: impl Fn(&Dev, &Value) -> Result<T, String>,
 ) -> Result<Vec<(Dev, T)>, String> {

@@ -22,66 +22,7 @@ use crate::recipes::context::{Dev, RecipeError, RunContext, Undo};
 use crate::recipes::typed::FromParam;
 use crate::session::SessionError;
 
-/// The device a `{host: {device: …}}` entry names: `host1` or `host1.<namespace>`, and a
-/// device id.
-fn device_key(host: &Value, dev: &Value) -> Result<Dev, String> {
-    let host = host
-        .as_str()
-        .ok_or_else(|| format!("host keys are strings, got {host}"))?;
-    let dev = dev
-        .as_str()
-        .ok_or_else(|| format!("{host}: device keys are strings, got {dev}"))?;
-    let id_ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
-    let parts: Vec<&str> = host.split('.').collect();
-    if parts.len() > 2 {
-        return Err(format!(
-            "{host}: nested namespaces are not supported (a host key is 'host1' or 'host1.<namespace>')"
-        ));
-    }
-    if !parts.iter().all(|p| id_ok(p)) {
-        return Err(format!(
-            "{host:?} is not a host id (a host key is 'host1' or 'host1.<namespace>')"
-        ));
-    }
-    if !id_ok(dev) {
-        return Err(format!("{host}: {dev:?} is not a device id"));
-    }
-    Ok(Dev::new(host, dev))
-}
-
-/// Every `(device, settings)` of a keyed parameter, in the order given; a device named twice
-/// is an error (upstream raises too).
-fn per_device<T>(
-    v: &Value,
-    settings: impl Fn(&Dev, &Value) -> Result<T, String>,
-) -> Result<Vec<(Dev, T)>, String> {
-    let hosts = v
-        .as_dict()
-        .ok_or_else(|| format!("expected {{host: {{device: settings}}}}, got {v}"))?;
-    let mut out: Vec<(Dev, T)> = Vec::new();
-    for (host, devs) in hosts {
-        let devs = devs.as_dict().ok_or_else(|| {
-            let h = host
-                .as_str()
-                .map_or_else(|| host.to_string(), str::to_string);
-            format!("{h}: expected {{device: settings}}, got {devs}")
-        })?;
-        for (dev, s) in devs {
-            let d = device_key(host, dev)?;
-            if out.iter().any(|(x, _)| *x == d) {
-                return Err(format!("{d} is given twice"));
-            }
-            let t = settings(&d, s)?;
-            out.push((d, t));
-        }
-    }
-    Ok(out)
-}
+use super::devparams::keyed;
 
 /// The `{name: value}` items of one device's settings.
 fn items<'a>(dev: &Dev, s: &'a Value) -> Result<&'a [(Value, Value)], String> {
@@ -96,7 +37,7 @@ pub struct DevQueues(pub Vec<(Dev, Vec<(String, u32)>)>);
 
 impl DevQueues {
     pub fn parse(v: &Value) -> Result<Self, String> {
-        per_device(v, |dev, s| {
+        keyed(v, |dev, s| {
             let mut out: Vec<(String, u32)> = Vec::new();
             for (k, x) in items(dev, s)? {
                 let name = k
@@ -139,7 +80,7 @@ pub struct DevNfcRxFlowHash(pub Vec<(Dev, Vec<(FlowType, String)>)>);
 
 impl DevNfcRxFlowHash {
     pub fn parse(v: &Value) -> Result<Self, String> {
-        per_device(v, |dev, s| {
+        keyed(v, |dev, s| {
             let mut out: Vec<(FlowType, String)> = Vec::new();
             for (k, x) in items(dev, s)? {
                 let ft = k.as_str().and_then(FlowType::parse).ok_or_else(|| {
@@ -177,7 +118,7 @@ pub struct DevRxHashFunctions(pub Vec<(Dev, String)>);
 
 impl DevRxHashFunctions {
     pub fn parse(v: &Value) -> Result<Self, String> {
-        per_device(v, |dev, s| {
+        keyed(v, |dev, s| {
             let h = s
                 .as_str()
                 .filter(|h| {
