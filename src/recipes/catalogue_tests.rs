@@ -3,43 +3,20 @@
 //! and evaluators that FAIL. The kernel's part is tested on real agents (tests/e2e_catalogue*).
 
 use super::find;
+use super::test_support::*;
 use crate::params::parse_params;
-use crate::plan::TestSpec;
 use crate::protocol::{BondMode, FailOverMac, JobSpec, LinkSpec, Op};
 use crate::results::{ResultKind, ResultType};
 use crate::schema::resolve;
-use crate::scripted::{run_test, Script, ScriptedRun};
+use crate::scripted::{Script, ScriptedRun};
 
-fn spec(recipe: &str, params: &str) -> TestSpec {
-    let def = find(recipe).unwrap_or_else(|e| panic!("{e}"));
-    let given = parse_params(params).unwrap_or_else(|e| panic!("{e}"));
-    let params = resolve(def.name, &(def.params)(), given).unwrap_or_else(|e| panic!("{e}"));
-    let planned = (def.plan)(&params).unwrap_or_else(|e| panic!("{e}"));
-    TestSpec {
-        id: "t".into(),
-        recipe: def.name.into(),
-        params,
-        planned,
-    }
-}
-
-type Devices<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
-
-const TWO: Devices = &[
-    ("host1", &[("eth0", "veth-a")]),
-    ("host2", &[("eth0", "veth-b")]),
-];
 const BOND_OR_TEAM: Devices = &[
     ("host1", &[("eth0", "veth-a"), ("eth1", "veth-c")]),
     ("host2", &[("eth0", "veth-b")]),
 ];
 
 fn run(recipe: &str, params: &str, script: Script, devices: Devices) -> ScriptedRun {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(run_test(&spec(recipe, params), script, devices))
+    run_on(recipe, params, script, devices)
 }
 
 const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4";

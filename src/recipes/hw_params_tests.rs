@@ -9,6 +9,7 @@ use super::enrt::devparams::MultiDevInterruptParams;
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams};
 use super::enrt::{self, EnrtRecipe, HwConfig, PingEndpoints, SubConfigs};
 use super::find;
+use super::test_support::*;
 use super::Recipe;
 use crate::params::parse_params;
 use crate::plan::TestSpec;
@@ -18,34 +19,6 @@ use crate::requirements::Requirements;
 use crate::results::{DeviceAction, ResultKind, ResultType};
 use crate::schema::resolve;
 use crate::scripted::{run_test, HwScript, Script, ScriptedRun};
-
-fn spec(recipe: &str, params: &str) -> TestSpec {
-    let def = find(recipe).unwrap_or_else(|e| panic!("{e}"));
-    let given = parse_params(params).unwrap_or_else(|e| panic!("{e}"));
-    let params = resolve(def.name, &(def.params)(), given).unwrap_or_else(|e| panic!("{e}"));
-    let planned = (def.plan)(&params).unwrap_or_else(|e| panic!("{e}"));
-    TestSpec {
-        id: "t".into(),
-        recipe: def.name.into(),
-        params,
-        planned,
-    }
-}
-
-type Devices<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
-
-const TWO: Devices = &[
-    ("host1", &[("eth0", "veth-a")]),
-    ("host2", &[("eth0", "veth-b")]),
-];
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .block_on(f)
-}
 
 /// One iteration of a 1 s tcp_stream over IPv4, one offload combination, four pings.
 const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ip_versions=['ipv4'];offload_combinations=[{'gro':'on','gso':'on','tso':'on','tx':'on','rx':'on'}];ping_count=4;net_ipv4='198.18.80.0/24';net_ipv6='fd00:80::/64'";

@@ -40,6 +40,8 @@ mod hw_params_tests;
 mod rr_tunable_tests;
 #[cfg(test)]
 mod scripted_tests;
+#[cfg(test)]
+mod test_support;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};

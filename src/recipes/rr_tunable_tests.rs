@@ -4,40 +4,14 @@
 //! upstream's order, and evaluators and refusals that FAIL. The kernel's part runs on real
 //! agents in tests/e2e_rr_tunable.rs.
 
-use super::find;
-use crate::params::parse_params;
-use crate::plan::TestSpec;
+use super::test_support::*;
 use crate::protocol::{FlowType, JobSpec, Op, RrWorkload};
 use crate::results::{DeviceAction, ResultKind, ResultType};
-use crate::schema::resolve;
-use crate::scripted::{run_test, JobOutput, Script, ScriptedRun};
+use crate::scripted::{JobOutput, Script, ScriptedRun};
 use std::sync::Arc;
 
-fn plan(recipe: &str, params: &str) -> Result<TestSpec, String> {
-    let def = find(recipe).map_err(|e| e.to_string())?;
-    let given = parse_params(params).map_err(|e| e.to_string())?;
-    let params = resolve(def.name, &(def.params)(), given).map_err(|e| e.to_string())?;
-    let planned = (def.plan)(&params).map_err(|e| e.to_string())?;
-    Ok(TestSpec {
-        id: "t".into(),
-        recipe: def.name.into(),
-        params,
-        planned,
-    })
-}
-
-const TWO: &[(&str, &[(&str, &str)])] = &[
-    ("host1", &[("eth0", "veth-a")]),
-    ("host2", &[("eth0", "veth-b")]),
-];
-
 fn run(recipe: &str, params: &str, script: Script) -> ScriptedRun {
-    let spec = plan(recipe, params).unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(run_test(&spec, script, TWO))
+    run_on(recipe, params, script, TWO)
 }
 
 /// The generic results (descriptions, evaluations, failures), without the agent lines.

@@ -5,39 +5,17 @@ use super::common::config::{Configured, TestWide};
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::BaremetalEnrtParams;
 use super::enrt::{self, EnrtRecipe, PingEndpoints};
-use super::{find, Recipe};
-use crate::params::parse_params;
+use super::test_support::*;
+use super::Recipe;
 use crate::plan::TestSpec;
 use crate::protocol::{JobSpec, Op};
 use crate::requirements::Requirements;
 use crate::results::{ResultKind, ResultType};
 use crate::schema::resolve;
-use crate::scripted::{run_test, Script, ScriptedRun};
-
-fn spec(recipe: &str, params: &str) -> TestSpec {
-    let def = find(recipe).unwrap_or_else(|e| panic!("{e}"));
-    let given = parse_params(params).unwrap_or_else(|e| panic!("{e}"));
-    let params = resolve(def.name, &(def.params)(), given).unwrap_or_else(|e| panic!("{e}"));
-    let planned = (def.plan)(&params).unwrap_or_else(|e| panic!("{e}"));
-    TestSpec {
-        id: "t".into(),
-        recipe: def.name.into(),
-        params,
-        planned,
-    }
-}
-
-const TWO: &[(&str, &[(&str, &str)])] = &[
-    ("host1", &[("eth0", "veth-a")]),
-    ("host2", &[("eth0", "veth-b")]),
-];
+use crate::scripted::{Script, ScriptedRun};
 
 fn run(recipe: &str, params: &str, script: Script) -> ScriptedRun {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(run_test(&spec(recipe, params), script, TWO))
+    run_on(recipe, params, script, TWO)
 }
 
 /// Descriptions of the generic (evaluation and description) results.
@@ -326,11 +304,7 @@ fn run_isolation(script: Script) -> ScriptedRun {
         params,
         planned,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.block_on(run_test(&spec, script, TWO))
+    run_spec(&spec, script, TWO)
 }
 
 #[test]
