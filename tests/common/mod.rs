@@ -14,7 +14,33 @@ use std::sync::Mutex;
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    clean_slate();
+    g
+}
+
+/// Once per test binary, before its first end-to-end scenario: `lnst-runner cleanup`, so that
+/// leftovers of a process killed before this binary started (a killed earlier test run, an
+/// interrupted CI job on the same machine) are not blamed on the scenarios here, which assert
+/// that their own runs leave nothing behind. Cleanup never touches a live run's resources.
+fn clean_slate() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(home) = tempfile::tempdir() else {
+            return;
+        };
+        let mut vars = Vec::new();
+        let uri = std::env::var("PODMAN_URI").unwrap_or_default();
+        if !uri.is_empty() {
+            vars.push(("PODMAN_URI", uri.as_str()));
+        }
+        if let Ok(out) = runner(home.path(), &vars).arg("cleanup").output() {
+            let said = String::from_utf8_lossy(&out.stdout);
+            if !said.contains("nothing to clean up") {
+                eprintln!("before the first scenario, lnst-runner cleanup: {said}");
+            }
+        }
+    });
 }
 
 /// True when the prerequisite holds. Missing: skip with a reason, except under CI, where
