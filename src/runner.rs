@@ -328,6 +328,7 @@ fn record_agents(
 
 async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     let host = ep.host_id.clone();
+    let console = ep.console_log.clone();
     let client = AgentClient::connect(
         &host,
         ep.transport,
@@ -335,7 +336,16 @@ async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
         ClientOptions::default(),
     )
     .await
-    .map_err(|e| format!("connecting to the agent of {host} ({}): {e}", ep.hostname))?;
+    .map_err(|e| {
+        let mut msg = format!("connecting to the agent of {host} ({}): {e}", ep.hostname);
+        // What the agent's side printed (a VM's console) says why it did not answer.
+        if let Some(tail) = console.map(|p| crate::provision::log_tail(&p, 8)) {
+            if !tail.is_empty() {
+                msg.push_str(&format!("; console: {tail}"));
+            }
+        }
+        msg
+    })?;
     let ifaces = client
         .list_interfaces()
         .await
@@ -386,4 +396,43 @@ pub async fn cleanup(config: &Config) -> i32 {
         }
     }
     i32::from(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn a_failed_connection_carries_the_agents_console_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("host1.console");
+        std::fs::write(
+            &console,
+            "boot\nlnst-vm-init: reading the control port: EIO\n",
+        )
+        .unwrap();
+        // The agent's side closes at once: no Hello.
+        let (ours, theirs) = tokio::io::duplex(64);
+        drop(theirs);
+        let (r, w) = tokio::io::split(ours);
+        let ep = AgentEndpoint {
+            host_id: "host1".into(),
+            target: "vm".into(),
+            hostname: "lnst-x-host1".into(),
+            transport: crate::provision::Transport {
+                reader: Box::new(r),
+                writer: Box::new(w),
+            },
+            secret: None,
+            interfaces: BTreeMap::new(),
+            console_log: Some(console),
+        };
+        let e = connect_host(ep).await.err().unwrap_or_default();
+        assert!(
+            e.starts_with("connecting to the agent of host1 (lnst-x-host1): ")
+                && e.ends_with("; console: boot | lnst-vm-init: reading the control port: EIO"),
+            "{e}"
+        );
+    }
 }

@@ -674,6 +674,7 @@ impl ScriptedAgent {
             },
             secret: None,
             interfaces,
+            console_log: None,
         }
     }
 }
