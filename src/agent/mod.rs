@@ -24,6 +24,7 @@
 
 pub mod ethtool_ioctl;
 pub mod jobs;
+pub mod kmod;
 pub mod links;
 pub mod net;
 pub mod netns;

@@ -456,6 +456,7 @@ impl VmProvisioner {
             conf: vec![
                 format!("agent {}", self.opts.agent.display()),
                 "arg --stdio".into(),
+                "arg --load-modules".into(),
                 format!("root_tag {}", qemu::ROOT_TAG),
                 format!("modules_tag {}", qemu::MODULES_TAG),
                 format!("port {}", qemu::CONTROL_PORT),
