@@ -333,3 +333,85 @@ fn netns_router_runs_the_receiver_in_the_namespace_and_measures_cpu_on_host2() {
     assert_eq!(writes[0].1, "1");
     assert_eq!(writes[3].1, "0", "the scripted agent's old value");
 }
+
+/// The descriptions of the device configuration results, in recorded order.
+fn device_calls(r: &ScriptedRun) -> Vec<String> {
+    r.run
+        .results
+        .iter()
+        .filter(|e| e.description.starts_with("Calling Device method"))
+        .map(|e| {
+            e.description
+                .trim_start_matches("Calling Device method ")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn agents_configured_concurrently_record_their_steps_in_the_recipes_order() {
+    // BondRecipe interleaves the hosts: host1's bond and addresses, host2's addresses, then
+    // host1's and host2's links up. The agents work concurrently; the results read as if
+    // one step followed the other.
+    const NET: &str = "net_ipv4='198.18.53.0/24';net_ipv6='fd00:53::/64'";
+    let r = run(
+        "BondRecipe",
+        &format!("{SMOKE};{NET};bonding_mode='active-backup';miimon_value=100"),
+        Script::default(),
+        BOND_OR_TEAM,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Pass);
+    let calls = device_calls(&r);
+    let at = |want: &str| {
+        calls
+            .iter()
+            .position(|c| c == want)
+            .unwrap_or_else(|| panic!("{want} not in {calls:?}"))
+    };
+    assert!(at("host1.bond0.slave_add(eth0)") < at("host1.bond0.ip_add('198.18.53.1/24')"));
+    assert!(at("host1.bond0.ip_add('fd00:53::1/64')") < at("host2.eth0.ip_add('198.18.53.2/24')"));
+    assert!(at("host2.eth0.ip_add('fd00:53::2/64')") < at("host1.eth0.up()"));
+    assert!(at("host1.bond0.up()") < at("host2.eth0.up()"));
+    // The configuration comes down host2 first, in exact reverse of the steps.
+    assert_eq!(
+        link_ops(&r, "host1"),
+        [
+            "CreateLink(t_bond0)",
+            "Enslave(veth-a, t_bond0)",
+            "Enslave(veth-c, t_bond0)",
+            "Release(veth-c)",
+            "Release(veth-a)",
+            "DeleteLink(t_bond0)",
+        ]
+    );
+}
+
+#[test]
+fn when_two_agents_fail_the_error_is_the_earlier_step_and_both_come_down() {
+    // host1's first address (step 5) fails; host2, configured concurrently, gets as far as
+    // its first link up (step 9), which fails too. The error is host1's, the earlier step,
+    // as one step after the other would have made it.
+    const NET: &str = "net_ipv4='198.18.54.0/24';net_ipv6='fd00:54::/64'";
+    let r = run(
+        "BondRecipe",
+        &format!("{SMOKE};{NET};bonding_mode='active-backup';miimon_value=100"),
+        Script::default()
+            .failing("host1", "AddAddress")
+            .failing("host2", "SetLink"),
+        BOND_OR_TEAM,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    let exc = r.run.exception.clone().unwrap_or_default();
+    assert!(exc.contains("host1") && !exc.contains("host2"), "{exc}");
+    // What host2 did meanwhile is recorded, and host1's bond comes down; no traffic ran.
+    let calls = device_calls(&r);
+    assert!(
+        calls.contains(&"host2.eth0.ip_add('198.18.54.2/24')".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(
+        link_ops(&r, "host1").last().map(String::as_str),
+        Some("DeleteLink(t_bond0)")
+    );
+    assert!(r.journal.jobs().is_empty());
+}

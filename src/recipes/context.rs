@@ -50,6 +50,7 @@ impl std::fmt::Display for Dev {
 }
 
 /// One connected host.
+#[derive(Clone)]
 pub struct HostHandle {
     pub id: String,
     pub client: AgentClient,
@@ -209,6 +210,60 @@ impl RunContext {
 
     pub fn add(&mut self, r: ResultEntry) {
         self.run.add(r);
+    }
+
+    /// A context for one host's share of a configuration applied concurrently with the other
+    /// hosts' (see `config::apply`): the same agents, device names and namespaces, its own
+    /// results and undo entries, taken back step by step with [`RunContext::absorb_step`].
+    pub fn lane(&self) -> RunContext {
+        RunContext {
+            hosts: self.hosts.clone(),
+            run: RecipeRun::new(&self.run.recipe, self.run.matched.clone()),
+            raw: Vec::new(),
+            progress_prefix: self.progress_prefix.clone(),
+            baseline: None,
+            tool_time_s: 0.0,
+            phases: crate::results::Phases::default(),
+            params: self.params.clone(),
+            server_settle: self.server_settle,
+            undo: Vec::new(),
+            undo_group: 0,
+            job_level: self.job_level,
+            netns: self.netns.clone(),
+            names: self.names.clone(),
+        }
+    }
+
+    /// How many results and undo entries there are (a lane's step marks).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.run.results.len(), self.undo.len())
+    }
+
+    /// Take over one step of `lane`: its results `results` and undo entries `undo` (ranges
+    /// from [`RunContext::counts`]), the entries as one new undo group of this context.
+    pub fn absorb_step(
+        &mut self,
+        lane: &RunContext,
+        results: std::ops::Range<usize>,
+        undo: std::ops::Range<usize>,
+    ) {
+        self.run
+            .results
+            .extend(lane.run.results[results].iter().cloned());
+        self.begin_undo_group();
+        let g = self.undo_group;
+        self.undo
+            .extend(lane.undo[undo].iter().map(|(_, u)| (g, u.clone())));
+    }
+
+    /// Take over the device names and namespaces `lane` added.
+    pub fn absorb_names(&mut self, lane: &RunContext) {
+        for (k, v) in &lane.names {
+            self.names.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in &lane.netns {
+            self.netns.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
 
     /// One progress line on stderr.

@@ -321,104 +321,233 @@ impl Configured {
 pub async fn apply(ctx: &mut RunContext, steps: &[Step]) -> Result<Configured, RecipeError> {
     let mut configured = Configured::default();
     // Team devices of this configuration (their ports get no IPv6, see Step::Enslave).
-    let mut teams: Vec<&Dev> = Vec::new();
-    for step in steps {
-        // Every step is its own undo group: the configuration comes down in reverse order.
+    let mut teams: Vec<Dev> = Vec::new();
+    let mut rest = steps;
+    loop {
+        // Up to the next tentative-address wait, which needs everything before it.
+        let cut = rest
+            .iter()
+            .position(|s| matches!(s, Step::WaitTentative))
+            .unwrap_or(rest.len());
+        apply_concurrently(ctx, &rest[..cut], &mut configured, &mut teams).await?;
+        if cut == rest.len() {
+            break;
+        }
         ctx.begin_undo_group();
-        match step {
-            Step::Address { dev, addr } => {
-                let cidr = addr.to_string();
-                ctx.device_call(
-                    dev,
-                    "ip_add",
-                    &[format!("'{cidr}'")],
-                    |c, ifname| async move { c.add_address(&ifname, &cidr).await },
-                )
-                .await?;
-                configured.track(dev, *addr);
-            }
-            Step::Up { dev, wait } => {
-                let method = if *wait { "up_and_wait" } else { "up" };
-                ctx.device_call(dev, method, &[], |c, ifname| async move {
-                    c.set_link(&ifname, true).await
-                })
-                .await?;
-            }
-            Step::Mtu { dev, mtu } => ctx.set_mtu(dev, *mtu, false).await?,
-            Step::Create { dev, link, master } => {
-                let (cls, shown) = link.shown();
-                let spec = match link {
-                    Link::Vlan { parent, id } => LinkSpec::Vlan {
-                        parent: ctx.ifname(parent)?,
-                        id: *id,
-                        protocol: Default::default(),
-                    },
-                    Link::Bridge => LinkSpec::Bridge(Default::default()),
-                    Link::Bond(o) => LinkSpec::Bond(Box::new(o.clone())),
-                    Link::Team(r) => LinkSpec::Team(TeamOptions::runner(*r)),
-                    Link::Veth { peer } => LinkSpec::Veth {
-                        peer: format!("t_{}", peer.id),
-                        peer_netns: None,
-                    },
-                    Link::Macvlan { parent } => LinkSpec::Macvlan {
-                        parent: ctx.ifname(parent)?,
-                        mode: Default::default(),
-                    },
-                };
-                ctx.create_link(dev, spec, master.as_ref(), cls, shown)
-                    .await?;
-                if matches!(link, Link::Team(_)) {
-                    teams.push(dev);
+        let devs: Vec<Dev> = configured.devices().cloned().collect();
+        for dev in devs {
+            ctx.wait_dad(&dev, TENTATIVE_TIMEOUT).await?;
+        }
+        rest = &rest[cut + 1..];
+    }
+    Ok(configured)
+}
+
+/// A lane step's (results, undo entries) counts before and after it.
+type Marks = ((usize, usize), (usize, usize));
+
+/// The agent a step talks to (`host2` for `host2.ns`).
+fn step_agent(step: &Step) -> Option<&str> {
+    let host = match step {
+        Step::Address { dev, .. }
+        | Step::Up { dev, .. }
+        | Step::Mtu { dev, .. }
+        | Step::Create { dev, .. }
+        | Step::Down { dev }
+        | Step::Track { dev }
+        | Step::Move { dev, .. } => &dev.host,
+        Step::Enslave { port, .. } => &port.host,
+        Step::Netns { host, .. } | Step::Route { host, .. } | Step::Sysctl { host, .. } => host,
+        Step::WaitTentative => return None,
+    };
+    host.split('.').next()
+}
+
+/// What a step adds to the configuration's record (addresses, tracked devices).
+fn track(configured: &mut Configured, step: &Step) {
+    match step {
+        Step::Address { dev, addr } => configured.track(dev, *addr),
+        Step::Track { dev } => configured.track_device(dev),
+        _ => {}
+    }
+}
+
+/// Apply `steps` (no tentative wait among them): each agent's steps in order, the agents
+/// concurrently — the steps of different agents are independent, and every agent operation
+/// is a round trip (tens of milliseconds to a VM agent), so a two-host configuration takes
+/// about half the time. The results and undo entries are then taken over in the steps'
+/// order, exactly as one after the other would have recorded them; the first failing step
+/// (in that order) is the error, and whatever any agent did is undone with the rest.
+async fn apply_concurrently(
+    ctx: &mut RunContext,
+    steps: &[Step],
+    configured: &mut Configured,
+    teams: &mut Vec<Dev>,
+) -> Result<(), RecipeError> {
+    let mut agents: Vec<&str> = Vec::new();
+    for a in steps.iter().filter_map(step_agent) {
+        if !agents.contains(&a) {
+            agents.push(a);
+        }
+    }
+    if agents.len() <= 1 {
+        for step in steps {
+            // Every step is its own undo group: the configuration comes down in reverse order.
+            ctx.begin_undo_group();
+            apply_step(ctx, step, teams).await?;
+            track(configured, step);
+        }
+        return Ok(());
+    }
+    let lanes = agents.iter().map(|agent| {
+        let mut lane = ctx.lane();
+        let mut lane_teams = teams.clone();
+        async move {
+            let mut marks = Vec::new();
+            let mut failed = None;
+            for (i, step) in steps.iter().enumerate() {
+                if step_agent(step) != Some(*agent) {
+                    continue;
                 }
-                if let Link::Veth { peer } = link {
-                    ctx.register_peer(peer, format!("t_{}", peer.id));
+                let before = lane.counts();
+                lane.begin_undo_group();
+                let r = apply_step(&mut lane, step, &mut lane_teams).await;
+                marks.push((i, (before, lane.counts())));
+                if let Err(e) = r {
+                    failed = Some((i, e));
+                    break;
                 }
             }
-            Step::Enslave { port, master } => {
-                if teams.contains(&master) {
-                    // A team port keeps its own IPv6 (the kernel drops it only for bond ports,
-                    // IFF_SLAVE): an activebackup backup port then sends DAD and router
-                    // solicitations from the team's MAC, the switch learns that MAC on the
-                    // backup port, and pings to the team are lost for seconds. The port has no
-                    // IPv6 while it is in the team; the old value comes back with the rest.
-                    let path = format!("net.ipv6.conf.{}.disable_ipv6", ctx.ifname(port)?);
-                    ctx.sysctl(&port.host, &path, "1").await?;
-                }
-                ctx.enslave(port, master).await?
+            (lane, marks, lane_teams, failed)
+        }
+    });
+    let done = futures::future::join_all(lanes).await;
+    // Each lane's steps with their (results, undo) counts before and after, in step order.
+    let mut order: Vec<(usize, usize, Marks)> = done
+        .iter()
+        .enumerate()
+        .flat_map(|(l, (_, marks, _, _))| marks.iter().map(move |(i, m)| (*i, l, *m)))
+        .collect();
+    order.sort_by_key(|(i, ..)| *i);
+    let first_failure = done
+        .iter()
+        .filter_map(|(_, _, _, failed)| failed.as_ref().map(|(i, _)| *i))
+        .min();
+    for (i, l, (before, after)) in order {
+        ctx.absorb_step(&done[l].0, before.0..after.0, before.1..after.1);
+        if first_failure.is_none_or(|f| i < f) {
+            track(configured, &steps[i]);
+        }
+    }
+    let mut error = None;
+    for (lane, _, lane_teams, failed) in done {
+        ctx.absorb_names(&lane);
+        for t in lane_teams {
+            if !teams.contains(&t) {
+                teams.push(t);
             }
-            Step::Down { dev } => {
-                ctx.device_call(dev, "down", &[], |c, ifname| async move {
-                    c.set_link(&ifname, false).await
-                })
-                .await?;
-            }
-            Step::Track { dev } => configured.track_device(dev),
-            Step::Netns { host, attr, name } => {
-                ctx.create_netns(host, attr, name).await?;
-            }
-            Step::Move { dev, to } => {
-                ctx.move_link(dev, to).await?;
-            }
-            Step::Route { host, route, dev } => {
-                ctx.add_route(host, route.clone(), dev.as_ref()).await?
-            }
-            Step::Sysctl { host, path, value } => {
-                let res = ctx.sysctl(host, path, value).await;
-                ctx.add(crate::results::ResultEntry::generic(
-                    crate::results::ResultType::from_bool(res.is_ok()),
-                    format!("{host}: sysctl {path} = {value}"),
-                ));
-                res?;
-            }
-            Step::WaitTentative => {
-                let devs: Vec<Dev> = configured.devices().cloned().collect();
-                for dev in devs {
-                    ctx.wait_dad(&dev, TENTATIVE_TIMEOUT).await?;
-                }
+        }
+        if let Some((i, e)) = failed {
+            if Some(i) == first_failure {
+                error = Some(e);
             }
         }
     }
-    Ok(configured)
+    error.map_or(Ok(()), Err)
+}
+
+/// One step on `ctx` (the whole context, or one agent's lane).
+async fn apply_step(
+    ctx: &mut RunContext,
+    step: &Step,
+    teams: &mut Vec<Dev>,
+) -> Result<(), RecipeError> {
+    match step {
+        Step::Address { dev, addr } => {
+            let cidr = addr.to_string();
+            ctx.device_call(
+                dev,
+                "ip_add",
+                &[format!("'{cidr}'")],
+                |c, ifname| async move { c.add_address(&ifname, &cidr).await },
+            )
+            .await?;
+        }
+        Step::Up { dev, wait } => {
+            let method = if *wait { "up_and_wait" } else { "up" };
+            ctx.device_call(dev, method, &[], |c, ifname| async move {
+                c.set_link(&ifname, true).await
+            })
+            .await?;
+        }
+        Step::Mtu { dev, mtu } => ctx.set_mtu(dev, *mtu, false).await?,
+        Step::Create { dev, link, master } => {
+            let (cls, shown) = link.shown();
+            let spec = match link {
+                Link::Vlan { parent, id } => LinkSpec::Vlan {
+                    parent: ctx.ifname(parent)?,
+                    id: *id,
+                    protocol: Default::default(),
+                },
+                Link::Bridge => LinkSpec::Bridge(Default::default()),
+                Link::Bond(o) => LinkSpec::Bond(Box::new(o.clone())),
+                Link::Team(r) => LinkSpec::Team(TeamOptions::runner(*r)),
+                Link::Veth { peer } => LinkSpec::Veth {
+                    peer: format!("t_{}", peer.id),
+                    peer_netns: None,
+                },
+                Link::Macvlan { parent } => LinkSpec::Macvlan {
+                    parent: ctx.ifname(parent)?,
+                    mode: Default::default(),
+                },
+            };
+            ctx.create_link(dev, spec, master.as_ref(), cls, shown)
+                .await?;
+            if matches!(link, Link::Team(_)) {
+                teams.push(dev.clone());
+            }
+            if let Link::Veth { peer } = link {
+                ctx.register_peer(peer, format!("t_{}", peer.id));
+            }
+        }
+        Step::Enslave { port, master } => {
+            if teams.contains(master) {
+                // A team port keeps its own IPv6 (the kernel drops it only for bond ports,
+                // IFF_SLAVE): an activebackup backup port then sends DAD and router
+                // solicitations from the team's MAC, the switch learns that MAC on the
+                // backup port, and pings to the team are lost for seconds. The port has no
+                // IPv6 while it is in the team; the old value comes back with the rest.
+                let path = format!("net.ipv6.conf.{}.disable_ipv6", ctx.ifname(port)?);
+                ctx.sysctl(&port.host, &path, "1").await?;
+            }
+            ctx.enslave(port, master).await?
+        }
+        Step::Down { dev } => {
+            ctx.device_call(dev, "down", &[], |c, ifname| async move {
+                c.set_link(&ifname, false).await
+            })
+            .await?;
+        }
+        Step::Netns { host, attr, name } => {
+            ctx.create_netns(host, attr, name).await?;
+        }
+        Step::Move { dev, to } => {
+            ctx.move_link(dev, to).await?;
+        }
+        Step::Route { host, route, dev } => {
+            ctx.add_route(host, route.clone(), dev.as_ref()).await?
+        }
+        Step::Sysctl { host, path, value } => {
+            let res = ctx.sysctl(host, path, value).await;
+            ctx.add(crate::results::ResultEntry::generic(
+                crate::results::ResultType::from_bool(res.is_ok()),
+                format!("{host}: sysctl {path} = {value}"),
+            ));
+            res?;
+        }
+        Step::Track { .. } | Step::WaitTentative => {}
+    }
+    Ok(())
 }
 
 /// The `n`-th host address of a network with its prefix (1 → `.1`), as upstream's
