@@ -372,6 +372,14 @@ fn agents_configured_concurrently_record_their_steps_in_the_recipes_order() {
     assert!(at("host1.bond0.ip_add('fd00:53::1/64')") < at("host2.eth0.ip_add('198.18.53.2/24')"));
     assert!(at("host2.eth0.ip_add('fd00:53::2/64')") < at("host1.eth0.up()"));
     assert!(at("host1.bond0.up()") < at("host2.eth0.up()"));
+    assert!(
+        calls.ends_with(&[
+            "host1.eth1.master_release()".to_string(),
+            "host1.eth0.master_release()".to_string(),
+            "host1.bond0.destroy()".to_string(),
+        ]),
+        "{calls:?}"
+    );
     // The configuration comes down host2 first, in exact reverse of the steps.
     assert_eq!(
         link_ops(&r, "host1"),
@@ -414,4 +422,44 @@ fn when_two_agents_fail_the_error_is_the_earlier_step_and_both_come_down() {
         Some("DeleteLink(t_bond0)")
     );
     assert!(r.journal.jobs().is_empty());
+}
+
+#[test]
+fn both_agents_take_their_configuration_back_concurrently_recorded_in_reverse_step_order() {
+    const BOTH_BONDED: Devices = &[
+        ("host1", &[("eth0", "veth-a"), ("eth1", "veth-c")]),
+        ("host2", &[("eth0", "veth-b"), ("eth1", "veth-d")]),
+    ];
+    const NET: &str = "net_ipv4='198.18.55.0/24';net_ipv6='fd00:55::/64'";
+    let r = run(
+        "DoubleBondRecipe",
+        &format!("{SMOKE};{NET};bonding_mode='active-backup';miimon_value=100"),
+        Script::default(),
+        BOTH_BONDED,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Pass);
+    let calls = device_calls(&r);
+    let tail: Vec<&str> = calls[calls.len() - 6..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    // host2's bond was made after host1's: it comes down first in the results.
+    assert_eq!(
+        tail,
+        [
+            "host2.eth1.master_release()",
+            "host2.eth0.master_release()",
+            "host2.bond0.destroy()",
+            "host1.eth1.master_release()",
+            "host1.eth0.master_release()",
+            "host1.bond0.destroy()",
+        ]
+    );
+    for host in ["host1", "host2"] {
+        assert_eq!(
+            link_ops(&r, host).last().map(String::as_str),
+            Some("DeleteLink(t_bond0)"),
+            "{host}"
+        );
+    }
 }

@@ -130,6 +130,31 @@ pub enum Undo {
     },
 }
 
+impl Undo {
+    /// The agent that takes this change back (`host2` also for `host2.ns`).
+    pub fn agent(&self) -> &str {
+        let host = match self {
+            Undo::Offloads { dev, .. }
+            | Undo::Mtu { dev, .. }
+            | Undo::DeleteLink { dev }
+            | Undo::Release { dev }
+            | Undo::Channels { dev, .. }
+            | Undo::RssHfunc { dev, .. }
+            | Undo::RssXfrm { dev, .. }
+            | Undo::FlowHash { dev, .. }
+            | Undo::Pause { dev, .. }
+            | Undo::Coalesce { dev, .. }
+            | Undo::Irqs { dev, .. } => &dev.host,
+            Undo::Sysctl { host, .. }
+            | Undo::DeleteNetns { host }
+            | Undo::DelRoute { host, .. }
+            | Undo::TurboBoost { host }
+            | Undo::IdleStates { host, .. } => host,
+        };
+        host.split('.').next().unwrap_or(host)
+    }
+}
+
 /// What a device or host setting did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tuned<T> {
@@ -491,9 +516,11 @@ impl RunContext {
     }
 
     /// Take back the changes made since `mark`: the newest group first, each group in order.
-    /// Every change is attempted; the first error is returned.
+    /// Every change is attempted; the first error is returned. Each agent's changes are taken
+    /// back in that order, the agents concurrently (as `config::apply` makes them); the
+    /// results are recorded in that order all the same.
     pub async fn unwind(&mut self, mark: usize) -> Result<(), RecipeError> {
-        let mut first_err = None;
+        let mut seq: Vec<Undo> = Vec::new();
         while self.undo.len() > mark {
             let Some(&(group, _)) = self.undo.last() else {
                 break;
@@ -502,14 +529,74 @@ impl RunContext {
             while start > mark && self.undo.get(start - 1).is_some_and(|(g, _)| *g == group) {
                 start -= 1;
             }
-            let run: Vec<Undo> = self.undo.drain(start..).map(|(_, u)| u).collect();
-            for u in run {
+            seq.extend(self.undo.drain(start..).map(|(_, u)| u));
+        }
+        let mut agents: Vec<String> = Vec::new();
+        for u in &seq {
+            let a = u.agent().to_string();
+            if !agents.contains(&a) {
+                agents.push(a);
+            }
+        }
+        if agents.len() <= 1 {
+            let mut first_err = None;
+            for u in seq {
                 if let Err(e) = self.undo_one(u).await {
                     first_err.get_or_insert(e);
                 }
             }
+            return first_err.map_or(Ok(()), Err);
         }
-        first_err.map_or(Ok(()), Err)
+        let seq = &seq;
+        let lanes = agents.iter().map(|agent| {
+            let mut lane = self.lane();
+            async move {
+                let mut marks = Vec::new();
+                for (i, u) in seq.iter().enumerate().filter(|(_, u)| u.agent() == agent) {
+                    let before = lane.run.results.len();
+                    let r = lane.undo_one(u.clone()).await;
+                    marks.push((i, before..lane.run.results.len(), r.err()));
+                }
+                (agent, lane, marks)
+            }
+        });
+        let mut done = futures::future::join_all(lanes).await;
+        let mut order: Vec<(usize, usize, std::ops::Range<usize>)> = Vec::new();
+        let mut errs: Vec<(usize, RecipeError)> = Vec::new();
+        for (l, (_, _, marks)) in done.iter_mut().enumerate() {
+            for (i, range, err) in marks.drain(..) {
+                order.push((i, l, range));
+                if let Some(e) = err {
+                    errs.push((i, e));
+                }
+            }
+        }
+        order.sort_by_key(|(i, ..)| *i);
+        for (_, l, range) in order {
+            self.run
+                .results
+                .extend(done[l].1.run.results[range].iter().cloned());
+        }
+        // Each lane removed the names and namespaces of its own agent.
+        for (agent, lane, _) in &done {
+            let mine = |h: &str| h.split('.').next() == Some(agent.as_str());
+            self.names.retain(|d, _| !mine(&d.host));
+            self.names.extend(
+                lane.names
+                    .iter()
+                    .filter(|(d, _)| mine(&d.host))
+                    .map(|(d, n)| (d.clone(), n.clone())),
+            );
+            self.netns.retain(|h, _| !mine(h));
+            self.netns.extend(
+                lane.netns
+                    .iter()
+                    .filter(|(h, _)| mine(h))
+                    .map(|(h, v)| (h.clone(), v.clone())),
+            );
+        }
+        errs.sort_by_key(|(i, _)| *i);
+        errs.into_iter().next().map_or(Ok(()), |(_, e)| Err(e))
     }
 
     async fn undo_one(&mut self, u: Undo) -> Result<(), RecipeError> {
