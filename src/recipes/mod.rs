@@ -14,6 +14,7 @@ pub mod double_team;
 pub mod enrt;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
+pub mod gre_tunnel;
 pub mod ping_flood;
 pub mod reqs;
 pub mod short_lived_connections;
@@ -22,6 +23,7 @@ pub mod simple_network;
 pub mod simple_network_tunable;
 pub mod team;
 pub mod team_vs_bond;
+pub mod tunnel;
 pub mod typed;
 pub mod virtual_bridge_vlan_in_guest;
 pub mod virtual_bridge_vlan_in_guest_mirrored;
@@ -42,6 +44,8 @@ mod rr_tunable_tests;
 mod scripted_tests;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tunnel_tests;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
@@ -168,6 +172,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<team_vs_bond::TeamVsBondRecipe>(),
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
+    RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

@@ -1,0 +1,125 @@
+//! The tunnel base (upstream `ENRT/BaseTunnelRecipe.py`): a recipe configures an underlay
+//! network (`configure_underlying_network`), creates one tunnel device per host between the
+//! two underlay endpoints (`create_tunnel`) and waits for tentative addresses; ping and perf
+//! run between the tunnel devices, and every ping is watched by a packet assert on the
+//! destination's underlay device ([`TunnelRecipe::encap`]): the echo requests must really
+//! cross the underlay encapsulated, at least once per ping sent.
+//!
+//! Every address a tunnel recipe configures is a parameter (upstream hard-codes the inner
+//! ones; its defaults are ours).
+
+use super::common::config::{nth_address, Configured, Link, TestWide};
+use super::common::packet_assert::PacketAssertConf;
+use super::common::ping::PingConf;
+use super::context::{Dev, RecipeError};
+use super::typed::{IfAddr, IpVersion};
+use crate::protocol::CaptureFilter;
+use std::net::IpAddr;
+
+/// How a recipe's encapsulation looks on the underlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encap {
+    /// The outer IP protocol (47 GRE, 4 IPIP, 41 IPv6, 17 UDP).
+    pub proto: u8,
+    /// UDP destination port of a UDP encapsulation.
+    pub udp_dport: Option<u16>,
+    /// tcpdump's text right after `OUTER_SRC > OUTER_DST: ` (`GREv0`; empty: anything).
+    pub outer: &'static str,
+}
+
+/// The two hosts' underlay devices and tunnels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelPair {
+    /// `tunnel_endpoints`: the underlay devices (host1's, host2's).
+    pub underlay: [Dev; 2],
+    /// `tunnel_devices`.
+    pub tunnels: [Dev; 2],
+}
+
+/// The shared steps and evaluations of a tunnel recipe.
+pub trait TunnelRecipe {
+    fn pair(&self) -> TunnelPair;
+    fn encap(&self) -> Encap;
+}
+
+/// Address the underlay devices: host1 gets `.1`, host2 `.2` of each network, then up
+/// (`up_and_wait` or plain `up`, as the recipe does upstream).
+pub fn configure_underlay(
+    tw: &mut TestWide,
+    devs: &[Dev; 2],
+    nets: &[ipnet::IpNet],
+    wait: bool,
+) -> Result<(), RecipeError> {
+    for (n, dev) in (1..).zip(devs) {
+        for net in nets {
+            tw.address(dev, nth_address(*net, n)?);
+        }
+        if wait {
+            tw.up_and_wait(dev);
+        } else {
+            tw.up(dev);
+        }
+    }
+    Ok(())
+}
+
+/// Create a tunnel device, bring it up and give it its addresses (upstream: create, up, then
+/// `configure_and_track_ip`).
+pub fn create_tunnel(tw: &mut TestWide, dev: &Dev, link: Link, addrs: &[IfAddr], wait: bool) {
+    tw.create(dev, link);
+    if wait {
+        tw.up_and_wait(dev);
+    } else {
+        tw.up(dev);
+    }
+    tw.addresses(dev, addrs);
+}
+
+/// The first address of `dev` of the family of `v6`.
+fn first_ip(config: &Configured, dev: &Dev, v6: bool) -> Option<IpAddr> {
+    let v = if v6 { IpVersion::Ipv6 } else { IpVersion::Ipv4 };
+    config.ips(dev, Some(v)).first().map(|a| a.addr)
+}
+
+/// The packet assert of one ping through the tunnel (upstream `get_packet_assert_config`):
+/// on the destination's underlay device, packets of the encapsulation from the client's
+/// underlay address to the destination's, whose inner packet is the ping's echo request
+/// (`SRC > DST: ICMP echo request`, `ICMP6, echo request`), at least `count` of them.
+pub fn encap_assert<R: TunnelRecipe + ?Sized>(
+    r: &R,
+    config: &Configured,
+    ping: &PingConf,
+    underlay_v6: bool,
+) -> Option<PacketAssertConf> {
+    let TunnelPair { underlay, .. } = r.pair();
+    let (from, to) = if ping.client == underlay[1].host {
+        (&underlay[1], &underlay[0])
+    } else {
+        (&underlay[0], &underlay[1])
+    };
+    let outer_src = first_ip(config, from, underlay_v6)?;
+    let outer_dst = first_ip(config, to, underlay_v6)?;
+    let e = r.encap();
+    let inner = if ping.dst.addr.is_ipv6() {
+        format!("{} > {}: ICMP6, echo request", ping.src.addr, ping.dst.addr)
+    } else {
+        format!("{} > {}: ICMP echo request", ping.src.addr, ping.dst.addr)
+    };
+    Some(PacketAssertConf {
+        dev: to.clone(),
+        filter: CaptureFilter {
+            proto: Some(e.proto),
+            src: Some(outer_src),
+            dst: Some(outer_dst),
+            udp_dport: e.udp_dport,
+        },
+        grep_for: vec![format!("{outer_src} > {outer_dst}: {}", e.outer), inner],
+        p_min: u64::from(ping.count),
+        p_max: None,
+    })
+}
+
+/// The route to the peer's tunnel network through the tunnel (`ip route add NET dev TUN`).
+pub fn route_through(tw: &mut TestWide, host: &str, net: ipnet::IpNet, tunnel: &Dev) {
+    tw.route_dev(host, net.trunc().to_string(), tunnel);
+}

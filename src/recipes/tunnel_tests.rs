@@ -1,0 +1,194 @@
+//! Tunnel recipes' logic against scripted in-memory agents: the tunnels each creates (kind,
+//! endpoints, options), the routes, where the packet asserts capture and with which filter,
+//! and packet asserts that FAIL when the underlay does not show the encapsulation. The
+//! kernel's part is tested on real agents (tests/e2e_tunnels.rs).
+
+use super::test_support::*;
+use crate::protocol::{CaptureFilter, GreOptions, JobSpec, LinkSpec, Op};
+use crate::results::{ResultKind, ResultType};
+use crate::scripted::{Script, ScriptedRun};
+
+const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
+
+const GRE: &str = "net_ipv4='198.18.128.0/24';tunnel1_ipv4='198.18.129.0/24';tunnel2_ipv4='198.18.130.0/24';tunnel1_ipv6='fd00:129::/64';tunnel2_ipv6='fd00:130::/64'";
+
+fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
+    r.run
+        .results
+        .iter()
+        .filter(|e| matches!(e.kind, ResultKind::Generic))
+        .map(|e| (e.result, e.description.clone()))
+        .collect()
+}
+
+/// The links created on `host`, by name.
+fn created(r: &ScriptedRun, host: &str) -> Vec<(String, LinkSpec)> {
+    r.journal
+        .entries()
+        .into_iter()
+        .filter(|e| e.host == host)
+        .filter_map(|e| match e.op {
+            Op::CreateLink { ifname, link, .. } => Some((ifname, link)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn routes(r: &ScriptedRun, host: &str) -> Vec<String> {
+    r.journal
+        .entries()
+        .into_iter()
+        .filter(|e| e.host == host)
+        .filter_map(|e| match e.op {
+            Op::AddRoute { route } => Some(format!(
+                "{} dev {}",
+                route.dst,
+                route.dev.unwrap_or_default()
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// tcpdump's lines for `n` encapsulated echo requests of each inner pair.
+fn tcpdump_lines(outer: (&str, &str), encap: &str, inner: &[(&str, &str, bool)], n: u32) -> String {
+    let mut out = String::new();
+    for (src, dst, v6) in inner {
+        for seq in 1..=n {
+            let icmp = if *v6 {
+                "ICMP6, echo request"
+            } else {
+                "ICMP echo request"
+            };
+            out.push_str(&format!(
+                "12:00:00.{seq:06} IP {} > {}: {encap}, length 88: IP {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n",
+                outer.0, outer.1
+            ));
+        }
+    }
+    out
+}
+
+fn gre_capture(n: u32) -> Script {
+    Script::default().capture(move |dev| {
+        assert_eq!(dev, "veth-b", "captures run on host2's underlay device");
+        tcpdump_lines(
+            ("198.18.128.1", "198.18.128.2"),
+            "GREv0",
+            &[
+                ("198.18.129.2", "198.18.130.2", false),
+                ("fd00:129::2", "fd00:130::2", true),
+            ],
+            n,
+        )
+    })
+}
+
+#[test]
+fn gre_tunnel_is_created_routed_and_its_pings_seen_as_gre() {
+    let r = run_on("GreTunnelRecipe", &format!("{SMOKE};{GRE}"), gre_capture(4), TWO);
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    let gre = |l: &str, rm: &str| {
+        LinkSpec::Gre(GreOptions {
+            local: Some(l.parse().unwrap()),
+            remote: Some(rm.parse().unwrap()),
+            ..GreOptions::default()
+        })
+    };
+    assert_eq!(
+        created(&r, "host1"),
+        [("t_gre_tunnel".to_string(), gre("198.18.128.1", "198.18.128.2"))]
+    );
+    assert_eq!(
+        created(&r, "host2"),
+        [("t_gre_tunnel".to_string(), gre("198.18.128.2", "198.18.128.1"))]
+    );
+    assert_eq!(
+        routes(&r, "host1"),
+        ["198.18.130.0/24 dev t_gre_tunnel", "fd00:130::/64 dev t_gre_tunnel"]
+    );
+    assert_eq!(
+        routes(&r, "host2"),
+        ["198.18.129.0/24 dev t_gre_tunnel", "fd00:129::/64 dev t_gre_tunnel"]
+    );
+    // One capture per ping, on host2's underlay, for GRE from host1's underlay address.
+    let captures: Vec<(String, JobSpec)> = r
+        .journal
+        .jobs()
+        .into_iter()
+        .filter(|(_, j)| matches!(j, JobSpec::Capture { .. }))
+        .collect();
+    let want = JobSpec::Capture {
+        device: "veth-b".into(),
+        filter: CaptureFilter {
+            proto: Some(47),
+            src: Some("198.18.128.1".parse().unwrap()),
+            dst: Some("198.18.128.2".parse().unwrap()),
+            udp_dport: None,
+        },
+    };
+    assert_eq!(
+        captures,
+        [("host2".to_string(), want.clone()), ("host2".to_string(), want)]
+    );
+    let asserts: Vec<_> = generic(&r)
+        .into_iter()
+        .filter(|(_, t)| t.starts_with("PacketAssert"))
+        .collect();
+    assert_eq!(asserts.len(), 2, "{asserts:?}");
+    assert!(asserts.iter().all(|(ok, t)| *ok == ResultType::Pass
+        && t.contains(": 4 packets matched")
+        && t.contains("expected at least 4")));
+    // Pings and flows between the tunnel addresses.
+    let pings: Vec<String> = r
+        .journal
+        .jobs()
+        .into_iter()
+        .filter_map(|(h, j)| match j {
+            JobSpec::Ping { dst, src, .. } => Some(format!("{h}: {} -> {dst}", src.unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pings,
+        [
+            "host1: 198.18.129.2 -> 198.18.130.2",
+            "host1: fd00:129::2 -> fd00:130::2"
+        ]
+    );
+}
+
+#[test]
+fn gre_packet_assert_fails_when_the_underlay_shows_no_gre() {
+    // Nothing captured (as with a tunnel that does not encapsulate): FAIL, though every
+    // ping was answered.
+    let r = run_on(
+        "GreTunnelRecipe",
+        &format!("{SMOKE};{GRE}"),
+        Script::default(),
+        TWO,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    let t = generic(&r);
+    assert!(
+        t.iter().any(|(ok, s)| *ok == ResultType::Fail
+            && s.starts_with("PacketAssert on host2.eth0: 0 packets matched")),
+        "{t:?}"
+    );
+    // Fewer than the pings sent also fails.
+    let r = run_on("GreTunnelRecipe", &format!("{SMOKE};{GRE}"), gre_capture(3), TWO);
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    // Everything came down.
+    let deleted = r
+        .journal
+        .entries()
+        .into_iter()
+        .filter(|e| matches!(&e.op, Op::DeleteLink { .. }))
+        .count();
+    assert_eq!(deleted, 2);
+}
