@@ -22,11 +22,28 @@ pub struct PacketAssertConf {
     pub p_max: Option<u64>,
 }
 
-/// How many lines of `out` contain every text of `grep_for`, in order.
+/// tcpdump's packets: a line starting with the timestamp begins one, a line without (the
+/// inner packet of VXLAN or Geneve) continues it, joined with ` | `.
+fn packets(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for line in out.lines() {
+        match v.last_mut() {
+            Some(p) if !line.starts_with(|c: char| c.is_ascii_digit()) => {
+                p.push_str(" | ");
+                p.push_str(line.trim());
+            }
+            _ => v.push(line.to_string()),
+        }
+    }
+    v
+}
+
+/// How many packets of `out` contain every text of `grep_for`, in order.
 pub fn count_matches(out: &str, grep_for: &[String]) -> u64 {
-    out.lines()
+    packets(out)
+        .iter()
         .filter(|line| {
-            let mut rest = *line;
+            let mut rest = line.as_str();
             grep_for.iter().all(|g| match rest.find(g.as_str()) {
                 Some(i) => {
                     rest = &rest[i + g.len()..];
@@ -138,6 +155,13 @@ mod tests {
         assert_eq!(count_matches(GRE, &rev), 0);
         assert_eq!(count_matches("", &req), 0);
         assert_eq!(count_matches(GRE, &[]), 3);
+        // An inner packet on its own line belongs to the packet above.
+        let vxlan = "12:00:00.1 IP 198.18.128.1.1 > 198.18.128.2.4789: VXLAN, flags [I] (0x08), vni 1\nIP 198.18.140.1 > 198.18.140.2: ICMP echo request, id 1\n12:00:00.2 IP 198.18.128.1.1 > 198.18.128.2.4789: VXLAN, flags [I] (0x08), vni 1\nARP, Request who-has 198.18.140.2\n";
+        let g = g(&[
+            "198.18.128.2.4789: VXLAN",
+            "198.18.140.1 > 198.18.140.2: ICMP echo request",
+        ]);
+        assert_eq!(count_matches(vxlan, &g), 1);
     }
 
     #[test]
