@@ -89,10 +89,13 @@ fn shown(spec: &ParamSpec, row: &Row) -> Option<String> {
 }
 
 /// Parameters we add on purpose: addresses upstream hard-codes (docs/UPSTREAM-DIFFERENCES.md).
-const ADDED: &[(&str, &[&str])] = &[(
-    "GreTunnelRecipe",
-    &["tunnel1_ipv4", "tunnel2_ipv4", "tunnel1_ipv6", "tunnel2_ipv6"],
-)];
+const ADDED: &[(&str, &[&str])] = &[
+    (
+        "GreTunnelRecipe",
+        &["tunnel1_ipv4", "tunnel2_ipv4", "tunnel1_ipv6", "tunnel2_ipv6"],
+    ),
+    ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
+];
 
 fn added(recipe: &str, name: &str) -> bool {
     ADDED
@@ -188,6 +191,7 @@ tables! {
     short_lived_connections => "ShortLivedConnectionsRecipe",
     simple_network_tunable => "SimpleNetworkTunableRecipe",
     gre_tunnel => "GreTunnelRecipe",
+    vxlan_remote => "VxlanRemoteRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -33,6 +33,7 @@ pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
+pub mod vxlan_remote;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -173,6 +174,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
+    RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

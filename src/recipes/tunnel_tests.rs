@@ -4,7 +4,7 @@
 //! kernel's part is tested on real agents (tests/e2e_tunnels.rs).
 
 use super::test_support::*;
-use crate::protocol::{CaptureFilter, GreOptions, JobSpec, LinkSpec, Op};
+use crate::protocol::{CaptureFilter, GreOptions, JobSpec, LinkSpec, Op, VxlanOptions};
 use crate::results::{ResultKind, ResultType};
 use crate::scripted::{Script, ScriptedRun};
 
@@ -191,4 +191,68 @@ fn gre_packet_assert_fails_when_the_underlay_shows_no_gre() {
         .filter(|e| matches!(&e.op, Op::DeleteLink { .. }))
         .count();
     assert_eq!(deleted, 2);
+}
+
+const VXLAN: &str = "net_ipv4='198.18.133.0/24';vxlan_ipv4='198.18.134.0/24';vxlan_ipv6='fd00:134::/64'";
+
+#[test]
+fn vxlan_remote_points_each_host_at_the_other_over_eth0() {
+    let r = run_on(
+        "VxlanRemoteRecipe",
+        &format!("{SMOKE};{VXLAN}"),
+        Script::default(),
+        TWO,
+    );
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    let vx = |remote: &str, parent: &str| {
+        LinkSpec::Vxlan(VxlanOptions {
+            id: 1,
+            remote: Some(remote.parse().unwrap()),
+            parent: Some(parent.into()),
+            ..VxlanOptions::default()
+        })
+    };
+    assert_eq!(
+        created(&r, "host1"),
+        [("t_vxlan0".to_string(), vx("198.18.133.2", "veth-a"))]
+    );
+    assert_eq!(
+        created(&r, "host2"),
+        [("t_vxlan0".to_string(), vx("198.18.133.1", "veth-b"))]
+    );
+    let pings: Vec<String> = r
+        .journal
+        .jobs()
+        .into_iter()
+        .filter_map(|(h, j)| match j {
+            JobSpec::Ping { dst, src, .. } => Some(format!("{h}: {} -> {dst}", src.unwrap())),
+            JobSpec::Capture { .. } => panic!("VxlanRemoteRecipe has no packet assert"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pings,
+        [
+            "host1: 198.18.134.1 -> 198.18.134.2",
+            "host1: fd00:134::1 -> fd00:134::2"
+        ]
+    );
+    // The description names VNI, remote and underlay as upstream's does.
+    let desc: Vec<&str> = r
+        .run
+        .results
+        .iter()
+        .map(|e| e.description.as_str())
+        .filter(|d| d.contains("vxlan0.remote"))
+        .collect();
+    assert!(
+        desc.iter()
+            .any(|d| d.contains("Configured host1.vxlan0.remote = 198.18.133.2")),
+        "{desc:?}"
+    );
 }
