@@ -94,6 +94,7 @@ const ADDED: &[(&str, &[&str])] = &[
         "GreTunnelRecipe",
         &["tunnel1_ipv4", "tunnel2_ipv4", "tunnel1_ipv6", "tunnel2_ipv6"],
     ),
+    ("IpIpTunnelRecipe", &["tunnel_ipv4"]),
     ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
 ];
 
@@ -191,6 +192,7 @@ tables! {
     short_lived_connections => "ShortLivedConnectionsRecipe",
     simple_network_tunable => "SimpleNetworkTunableRecipe",
     gre_tunnel => "GreTunnelRecipe",
+    ipip_tunnel => "IpIpTunnelRecipe",
     vxlan_remote => "VxlanRemoteRecipe",
 }
 

@@ -15,6 +15,7 @@ pub mod enrt;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod gre_tunnel;
+pub mod ipip_tunnel;
 pub mod ping_flood;
 pub mod reqs;
 pub mod short_lived_connections;
@@ -174,6 +175,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
+    RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
 ];
 

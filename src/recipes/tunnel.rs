@@ -12,7 +12,9 @@ use super::common::config::{nth_address, Configured, Link, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
 use super::context::{Dev, RecipeError};
-use super::typed::{IfAddr, IpVersion};
+use super::enrt::params::CommonHwParams;
+use super::enrt::HwConfig;
+use super::typed::{IfAddr, IpVersion, ParamSet};
 use crate::protocol::CaptureFilter;
 use std::net::IpAddr;
 
@@ -113,7 +115,12 @@ pub fn encap_assert<R: TunnelRecipe + ?Sized>(
             dst: Some(outer_dst),
             udp_dport: e.udp_dport,
         },
-        grep_for: vec![format!("{outer_src} > {outer_dst}: {}", e.outer), inner],
+        grep_for: vec![
+            format!("{outer_src} > {outer_dst}: {}", e.outer)
+                .trim_end()
+                .to_string(),
+            inner,
+        ],
         p_min: u64::from(ping.count),
         p_max: None,
     })
@@ -122,4 +129,81 @@ pub fn encap_assert<R: TunnelRecipe + ?Sized>(
 /// The route to the peer's tunnel network through the tunnel (`ip route add NET dev TUN`).
 pub fn route_through(tw: &mut TestWide, host: &str, net: ipnet::IpNet, tunnel: &Dev) {
     tw.route_dev(host, net.trunc().to_string(), tunnel);
+}
+
+/// MTUHWConfigMixin + PauseFramesHWConfigMixin without the rest of CommonHWSubConfigMixin
+/// (IpIp, Sit, Ip6Tnl and Ip6Gre tunnel recipes): CommonHwParams' `mtu`, `rx_pause_frames`
+/// and `tx_pause_frames` only; no IRQ pinning, no coalescing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MtuPauseParams(pub CommonHwParams);
+
+/// The parameters of CommonHwParams these mixins have.
+const MTU_PAUSE: [&str; 3] = ["mtu", "rx_pause_frames", "tx_pause_frames"];
+
+impl ParamSet for MtuPauseParams {
+    fn specs() -> Vec<crate::schema::ParamSpec> {
+        CommonHwParams::specs()
+            .into_iter()
+            .filter(|s| MTU_PAUSE.contains(&s.name))
+            .map(|mut s| {
+                if s.name == "mtu" {
+                    s.doc = "MTU set on the tunnel devices";
+                }
+                s
+            })
+            .collect()
+    }
+    fn from_resolved(
+        p: &crate::schema::ResolvedParams,
+    ) -> Result<Self, crate::schema::SchemaError> {
+        use super::typed::FromParam;
+        let get = |name: &str| p.get(name);
+        fn ty(name: &'static str) -> impl Fn(String) -> crate::schema::SchemaError {
+            move |message| crate::schema::SchemaError::Type {
+                name: name.to_string(),
+                message,
+            }
+        }
+        Ok(MtuPauseParams(CommonHwParams {
+            mtu: FromParam::from_param(get("mtu")).map_err(ty("mtu"))?,
+            rx_pause_frames: FromParam::from_param(get("rx_pause_frames"))
+                .map_err(ty("rx_pause_frames"))?,
+            tx_pause_frames: FromParam::from_param(get("tx_pause_frames"))
+                .map_err(ty("tx_pause_frames"))?,
+            dev_intr_cpu: None,
+            coalescing_settings: Default::default(),
+        }))
+    }
+}
+
+impl MtuPauseParams {
+    /// The hardware sub-configuration of these two mixins: MTU on `mtu_devs`, pause frames
+    /// on `pause_devs`, nothing else.
+    pub fn hw_config(&self, mtu_devs: &[Dev], pause_devs: &[Dev]) -> HwConfig<'_> {
+        HwConfig {
+            params: &self.0,
+            mtu_devs: mtu_devs.to_vec(),
+            pause_frames_devs: pause_devs.to_vec(),
+            dev_interrupt_devs: Vec::new(),
+            parallel_stream_qdisc_devs: Vec::new(),
+        }
+    }
+}
+
+/// Upstream's `interface_addresses(net, default_start)`: the `n`-th host address counted
+/// from `default_start` when the network contains it, from the network's first host when not.
+pub fn nth_from(
+    net: ipnet::IpNet,
+    default_start: IpAddr,
+    n: u128,
+) -> Result<IfAddr, RecipeError> {
+    if !net.contains(&default_start) {
+        return nth_address(net, n);
+    }
+    let offset = match (net, default_start) {
+        (ipnet::IpNet::V4(v), IpAddr::V4(s)) => u128::from(u32::from(s) - u32::from(v.network())),
+        (ipnet::IpNet::V6(v), IpAddr::V6(s)) => u128::from(s) - u128::from(v.network()),
+        _ => 1,
+    };
+    nth_address(net, offset + n - 1)
 }

@@ -8,6 +8,9 @@ use crate::protocol::{CaptureFilter, GreOptions, JobSpec, LinkSpec, Op, VxlanOpt
 use crate::results::{ResultKind, ResultType};
 use crate::scripted::{Script, ScriptedRun};
 
+/// Smoke parameters of the recipes without OffloadSubConfigMixin.
+const SMOKE_NO_OFFLOADS: &str =
+    "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ping_count=4;ping_interval=0.2";
 const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
 
 const GRE: &str = "net_ipv4='198.18.128.0/24';tunnel1_ipv4='198.18.129.0/24';tunnel2_ipv4='198.18.130.0/24';tunnel1_ipv6='fd00:129::/64';tunnel2_ipv6='fd00:130::/64'";
@@ -255,4 +258,72 @@ fn vxlan_remote_points_each_host_at_the_other_over_eth0() {
             .any(|d| d.contains("Configured host1.vxlan0.remote = 198.18.133.2")),
         "{desc:?}"
     );
+}
+
+const IPIP: &str = "tunnel_mode='ipip';net_ipv4='198.18.135.0/24';tunnel_ipv4='198.18.136.0/24'";
+
+#[test]
+fn ipip_tunnel_has_mode_ttl_and_ipv4_only_and_asserts_ipip() {
+    let script = Script::default().capture(|_| {
+        tcpdump_lines(
+            ("198.18.135.1", "198.18.135.2"),
+            "",
+            &[("198.18.136.1", "198.18.136.2", false)],
+            4,
+        )
+    });
+    let r = run_on("IpIpTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};{IPIP}"), script, TWO);
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    let ipip = |l: &str, rm: &str| {
+        LinkSpec::Ipip(crate::protocol::IpTunOptions {
+            local: Some(l.parse().unwrap()),
+            remote: Some(rm.parse().unwrap()),
+            ttl: Some(64),
+            tos: None,
+            mode: Some(crate::protocol::IpTunMode::Ipip),
+        })
+    };
+    assert_eq!(
+        created(&r, "host1"),
+        [("t_ipip_tunnel".to_string(), ipip("198.18.135.1", "198.18.135.2"))]
+    );
+    assert_eq!(
+        created(&r, "host2"),
+        [("t_ipip_tunnel".to_string(), ipip("198.18.135.2", "198.18.135.1"))]
+    );
+    assert!(routes(&r, "host1").is_empty());
+    let jobs = r.journal.jobs();
+    let pings: Vec<_> = jobs
+        .iter()
+        .filter(|(_, j)| matches!(j, JobSpec::Ping { .. }))
+        .collect();
+    assert_eq!(pings.len(), 1, "IPv4 only: {pings:?}");
+    assert!(jobs.iter().any(|(h, j)| h == "host2"
+        && matches!(j, JobSpec::Capture { filter, .. } if filter.proto == Some(4))));
+    // Without IPIP on the underlay the packet assert fails.
+    let r = run_on(
+        "IpIpTunnelRecipe",
+        &format!("{SMOKE_NO_OFFLOADS};{IPIP}"),
+        Script::default(),
+        TWO,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    // tunnel_mode is mandatory and checked.
+    assert!(plan("IpIpTunnelRecipe", SMOKE_NO_OFFLOADS).is_err());
+    assert!(plan("IpIpTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};tunnel_mode='gre'")).is_err());
+}
+
+#[test]
+fn ipip_underlay_starts_at_upstreams_default_start() {
+    use super::tunnel::nth_from;
+    let start: std::net::IpAddr = "172.16.200.1".parse().unwrap();
+    let a = |net: &str, n| nth_from(net.parse().unwrap(), start, n).unwrap().to_string();
+    assert_eq!(a("172.16.0.0/16", 1), "172.16.200.1/16");
+    assert_eq!(a("172.16.0.0/16", 2), "172.16.200.2/16");
+    assert_eq!(a("198.18.135.0/24", 2), "198.18.135.2/24");
 }
