@@ -96,6 +96,7 @@ const ADDED: &[(&str, &[&str])] = &[
     ),
     ("IpIpTunnelRecipe", &["tunnel_ipv4"]),
     ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
+    ("GeneveTunnelRecipe", &["tunnel_ipv4", "tunnel_ipv6"]),
 ];
 
 fn added(recipe: &str, name: &str) -> bool {
@@ -194,6 +195,7 @@ tables! {
     gre_tunnel => "GreTunnelRecipe",
     ipip_tunnel => "IpIpTunnelRecipe",
     vxlan_remote => "VxlanRemoteRecipe",
+    geneve_tunnel => "GeneveTunnelRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

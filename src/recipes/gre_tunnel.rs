@@ -100,6 +100,7 @@ impl TunnelRecipe for GreTunnelRecipe {
         Encap {
             proto: 47,
             udp_dport: None,
+            then: None,
             outer: "GREv0",
         }
     }

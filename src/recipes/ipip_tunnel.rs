@@ -88,6 +88,7 @@ impl TunnelRecipe for IpIpTunnelRecipe {
         Encap {
             proto: 4,
             udp_dport: None,
+            then: None,
             outer: "",
         }
     }

@@ -14,6 +14,7 @@ pub mod double_team;
 pub mod enrt;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
+pub mod geneve_tunnel;
 pub mod gre_tunnel;
 pub mod ipip_tunnel;
 pub mod ping_flood;
@@ -177,6 +178,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
     RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
+    RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

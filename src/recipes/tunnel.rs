@@ -25,8 +25,11 @@ pub struct Encap {
     pub proto: u8,
     /// UDP destination port of a UDP encapsulation.
     pub udp_dport: Option<u16>,
-    /// tcpdump's text right after `OUTER_SRC > OUTER_DST: ` (`GREv0`; empty: anything).
+    /// tcpdump's text right after `OUTER_SRC > OUTER_DST: ` (`GREv0`; empty: anything); for
+    /// a UDP encapsulation, after `OUTER_SRC.PORT > OUTER_DST.DPORT: ` (`Geneve`).
     pub outer: &'static str,
+    /// Text between the outer header and the inner packet (`vni 0x4d2`).
+    pub then: Option<String>,
 }
 
 /// The two hosts' underlay devices and tunnels.
@@ -115,12 +118,20 @@ pub fn encap_assert<R: TunnelRecipe + ?Sized>(
             dst: Some(outer_dst),
             udp_dport: e.udp_dport,
         },
-        grep_for: vec![
-            format!("{outer_src} > {outer_dst}: {}", e.outer)
-                .trim_end()
-                .to_string(),
-            inner,
-        ],
+        grep_for: {
+            let mut g = match e.udp_dport {
+                Some(port) => vec![
+                    format!("{outer_src}."),
+                    format!(" > {outer_dst}.{port}: {}", e.outer),
+                ],
+                None => vec![format!("{outer_src} > {outer_dst}: {}", e.outer)
+                    .trim_end()
+                    .to_string()],
+            };
+            g.extend(e.then);
+            g.push(inner);
+            g
+        },
         p_min: u64::from(ping.count),
         p_max: None,
     })

@@ -327,3 +327,85 @@ fn ipip_underlay_starts_at_upstreams_default_start() {
     assert_eq!(a("172.16.0.0/16", 2), "172.16.200.2/16");
     assert_eq!(a("198.18.135.0/24", 2), "198.18.135.2/24");
 }
+
+const GENEVE: &str = "carrier_ipversion='ipv6';net_ipv6='fd00:137::/64';tunnel_ipv4='198.18.138.0/24';tunnel_ipv6='fd00:138::/64'";
+
+/// tcpdump's lines of Geneve over IPv6 (the inner packet on the next line).
+fn geneve_lines(vni: &str, n: u32) -> String {
+    let mut out = String::new();
+    for (src, dst, icmp) in [
+        ("198.18.138.10", "198.18.138.20", "ICMP echo request"),
+        ("fd00:138::10", "fd00:138::20", "ICMP6, echo request"),
+        // (hexadecimal 0x10 and 0x20, as upstream's fee0::10 and fee0::20)
+    ] {
+        for seq in 1..=n {
+            out.push_str(&format!(
+                "12:00:00.{seq:06} IP6 fd00:137::1.4{seq:04} > fd00:137::2.6081: Geneve, Flags [none], vni {vni}, proto TEB (0x6558)\nIP {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n"
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn geneve_over_ipv6_is_created_with_mtu_1400_and_asserts_its_vni() {
+    let script = Script::default().capture(|_| geneve_lines("0x4d2", 4));
+    let r = run_on("GeneveTunnelRecipe", &format!("{SMOKE};{GENEVE}"), script, TWO);
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    let gnv = |rm: &str| {
+        LinkSpec::Geneve(crate::protocol::GeneveOptions {
+            id: 1234,
+            remote: Some(rm.parse().unwrap()),
+            dstport: None,
+            ttl: None,
+        })
+    };
+    assert_eq!(
+        created(&r, "host1"),
+        [("t_gnv_tunnel".to_string(), gnv("fd00:137::2"))]
+    );
+    assert_eq!(
+        created(&r, "host2"),
+        [("t_gnv_tunnel".to_string(), gnv("fd00:137::1"))]
+    );
+    let mtus: Vec<(String, u32)> = r
+        .journal
+        .entries()
+        .into_iter()
+        .filter_map(|e| match e.op {
+            Op::SetMtu { ifname, mtu } => Some((e.host, ifname, mtu)),
+            _ => None,
+        })
+        .filter(|(_, i, _)| i == "t_gnv_tunnel")
+        .map(|(h, _, m)| (h, m))
+        .collect();
+    assert_eq!(mtus, [("host1".into(), 1400), ("host2".into(), 1400)]);
+    let want = CaptureFilter {
+        proto: Some(17),
+        src: Some("fd00:137::1".parse().unwrap()),
+        dst: Some("fd00:137::2".parse().unwrap()),
+        udp_dport: Some(6081),
+    };
+    assert!(r
+        .journal
+        .jobs()
+        .iter()
+        .any(|(h, j)| h == "host2"
+            && matches!(j, JobSpec::Capture { filter, .. } if *filter == want)));
+    // Another VNI on the underlay is not this tunnel's traffic.
+    let r = run_on(
+        "GeneveTunnelRecipe",
+        &format!("{SMOKE};{GENEVE}"),
+        Script::default().capture(|_| geneve_lines("0x4d3", 4)),
+        TWO,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    // carrier_ipversion is required.
+    let e = plan("GeneveTunnelRecipe", SMOKE).unwrap_err();
+    assert!(e.contains("carrier_ipversion"), "{e}");
+}
