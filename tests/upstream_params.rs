@@ -90,10 +90,8 @@ fn shown(spec: &ParamSpec, row: &Row) -> Option<String> {
 
 /// Parameters we add on purpose: addresses upstream hard-codes (docs/UPSTREAM-DIFFERENCES.md).
 const ADDED: &[(&str, &[&str])] = &[
-    (
-        "GreTunnelRecipe",
-        &["tunnel1_ipv4", "tunnel2_ipv4", "tunnel1_ipv6", "tunnel2_ipv6"],
-    ),
+    ("GreTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
+    ("SitTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
     ("IpIpTunnelRecipe", &["tunnel_ipv4"]),
     ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
     ("GeneveTunnelRecipe", &["tunnel_ipv4", "tunnel_ipv6"]),
@@ -196,6 +194,7 @@ tables! {
     ipip_tunnel => "IpIpTunnelRecipe",
     vxlan_remote => "VxlanRemoteRecipe",
     geneve_tunnel => "GeneveTunnelRecipe",
+    sit_tunnel => "SitTunnelRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -98,7 +98,7 @@ impl TunnelRecipe for GeneveTunnelRecipe {
             tunnels: ["host1", "host2"].map(|h| Dev::new(h, "gnv_tunnel")),
         }
     }
-    fn encap(&self) -> Encap {
+    fn encap(&self, _inner_v6: bool) -> Encap {
         Encap {
             proto: 17,
             udp_dport: Some(GENEVE_PORT),

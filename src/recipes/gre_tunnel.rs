@@ -22,7 +22,7 @@ use super::enrt::params::{DeviceReqParams, EnrtBase};
 use super::enrt::{self, EnrtRecipe};
 use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::simple_network_req;
-use super::tunnel::{self, Encap, TunnelPair, TunnelRecipe};
+use super::tunnel::{self, Encap, TunnelNetsParams, TunnelPair, TunnelRecipe};
 use super::typed::OffloadCombination;
 use super::Recipe;
 use crate::param_set;
@@ -56,30 +56,7 @@ param_set! {
             "offload settings of host1.eth0 and host2.eth0; one sub-configuration per dict",
         ),
         group hw: CommonHwParams,
-        param tunnel1_ipv4: ipnet::Ipv4Net = dflt(
-            Ipv4Net,
-            "192.168.6.0/24",
-            "IPv4 network of host1's tunnel (it gets .2; host2 routes it through its tunnel)",
-        )
-        .check(TWO_HOSTS),
-        param tunnel2_ipv4: ipnet::Ipv4Net = dflt(
-            Ipv4Net,
-            "192.168.7.0/24",
-            "IPv4 network of host2's tunnel (it gets .2; host1 routes it through its tunnel)",
-        )
-        .check(TWO_HOSTS),
-        param tunnel1_ipv6: ipnet::Ipv6Net = dflt(
-            Ipv6Net,
-            "6001:db8:ac10:fe01::/64",
-            "IPv6 network of host1's tunnel (it gets ::2)",
-        )
-        .check(TWO_HOSTS),
-        param tunnel2_ipv6: ipnet::Ipv6Net = dflt(
-            Ipv6Net,
-            "7001:db8:ac10:fe01::/64",
-            "IPv6 network of host2's tunnel (it gets ::2)",
-        )
-        .check(TWO_HOSTS),
+        group tunnel: TunnelNetsParams,
     }
 }
 
@@ -96,7 +73,7 @@ impl TunnelRecipe for GreTunnelRecipe {
             tunnels: ["host1", "host2"].map(|h| Dev::new(h, "gre_tunnel")),
         }
     }
-    fn encap(&self) -> Encap {
+    fn encap(&self, _inner_v6: bool) -> Encap {
         Encap {
             proto: 47,
             udp_dport: None,
@@ -134,25 +111,15 @@ impl EnrtRecipe for GreTunnelRecipe {
         let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
         tunnel::configure_underlay(&mut tw, &underlay, &[self.net_ipv4.into()], true)?;
         let local = |n| nth_address(self.net_ipv4.into(), n).map(|a| a.addr);
-        let ends = [(local(1)?, local(2)?), (local(2)?, local(1)?)];
-        let nets = [
-            (self.tunnel1_ipv4.into(), self.tunnel1_ipv6.into()),
-            (self.tunnel2_ipv4.into(), self.tunnel2_ipv6.into()),
-        ];
-        for (i, tun) in tunnels.iter().enumerate() {
-            let (l, r) = ends[i];
-            let link = Link::Tunnel(LinkSpec::Gre(GreOptions {
+        let gre = |l, r| {
+            Link::Tunnel(LinkSpec::Gre(GreOptions {
                 local: Some(l),
                 remote: Some(r),
                 ..GreOptions::default()
-            }));
-            let (n4, n6): (ipnet::IpNet, ipnet::IpNet) = nets[i];
-            let addrs = [nth_address(n4, 2)?, nth_address(n6, 2)?];
-            tunnel::create_tunnel(&mut tw, tun, link, &addrs, true);
-            let (p4, p6) = nets[1 - i];
-            tunnel::route_through(&mut tw, &tun.host, p4, tun);
-            tunnel::route_through(&mut tw, &tun.host, p6, tun);
-        }
+            }))
+        };
+        let links = [gre(local(1)?, local(2)?), gre(local(2)?, local(1)?)];
+        self.tunnel.configure(&mut tw, &tunnels, links, true)?;
         tw.wait_tentative();
         Ok(tw)
     }

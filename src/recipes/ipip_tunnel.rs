@@ -84,7 +84,7 @@ impl TunnelRecipe for IpIpTunnelRecipe {
             tunnels: ["host1", "host2"].map(|h| Dev::new(h, "ipip_tunnel")),
         }
     }
-    fn encap(&self) -> Encap {
+    fn encap(&self, _inner_v6: bool) -> Encap {
         Encap {
             proto: 4,
             udp_dport: None,

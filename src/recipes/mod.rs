@@ -23,6 +23,7 @@ pub mod short_lived_connections;
 pub mod simple_netns_router;
 pub mod simple_network;
 pub mod simple_network_tunable;
+pub mod sit_tunnel;
 pub mod team;
 pub mod team_vs_bond;
 pub mod tunnel;
@@ -179,6 +180,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
     RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
+    RecipeDef::of::<sit_tunnel::SitTunnelRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

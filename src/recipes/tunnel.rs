@@ -44,7 +44,8 @@ pub struct TunnelPair {
 /// The shared steps and evaluations of a tunnel recipe.
 pub trait TunnelRecipe {
     fn pair(&self) -> TunnelPair;
-    fn encap(&self) -> Encap;
+    /// The encapsulation of inner IPv6 (`inner_v6`) or IPv4 packets.
+    fn encap(&self, inner_v6: bool) -> Encap;
 }
 
 /// Address the underlay devices: host1 gets `.1`, host2 `.2` of each network, then up
@@ -104,7 +105,7 @@ pub fn encap_assert<R: TunnelRecipe + ?Sized>(
     };
     let outer_src = first_ip(config, from, underlay_v6)?;
     let outer_dst = first_ip(config, to, underlay_v6)?;
-    let e = r.encap();
+    let e = r.encap(ping.dst.addr.is_ipv6());
     let inner = if ping.dst.addr.is_ipv6() {
         format!("{} > {}: ICMP6, echo request", ping.src.addr, ping.dst.addr)
     } else {
@@ -217,4 +218,65 @@ pub fn nth_from(
         _ => 1,
     };
     nth_address(net, offset + n - 1)
+}
+
+crate::param_set! {
+    /// The tunnel networks of upstream's GRE-style tunnel recipes (Gre, Sit, Ip6Gre), which
+    /// upstream hard-codes: each tunnel gets `.2`/`::2` of its own network, and each host
+    /// routes the other's networks through its tunnel.
+    pub struct TunnelNetsParams {
+        param tunnel1_ipv4: ipnet::Ipv4Net = dflt(
+            Ipv4Net,
+            "192.168.6.0/24",
+            "IPv4 network of host1's tunnel (it gets .2; host2 routes it through its tunnel)",
+        )
+        .check(crate::schema::TWO_HOSTS),
+        param tunnel2_ipv4: ipnet::Ipv4Net = dflt(
+            Ipv4Net,
+            "192.168.7.0/24",
+            "IPv4 network of host2's tunnel (it gets .2; host1 routes it through its tunnel)",
+        )
+        .check(crate::schema::TWO_HOSTS),
+        param tunnel1_ipv6: ipnet::Ipv6Net = dflt(
+            Ipv6Net,
+            "6001:db8:ac10:fe01::/64",
+            "IPv6 network of host1's tunnel (it gets ::2)",
+        )
+        .check(crate::schema::TWO_HOSTS),
+        param tunnel2_ipv6: ipnet::Ipv6Net = dflt(
+            Ipv6Net,
+            "7001:db8:ac10:fe01::/64",
+            "IPv6 network of host2's tunnel (it gets ::2)",
+        )
+        .check(crate::schema::TWO_HOSTS),
+    }
+}
+
+/// The names of [`TunnelNetsParams`] (parameters upstream does not have).
+pub const TUNNEL_NETS: [&str; 4] = ["tunnel1_ipv4", "tunnel2_ipv4", "tunnel1_ipv6", "tunnel2_ipv6"];
+
+impl TunnelNetsParams {
+    /// Upstream's tunnel block of Gre, Sit and Ip6Gre: per host, the tunnel `links[i]`,
+    /// up (and wait), its IPv4 and IPv6 address, the routes to the peer's networks through it.
+    pub fn configure(
+        &self,
+        tw: &mut TestWide,
+        tunnels: &[Dev; 2],
+        links: [Link; 2],
+        wait: bool,
+    ) -> Result<(), RecipeError> {
+        let nets: [(ipnet::IpNet, ipnet::IpNet); 2] = [
+            (self.tunnel1_ipv4.into(), self.tunnel1_ipv6.into()),
+            (self.tunnel2_ipv4.into(), self.tunnel2_ipv6.into()),
+        ];
+        for (i, (tun, link)) in tunnels.iter().zip(links).enumerate() {
+            let (n4, n6) = nets[i];
+            let addrs = [nth_address(n4, 2)?, nth_address(n6, 2)?];
+            create_tunnel(tw, tun, link, &addrs, wait);
+            let (p4, p6) = nets[1 - i];
+            route_through(tw, &tun.host, p4, tun);
+            route_through(tw, &tun.host, p6, tun);
+        }
+        Ok(())
+    }
 }

@@ -409,3 +409,53 @@ fn geneve_over_ipv6_is_created_with_mtu_1400_and_asserts_its_vni() {
     let e = plan("GeneveTunnelRecipe", SMOKE).unwrap_err();
     assert!(e.contains("carrier_ipversion"), "{e}");
 }
+
+const SIT: &str = "tunnel_mode='any';net_ipv4='198.18.139.0/24';tunnel1_ipv4='198.18.140.0/24';tunnel2_ipv4='198.18.141.0/24';tunnel1_ipv6='fd00:140::/64';tunnel2_ipv6='fd00:141::/64'";
+
+#[test]
+fn sit_tunnel_asserts_protocol_4_for_ipv4_and_41_for_ipv6() {
+    let script = Script::default().capture(|_| {
+        tcpdump_lines(
+            ("198.18.139.1", "198.18.139.2"),
+            "",
+            &[
+                ("198.18.140.2", "198.18.141.2", false),
+                ("fd00:140::2", "fd00:141::2", true),
+            ],
+            4,
+        )
+    });
+    let r = run_on("SitTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};{SIT}"), script, TWO);
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    let sit = |l: &str, rm: &str| {
+        LinkSpec::Sit(crate::protocol::IpTunOptions {
+            local: Some(l.parse().unwrap()),
+            remote: Some(rm.parse().unwrap()),
+            mode: Some(crate::protocol::IpTunMode::Any),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        created(&r, "host2"),
+        [("t_sit_tunnel".to_string(), sit("198.18.139.2", "198.18.139.1"))]
+    );
+    assert_eq!(
+        routes(&r, "host2"),
+        ["198.18.140.0/24 dev t_sit_tunnel", "fd00:140::/64 dev t_sit_tunnel"]
+    );
+    let protos: Vec<Option<u8>> = r
+        .journal
+        .jobs()
+        .into_iter()
+        .filter_map(|(_, j)| match j {
+            JobSpec::Capture { filter, .. } => Some(filter.proto),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(protos, [Some(4), Some(41)]);
+}

@@ -89,8 +89,8 @@ pub async fn start(
     Ok(ids)
 }
 
-/// Stop the captures, save their output and evaluate them (upstream
-/// `packet_assert_test_stop` + `packet_assert_evaluate_and_report`).
+/// Stop the captures, save their output (`{raw_prefix}{n}_{dev}.txt`) and evaluate them
+/// (upstream `packet_assert_test_stop` + `packet_assert_evaluate_and_report`).
 pub async fn stop_and_evaluate(
     ctx: &mut RunContext,
     confs: &[PacketAssertConf],
@@ -100,7 +100,7 @@ pub async fn stop_and_evaluate(
     for (k, (c, id)) in confs.iter().zip(ids).enumerate() {
         let res = ctx.stop_job(&c.dev.host, id).await?;
         ctx.save_raw(
-            format!("{raw_prefix}packet_assert_{}_{}.txt", k + 1, c.dev),
+            format!("{raw_prefix}{}_{}.txt", k + 1, c.dev),
             res.stdout.as_bytes(),
         );
         let matched = count_matches(&res.stdout, &c.grep_for);

@@ -466,8 +466,8 @@ async fn do_ping_tests<R: EnrtRecipe>(
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 let pinged = ping_test_and_evaluate(ctx, &confs, &raw_prefix).await;
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                let stopped =
-                    packet_assert::stop_and_evaluate(ctx, &asserts, ids, &raw_prefix).await;
+                let raw = format!("{raw_prefix}packet_assert_{ipv}_");
+                let stopped = packet_assert::stop_and_evaluate(ctx, &asserts, ids, &raw).await;
                 pinged?;
                 stopped?;
             }
