@@ -92,6 +92,8 @@ fn shown(spec: &ParamSpec, row: &Row) -> Option<String> {
 const ADDED: &[(&str, &[&str])] = &[
     ("GreTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
     ("SitTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
+    ("Ip6GreTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
+    ("Ip6TnlTunnelRecipe", &["tunnel_ipv6"]),
     ("IpIpTunnelRecipe", &["tunnel_ipv4"]),
     ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
     ("GeneveTunnelRecipe", &["tunnel_ipv4", "tunnel_ipv6"]),
@@ -195,6 +197,8 @@ tables! {
     vxlan_remote => "VxlanRemoteRecipe",
     geneve_tunnel => "GeneveTunnelRecipe",
     sit_tunnel => "SitTunnelRecipe",
+    ip6tnl_tunnel => "Ip6TnlTunnelRecipe",
+    ip6gre_tunnel => "Ip6GreTunnelRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

@@ -100,7 +100,7 @@ impl TunnelRecipe for GeneveTunnelRecipe {
     }
     fn encap(&self, _inner_v6: bool) -> Encap {
         Encap {
-            proto: 17,
+            proto: Some(17),
             udp_dport: Some(GENEVE_PORT),
             outer: "Geneve",
             then: Some(format!("vni {VNI:#x}")),

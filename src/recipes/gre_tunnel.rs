@@ -75,7 +75,7 @@ impl TunnelRecipe for GreTunnelRecipe {
     }
     fn encap(&self, _inner_v6: bool) -> Encap {
         Encap {
-            proto: 47,
+            proto: Some(47),
             udp_dport: None,
             then: None,
             outer: "GREv0",

@@ -86,7 +86,7 @@ impl TunnelRecipe for IpIpTunnelRecipe {
     }
     fn encap(&self, _inner_v6: bool) -> Encap {
         Encap {
-            proto: 4,
+            proto: Some(4),
             udp_dport: None,
             then: None,
             outer: "",

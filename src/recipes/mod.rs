@@ -16,6 +16,8 @@ pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod geneve_tunnel;
 pub mod gre_tunnel;
+pub mod ip6gre_tunnel;
+pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
 pub mod ping_flood;
 pub mod reqs;
@@ -181,6 +183,8 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
     RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
     RecipeDef::of::<sit_tunnel::SitTunnelRecipe>(),
+    RecipeDef::of::<ip6tnl_tunnel::Ip6TnlTunnelRecipe>(),
+    RecipeDef::of::<ip6gre_tunnel::Ip6GreTunnelRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

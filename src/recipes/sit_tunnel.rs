@@ -72,7 +72,7 @@ impl TunnelRecipe for SitTunnelRecipe {
     }
     fn encap(&self, inner_v6: bool) -> Encap {
         Encap {
-            proto: if inner_v6 { 41 } else { 4 },
+            proto: Some(if inner_v6 { 41 } else { 4 }),
             udp_dport: None,
             outer: "",
             then: None,

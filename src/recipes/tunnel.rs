@@ -21,12 +21,14 @@ use std::net::IpAddr;
 /// How a recipe's encapsulation looks on the underlay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encap {
-    /// The outer IP protocol (47 GRE, 4 IPIP, 41 IPv6, 17 UDP).
-    pub proto: u8,
+    /// The outer IP protocol (47 GRE, 4 IPIP, 41 IPv6, 17 UDP); None over IPv6 where the
+    /// kernel puts a destination-options header (the encapsulation limit) first.
+    pub proto: Option<u8>,
     /// UDP destination port of a UDP encapsulation.
     pub udp_dport: Option<u16>,
-    /// tcpdump's text right after `OUTER_SRC > OUTER_DST: ` (`GREv0`; empty: anything); for
-    /// a UDP encapsulation, after `OUTER_SRC.PORT > OUTER_DST.DPORT: ` (`Geneve`).
+    /// tcpdump's text after `OUTER_SRC > OUTER_DST: ` (`GREv0`, maybe after ` DSTOPT`; empty:
+    /// anything); for a UDP encapsulation, right after `OUTER_SRC.PORT > OUTER_DST.DPORT: `
+    /// (`Geneve`).
     pub outer: &'static str,
     /// Text between the outer header and the inner packet (`vni 0x4d2`).
     pub then: Option<String>,
@@ -114,7 +116,7 @@ pub fn encap_assert<R: TunnelRecipe + ?Sized>(
     Some(PacketAssertConf {
         dev: to.clone(),
         filter: CaptureFilter {
-            proto: Some(e.proto),
+            proto: e.proto,
             src: Some(outer_src),
             dst: Some(outer_dst),
             udp_dport: e.udp_dport,
@@ -125,10 +127,9 @@ pub fn encap_assert<R: TunnelRecipe + ?Sized>(
                     format!("{outer_src}."),
                     format!(" > {outer_dst}.{port}: {}", e.outer),
                 ],
-                None => vec![format!("{outer_src} > {outer_dst}: {}", e.outer)
-                    .trim_end()
-                    .to_string()],
+                None => vec![format!("{outer_src} > {outer_dst}:"), e.outer.to_string()],
             };
+            g.retain(|t| !t.is_empty());
             g.extend(e.then);
             g.push(inner);
             g

@@ -459,3 +459,104 @@ fn sit_tunnel_asserts_protocol_4_for_ipv4_and_41_for_ipv6() {
         .collect();
     assert_eq!(protos, [Some(4), Some(41)]);
 }
+
+/// tcpdump's lines of an IPv6 underlay with the kernel's destination options first.
+fn ip6_dstopt_lines(encap: &str, inner: &[(&str, &str, bool)], n: u32) -> String {
+    let mut out = String::new();
+    for (src, dst, v6) in inner {
+        let (ip, icmp) = if *v6 {
+            ("IP6", "ICMP6, echo request")
+        } else {
+            ("IP", "ICMP echo request")
+        };
+        for seq in 1..=n {
+            out.push_str(&format!(
+                "12:00:00.{seq:06} IP6 fd00:142::1 > fd00:142::2: DSTOPT {encap}{ip} {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n"
+            ));
+        }
+    }
+    out
+}
+
+const IP6TNL: &str = "tunnel_mode='ip6ip6';net_ipv6='fd00:142::/64';tunnel_ipv6='fd00:143::/64'";
+
+#[test]
+fn ip6tnl_is_ipv6_only_and_asserts_without_a_protocol_filter() {
+    let script = Script::default()
+        .capture(|_| ip6_dstopt_lines("", &[("fd00:143::2", "fd00:143::3", true)], 4));
+    let r = run_on("Ip6TnlTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};{IP6TNL}"), script, TWO);
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    assert_eq!(
+        created(&r, "host1"),
+        [(
+            "t_ip6tnl".to_string(),
+            LinkSpec::Ip6Tnl(crate::protocol::IpTunOptions {
+                local: Some("fd00:142::1".parse().unwrap()),
+                remote: Some("fd00:142::2".parse().unwrap()),
+                ttl: Some(64),
+                tos: None,
+                mode: Some(crate::protocol::IpTunMode::Ip6ip6),
+            })
+        )]
+    );
+    let jobs = r.journal.jobs();
+    let filters: Vec<&CaptureFilter> = jobs
+        .iter()
+        .filter_map(|(_, j)| match j {
+            JobSpec::Capture { filter, .. } => Some(filter),
+            _ => None,
+        })
+        .collect();
+    // One IPv6 ping; the filter has no protocol (a destination-options header comes first).
+    assert_eq!(
+        filters,
+        [&CaptureFilter {
+            proto: None,
+            src: Some("fd00:142::1".parse().unwrap()),
+            dst: Some("fd00:142::2".parse().unwrap()),
+            udp_dport: None,
+        }]
+    );
+}
+
+const IP6GRE: &str = "net_ipv6='fd00:142::/64';tunnel1_ipv4='198.18.140.0/24';tunnel2_ipv4='198.18.141.0/24';tunnel1_ipv6='fd00:140::/64';tunnel2_ipv6='fd00:141::/64'";
+
+#[test]
+fn ip6gre_carries_both_families_and_its_assert_wants_gre() {
+    let inner = [
+        ("198.18.140.2", "198.18.141.2", false),
+        ("fd00:140::2", "fd00:141::2", true),
+    ];
+    let script = Script::default().capture(move |_| ip6_dstopt_lines("GREv0, length 88: ", &inner, 4));
+    let r = run_on("Ip6GreTunnelRecipe", &format!("{SMOKE};{IP6GRE}"), script, TWO);
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    assert_eq!(
+        created(&r, "host2"),
+        [(
+            "t_gre6_tunnel".to_string(),
+            LinkSpec::Ip6Gre(GreOptions {
+                local: Some("fd00:142::2".parse().unwrap()),
+                remote: Some("fd00:142::1".parse().unwrap()),
+                ..GreOptions::default()
+            })
+        )]
+    );
+    assert_eq!(
+        routes(&r, "host1"),
+        ["198.18.141.0/24 dev t_gre6_tunnel", "fd00:141::/64 dev t_gre6_tunnel"]
+    );
+    // The same packets without GRE (an ip6tnl) do not pass.
+    let script = Script::default().capture(move |_| ip6_dstopt_lines("", &inner, 4));
+    let r = run_on("Ip6GreTunnelRecipe", &format!("{SMOKE};{IP6GRE}"), script, TWO);
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+}
