@@ -101,13 +101,23 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
     ns.ip(&["addr", "add", "198.18.131.1/24", "dev", "p0"])
         .unwrap();
     ns.ip(&[
-        "neigh", "add", "198.18.131.2", "lladdr", "02:00:00:00:01:31", "dev", "p0", "nud",
+        "neigh",
+        "add",
+        "198.18.131.2",
+        "lladdr",
+        "02:00:00:00:01:31",
+        "dev",
+        "p0",
+        "nud",
         "permanent",
     ])
     .unwrap();
 
     let (mut child, t) = spawn_agent(&ns);
-    let c = ok(AgentClient::connect("host1", t, None, opts()).await, "connect");
+    let c = ok(
+        AgentClient::connect("host1", t, None, opts()).await,
+        "connect",
+    );
     ok(c.start_recipe(&["p0".to_string()]).await, "start recipe");
 
     let vx = LinkSpec::Vxlan(VxlanOptions {
@@ -119,7 +129,10 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
         ttl: Some(64),
         group: None,
     });
-    let info = ok(c.create_link_with("vx0", vx, None, None, true).await, "vxlan");
+    let info = ok(
+        c.create_link_with("vx0", vx, None, None, true).await,
+        "vxlan",
+    );
     assert_eq!(info[0].kind.as_deref(), Some("vxlan"), "{info:?}");
     let shown = ns.ip(&["-d", "link", "show", "vx0"]).unwrap();
     for want in [
@@ -179,8 +192,7 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
     );
     // tcpdump prints a VXLAN packet's inner packet on the next line, without a timestamp.
     assert!(
-        !res
-            .stdout
+        !res.stdout
             .lines()
             .any(|l| l.starts_with(|c: char| c.is_ascii_digit()) && !l.contains("VXLAN")),
         "the filter let other packets through: {}",
@@ -200,7 +212,10 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
     match r {
         Err(SessionError::Remote { kind, message, .. }) => {
             assert_eq!(kind, ErrorKind::BadRequest, "{message}");
-            assert!(message.contains("id 16777216 is above 16777215"), "{message}");
+            assert!(
+                message.contains("id 16777216 is above 16777215"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -270,7 +285,9 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
                 ok(c.delete_link("tun9").await, "delete");
             }
             Err(why) => match r {
-                Err(SessionError::Remote { kind: k, message, .. }) => {
+                Err(SessionError::Remote {
+                    kind: k, message, ..
+                }) => {
                     assert_eq!(k, ErrorKind::Unsupported, "{kind}: {message} (ip: {why})");
                     assert!(message.starts_with(expect), "{kind}: {message}");
                 }

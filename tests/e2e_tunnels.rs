@@ -137,7 +137,10 @@ fn tunnels() -> Vec<(&'static str, Value, usize, usize, usize)> {
 #[test]
 fn vm_tunnel_recipes_pass_and_their_packet_asserts_hold() {
     let Some(k) = require_vm_e2e() else { return };
-    if !require(have("tcpdump"), "tcpdump is not installed (.ci/run installs it)") {
+    if !require(
+        have("tcpdump"),
+        "tcpdump is not installed (.ci/run installs it)",
+    ) {
         return;
     }
     let _g = serial();
@@ -196,7 +199,8 @@ fn netns_vxlan_remote_passes_and_gre_needs_the_kernel_feature() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = tunnels();
-    let tests: Vec<(&str, Value)> = vec![(all[2].0, all[2].1.clone()), (all[0].0, all[0].1.clone())];
+    let tests: Vec<(&str, Value)> =
+        vec![(all[2].0, all[2].1.clone()), (all[0].0, all[0].1.clone())];
     let db = test_db(home.path(), &tests);
     let out = runner(home.path(), &[("LNST_AGENTS", "netns"), ("TEST_DB", &db)])
         .output()

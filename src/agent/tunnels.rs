@@ -155,7 +155,10 @@ pub fn check(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
         }
         LinkSpec::Vxlan(o) => {
             if o.id > MAX_VNI {
-                return Err(bad(format!("{kind} {ifname}: id {} is above {MAX_VNI}", o.id)));
+                return Err(bad(format!(
+                    "{kind} {ifname}: id {} is above {MAX_VNI}",
+                    o.id
+                )));
             }
             if o.remote.is_some() && o.group.is_some() {
                 return Err(bad(format!(
@@ -185,7 +188,10 @@ pub fn check(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
         }
         LinkSpec::Geneve(o) => {
             if o.id > MAX_VNI {
-                return Err(bad(format!("{kind} {ifname}: id {} is above {MAX_VNI}", o.id)));
+                return Err(bad(format!(
+                    "{kind} {ifname}: id {} is above {MAX_VNI}",
+                    o.id
+                )));
             }
             if o.remote.is_none() {
                 return Err(bad(format!("{kind} {ifname}: remote is required")));
@@ -253,10 +259,24 @@ fn vxlan(o: &VxlanOptions, parent: Option<u32>) -> Vec<u8> {
     let mut a = Attrs::default();
     a.put(VXLAN_ID, &o.id.to_ne_bytes());
     if let Some(g) = o.remote.or(o.group) {
-        a.ip(if g.is_ipv6() { VXLAN_GROUP6 } else { VXLAN_GROUP }, g);
+        a.ip(
+            if g.is_ipv6() {
+                VXLAN_GROUP6
+            } else {
+                VXLAN_GROUP
+            },
+            g,
+        );
     }
     if let Some(l) = o.local {
-        a.ip(if l.is_ipv6() { VXLAN_LOCAL6 } else { VXLAN_LOCAL }, l);
+        a.ip(
+            if l.is_ipv6() {
+                VXLAN_LOCAL6
+            } else {
+                VXLAN_LOCAL
+            },
+            l,
+        );
     }
     if let Some(i) = parent {
         a.put(VXLAN_LINK, &i.to_ne_bytes());
@@ -274,7 +294,14 @@ fn geneve(o: &GeneveOptions) -> Vec<u8> {
     let mut a = Attrs::default();
     a.put(GENEVE_ID, &o.id.to_ne_bytes());
     if let Some(r) = o.remote {
-        a.ip(if r.is_ipv6() { GENEVE_REMOTE6 } else { GENEVE_REMOTE }, r);
+        a.ip(
+            if r.is_ipv6() {
+                GENEVE_REMOTE6
+            } else {
+                GENEVE_REMOTE
+            },
+            r,
+        );
     }
     if let Some(t) = o.ttl {
         a.put(GENEVE_TTL, &[t]);
@@ -297,7 +324,10 @@ pub fn info(spec: &LinkSpec, parent: Option<u32>) -> Option<(InfoKind, InfoData)
         LinkSpec::Geneve(o) => geneve(o),
         _ => return None,
     };
-    Some((InfoKind::Other(spec.kind_name().into()), InfoData::Other(data)))
+    Some((
+        InfoKind::Other(spec.kind_name().into()),
+        InfoData::Other(data),
+    ))
 }
 
 #[cfg(test)]

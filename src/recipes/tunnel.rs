@@ -205,11 +205,7 @@ impl MtuPauseParams {
 
 /// Upstream's `interface_addresses(net, default_start)`: the `n`-th host address counted
 /// from `default_start` when the network contains it, from the network's first host when not.
-pub fn nth_from(
-    net: ipnet::IpNet,
-    default_start: IpAddr,
-    n: u128,
-) -> Result<IfAddr, RecipeError> {
+pub fn nth_from(net: ipnet::IpNet, default_start: IpAddr, n: u128) -> Result<IfAddr, RecipeError> {
     if !net.contains(&default_start) {
         return nth_address(net, n);
     }
@@ -254,7 +250,12 @@ crate::param_set! {
 }
 
 /// The names of [`TunnelNetsParams`] (parameters upstream does not have).
-pub const TUNNEL_NETS: [&str; 4] = ["tunnel1_ipv4", "tunnel2_ipv4", "tunnel1_ipv6", "tunnel2_ipv6"];
+pub const TUNNEL_NETS: [&str; 4] = [
+    "tunnel1_ipv4",
+    "tunnel2_ipv4",
+    "tunnel1_ipv6",
+    "tunnel2_ipv6",
+];
 
 impl TunnelNetsParams {
     /// Upstream's tunnel block of Gre, Sit and Ip6Gre: per host, the tunnel `links[i]`,

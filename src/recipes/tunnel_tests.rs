@@ -89,7 +89,12 @@ fn gre_capture(n: u32) -> Script {
 
 #[test]
 fn gre_tunnel_is_created_routed_and_its_pings_seen_as_gre() {
-    let r = run_on("GreTunnelRecipe", &format!("{SMOKE};{GRE}"), gre_capture(4), TWO);
+    let r = run_on(
+        "GreTunnelRecipe",
+        &format!("{SMOKE};{GRE}"),
+        gre_capture(4),
+        TWO,
+    );
     assert_eq!(
         r.run.overall_result(),
         ResultType::Pass,
@@ -105,19 +110,31 @@ fn gre_tunnel_is_created_routed_and_its_pings_seen_as_gre() {
     };
     assert_eq!(
         created(&r, "host1"),
-        [("t_gre_tunnel".to_string(), gre("198.18.128.1", "198.18.128.2"))]
+        [(
+            "t_gre_tunnel".to_string(),
+            gre("198.18.128.1", "198.18.128.2")
+        )]
     );
     assert_eq!(
         created(&r, "host2"),
-        [("t_gre_tunnel".to_string(), gre("198.18.128.2", "198.18.128.1"))]
+        [(
+            "t_gre_tunnel".to_string(),
+            gre("198.18.128.2", "198.18.128.1")
+        )]
     );
     assert_eq!(
         routes(&r, "host1"),
-        ["198.18.130.0/24 dev t_gre_tunnel", "fd00:130::/64 dev t_gre_tunnel"]
+        [
+            "198.18.130.0/24 dev t_gre_tunnel",
+            "fd00:130::/64 dev t_gre_tunnel"
+        ]
     );
     assert_eq!(
         routes(&r, "host2"),
-        ["198.18.129.0/24 dev t_gre_tunnel", "fd00:129::/64 dev t_gre_tunnel"]
+        [
+            "198.18.129.0/24 dev t_gre_tunnel",
+            "fd00:129::/64 dev t_gre_tunnel"
+        ]
     );
     // One capture per ping, on host2's underlay, for GRE from host1's underlay address.
     let captures: Vec<(String, JobSpec)> = r
@@ -137,7 +154,10 @@ fn gre_tunnel_is_created_routed_and_its_pings_seen_as_gre() {
     };
     assert_eq!(
         captures,
-        [("host2".to_string(), want.clone()), ("host2".to_string(), want)]
+        [
+            ("host2".to_string(), want.clone()),
+            ("host2".to_string(), want)
+        ]
     );
     let asserts: Vec<_> = generic(&r)
         .into_iter()
@@ -184,7 +204,12 @@ fn gre_packet_assert_fails_when_the_underlay_shows_no_gre() {
         "{t:?}"
     );
     // Fewer than the pings sent also fails.
-    let r = run_on("GreTunnelRecipe", &format!("{SMOKE};{GRE}"), gre_capture(3), TWO);
+    let r = run_on(
+        "GreTunnelRecipe",
+        &format!("{SMOKE};{GRE}"),
+        gre_capture(3),
+        TWO,
+    );
     assert_eq!(r.run.overall_result(), ResultType::Fail);
     // Everything came down.
     let deleted = r
@@ -196,7 +221,8 @@ fn gre_packet_assert_fails_when_the_underlay_shows_no_gre() {
     assert_eq!(deleted, 2);
 }
 
-const VXLAN: &str = "net_ipv4='198.18.133.0/24';vxlan_ipv4='198.18.134.0/24';vxlan_ipv6='fd00:134::/64'";
+const VXLAN: &str =
+    "net_ipv4='198.18.133.0/24';vxlan_ipv4='198.18.134.0/24';vxlan_ipv6='fd00:134::/64'";
 
 #[test]
 fn vxlan_remote_points_each_host_at_the_other_over_eth0() {
@@ -272,7 +298,12 @@ fn ipip_tunnel_has_mode_ttl_and_ipv4_only_and_asserts_ipip() {
             4,
         )
     });
-    let r = run_on("IpIpTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};{IPIP}"), script, TWO);
+    let r = run_on(
+        "IpIpTunnelRecipe",
+        &format!("{SMOKE_NO_OFFLOADS};{IPIP}"),
+        script,
+        TWO,
+    );
     assert_eq!(
         r.run.overall_result(),
         ResultType::Pass,
@@ -290,11 +321,17 @@ fn ipip_tunnel_has_mode_ttl_and_ipv4_only_and_asserts_ipip() {
     };
     assert_eq!(
         created(&r, "host1"),
-        [("t_ipip_tunnel".to_string(), ipip("198.18.135.1", "198.18.135.2"))]
+        [(
+            "t_ipip_tunnel".to_string(),
+            ipip("198.18.135.1", "198.18.135.2")
+        )]
     );
     assert_eq!(
         created(&r, "host2"),
-        [("t_ipip_tunnel".to_string(), ipip("198.18.135.2", "198.18.135.1"))]
+        [(
+            "t_ipip_tunnel".to_string(),
+            ipip("198.18.135.2", "198.18.135.1")
+        )]
     );
     assert!(routes(&r, "host1").is_empty());
     let jobs = r.journal.jobs();
@@ -315,14 +352,22 @@ fn ipip_tunnel_has_mode_ttl_and_ipv4_only_and_asserts_ipip() {
     assert_eq!(r.run.overall_result(), ResultType::Fail);
     // tunnel_mode is mandatory and checked.
     assert!(plan("IpIpTunnelRecipe", SMOKE_NO_OFFLOADS).is_err());
-    assert!(plan("IpIpTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};tunnel_mode='gre'")).is_err());
+    assert!(plan(
+        "IpIpTunnelRecipe",
+        &format!("{SMOKE_NO_OFFLOADS};tunnel_mode='gre'")
+    )
+    .is_err());
 }
 
 #[test]
 fn ipip_underlay_starts_at_upstreams_default_start() {
     use super::tunnel::nth_from;
     let start: std::net::IpAddr = "172.16.200.1".parse().unwrap();
-    let a = |net: &str, n| nth_from(net.parse().unwrap(), start, n).unwrap().to_string();
+    let a = |net: &str, n| {
+        nth_from(net.parse().unwrap(), start, n)
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(a("172.16.0.0/16", 1), "172.16.200.1/16");
     assert_eq!(a("172.16.0.0/16", 2), "172.16.200.2/16");
     assert_eq!(a("198.18.135.0/24", 2), "198.18.135.2/24");
@@ -350,7 +395,12 @@ fn geneve_lines(vni: &str, n: u32) -> String {
 #[test]
 fn geneve_over_ipv6_is_created_with_mtu_1400_and_asserts_its_vni() {
     let script = Script::default().capture(|_| geneve_lines("0x4d2", 4));
-    let r = run_on("GeneveTunnelRecipe", &format!("{SMOKE};{GENEVE}"), script, TWO);
+    let r = run_on(
+        "GeneveTunnelRecipe",
+        &format!("{SMOKE};{GENEVE}"),
+        script,
+        TWO,
+    );
     assert_eq!(
         r.run.overall_result(),
         ResultType::Pass,
@@ -425,7 +475,12 @@ fn sit_tunnel_asserts_protocol_4_for_ipv4_and_41_for_ipv6() {
             4,
         )
     });
-    let r = run_on("SitTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};{SIT}"), script, TWO);
+    let r = run_on(
+        "SitTunnelRecipe",
+        &format!("{SMOKE_NO_OFFLOADS};{SIT}"),
+        script,
+        TWO,
+    );
     assert_eq!(
         r.run.overall_result(),
         ResultType::Pass,
@@ -442,11 +497,17 @@ fn sit_tunnel_asserts_protocol_4_for_ipv4_and_41_for_ipv6() {
     };
     assert_eq!(
         created(&r, "host2"),
-        [("t_sit_tunnel".to_string(), sit("198.18.139.2", "198.18.139.1"))]
+        [(
+            "t_sit_tunnel".to_string(),
+            sit("198.18.139.2", "198.18.139.1")
+        )]
     );
     assert_eq!(
         routes(&r, "host2"),
-        ["198.18.140.0/24 dev t_sit_tunnel", "fd00:140::/64 dev t_sit_tunnel"]
+        [
+            "198.18.140.0/24 dev t_sit_tunnel",
+            "fd00:140::/64 dev t_sit_tunnel"
+        ]
     );
     let protos: Vec<Option<u8>> = r
         .journal
@@ -484,7 +545,12 @@ const IP6TNL: &str = "tunnel_mode='ip6ip6';net_ipv6='fd00:142::/64';tunnel_ipv6=
 fn ip6tnl_is_ipv6_only_and_asserts_without_a_protocol_filter() {
     let script = Script::default()
         .capture(|_| ip6_dstopt_lines("", &[("fd00:143::2", "fd00:143::3", true)], 4));
-    let r = run_on("Ip6TnlTunnelRecipe", &format!("{SMOKE_NO_OFFLOADS};{IP6TNL}"), script, TWO);
+    let r = run_on(
+        "Ip6TnlTunnelRecipe",
+        &format!("{SMOKE_NO_OFFLOADS};{IP6TNL}"),
+        script,
+        TWO,
+    );
     assert_eq!(
         r.run.overall_result(),
         ResultType::Pass,
@@ -532,8 +598,14 @@ fn ip6gre_carries_both_families_and_its_assert_wants_gre() {
         ("198.18.140.2", "198.18.141.2", false),
         ("fd00:140::2", "fd00:141::2", true),
     ];
-    let script = Script::default().capture(move |_| ip6_dstopt_lines("GREv0, length 88: ", &inner, 4));
-    let r = run_on("Ip6GreTunnelRecipe", &format!("{SMOKE};{IP6GRE}"), script, TWO);
+    let script =
+        Script::default().capture(move |_| ip6_dstopt_lines("GREv0, length 88: ", &inner, 4));
+    let r = run_on(
+        "Ip6GreTunnelRecipe",
+        &format!("{SMOKE};{IP6GRE}"),
+        script,
+        TWO,
+    );
     assert_eq!(
         r.run.overall_result(),
         ResultType::Pass,
@@ -553,10 +625,18 @@ fn ip6gre_carries_both_families_and_its_assert_wants_gre() {
     );
     assert_eq!(
         routes(&r, "host1"),
-        ["198.18.141.0/24 dev t_gre6_tunnel", "fd00:141::/64 dev t_gre6_tunnel"]
+        [
+            "198.18.141.0/24 dev t_gre6_tunnel",
+            "fd00:141::/64 dev t_gre6_tunnel"
+        ]
     );
     // The same packets without GRE (an ip6tnl) do not pass.
     let script = Script::default().capture(move |_| ip6_dstopt_lines("", &inner, 4));
-    let r = run_on("Ip6GreTunnelRecipe", &format!("{SMOKE};{IP6GRE}"), script, TWO);
+    let r = run_on(
+        "Ip6GreTunnelRecipe",
+        &format!("{SMOKE};{IP6GRE}"),
+        script,
+        TWO,
+    );
     assert_eq!(r.run.overall_result(), ResultType::Fail);
 }

@@ -137,7 +137,10 @@ impl EnrtRecipe for VxlanRemoteRecipe {
         };
         for (i, vx) in self.vxlans().iter().enumerate() {
             desc.push(format!("Configured {vx}.vxlan_id = {VNI}"));
-            desc.push(format!("Configured {vx}.remote = {}", remote(2 - i as u128)));
+            desc.push(format!(
+                "Configured {vx}.remote = {}",
+                remote(2 - i as u128)
+            ));
             desc.push(format!("Configured {vx}.realdev = {}.eth0", vx.host));
         }
         desc

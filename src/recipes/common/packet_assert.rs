@@ -194,7 +194,10 @@ mod tests {
             dst: Some("fd00:128::2".parse().unwrap()),
             ..Default::default()
         };
-        assert_eq!(f6.words().join(" "), "ip6 proto 47 and dst host fd00:128::2");
+        assert_eq!(
+            f6.words().join(" "),
+            "ip6 proto 47 and dst host fd00:128::2"
+        );
         let spec = JobSpec::Capture {
             device: "eth0".into(),
             filter: CaptureFilter {
