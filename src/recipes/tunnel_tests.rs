@@ -455,9 +455,12 @@ fn geneve_over_ipv6_is_created_with_mtu_1400_and_asserts_its_vni() {
         TWO,
     );
     assert_eq!(r.run.overall_result(), ResultType::Fail);
-    // carrier_ipversion is required.
-    let e = plan("GeneveTunnelRecipe", SMOKE).unwrap_err();
-    assert!(e.contains("carrier_ipversion"), "{e}");
+    // Without carrier_ipversion the test FAILs before configuring anything, naming it.
+    let r = run_on("GeneveTunnelRecipe", SMOKE, Script::default(), TWO);
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    let text = r.run.exception.clone().unwrap_or_default();
+    assert!(text.contains("carrier_ipversion is not set"), "{text}");
+    assert!(created(&r, "host1").is_empty());
 }
 
 const SIT: &str = "tunnel_mode='any';net_ipv4='198.18.139.0/24';tunnel1_ipv4='198.18.140.0/24';tunnel2_ipv4='198.18.141.0/24';tunnel1_ipv6='fd00:140::/64';tunnel2_ipv6='fd00:141::/64'";
