@@ -473,6 +473,31 @@ mod tests {
     }
 
     #[test]
+    fn capture_jobs_are_validated() {
+        use crate::protocol::{CaptureFilter, JobSpec};
+        let job = |device: &str, filter: CaptureFilter| JobSpec::Capture {
+            device: device.into(),
+            filter,
+        };
+        let v4 = CaptureFilter {
+            proto: Some(47),
+            src: v4("198.18.128.1"),
+            dst: v4("198.18.128.2"),
+            udp_dport: None,
+        };
+        assert!(super::super::jobs::validate(&job("eth0", v4.clone())).is_ok());
+        // An option-like or over-long device name, and mixed families, are refused.
+        assert!(super::super::jobs::validate(&job("-w/tmp/x", v4.clone())).is_err());
+        assert!(super::super::jobs::validate(&job(&"e".repeat(16), v4.clone())).is_err());
+        let mixed = CaptureFilter {
+            dst: Some("fd00:128::2".parse().unwrap()),
+            ..v4
+        };
+        let e = super::super::jobs::validate(&job("eth0", mixed)).unwrap_err();
+        assert!(e.message.contains("differ in family"), "{}", e.message);
+    }
+
+    #[test]
     fn spec_json_round_trips() {
         let s = LinkSpec::Ip6Tnl(IpTunOptions {
             mode: Some(IpTunMode::Ip6ip6),
