@@ -159,6 +159,18 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
         .await,
         "capture",
     );
+    // A second capture for Geneve's port sees none of it: the filter is applied.
+    let other = ok(
+        c.start_job(JobSpec::Capture {
+            device: "p0".into(),
+            filter: CaptureFilter {
+                udp_dport: Some(6081),
+                ..CaptureFilter::default()
+            },
+        })
+        .await,
+        "capture 6081",
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ping = ok(
         c.start_job(JobSpec::Ping {
@@ -174,6 +186,13 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
     );
     let _ = ok(c.wait_job(ping, Duration::from_secs(15)).await, "ping end");
     let res = ok(c.stop_job(cap).await, "stop capture");
+    let none = ok(c.stop_job(other).await, "stop capture 6081");
+    assert_eq!(none.stdout.trim(), "", "{}", none.stderr);
+    assert!(
+        none.stderr.contains("0 packets captured"),
+        "{}",
+        none.stderr
+    );
     let vxlan: Vec<&str> = res
         .stdout
         .lines()
