@@ -608,6 +608,15 @@ pub enum JobSpec {
         #[serde(default)]
         frequency: Option<u32>,
     },
+    /// Packet capture for upstream's `PacketAssert`: `tcpdump -n -l -p -i DEV FILTER`, one
+    /// stdout line per packet, until stopped (StopJob, SIGINT). The filter is built by the
+    /// agent from typed fields, never sent as text.
+    Capture {
+        /// The device to capture on (in the job's namespace).
+        device: String,
+        #[serde(default)]
+        filter: CaptureFilter,
+    },
     /// Built-in request/response generator, server side (our replacement for neper's
     /// `tcp_rr`/`tcp_crr`/`udp_rr` without `-c`; see `agent::rr` and docs/PROTOCOL.md).
     /// Listening when StartJob returns; ends when stopped or when its clients are done.
@@ -655,6 +664,55 @@ pub enum JobSpec {
         loss_timeout_ms: Option<u64>,
         cpus: Option<Vec<u32>>,
     },
+}
+
+/// What a [`JobSpec::Capture`] keeps: every field set must match (`and`); none set: every
+/// packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureFilter {
+    /// IP protocol (next header) number: 47 GRE, 4 IPIP, 41 IPv6, 17 UDP, 50 ESP.
+    #[serde(default)]
+    pub proto: Option<u8>,
+    /// Source address of the outer IP header.
+    #[serde(default)]
+    pub src: Option<std::net::IpAddr>,
+    /// Destination address of the outer IP header.
+    #[serde(default)]
+    pub dst: Option<std::net::IpAddr>,
+    /// UDP destination port.
+    #[serde(default)]
+    pub udp_dport: Option<u16>,
+}
+
+impl CaptureFilter {
+    /// The pcap filter expression as argv words (`ip proto 47 and src host A and …`); the
+    /// family is the addresses' (IPv4 without addresses).
+    pub fn words(&self) -> Vec<String> {
+        let v6 = self.src.or(self.dst).is_some_and(|a| a.is_ipv6());
+        let fam = if v6 { "ip6" } else { "ip" };
+        let mut terms: Vec<String> = Vec::new();
+        if let Some(p) = self.proto {
+            terms.push(format!("{fam} proto {p}"));
+        }
+        if let Some(a) = self.src {
+            terms.push(format!("src host {a}"));
+        }
+        if let Some(a) = self.dst {
+            terms.push(format!("dst host {a}"));
+        }
+        if let Some(p) = self.udp_dport {
+            terms.push(format!("udp dst port {p}"));
+        }
+        let mut out = Vec::new();
+        for (i, t) in terms.iter().enumerate() {
+            if i > 0 {
+                out.push("and".to_string());
+            }
+            out.extend(t.split(' ').map(str::to_string));
+        }
+        out
+    }
 }
 
 /// Workload of the built-in request/response generator (upstream's neper workload names).
@@ -742,6 +800,14 @@ impl JobSpec {
                 Some(v)
             }
             JobSpec::CpuStat { .. } => None,
+            JobSpec::Capture { device, filter } => {
+                let mut v: Vec<String> = ["tcpdump", "-n", "-l", "-p", "-i", device]
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                v.extend(filter.words());
+                Some(v)
+            }
             JobSpec::LinuxPerf { .. } => crate::agent::tunables::perf_argv(self),
             // In-process generator: no program to run.
             JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => None,

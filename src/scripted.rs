@@ -119,6 +119,8 @@ pub struct Script {
     /// The matched NICs have 4 combined channels, RSS and rx-flow-hash, like a multi-queue
     /// virtio-net with RSS (otherwise they have none of these).
     pub multiqueue: bool,
+    /// Stdout of a Capture job (tcpdump's lines) by its device; default: nothing captured.
+    pub capture: Arc<dyn Fn(&str) -> String + Send + Sync>,
 }
 
 /// The device and host tunables the scripted agents have. By default their NICs are like
@@ -172,6 +174,7 @@ impl Default for Script {
             iperf_bps: 1e9,
             failing_ops: Vec::new(),
             jobs: None,
+            capture: Arc::new(|_| String::new()),
             hw: HwScript::default(),
             rr_tps: 10_000.0,
             multiqueue: false,
@@ -185,6 +188,12 @@ impl Script {
         let dst = dst.to_string();
         let prev = self.ping_received.clone();
         self.ping_received = Arc::new(move |d| if d == dst { pct } else { prev(d) });
+        self
+    }
+
+    /// Capture jobs print `lines(device)` (tcpdump's one line per packet).
+    pub fn capture(mut self, lines: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
+        self.capture = Arc::new(lines);
         self
     }
 
@@ -286,6 +295,13 @@ impl Script {
                 call.now - call.started,
                 self.rr_tps,
             ),
+            JobSpec::Capture { device, .. } => JobOutput {
+                exit_code: 0,
+                stdout: (self.capture)(device),
+                stderr: String::new(),
+                duration: call.now - call.started,
+                data: None,
+            },
             JobSpec::CpuStat { .. } => {
                 // One sample per whole second from the start to the collection.
                 let n = (call.now - call.started).floor().max(1.0) as u64;

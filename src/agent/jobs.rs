@@ -105,6 +105,16 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
                 shown(server)
             ));
         }
+        JobSpec::Capture { device, filter } => {
+            super::net::check_ifname(device)?;
+            if let (Some(a), Some(b)) = (filter.src, filter.dst) {
+                if a.is_ipv6() != b.is_ipv6() {
+                    return bad(format!(
+                        "capture filter: source {a} and destination {b} differ in family"
+                    ));
+                }
+            }
+        }
         JobSpec::CpuStat { interval_ms }
             if Duration::from_millis(*interval_ms) < MIN_CPU_INTERVAL =>
         {

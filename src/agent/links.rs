@@ -208,6 +208,7 @@ fn check_spec(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
             }
         }
         LinkSpec::Dummy => Ok(()),
+        _ => super::tunnels::check(ifname, spec),
     }
 }
 
@@ -233,6 +234,7 @@ pub fn kernel_feature(spec: &LinkSpec) -> (&'static str, &'static str) {
         LinkSpec::Macvlan { .. } => ("macvlan support", "module macvlan"),
         LinkSpec::Veth { .. } => ("veth support", "module veth"),
         LinkSpec::Dummy => ("dummy interface support", "module dummy"),
+        _ => super::tunnels::feature(spec).unwrap_or(("this link kind", "unknown")),
     }
 }
 
@@ -792,6 +794,11 @@ pub fn create_message(
             (InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(p))))
         }
         LinkSpec::Dummy => (InfoKind::Dummy, None),
+        _ => {
+            let (k, d) = super::tunnels::info(spec, r.parent)
+                .ok_or_else(|| OpError::new(ErrorKind::Internal, "unknown link kind"))?;
+            (k, Some(d))
+        }
     };
     let mut info = vec![LinkInfo::Kind(kind)];
     if let Some(d) = data {
@@ -1644,6 +1651,12 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
             };
             match &spec {
                 LinkSpec::Vlan { parent, .. } | LinkSpec::Macvlan { parent, .. } => {
+                    r.parent = Some(facts(nl, parent).await?.ifindex);
+                }
+                LinkSpec::Vxlan(crate::protocol::VxlanOptions {
+                    parent: Some(parent),
+                    ..
+                }) => {
                     r.parent = Some(facts(nl, parent).await?.ifindex);
                 }
                 LinkSpec::Bond(o) => {

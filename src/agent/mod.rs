@@ -31,6 +31,7 @@ pub mod netns;
 pub mod rr;
 pub mod sysctl;
 pub mod tunables;
+pub mod tunnels;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{

@@ -39,6 +39,146 @@ pub enum LinkSpec {
     },
     /// dummy link.
     Dummy,
+    /// GRE tunnel over IPv4 (`ip link add … type gre`).
+    Gre(GreOptions),
+    /// Ethernet over GRE over IPv4 (`gretap`).
+    GreTap(GreOptions),
+    /// GRE tunnel over IPv6 (`ip6gre`).
+    Ip6Gre(GreOptions),
+    /// Ethernet over GRE over IPv6 (`ip6gretap`).
+    Ip6GreTap(GreOptions),
+    /// IPv4 in IPv4 (`ipip`; modes `any`, `ipip`, `mplsip`).
+    Ipip(IpTunOptions),
+    /// IPv6 (or IPv4, MPLS) in IPv4 (`sit`; modes `any`, `ip6ip`, `ipip`, `mplsip`).
+    Sit(IpTunOptions),
+    /// IPv6 or IPv4 in IPv6 (`ip6tnl`; modes `any`, `ip6ip6`, `ipip6`).
+    Ip6Tnl(IpTunOptions),
+    /// VXLAN (`ip link add … type vxlan id ID [remote|group ADDR] [local ADDR] [dev PARENT]
+    /// [dstport PORT]`).
+    Vxlan(VxlanOptions),
+    /// Geneve (`ip link add … type geneve id ID remote ADDR [dstport PORT]`).
+    Geneve(GeneveOptions),
+}
+
+/// Options of the GRE kinds (`IFLA_GRE_*`); unset ones keep the kernel defaults. The
+/// addresses' family must be the kind's (IPv4 for gre/gretap, IPv6 for ip6gre/ip6gretap).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreOptions {
+    #[serde(default)]
+    pub local: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub remote: Option<std::net::IpAddr>,
+    /// Input and output key (`key K`: both directions, GRE_KEY set).
+    #[serde(default)]
+    pub key: Option<u32>,
+    /// 0 inherits the inner packet's TTL.
+    #[serde(default)]
+    pub ttl: Option<u8>,
+    #[serde(default)]
+    pub tos: Option<u8>,
+}
+
+/// Options of the IP-in-IP kinds (`IFLA_IPTUN_*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpTunOptions {
+    #[serde(default)]
+    pub local: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub remote: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub ttl: Option<u8>,
+    #[serde(default)]
+    pub tos: Option<u8>,
+    /// What the tunnel carries (`IFLA_IPTUN_PROTO`); unset: the kernel's default for the kind.
+    #[serde(default)]
+    pub mode: Option<IpTunMode>,
+}
+
+/// `ip link … mode M` of ipip, sit and ip6tnl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpTunMode {
+    Any,
+    Ipip,
+    Mplsip,
+    Ip6ip,
+    Ip6ip6,
+    Ipip6,
+}
+
+impl IpTunMode {
+    pub const ALL: [IpTunMode; 6] = [
+        IpTunMode::Any,
+        IpTunMode::Ipip,
+        IpTunMode::Mplsip,
+        IpTunMode::Ip6ip,
+        IpTunMode::Ip6ip6,
+        IpTunMode::Ipip6,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IpTunMode::Any => "any",
+            IpTunMode::Ipip => "ipip",
+            IpTunMode::Mplsip => "mplsip",
+            IpTunMode::Ip6ip => "ip6ip",
+            IpTunMode::Ip6ip6 => "ip6ip6",
+            IpTunMode::Ipip6 => "ipip6",
+        }
+    }
+
+    /// The inner protocol number (`IFLA_IPTUN_PROTO`).
+    pub fn proto(self) -> u8 {
+        match self {
+            IpTunMode::Any => 0,
+            IpTunMode::Ipip | IpTunMode::Ipip6 => 4,
+            IpTunMode::Ip6ip | IpTunMode::Ip6ip6 => 41,
+            IpTunMode::Mplsip => 137,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IpTunMode> {
+        IpTunMode::ALL.into_iter().find(|m| m.name() == s.trim())
+    }
+}
+
+/// VXLAN options (`IFLA_VXLAN_*`). At most one of `remote` (unicast) and `group` (multicast).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VxlanOptions {
+    /// VNI, 0 to 16 777 215.
+    pub id: u32,
+    #[serde(default)]
+    pub remote: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub group: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub local: Option<std::net::IpAddr>,
+    /// Underlay device (`dev PARENT`, `IFLA_VXLAN_LINK`).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// UDP destination port; unset: the kernel's default (8472), as upstream's VxlanDevice.
+    #[serde(default)]
+    pub dstport: Option<u16>,
+    #[serde(default)]
+    pub ttl: Option<u8>,
+}
+
+/// Geneve options (`IFLA_GENEVE_*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneveOptions {
+    /// VNI, 0 to 16 777 215.
+    pub id: u32,
+    #[serde(default)]
+    pub remote: Option<std::net::IpAddr>,
+    /// UDP destination port; unset: the kernel's default (6081).
+    #[serde(default)]
+    pub dstport: Option<u16>,
+    #[serde(default)]
+    pub ttl: Option<u8>,
 }
 
 impl LinkSpec {
@@ -52,6 +192,15 @@ impl LinkSpec {
             LinkSpec::Macvlan { .. } => "macvlan",
             LinkSpec::Veth { .. } => "veth",
             LinkSpec::Dummy => "dummy",
+            LinkSpec::Gre(_) => "gre",
+            LinkSpec::GreTap(_) => "gretap",
+            LinkSpec::Ip6Gre(_) => "ip6gre",
+            LinkSpec::Ip6GreTap(_) => "ip6gretap",
+            LinkSpec::Ipip(_) => "ipip",
+            LinkSpec::Sit(_) => "sit",
+            LinkSpec::Ip6Tnl(_) => "ip6tnl",
+            LinkSpec::Vxlan(_) => "vxlan",
+            LinkSpec::Geneve(_) => "geneve",
         }
     }
 }

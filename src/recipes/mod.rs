@@ -12,6 +12,11 @@ pub mod context;
 pub mod double_bond;
 pub mod double_team;
 pub mod enrt;
+pub mod geneve_tunnel;
+pub mod gre_tunnel;
+pub mod ip6gre_tunnel;
+pub mod ip6tnl_tunnel;
+pub mod ipip_tunnel;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod ping_flood;
@@ -20,8 +25,10 @@ pub mod short_lived_connections;
 pub mod simple_netns_router;
 pub mod simple_network;
 pub mod simple_network_tunable;
+pub mod sit_tunnel;
 pub mod team;
 pub mod team_vs_bond;
+pub mod tunnel;
 pub mod typed;
 pub mod virtual_bridge_vlan_in_guest;
 pub mod virtual_bridge_vlan_in_guest_mirrored;
@@ -31,6 +38,7 @@ pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
+pub mod vxlan_remote;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -42,6 +50,8 @@ mod rr_tunable_tests;
 mod scripted_tests;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tunnel_tests;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
@@ -168,6 +178,13 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<team_vs_bond::TeamVsBondRecipe>(),
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
+    RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
+    RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
+    RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
+    RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
+    RecipeDef::of::<sit_tunnel::SitTunnelRecipe>(),
+    RecipeDef::of::<ip6tnl_tunnel::Ip6TnlTunnelRecipe>(),
+    RecipeDef::of::<ip6gre_tunnel::Ip6GreTunnelRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

@@ -75,6 +75,73 @@ pub enum Link {
     Veth { peer: Dev },
     /// `MacvlanDevice(realdev)`.
     Macvlan { parent: Dev },
+    /// A tunnel without an underlay device (`GreDevice`, `IpIpDevice`, `SitDevice`,
+    /// `Ip6TnlDevice`, `Ip6GreDevice`, `GeneveDevice`, …): the agent's spec as it is sent.
+    Tunnel(LinkSpec),
+    /// `VxlanDevice(vxlan_id, remote|group, realdev=parent)`; `opts.parent` is filled from
+    /// `parent` when the step runs.
+    Vxlan {
+        parent: Option<Dev>,
+        opts: crate::protocol::VxlanOptions,
+    },
+}
+
+/// `local=…, remote=…, key=…` of a tunnel as upstream's device kwargs.
+fn tunnel_kwargs(spec: &LinkSpec) -> (&'static str, Vec<String>) {
+    use std::fmt::Display;
+    fn kw<T: Display>(out: &mut Vec<String>, name: &str, v: &Option<T>, quote: bool) {
+        if let Some(v) = v {
+            out.push(if quote {
+                format!("{name}='{v}'")
+            } else {
+                format!("{name}={v}")
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let cls = match spec {
+        LinkSpec::Gre(o) | LinkSpec::GreTap(o) | LinkSpec::Ip6Gre(o) | LinkSpec::Ip6GreTap(o) => {
+            kw(&mut out, "local", &o.local, true);
+            kw(&mut out, "remote", &o.remote, true);
+            kw(&mut out, "key", &o.key, false);
+            kw(&mut out, "ttl", &o.ttl, false);
+            kw(&mut out, "tos", &o.tos, false);
+            match spec {
+                LinkSpec::Gre(_) => "GreDevice",
+                LinkSpec::GreTap(_) => "GreTapDevice",
+                LinkSpec::Ip6Gre(_) => "Ip6GreDevice",
+                _ => "Ip6GreTapDevice",
+            }
+        }
+        LinkSpec::Ipip(o) | LinkSpec::Sit(o) | LinkSpec::Ip6Tnl(o) => {
+            kw(&mut out, "local", &o.local, true);
+            kw(&mut out, "remote", &o.remote, true);
+            kw(&mut out, "mode", &o.mode.map(|m| m.name()), true);
+            kw(&mut out, "ttl", &o.ttl, false);
+            kw(&mut out, "tos", &o.tos, false);
+            match spec {
+                LinkSpec::Ipip(_) => "IpIpDevice",
+                LinkSpec::Sit(_) => "SitDevice",
+                _ => "Ip6TnlDevice",
+            }
+        }
+        LinkSpec::Vxlan(o) => {
+            out.push(format!("vxlan_id={}", o.id));
+            kw(&mut out, "remote", &o.remote, true);
+            kw(&mut out, "group", &o.group, true);
+            kw(&mut out, "local", &o.local, true);
+            kw(&mut out, "dst_port", &o.dstport, false);
+            "VxlanDevice"
+        }
+        LinkSpec::Geneve(o) => {
+            out.push(format!("id={}", o.id));
+            kw(&mut out, "remote", &o.remote, true);
+            kw(&mut out, "dst_port", &o.dstport, false);
+            "GeneveDevice"
+        }
+        _ => "SoftDevice",
+    };
+    (cls, out)
 }
 
 impl Link {
@@ -111,6 +178,14 @@ impl Link {
             ),
             Link::Veth { peer } => ("VethPair", vec![format!("peer={peer}")]),
             Link::Macvlan { parent } => ("MacvlanDevice", vec![format!("realdev={parent}")]),
+            Link::Tunnel(spec) => tunnel_kwargs(spec),
+            Link::Vxlan { parent, opts } => {
+                let (cls, mut kw) = tunnel_kwargs(&LinkSpec::Vxlan(opts.clone()));
+                if let Some(p) = parent {
+                    kw.push(format!("realdev={p}"));
+                }
+                (cls, kw)
+            }
         }
     }
 }
@@ -246,6 +321,18 @@ impl TestWide {
                 ..RouteSpec::default()
             },
             dev: None,
+        });
+        self
+    }
+    /// Add a route to `dst` through the device `dev` (`ip route add DST dev DEV`).
+    pub fn route_dev(&mut self, host: &str, dst: String, dev: &Dev) -> &mut Self {
+        self.steps.push(Step::Route {
+            host: host.into(),
+            route: RouteSpec {
+                dst,
+                ..RouteSpec::default()
+            },
+            dev: Some(dev.clone()),
         });
         self
     }
@@ -500,6 +587,15 @@ async fn apply_step(
                     parent: ctx.ifname(parent)?,
                     mode: Default::default(),
                 },
+                Link::Tunnel(spec) => spec.clone(),
+                Link::Vxlan { parent, opts } => {
+                    let mut o = opts.clone();
+                    o.parent = match parent {
+                        Some(p) => Some(ctx.ifname(p)?),
+                        None => None,
+                    };
+                    LinkSpec::Vxlan(o)
+                }
             };
             ctx.create_link(dev, spec, master.as_ref(), cls, shown)
                 .await?;

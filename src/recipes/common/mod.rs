@@ -5,5 +5,6 @@
 
 pub mod addrs;
 pub mod config;
+pub mod packet_assert;
 pub mod perf;
 pub mod ping;

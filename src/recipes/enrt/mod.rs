@@ -155,6 +155,17 @@ pub trait EnrtRecipe: Recipe {
         }
     }
 
+    /// The packet assert of one ping (upstream BaseTunnelRecipe's `get_packet_assert_config`):
+    /// a capture on an underlay device that runs from 2 s before the ping to 2 s after it,
+    /// then is evaluated after the ping's own evaluation. None (the default): no capture.
+    fn packet_assert(
+        &self,
+        _config: &Configured,
+        _ping: &PingConf,
+    ) -> Option<crate::recipes::common::packet_assert::PacketAssertConf> {
+        None
+    }
+
     /// Collections of endpoint pairs to measure; the pairs of one collection run in parallel
     /// (upstream `generate_perf_endpoints`): by default every address pair of
     /// [`EnrtRecipe::pair`], swapped with `perf_reverse`.
@@ -455,7 +466,23 @@ async fn do_ping_tests<R: EnrtRecipe>(
                     break;
                 }
             }
-            ping_test_and_evaluate(ctx, &confs, &raw_prefix).await?;
+            let asserts: Vec<_> = confs
+                .iter()
+                .filter_map(|c| r.packet_assert(config, c))
+                .collect();
+            if asserts.is_empty() {
+                ping_test_and_evaluate(ctx, &confs, &raw_prefix).await?;
+            } else {
+                use crate::recipes::common::packet_assert;
+                let ids = packet_assert::start(ctx, &asserts).await?;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let pinged = ping_test_and_evaluate(ctx, &confs, &raw_prefix).await;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let raw = format!("{raw_prefix}packet_assert_{ipv}_");
+                let stopped = packet_assert::stop_and_evaluate(ctx, &asserts, ids, &raw).await;
+                pinged?;
+                stopped?;
+            }
         }
     }
     Ok(())
