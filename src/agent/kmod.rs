@@ -46,6 +46,13 @@ pub fn modules_for(spec: &LinkSpec) -> Vec<(&'static str, &'static str)> {
         ],
         LinkSpec::Macvlan { .. } => vec![("macvlan", "")],
         LinkSpec::Veth { .. } => vec![("veth", "")],
+        LinkSpec::Gre(_) | LinkSpec::GreTap(_) => vec![("ip_gre", "")],
+        LinkSpec::Ip6Gre(_) | LinkSpec::Ip6GreTap(_) => vec![("ip6_gre", "")],
+        LinkSpec::Ipip(_) => vec![("ipip", "")],
+        LinkSpec::Sit(_) => vec![("sit", "")],
+        LinkSpec::Ip6Tnl(_) => vec![("ip6_tunnel", "")],
+        LinkSpec::Vxlan(_) => vec![("vxlan", "")],
+        LinkSpec::Geneve(_) => vec![("geneve", "")],
         _ => Vec::new(),
     }
 }
