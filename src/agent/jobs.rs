@@ -64,6 +64,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
     if let Err(e) = super::rr::validate(spec) {
         return bad(e.to_string());
     }
+    super::pktgen::validate(spec)?;
+    validate_xdp(spec)?;
     match spec {
         JobSpec::Ping {
             dst,
@@ -120,6 +122,83 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
         super::tunables::check_cpus(cpus, true)?;
     }
     super::tunables::check_perf(spec)
+}
+
+/// The xdp-tools jobs: interface names, CPUs, durations.
+fn validate_xdp(spec: &JobSpec) -> Result<(), OpError> {
+    let bad = |m: String| Err(OpError::new(ErrorKind::BadRequest, m));
+    let times = |interval_s: u32, duration_s: u32| {
+        if !(1..=3600).contains(&interval_s) {
+            return bad(format!(
+                "xdp-bench interval {interval_s} s is outside 1 to 3600"
+            ));
+        }
+        if !(1..=super::pktgen::MAX_DURATION_S).contains(&duration_s) {
+            return bad(format!(
+                "xdp-bench duration {duration_s} s is outside 1 to {}",
+                super::pktgen::MAX_DURATION_S
+            ));
+        }
+        Ok(())
+    };
+    match spec {
+        JobSpec::XdpBench {
+            interface,
+            interval_s,
+            duration_s,
+            ..
+        } => {
+            super::net::check_ifname(interface)?;
+            times(*interval_s, *duration_s)
+        }
+        JobSpec::XdpBenchRedirectCpu {
+            interface,
+            cpus,
+            qsize,
+            interval_s,
+            duration_s,
+            ..
+        } => {
+            super::net::check_ifname(interface)?;
+            times(*interval_s, *duration_s)?;
+            if cpus.is_empty() {
+                return bad("xdp-bench redirect-cpu needs at least one CPU".into());
+            }
+            if !(1..=16_384).contains(qsize) {
+                return bad(format!(
+                    "xdp-bench redirect-cpu qsize {qsize} is outside 1 to 16384"
+                ));
+            }
+            super::tunables::check_cpus(cpus, false)
+        }
+        JobSpec::XdpForward {
+            ingress, egress, ..
+        } => {
+            super::net::check_ifname(ingress)?;
+            super::net::check_ifname(egress)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// When the agent ends a job by itself with SIGINT (xdp-bench runs until interrupted and
+/// detaches its program then).
+fn sigint_after(spec: &JobSpec) -> Option<Duration> {
+    match spec {
+        JobSpec::XdpBench { duration_s, .. } | JobSpec::XdpBenchRedirectCpu { duration_s, .. } => {
+            Some(Duration::from_secs(u64::from(*duration_s)))
+        }
+        _ => None,
+    }
+}
+
+/// Jobs whose stdout lines are kept with the time each was read (xdp-bench prints one
+/// summary per interval; upstream timestamps every line as it arrives).
+fn timed_lines(spec: &JobSpec) -> bool {
+    matches!(
+        spec,
+        JobSpec::XdpBench { .. } | JobSpec::XdpBenchRedirectCpu { .. }
+    )
 }
 
 /// One running or finished job.
@@ -195,6 +274,13 @@ impl Jobs {
                 match started {
                     Ok((child, pid)) => {
                         *lock(&pg) = Some(pid);
+                        if let Some(after) = sigint_after(&spec) {
+                            let pg = pg.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(after).await;
+                                signal_group(&pg, Signal::SIGINT);
+                            });
+                        }
                         tokio::spawn(async move {
                             let r = finish_process(id, &spec, child, started_at, pg, k).await;
                             let r = match perf_dir {
@@ -237,6 +323,28 @@ impl Jobs {
                 let n = super::rr::spawn_job(id, &spec, killed.clone(), done)
                     .map_err(|e| OpError::new(ErrorKind::BadRequest, e.to_string()))?;
                 stop = Some(n);
+            }
+            None if super::pktgen::is_inproc(&spec) => {
+                let done = move |r: JobResult| {
+                    on_finish(r.clone());
+                    let _ = tx.send(Some(r));
+                };
+                let ns = match netns.map(|fd| fd.try_clone()).transpose() {
+                    Ok(ns) => ns,
+                    Err(e) => {
+                        return Err(OpError::new(
+                            ErrorKind::Internal,
+                            format!("duplicating the namespace descriptor: {e}"),
+                        ))
+                    }
+                };
+                stop = Some(super::pktgen::spawn_job(
+                    id,
+                    &spec,
+                    ns,
+                    killed.clone(),
+                    done,
+                )?);
             }
             None => {
                 let JobSpec::CpuStat { interval_ms } = spec else {
@@ -455,12 +563,13 @@ async fn finish_process(
     killed: Arc<AtomicBool>,
 ) -> JobResult {
     use std::os::unix::process::ExitStatusExt;
-    let out = tokio::spawn(read_capped(child.stdout.take(), OUTPUT_CAP));
+    let timed = timed_lines(spec);
+    let out = tokio::spawn(read_capped_lines(child.stdout.take(), OUTPUT_CAP, timed));
     let err = tokio::spawn(read_capped(child.stderr.take(), OUTPUT_CAP));
     let status = child.wait().await;
     // The leader is reaped; do not signal a group id that may be reused.
     *lock(&pgid) = None;
-    let (stdout, out_trunc) = out.await.unwrap_or_default();
+    let (stdout, out_trunc, lines) = out.await.unwrap_or_default();
     let (stderr, err_trunc) = err.await.unwrap_or_default();
     let finished_at = unix_now();
     let mut error = None;
@@ -490,8 +599,50 @@ async fn finish_process(
         finished_at,
         killed: killed.load(Ordering::SeqCst),
         error,
-        data: None,
+        data: timed.then(|| {
+            serde_json::Value::Array(
+                lines
+                    .into_iter()
+                    .map(|(t, l)| serde_json::json!({"t": t, "line": l}))
+                    .collect(),
+            )
+        }),
     }
+}
+
+/// [`read_capped`], and with `timed` every line with the time it was read.
+async fn read_capped_lines<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    cap: usize,
+    timed: bool,
+) -> (String, bool, Vec<(f64, String)>) {
+    if !timed {
+        let (s, t) = read_capped(r, cap).await;
+        return (s, t, Vec::new());
+    }
+    use tokio::io::AsyncBufReadExt;
+    let Some(r) = r else {
+        return (String::new(), false, Vec::new());
+    };
+    let mut reader = tokio::io::BufReader::new(r);
+    let (mut out, mut lines, mut truncated) = (String::new(), Vec::new(), false);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).into_owned();
+                if out.len() + line.len() > cap {
+                    truncated = true;
+                    continue;
+                }
+                out.push_str(&line);
+                lines.push((unix_now(), line.trim_end_matches(['\n', '\r']).to_string()));
+            }
+        }
+    }
+    (out, truncated, lines)
 }
 
 /// The `cpu*` lines of a /proc/stat text.

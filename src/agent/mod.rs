@@ -26,6 +26,7 @@ pub mod jobs;
 pub mod links;
 pub mod net;
 pub mod netns;
+pub mod pktgen;
 pub mod rr;
 pub mod sysctl;
 pub mod tunables;
