@@ -796,7 +796,7 @@ impl JobSpec {
                 remote_action,
                 interval_s,
                 ..
-            } => Some(xdp_bench_argv(
+            } => Some(line_buffered(xdp_bench_argv(
                 *command,
                 interface,
                 *interval_s,
@@ -804,7 +804,7 @@ impl JobSpec {
                 *packet_operation,
                 *remote_action,
                 *xdp_mode,
-            )),
+            ))),
             JobSpec::XdpBenchRedirectCpu {
                 interface,
                 cpus,
@@ -814,7 +814,7 @@ impl JobSpec {
                 interval_s,
                 xdp_mode,
                 ..
-            } => Some(xdp_bench_redirect_cpu_argv(
+            } => Some(line_buffered(xdp_bench_redirect_cpu_argv(
                 interface,
                 cpus,
                 *program,
@@ -822,7 +822,7 @@ impl JobSpec {
                 *interval_s,
                 *qsize,
                 *xdp_mode,
-            )),
+            ))),
             JobSpec::XdpForward {
                 load,
                 ingress,

@@ -192,6 +192,22 @@ fn sigint_after(spec: &JobSpec) -> Option<Duration> {
     }
 }
 
+/// Longest wait for an xdp-bench job to be ready (below the controller's 30 s request
+/// timeout).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Whether process `pid` blocks SIGINT (`SigBlk` of /proc/<pid>/status, bit 2−1).
+fn sigint_blocked(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
 /// Jobs whose stdout lines are kept with the time each was read (xdp-bench prints one
 /// summary per interval; upstream timestamps every line as it arrives).
 fn timed_lines(spec: &JobSpec) -> bool {
@@ -209,6 +225,8 @@ struct Job {
     killed: Arc<AtomicBool>,
     /// CPU sampler stop signal.
     stop: Option<Arc<Notify>>,
+    /// xdp-bench: SIGINT this long after it is ready ([`Jobs::wait_ready`]).
+    interrupt_after: Option<Duration>,
 }
 
 /// The jobs of one controller session.
@@ -239,6 +257,7 @@ impl Jobs {
         netns: Option<&std::os::fd::OwnedFd>,
     ) -> Result<u64, OpError> {
         validate(&spec)?;
+        let interrupt_after = sigint_after(&spec);
         let id = {
             let mut n = lock(&self.next_id);
             *n += 1;
@@ -274,13 +293,6 @@ impl Jobs {
                 match started {
                     Ok((child, pid)) => {
                         *lock(&pg) = Some(pid);
-                        if let Some(after) = sigint_after(&spec) {
-                            let pg = pg.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(after).await;
-                                signal_group(&pg, Signal::SIGINT);
-                            });
-                        }
                         tokio::spawn(async move {
                             let r = finish_process(id, &spec, child, started_at, pg, k).await;
                             let r = match perf_dir {
@@ -367,9 +379,49 @@ impl Jobs {
                 result: rx,
                 killed,
                 stop,
+                interrupt_after,
             },
         );
         Ok(id)
+    }
+
+    /// For a job the agent interrupts itself (xdp-bench): wait until it is ready, then arm the
+    /// SIGINT for its duration. xdp-bench is ready once it blocks SIGINT (it reads signals
+    /// from a signalfd after attaching its program and setting up its statistics): an earlier
+    /// SIGINT would kill it with its program still attached, and under TCG loading a program
+    /// takes seconds. Waits [`READY_TIMEOUT`] at most (then arms the SIGINT anyway); returns
+    /// at once for other jobs and for a job that already ended.
+    pub async fn wait_ready(&self, id: u64) {
+        let (pgid, after, rx) = {
+            let jobs = lock(&self.jobs);
+            let Some(j) = jobs.get(&id) else { return };
+            (j.pgid.clone(), j.interrupt_after, j.result.clone())
+        };
+        let Some(after) = after else { return };
+        let t0 = std::time::Instant::now();
+        loop {
+            if rx.borrow().is_some() {
+                return;
+            }
+            let pid = *lock(&pgid);
+            let Some(pid) = pid else { return };
+            if sigint_blocked(pid) {
+                break;
+            }
+            if t0.elapsed() >= READY_TIMEOUT {
+                tracing::warn!(
+                    "job {id}: not ready after {} s; interrupting it after its duration anyway",
+                    READY_TIMEOUT.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::debug!("job {id}: ready after {:.2} s", t0.elapsed().as_secs_f64());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            signal_group(&pgid, Signal::SIGINT);
+        });
     }
 
     fn handle(&self, id: u64) -> Result<JobHandle, OpError> {

@@ -185,6 +185,28 @@ pub fn spawn_job(
         });
     }
     let started_at = unix_now();
+    // The result goes back through the runtime: `done` may spawn tasks (the JobFinished event),
+    // which a plain thread cannot.
+    let (rtx, rrx) = tokio::sync::oneshot::channel::<JobResult>();
+    {
+        let killed = killed.clone();
+        tokio::spawn(async move {
+            let r = rrx.await.unwrap_or_else(|_| JobResult {
+                job_id: id,
+                passed: false,
+                exit_code: None,
+                signal: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                started_at,
+                finished_at: unix_now(),
+                killed: killed.load(Ordering::SeqCst),
+                error: Some("the job's thread ended without a result".into()),
+                data: None,
+            });
+            done(r);
+        });
+    }
     let spawned = std::thread::Builder::new()
         .name(format!("job-{id}"))
         .spawn(move || {
@@ -212,7 +234,7 @@ pub fn spawn_job(
                     (false, Some(e), None)
                 }
             };
-            done(JobResult {
+            let _ = rtx.send(JobResult {
                 job_id: id,
                 passed,
                 exit_code: None,

@@ -149,6 +149,15 @@ wire_choice! {
     }
 }
 
+/// `stdbuf -oL <argv>`: xdp-tools before 1.4 (Debian 12 ships 1.3.1) never flush stdout,
+/// so through a pipe its per-interval lines would all arrive at its exit; coreutils' stdbuf
+/// makes them line-buffered (and changes nothing for a release that flushes).
+pub fn line_buffered(argv: Vec<String>) -> Vec<String> {
+    let mut v = vec!["stdbuf".to_string(), "-oL".to_string()];
+    v.extend(argv);
+    v
+}
+
 /// `xdp-bench <command> <interface> --interval N [--load-mode M] [--program-mode P]
 /// [--remote-action A] --xdp-mode X`: upstream's argument order (its module's parameters in
 /// alphabetical order), with `--program-mode`, the spelling every xdp-tools release accepts,

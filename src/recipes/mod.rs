@@ -23,6 +23,7 @@ pub mod virtual_bridge_vlan_in_host;
 pub mod virtual_bridge_vlan_in_host_mirrored;
 pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
+pub mod xdp;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -146,6 +147,9 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<virtual_bridge_vlan_in_guest_mirrored::VirtualBridgeVlanInGuestMirroredRecipe>(
     ),
     RecipeDef::of::<virtual_bridge_vlans_over_bond::VirtualBridgeVlansOverBondRecipe>(),
+    RecipeDef::of::<xdp::XDPDropRecipe>(),
+    RecipeDef::of::<xdp::XDPTxRecipe>(),
+    RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),
 ];
 
 /// RECIPE names no registered recipe.

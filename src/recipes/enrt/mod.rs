@@ -23,6 +23,7 @@ use crate::measure::flow::FlowSpec;
 use crate::recipes::common::config::{self, Configured, TestWide};
 use crate::recipes::common::perf::{perf_test, FlowEvaluator, PerfConf, PerfTweaks};
 use crate::recipes::common::ping::{ping_test_and_evaluate, PingConf, PingEvaluator};
+use crate::recipes::common::pktrate::{self, PacketFlow, PacketMeasurement};
 use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
 use crate::recipes::Recipe;
@@ -157,6 +158,31 @@ pub trait EnrtRecipe: Recipe {
     fn sub_configurations(&self) -> SubConfigs<'_> {
         SubConfigs::default()
     }
+
+    /// A packet-rate measurement instead of iperf3 flows (upstream's `net_perf_tool_class`
+    /// of the XDP and forwarding measurement generators); `perf_tests` then only selects the
+    /// perf tweaks, pktgen always sends UDP.
+    fn packet_measurement(&self) -> Option<PacketMeasurement> {
+        None
+    }
+
+    /// MultiDevInterruptHWConfigMixin (the XDP and forwarding recipes): the devices whose
+    /// IRQs every sub-configuration pins, with the CPUs and the policy.
+    fn multi_dev_interrupt(&self) -> Vec<(Dev, Vec<u32>, crate::protocol::IrqPolicy)> {
+        Vec::new()
+    }
+
+    /// Test-wide configuration beyond the [`TestWide`] steps, run after them in the
+    /// test-wide scope (upstream bodies that run tools: the redirect-cpu RSS key, the static
+    /// neighbours and `xdp-forward load` of the forwarding recipes); every change pushes its
+    /// undo. Returns lines for the test-wide description.
+    fn test_wide_extra<'a>(
+        &'a self,
+        _ctx: &'a mut RunContext,
+        _config: &'a Configured,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, RecipeError>> + Send + 'a {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
@@ -231,10 +257,11 @@ pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), Recip
         return Err(RecipeError::Unsupported(bad.join("; ")));
     }
     if let Some(t) = r.base().flows.perf_tests.iter().find(|t| {
-        !matches!(
-            t,
-            PerfTest::TcpStream | PerfTest::UdpStream | PerfTest::SctpStream
-        )
+        r.packet_measurement().is_none()
+            && !matches!(
+                t,
+                PerfTest::TcpStream | PerfTest::UdpStream | PerfTest::SctpStream
+            )
     }) {
         return Err(RecipeError::Param(format!(
             "perf_tests: unsupported test '{t}' (iperf3 runs tcp_stream, udp_stream, sctp_stream)"
@@ -259,11 +286,14 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
     ctx.progress("configuring the test network");
     let steps = r.test_wide_configuration()?;
     let config = config::apply(ctx, &steps.steps).await?;
+    ctx.begin_undo_group();
+    let extra = r.test_wide_extra(ctx, &config).await?;
     let mut desc = vec![format!(
         "Testwide configuration for recipe {} description:",
         R::NAME
     )];
     desc.extend(r.test_wide_description(&config));
+    desc.extend(extra);
     ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
 
     let subs = r.sub_configurations();
@@ -273,6 +303,7 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
         let mark = ctx.mark();
         let body = async {
             subs.apply(ctx, sub, r.base()).await?;
+            pin_multi_dev_interrupts(ctx, &r.multi_dev_interrupt()).await?;
             do_ping_tests(r, ctx, &config, k).await?;
             do_perf_tests(r, ctx, &config, sub, k).await
         }
@@ -387,8 +418,17 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         ));
                         continue;
                     }
+                    let packet = r.packet_measurement();
+                    let pflows = match &packet {
+                        Some(m) => packet_flows(&base, &pairs, *test, *size, m)?,
+                        None => Vec::new(),
+                    };
+                    let flows = match &packet {
+                        Some(_) => pflows.iter().map(|f| f.spec.clone()).collect(),
+                        None => create_flows(&base, &pairs, *test, *size)?,
+                    };
                     let conf = PerfConf {
-                        flows: create_flows(&base, &pairs, *test, *size)?,
+                        flows,
                         ip_version: ipv,
                         iterations: base.enrt.perf_iterations,
                         simulate: base.enrt.perf_test_simulation,
@@ -398,7 +438,10 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         raw_prefix: format!("sub{}_", k + 1),
                         cpu_hosts: r.cpu_hosts(),
                     };
-                    perf_test(ctx, &conf).await?;
+                    match &packet {
+                        Some(m) => pktrate::perf_test(ctx, &conf, &pflows, m).await?,
+                        None => perf_test(ctx, &conf).await?,
+                    }
                 }
             }
         }
@@ -453,4 +496,84 @@ fn create_flows(
         }
     }
     Ok(flows)
+}
+
+/// The flows of a packet measurement: [`create_flows`]' flows with their devices; the
+/// redirect-cpu and forwarding generators pin flow i to `perf_tool_cpu[i % n]` whatever the
+/// policy (pktgen runs one device per CPU), the XDP flow generator follows the policy.
+fn packet_flows(
+    base: &EnrtBase<'_>,
+    pairs: &[&EndpointPair],
+    test: PerfTest,
+    size: Option<u32>,
+    m: &PacketMeasurement,
+) -> Result<Vec<PacketFlow>, RecipeError> {
+    let specs = create_flows(base, pairs, test, size)?;
+    let per = base.flows.perf_parallel_processes as usize;
+    let cpus = base.flows.perf_tool_cpu.clone().unwrap_or_default();
+    let round_robin = !matches!(m, PacketMeasurement::XdpBench { .. });
+    let mut out = Vec::new();
+    for (k, mut spec) in specs.into_iter().enumerate() {
+        let (client, server) = pairs[k / per.max(1)];
+        if round_robin && !cpus.is_empty() {
+            // Upstream's flow id: the process index within its endpoint pair.
+            spec.cpupin = Some(vec![cpus[(k % per.max(1)) % cpus.len()]]);
+        }
+        out.push(PacketFlow {
+            spec,
+            generator_nic: client.dev.clone(),
+            receiver_nic: server.dev.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// MultiDevInterruptHWConfigMixin's `hw_config`: pin each device's IRQs (irqbalance stopped
+/// first) and describe it as upstream (`host1.eth0 irqs bound to cpu [0] with
+/// policy:round-robin`), with every IRQ's list before and after. The agent journals each
+/// change and puts the affinities and irqbalance back when the recipe ends. A device without
+/// IRQs (a veth) fails the sub-configuration with the agent's reason, before any traffic.
+async fn pin_multi_dev_interrupts(
+    ctx: &mut RunContext,
+    pins: &[(Dev, Vec<u32>, crate::protocol::IrqPolicy)],
+) -> Result<(), RecipeError> {
+    if pins.is_empty() {
+        return Ok(());
+    }
+    let mut desc = vec!["Multi-device IRQ configuration (multi_dev_interrupt_config):".to_string()];
+    let mut stopped: Vec<String> = Vec::new();
+    for (dev, cpus, policy) in pins {
+        let ifname = ctx.ifname(dev)?;
+        let p = ctx
+            .client(&dev.host)?
+            .set_irq_affinity(&ifname, cpus, *policy, true)
+            .await
+            .map_err(|e| {
+                RecipeError::Run(format!(
+                    "multi_dev_interrupt_config: pinning the IRQs of {dev} ({ifname}): {e}"
+                ))
+            })?;
+        let host = ctx.root_host(&dev.host).to_string();
+        if p.irqbalance_stopped && !stopped.contains(&host) {
+            desc.push(format!("{host} irqbalance stopped"));
+            stopped.push(host);
+        }
+        let list: Vec<String> = cpus.iter().map(u32::to_string).collect();
+        let policy = match policy {
+            crate::protocol::IrqPolicy::RoundRobin => "round-robin",
+            crate::protocol::IrqPolicy::All => "all",
+        };
+        desc.push(format!(
+            "{dev} irqs bound to cpu [{}] with policy:{policy}",
+            list.join(", ")
+        ));
+        for i in &p.irqs {
+            desc.push(match &i.skipped {
+                None => format!("  irq {} ({}): {} -> {}", i.irq, i.name, i.previous, i.now),
+                Some(why) => format!("  irq {} ({}): kept {} ({why})", i.irq, i.name, i.now),
+            });
+        }
+    }
+    ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
+    Ok(())
 }
