@@ -10,6 +10,7 @@ pub mod bond;
 pub mod common;
 pub mod context;
 pub mod enrt;
+pub mod forwarding;
 pub mod linux_bridge;
 pub mod ping_flood;
 pub mod reqs;
@@ -150,6 +151,8 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<xdp::XDPDropRecipe>(),
     RecipeDef::of::<xdp::XDPTxRecipe>(),
     RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),
+    RecipeDef::of::<forwarding::ForwardingRecipe>(),
+    RecipeDef::of::<forwarding::XDPForwardingRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
