@@ -196,6 +196,38 @@ fn sigint_after(spec: &JobSpec) -> Option<Duration> {
 /// timeout).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The xdp-tools release of `xdp-bench` (`xdp-bench version 1.3.1 using libbpf …`).
+pub fn parse_xdp_bench_version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split("version").nth(1)?.split_whitespace().next()?;
+    let mut it = v
+        .trim_start_matches('v')
+        .split('.')
+        .map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// Before xdp-tools 1.5.8, `xdp-bench redirect-cpu -e` sets another option's field instead of
+/// the extended output mode (its option table names the wrong struct), so the per-CPU
+/// kthread lines upstream reads never appear; the agent then switches the mode with SIGQUIT
+/// (xdp-bench's own toggle) once the job is ready. Asked once per agent.
+fn redirect_cpu_extended_flag_broken() -> bool {
+    static BROKEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BROKEN.get_or_init(|| {
+        let out = std::process::Command::new("xdp-bench")
+            .args(["redirect-cpu", "--version"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let text = out
+            .map(|o| {
+                let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+                t.push_str(&String::from_utf8_lossy(&o.stderr));
+                t
+            })
+            .unwrap_or_default();
+        parse_xdp_bench_version(&text).is_some_and(|v| v < (1, 5, 8))
+    })
+}
+
 /// Whether process `pid` blocks SIGINT (`SigBlk` of /proc/<pid>/status, bit 2−1).
 fn sigint_blocked(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -227,6 +259,8 @@ struct Job {
     stop: Option<Arc<Notify>>,
     /// xdp-bench: SIGINT this long after it is ready ([`Jobs::wait_ready`]).
     interrupt_after: Option<Duration>,
+    /// xdp-bench redirect-cpu whose `-e` does not work: SIGQUIT once ready.
+    toggle_extended: bool,
 }
 
 /// The jobs of one controller session.
@@ -258,6 +292,8 @@ impl Jobs {
     ) -> Result<u64, OpError> {
         validate(&spec)?;
         let interrupt_after = sigint_after(&spec);
+        let toggle_extended = matches!(spec, JobSpec::XdpBenchRedirectCpu { .. })
+            && redirect_cpu_extended_flag_broken();
         let id = {
             let mut n = lock(&self.next_id);
             *n += 1;
@@ -380,6 +416,7 @@ impl Jobs {
                 killed,
                 stop,
                 interrupt_after,
+                toggle_extended,
             },
         );
         Ok(id)
@@ -392,10 +429,15 @@ impl Jobs {
     /// takes seconds. Waits [`READY_TIMEOUT`] at most (then arms the SIGINT anyway); returns
     /// at once for other jobs and for a job that already ended.
     pub async fn wait_ready(&self, id: u64) {
-        let (pgid, after, rx) = {
+        let (pgid, after, rx, toggle) = {
             let jobs = lock(&self.jobs);
             let Some(j) = jobs.get(&id) else { return };
-            (j.pgid.clone(), j.interrupt_after, j.result.clone())
+            (
+                j.pgid.clone(),
+                j.interrupt_after,
+                j.result.clone(),
+                j.toggle_extended,
+            )
         };
         let Some(after) = after else { return };
         let t0 = std::time::Instant::now();
@@ -418,6 +460,10 @@ impl Jobs {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::debug!("job {id}: ready after {:.2} s", t0.elapsed().as_secs_f64());
+        if toggle {
+            // xdp-bench switches between its simple and extended output on SIGQUIT.
+            signal_group(&pgid, Signal::SIGQUIT);
+        }
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             signal_group(&pgid, Signal::SIGINT);
@@ -784,6 +830,20 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn xdp_bench_versions() {
+        assert_eq!(
+            parse_xdp_bench_version("xdp-bench version 1.3.1 using libbpf version 1.1.2"),
+            Some((1, 3, 1))
+        );
+        assert_eq!(
+            parse_xdp_bench_version("xdp-bench version v1.5.8"),
+            Some((1, 5, 8))
+        );
+        assert_eq!(parse_xdp_bench_version("Command unknown"), None);
+        assert!((1, 3, 1) < (1, 5, 8) && (1, 6, 0) >= (1, 5, 8));
     }
 
     #[test]
