@@ -168,6 +168,11 @@ impl Script {
         if let Some(f) = &self.jobs {
             return f(call);
         }
+        self.builtin_answer(call)
+    }
+
+    /// The built-in answer to a job (what a custom `jobs` function can fall back to).
+    pub fn builtin_answer(&self, call: &JobCall) -> JobOutput {
         match &call.spec {
             JobSpec::Ping {
                 dst,
@@ -733,6 +738,7 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         }
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
+        Op::AddNeighbour { .. } | Op::DelNeighbour { .. } => Ok(Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
         // Tunable operations are not scripted yet: a recipe test that needs them gets a clear
         // refusal instead of a made-up answer.

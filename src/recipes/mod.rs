@@ -30,6 +30,8 @@ pub mod xdp;
 mod catalogue_tests;
 #[cfg(test)]
 mod scripted_tests;
+#[cfg(test)]
+mod xdp_tests;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
