@@ -1,4 +1,4 @@
-//! Packet-rate jobs (docs/PROTOCOL.md §6.3): the kernel's packet generator (`Pktgen`, driven
+//! Packet-rate jobs (docs/PROTOCOL.md §6.4): the kernel's packet generator (`Pktgen`, driven
 //! through /proc/net/pktgen by the agent itself, upstream `lnst/Tests/PktGen.py`), `xdp-bench`
 //! from xdp-tools on the receiver (`XdpBench`, `XdpBenchRedirectCpu`, upstream
 //! `lnst/Tests/XDPBench*.py`), `xdp-forward` (`XdpForward`) and the interface counter sampler
