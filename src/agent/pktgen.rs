@@ -511,7 +511,8 @@ mod tests {
     #[test]
     fn pktgen_specs_are_checked() {
         assert!(validate(&pktgen(vec![dev()])).is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut PktgenDevice)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut PktgenDevice)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|d| d.ifname = "eth0 start".into()),
                 "interface name",

@@ -284,7 +284,14 @@ mod tests {
             if specs.iter().any(|s| s.mandatory) {
                 continue;
             }
-            let p = resolve(d.name, &specs, vec![]).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            // The packet recipes need perf_tool_cpu in practice (upstream declares it optional
+            // and crashes without it); the plan refuses them without it.
+            let given = if d.name.starts_with("XDP") || d.name == "ForwardingRecipe" {
+                crate::params::parse_params("perf_tool_cpu=[0]").unwrap_or_default()
+            } else {
+                vec![]
+            };
+            let p = resolve(d.name, &specs, given).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             let planned = (d.plan)(&p).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             assert_eq!(planned.name(), d.name);
             assert!(!planned.requirements().hosts.is_empty(), "{}", d.name);

@@ -429,12 +429,12 @@ impl EnrtRecipe for XDPRedirectCPURecipe {
     /// a failure). The key comes back from the agent's journal when the recipe ends (upstream
     /// writes it back in `test_wide_deconfiguration`, the step before), rxhash with the
     /// test-wide scope.
-    fn test_wide_extra<'a>(
-        &'a self,
-        ctx: &'a mut RunContext,
-        _config: &'a Configured,
-    ) -> impl std::future::Future<Output = Result<Vec<String>, RecipeError>> + Send + 'a {
-        async move {
+    async fn test_wide_extra(
+        &self,
+        ctx: &mut RunContext,
+        _config: &Configured,
+    ) -> Result<Vec<String>, RecipeError> {
+        {
             let dev = self.0.sn.nics()[1].clone();
             let ifname = ctx.ifname(&dev)?;
             let client = ctx.client(&dev.host)?;

@@ -321,6 +321,7 @@ fn parsed<T>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pktgen_device(
     f: &PacketFlow,
     ifname: &str,
