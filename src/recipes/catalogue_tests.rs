@@ -50,15 +50,6 @@ fn link_ops(r: &ScriptedRun, host: &str) -> Vec<String> {
         .collect()
 }
 
-fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    r.run
-        .results
-        .iter()
-        .filter(|e| matches!(e.kind, ResultKind::Generic))
-        .map(|e| (e.result, e.description.clone()))
-        .collect()
-}
-
 #[test]
 fn vlans_are_created_on_the_nic_and_deleted_in_reverse() {
     let r = run(

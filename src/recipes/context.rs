@@ -127,6 +127,13 @@ pub enum Undo {
         host: String,
         states: Vec<crate::protocol::IdleStateId>,
     },
+    /// Delete a static neighbour entry the recipe added.
+    DelNeighbour {
+        host: String,
+        neighbour: crate::protocol::NeighbourSpec,
+    },
+    /// Run a job that takes a change back (`xdp-forward unload`); it must pass.
+    RunJob { host: String, spec: JobSpec },
 }
 
 /// What a device or host setting did.
@@ -589,6 +596,14 @@ impl RunContext {
                         RecipeError::Run(format!("{host}: enabling CPU idle states again: {e}"))
                     })
                 }
+                Undo::DelNeighbour { host, neighbour } => {
+                    let client = self.client(&host)?;
+                    client
+                        .del_neighbour(neighbour)
+                        .await
+                        .map_err(RecipeError::from)
+                }
+                Undo::RunJob { host, spec } => self.run_job(&host, spec).await,
             }
         }
     }
@@ -1074,6 +1089,59 @@ impl RunContext {
         };
         self.record_end(host, id, &res);
         Ok(res)
+    }
+
+    /// Run a short job to its end (30 s at most); an error names the command and why it
+    /// failed.
+    pub async fn run_job(&mut self, host: &str, spec: JobSpec) -> Result<(), RecipeError> {
+        let command = spec.argv().map(|a| a.join(" ")).unwrap_or_default();
+        let id = self.start_job(host, spec).await?;
+        let r = self.finish_job(host, id, Duration::from_secs(30)).await?;
+        if r.passed {
+            return Ok(());
+        }
+        let why = r.error.clone().unwrap_or_else(|| {
+            format!(
+                "exit code {:?}: {}",
+                r.exit_code,
+                r.stderr.lines().last().unwrap_or_default()
+            )
+        });
+        Err(RecipeError::Run(format!(
+            "{host}: `{command}` failed: {why}"
+        )))
+    }
+
+    /// Add a static neighbour entry on `host` (upstream `ip neigh add <ip> lladdr <mac> dev
+    /// <dev>`); deleted when the enclosing scope unwinds.
+    pub async fn add_neighbour(
+        &mut self,
+        host: &str,
+        neighbour: crate::protocol::NeighbourSpec,
+    ) -> Result<(), RecipeError> {
+        self.client(host)?.add_neighbour(neighbour.clone()).await?;
+        self.undo.push((
+            self.undo_group,
+            Undo::DelNeighbour {
+                host: host.to_string(),
+                neighbour: crate::protocol::NeighbourSpec {
+                    lladdr: None,
+                    ..neighbour
+                },
+            },
+        ));
+        Ok(())
+    }
+
+    /// Take `spec` back with `undo` (a job) when the enclosing scope unwinds.
+    pub fn push_undo_job(&mut self, host: &str, undo: JobSpec) {
+        self.undo.push((
+            self.undo_group,
+            Undo::RunJob {
+                host: host.to_string(),
+                spec: undo,
+            },
+        ));
     }
 
     /// Stop a sampling job (SIGINT semantics) and record JobFinish.

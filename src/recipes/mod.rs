@@ -12,6 +12,7 @@ pub mod context;
 pub mod double_bond;
 pub mod double_team;
 pub mod enrt;
+pub mod forwarding;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod ping_flood;
@@ -31,6 +32,7 @@ pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
+pub mod xdp;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -42,6 +44,8 @@ mod rr_tunable_tests;
 mod scripted_tests;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod xdp_tests;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
@@ -168,6 +172,11 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<team_vs_bond::TeamVsBondRecipe>(),
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
+    RecipeDef::of::<xdp::XDPDropRecipe>(),
+    RecipeDef::of::<xdp::XDPTxRecipe>(),
+    RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),
+    RecipeDef::of::<forwarding::ForwardingRecipe>(),
+    RecipeDef::of::<forwarding::XDPForwardingRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
@@ -300,7 +309,14 @@ mod tests {
             if specs.iter().any(|s| s.mandatory) {
                 continue;
             }
-            let p = resolve(d.name, &specs, vec![]).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            // The packet recipes need perf_tool_cpu in practice (upstream declares it optional
+            // and crashes without it); the plan refuses them without it.
+            let given = if d.name.starts_with("XDP") || d.name == "ForwardingRecipe" {
+                crate::params::parse_params("perf_tool_cpu=[0]").unwrap_or_default()
+            } else {
+                vec![]
+            };
+            let p = resolve(d.name, &specs, given).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             let planned = (d.plan)(&p).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             assert_eq!(planned.name(), d.name);
             assert!(!planned.requirements().hosts.is_empty(), "{}", d.name);

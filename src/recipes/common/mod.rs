@@ -7,3 +7,4 @@ pub mod addrs;
 pub mod config;
 pub mod perf;
 pub mod ping;
+pub mod pktrate;
