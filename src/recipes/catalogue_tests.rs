@@ -6,7 +6,7 @@ use super::find;
 use super::test_support::*;
 use crate::params::parse_params;
 use crate::protocol::{BondMode, FailOverMac, JobSpec, LinkSpec, Op};
-use crate::results::{ResultKind, ResultType};
+use crate::results::ResultType;
 use crate::schema::resolve;
 use crate::scripted::{Script, ScriptedRun};
 

@@ -404,6 +404,66 @@ fn forwarding_generates_on_host1_forwards_on_host2_and_drops_in_the_namespace() 
     );
 }
 
+/// XDPForwardingRecipe without a working `xdp-forward` (Debian 12's xdp-tools 1.3.1 has
+/// none): the test FAILs at its test-wide configuration naming the tool and the reason, before
+/// any ping or packet, and the static neighbours are taken back.
+#[test]
+fn xdp_forwarding_without_xdp_forward_fails_before_traffic() {
+    let script = Script {
+        jobs: Some(std::sync::Arc::new(
+            |call: &crate::scripted::JobCall| match &call.spec {
+                JobSpec::XdpForward { .. } => crate::scripted::JobOutput {
+                    exit_code: 127,
+                    stdout: String::new(),
+                    stderr: "xdp-forward: not found in PATH\n".into(),
+                    duration: 0.0,
+                    data: None,
+                },
+                _ => Script::default().builtin_answer(call),
+            },
+        )),
+        ..Script::default()
+    };
+    let r = run_on(
+        "XDPForwardingRecipe",
+        &format!("{SMOKE};{ROUTED};perf_tool_cpu=[1]"),
+        script,
+        FOUR,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    let e = r.run.exception.clone().unwrap_or_default();
+    assert!(
+        e.contains("Failed to load XDP program")
+            && e.contains("xdp-forward load veth-b veth-d")
+            && e.contains("xdp-forward: not found in PATH"),
+        "{e}"
+    );
+    let started: Vec<String> = jobs(&r)
+        .into_iter()
+        .map(|(h, s)| format!("{h} {}", s.argv().map(|a| a.join(" ")).unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        started,
+        ["host2 xdp-forward load veth-b veth-d"],
+        "{started:?}"
+    );
+    assert!(!r.run.results.iter().any(|e| matches!(
+        &e.kind,
+        ResultKind::Measurement { measurement_type, .. } if measurement_type == "ping" || measurement_type == "forwarding"
+    )));
+    let neigh: Vec<&str> = r
+        .journal
+        .entries()
+        .iter()
+        .filter_map(|e| match e.op {
+            Op::AddNeighbour { .. } => Some("add"),
+            Op::DelNeighbour { .. } => Some("del"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(neigh, ["add", "add", "del", "del"]);
+}
+
 #[test]
 fn plan_time_refusals_name_the_culprit() {
     for recipe in [
