@@ -4,8 +4,10 @@
 # the whole run and, per recipe, where its time went:
 #   agents_s   making and removing the VMs (QEMU boot to a connected agent, teardown)
 #   tool_s     inside ping runs and iperf3 iterations (the traffic)
-#   outside_s  everything else: configuration, device creation, sub-configurations, CPU
-#              samplers, evaluation, export — the runner's own overhead
+#   outside_s  everything else — the runner's own overhead — split by summary.json phases_s:
+#              connect (handshakes, snapshots), configure (devices, addresses), sub_configure,
+#              deconfigure, end (agents restored), and the rest (job start/stop around the
+#              tools, CPU samplers, iperf3 server settle, evaluation, export)
 # Target: outside_s <= 1 s per recipe on TCG (issue 11). Writes bench/catalogue-report.md.
 #
 # Needs root, QEMU and the guest kernel (.ci/vm-kernel.sh). Usage: bench/catalogue.sh [runs]
@@ -42,6 +44,7 @@ done
 python3 - "$work" "$runs" "$out" <<'EOF'
 import json, sys, statistics, subprocess
 work, runs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+PH = ["connect", "configure", "sub_configure", "deconfigure", "end"]
 per = {}
 walls = []
 for i in range(1, runs + 1):
@@ -50,9 +53,14 @@ for i in range(1, runs + 1):
     s = json.load(open(f"{work}/home{i}/results/summary.json"))
     assert s["overall"] == "PASS", s
     for t in s["tests"]:
-        d = per.setdefault(t["recipe"], {"hosts": len(t["runs"][0]["agents"]), "dur": [], "agents": [], "tool": [], "outside": []})
+        d = per.setdefault(t["recipe"], {"hosts": len(t["runs"][0]["agents"]), "dur": [], "agents": [], "tool": [], "outside": [], **{k: [] for k in PH}, "rest": []})
         d["dur"].append(t["duration_s"]); d["agents"].append(t["agents_s"]); d["tool"].append(t["tool_time_s"])
-        d["outside"].append(t["duration_s"] - t["agents_s"] - t["tool_time_s"])
+        outside = t["duration_s"] - t["agents_s"] - t["tool_time_s"]
+        d["outside"].append(outside)
+        ph = t.get("phases_s", {})
+        for k in PH:
+            d[k].append(ph.get(k, 0.0))
+        d["rest"].append(outside - sum(ph.get(k, 0.0) for k in PH))
 med = statistics.median
 lines = ["# Catalogue on VM agents, back to back (bench/catalogue.sh)", ""]
 cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
@@ -60,11 +68,12 @@ kern = open("/proc/sys/kernel/osrelease").read().strip()
 lines += [f"Machine: {cpu} CPUs, host kernel {kern}; guests: Debian 6.1 kernel under TCG, 2 vCPUs and 512 MiB each.",
           f"{len(per)} recipes with tests/data/catalogue-smoke.json (1 s tcp_stream per IP version, 10 pings per endpoint pair and IP version), {runs} run(s); medians.", "",
           f"Wall time of the whole TEST_DB run: {med(walls):.1f} s (runs: {', '.join(f'{w:.1f}' for w in walls)}).", "",
-          "| recipe | VMs | total s | agents s (boot + teardown) | traffic s | outside traffic s |", "|---|---|---|---|---|---|"]
+          "| recipe | VMs | total s | agents s (boot + teardown) | traffic s | outside traffic s | connect | configure | sub-config | deconfigure | end | rest |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 worst = 0.0
 for r, d in per.items():
     o = med(d["outside"]); worst = max(worst, o)
-    lines.append(f"| {r} | {d['hosts']} | {med(d['dur']):.2f} | {med(d['agents']):.2f} | {med(d['tool']):.2f} | {o:.2f} |")
+    phases = " | ".join(f"{med(d[k]):.2f}" for k in PH + ["rest"])
+    lines.append(f"| {r} | {d['hosts']} | {med(d['dur']):.2f} | {med(d['agents']):.2f} | {med(d['tool']):.2f} | {o:.2f} | {phases} |")
 tot = [sum(x) for x in zip(*[d["outside"] for d in per.values()])]
 lines += ["", f"Outside traffic, worst recipe: {worst:.2f} s (target <= 1 s); all recipes together: {med(tot):.2f} s."]
 open(out, "w").write("\n".join(lines) + "\n")

@@ -200,10 +200,11 @@ pub async fn run_test(
                 };
                 tokio::select! {
                     r = fut => match r {
-                        Ok((made, (run, raw, tool))) => {
+                        Ok((made, (run, raw, timing))) => {
                             outcome.agents_s += made;
                             outcome.runs.push(run);
-                            outcome.tool_time_s += tool;
+                            outcome.tool_time_s += timing.tool_s;
+                            outcome.phases.add(&timing.phases);
                             outcome.raw.extend(
                                 raw.into_iter().map(|(n, b)| (format!("{}{n}", m.raw_dir), b)),
                             );
@@ -231,9 +232,16 @@ pub async fn run_test(
     (outcome, stopped)
 }
 
+/// Where a run's time went: inside the measurement tools, and the orchestration phases.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunTiming {
+    pub tool_s: f64,
+    pub phases: crate::results::Phases,
+}
+
 /// Connect to every agent, bind interfaces by MAC, run the recipe (comparing flows with
 /// `baseline`, loaded and checked before the run started), restore the agents.
-/// Returns the run, the raw tool output and the time spent inside tools. `server_settle` is
+/// Returns the run, the raw tool output and where the time went. `server_settle` is
 /// the pause between iperf3 servers and clients ([`crate::recipes::context::SERVER_SETTLE`]).
 pub async fn run_on_endpoints(
     spec: &TestSpec,
@@ -243,10 +251,13 @@ pub async fn run_on_endpoints(
     baseline: Option<&BaselineFile>,
     // Agent source and (VMs) accelerator, recorded with each agent's identity.
     source: (&str, Option<&str>),
-) -> (RecipeRun, Vec<(String, Vec<u8>)>, f64) {
+) -> (RecipeRun, Vec<(String, Vec<u8>)>, RunTiming) {
     let mut run = RecipeRun::new(&spec.recipe, matched);
+    let mut timing = RunTiming::default();
     // Every agent at once: handshakes and interface listings run concurrently.
+    let t0 = Instant::now();
     let connected = futures::future::join_all(eps.into_iter().map(connect_host)).await;
+    timing.phases.connect = t0.elapsed().as_secs_f64();
     let mut hosts = BTreeMap::new();
     let mut first_error = None;
     for c in connected {
@@ -264,7 +275,7 @@ pub async fn run_on_endpoints(
         for h in hosts.values() {
             let _ = h.client.bye().await;
         }
-        return (run, Vec::new(), 0.0);
+        return (run, Vec::new(), timing);
     }
     record_agents(&mut run, &hosts, source);
     let mut ctx = RunContext::new(hosts, run);
@@ -282,14 +293,23 @@ pub async fn run_on_endpoints(
             ctx.run.exception = Some(msg);
         }
     }
-    // Framework cleanup: restore device state and system config on every agent.
-    for h in ctx.hosts.values() {
+    // Framework cleanup: restore device state and system config on every agent, all at once
+    // (each agent restores its own state).
+    let t0 = Instant::now();
+    futures::future::join_all(ctx.hosts.values().map(|h| async move {
         if let Err(e) = h.client.end_recipe().await {
             tracing::warn!("{}: restoring agent state failed: {e}", h.id);
         }
         let _ = h.client.bye().await;
-    }
-    (ctx.run, ctx.raw, ctx.tool_time_s)
+    }))
+    .await;
+    timing.phases.end = t0.elapsed().as_secs_f64();
+    timing.tool_s = ctx.tool_time_s;
+    let ctx_phases = ctx.phases;
+    timing.phases.configure = ctx_phases.configure;
+    timing.phases.sub_configure = ctx_phases.sub_configure;
+    timing.phases.deconfigure = ctx_phases.deconfigure;
+    (ctx.run, ctx.raw, timing)
 }
 
 /// Every agent's identity (kernel release above all: VM agents run the kernel under test) in the
@@ -328,6 +348,7 @@ fn record_agents(
 
 async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     let host = ep.host_id.clone();
+    let console = ep.console_log.clone();
     let client = AgentClient::connect(
         &host,
         ep.transport,
@@ -335,7 +356,16 @@ async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
         ClientOptions::default(),
     )
     .await
-    .map_err(|e| format!("connecting to the agent of {host} ({}): {e}", ep.hostname))?;
+    .map_err(|e| {
+        let mut msg = format!("connecting to the agent of {host} ({}): {e}", ep.hostname);
+        // What the agent's side printed (a VM's console) says why it did not answer.
+        if let Some(tail) = console.map(|p| crate::provision::log_tail(&p, 8)) {
+            if !tail.is_empty() {
+                msg.push_str(&format!("; console: {tail}"));
+            }
+        }
+        msg
+    })?;
     let ifaces = client
         .list_interfaces()
         .await
@@ -386,4 +416,43 @@ pub async fn cleanup(config: &Config) -> i32 {
         }
     }
     i32::from(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn a_failed_connection_carries_the_agents_console_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("host1.console");
+        std::fs::write(
+            &console,
+            "boot\nlnst-vm-init: reading the control port: EIO\n",
+        )
+        .unwrap();
+        // The agent's side closes at once: no Hello.
+        let (ours, theirs) = tokio::io::duplex(64);
+        drop(theirs);
+        let (r, w) = tokio::io::split(ours);
+        let ep = AgentEndpoint {
+            host_id: "host1".into(),
+            target: "vm".into(),
+            hostname: "lnst-x-host1".into(),
+            transport: crate::provision::Transport {
+                reader: Box::new(r),
+                writer: Box::new(w),
+            },
+            secret: None,
+            interfaces: BTreeMap::new(),
+            console_log: Some(console),
+        };
+        let e = connect_host(ep).await.err().unwrap_or_default();
+        assert!(
+            e.starts_with("connecting to the agent of host1 (lnst-x-host1): ")
+                && e.ends_with("; console: boot | lnst-vm-init: reading the control port: EIO"),
+            "{e}"
+        );
+    }
 }

@@ -797,6 +797,7 @@ impl ScriptedAgent {
             },
             secret: None,
             interfaces,
+            console_log: None,
         }
     }
 }

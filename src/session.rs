@@ -157,11 +157,19 @@ impl std::fmt::Debug for AgentClient {
 type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
+/// Where a handshake waits, for the reason of a timeout.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Hello,
+    AuthOk,
+}
+
 async fn handshake(
     host: &str,
     reader: &mut Reader,
     writer: &mut Writer,
     secret: Option<&[u8]>,
+    stage: &std::cell::Cell<Stage>,
 ) -> Result<HelloInfo, SessionError> {
     let hs = |reason: String| SessionError::Handshake {
         host: host.to_string(),
@@ -251,6 +259,7 @@ async fn handshake(
             )
             .await
             .map_err(|e| hs(e.to_string()))?;
+            stage.set(Stage::AuthOk);
             match protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME).await {
                 Ok(Some(Message::AuthOk {
                     mac,
@@ -414,15 +423,20 @@ impl AgentClient {
             mut reader,
             mut writer,
         } = transport;
+        let stage = std::cell::Cell::new(Stage::Hello);
         let hello = tokio::time::timeout(
             opts.request_timeout,
-            handshake(host_id, &mut reader, &mut writer, secret),
+            handshake(host_id, &mut reader, &mut writer, secret, &stage),
         )
         .await
         .map_err(|_| SessionError::Handshake {
             host: host_id.to_string(),
             reason: format!(
-                "no hello/handshake within {} s",
+                "{} within {} s",
+                match stage.get() {
+                    Stage::Hello => "no Hello from the agent",
+                    Stage::AuthOk => "the agent said Hello but did not answer the authentication",
+                },
                 opts.request_timeout.as_secs_f64()
             ),
         })??;
@@ -1314,5 +1328,39 @@ mod tests {
             e.as_deref(),
             Some("authentication with agent h5 failed: the agent did not prove the secret")
         );
+    }
+
+    #[tokio::test]
+    async fn a_handshake_timeout_names_what_the_agent_did_not_send() {
+        let opts = ClientOptions {
+            request_timeout: Duration::from_millis(300),
+            ..ClientOptions::default()
+        };
+        // Silent from the start: no Hello.
+        let (ours, _theirs) = duplex(1 << 16);
+        let e = AgentClient::connect("h6", transport(ours), Some(b"k"), opts.clone())
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("no Hello from the agent within 0.3 s"), "{e}");
+        // Hello, then no answer to Auth.
+        let (ours, theirs) = duplex(1 << 16);
+        let agent = tokio::spawn(async move {
+            let (mut r, mut w) = tokio::io::split(theirs);
+            let _ = protocol::write_message(&mut w, &Message::Hello(hello(true))).await;
+            let _ = protocol::read_message(&mut r).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        let e = AgentClient::connect("h7", transport(ours), Some(b"k"), opts)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("the agent said Hello but did not answer the authentication within 0.3 s"),
+            "{e}"
+        );
+        agent.abort();
     }
 }

@@ -53,6 +53,32 @@ fn embedded_simple_network_recipe_passes_and_leaves_nothing() {
     assert!(!t.join("logs/crash.log").exists());
     let summary = read_json(&res.join("summary.json"));
     assert_eq!(summary["overall"], "PASS");
+    // Where the time went: every orchestration phase took some time (two sub-configurations
+    // of offloads), and phases, tools and agents together fit in the test's duration.
+    let test = &summary["tests"][0];
+    let phase = |k: &str| test["phases_s"][k].as_f64().unwrap_or(-1.0);
+    for k in [
+        "connect",
+        "configure",
+        "sub_configure",
+        "deconfigure",
+        "end",
+    ] {
+        assert!(phase(k) > 0.0, "{k}: {test:#}");
+    }
+    let parts: f64 = [
+        "connect",
+        "configure",
+        "sub_configure",
+        "deconfigure",
+        "end",
+    ]
+    .iter()
+    .map(|k| phase(k))
+    .sum::<f64>()
+        + test["tool_time_s"].as_f64().unwrap()
+        + test["agents_s"].as_f64().unwrap();
+    assert!(parts <= test["duration_s"].as_f64().unwrap(), "{test:#}");
 
     let data = read_json(&t.join("run-data-0.json"));
     let flows = flows_of(&data);

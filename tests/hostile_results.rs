@@ -49,6 +49,7 @@ fn outcome() -> TestOutcome {
         duration_s: 1.0,
         tool_time_s: 0.5,
         agents_s: 0.0,
+        phases: Default::default(),
     }
 }
 

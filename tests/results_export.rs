@@ -40,6 +40,7 @@ fn passing() -> TestOutcome {
         duration_s: 12.5,
         tool_time_s: 10.0,
         agents_s: 0.0,
+        phases: Default::default(),
     }
 }
 
@@ -60,6 +61,7 @@ fn crashed() -> TestOutcome {
         duration_s: 3.25,
         tool_time_s: 0.0,
         agents_s: 0.0,
+        phases: Default::default(),
     }
 }
 

@@ -1656,6 +1656,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
             if let Some(m) = &master {
                 r.master = Some(facts(nl, m).await?.ifindex);
             }
+            super::kmod::ensure_for(&spec).await;
             create_link_nl(nl, &ifname, &spec, &r, mtu).await?;
             let peer = match &spec {
                 LinkSpec::Veth { peer, .. } => Some(peer.clone()),

@@ -22,7 +22,9 @@
 //! and not such a request (garbage, an unknown message type, an oversized or truncated frame)
 //! gets an `Error` and ends this connection, never the agent.
 
+pub mod ethtool_ioctl;
 pub mod jobs;
+pub mod kmod;
 pub mod links;
 pub mod net;
 pub mod netns;
@@ -461,10 +463,11 @@ impl Session {
             }
             let link = self.nl.link(name).await?;
             let addrs = self.nl.addresses(link.ifindex).await?;
-            let offloads = match net::get_offloads(name).await {
+            // By kernel feature name, read in-process (see ethtool_ioctl).
+            let offloads = match ethtool_ioctl::features(name) {
                 Ok(o) => Some(o),
                 Err(e) => {
-                    tracing::warn!("{name}: offloads not snapshotted: {}", e.message);
+                    tracing::warn!("{name}: offloads not snapshotted: {e}");
                     None
                 }
             };
@@ -487,7 +490,7 @@ impl Session {
             Err(e) => return err(e),
         };
         if let Some(orig) = &s.offloads {
-            match net::get_offloads(&s.name).await {
+            match ethtool_ioctl::features(&s.name) {
                 Ok(now) => {
                     let changes: Vec<(String, bool)> = orig
                         .iter()
@@ -502,7 +505,10 @@ impl Session {
                         err(e);
                     }
                 }
-                Err(e) => err(e),
+                Err(e) => err(OpError::new(
+                    ErrorKind::Failed,
+                    format!("reading its features: {e}"),
+                )),
             }
         }
         if link.mtu != s.mtu {

@@ -380,27 +380,14 @@ fn no_such(ifname: &str) -> OpError {
     OpError::new(ErrorKind::NotFound, format!("no such interface: {ifname}"))
 }
 
-/// Driver name: `ethtool -i` (which asks the kernel in this process's network namespace),
-/// falling back to the sysfs link when ethtool is unavailable.
+/// Driver name (what `ethtool -i` reports), asked of the kernel in the calling thread's
+/// network namespace; the sysfs link when the interface answers no driver information.
 async fn driver_of(ifname: String) -> Option<String> {
-    // Names come from the kernel here, which allows a leading '-': never pass one to ethtool
-    // (it would be an option), nor a name that could not be a path component.
-    if check_ifname(&ifname).is_err() {
-        return None;
-    }
-    let out = tokio::process::Command::new("ethtool")
-        .arg("-i")
-        .arg(&ifname)
-        .kill_on_drop(true)
-        .output()
-        .await;
-    match out {
-        Ok(o) if o.status.success() => parse_ethtool_driver(&String::from_utf8_lossy(&o.stdout)),
-        Ok(_) => None,
-        Err(_) => std::fs::read_link(format!("/sys/class/net/{ifname}/device/driver"))
+    super::ethtool_ioctl::driver(&ifname).or_else(|| {
+        std::fs::read_link(format!("/sys/class/net/{ifname}/device/driver"))
             .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
-    }
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    })
 }
 
 pub fn parse_ethtool_driver(text: &str) -> Option<String> {

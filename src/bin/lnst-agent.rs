@@ -31,6 +31,11 @@ struct Args {
     /// Serve the Shell operation (run an argv given by the controller).
     #[arg(long)]
     allow_shell: bool,
+    /// Load the kernel modules of the devices it creates itself, from the running kernel's
+    /// modules.dep, instead of leaving it to the kernel's modprobe (VM agents: the VM source
+    /// passes it; a machine's own /etc/modprobe.d is then not consulted).
+    #[arg(long)]
+    load_modules: bool,
     /// Debug logging.
     #[arg(long, short = 'd')]
     debug: bool,
@@ -91,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     };
     if !args.stdio && args.port.is_none() {
         bad_input(&"give --stdio or --port PORT");
+    }
+    if args.load_modules {
+        agent::kmod::enable();
     }
     // Idle blocking-pool threads (sysctl and restore work, malloc_trim after a session) end
     // after 1 s instead of tokio's 10 s: a long-lived lab agent's threads return to their

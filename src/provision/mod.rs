@@ -51,6 +51,24 @@ pub struct AgentEndpoint {
     pub secret: Option<Vec<u8>>,
     /// Requirement interface id → binding.
     pub interfaces: BTreeMap<String, IfaceBinding>,
+    /// Where the agent's own side writes what a controller cannot see over the transport (a
+    /// VM's console: the guest kernel, its init and the agent's stderr). Its last lines are
+    /// added to a failed connection's reason.
+    pub console_log: Option<std::path::PathBuf>,
+}
+
+/// The last `n` non-empty lines of a log file joined with " | ", for error messages; empty when
+/// the file is missing.
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 /// Errors while provisioning: the test fails with this reason.

@@ -313,6 +313,7 @@ impl NetnsProvisioner {
                 transport,
                 secret: self.agent_secret.as_ref().map(|s| s.as_bytes().to_vec()),
                 interfaces,
+                console_log: None,
             });
         }
         self.record()?;

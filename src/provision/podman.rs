@@ -835,6 +835,7 @@ impl PodmanProvisioner {
                 .as_ref()
                 .map(|s| s.as_bytes().to_vec()),
             interfaces,
+            console_log: None,
         })
     }
 

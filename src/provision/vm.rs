@@ -299,18 +299,7 @@ async fn pidfd_exited(fd: RawFd) {
     }
 }
 
-/// The last non-empty lines of a console log, for error messages.
-fn console_tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = text
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
-}
+use super::log_tail as console_tail;
 
 impl VmProvisioner {
     pub fn new(opts: VmOptions) -> VmProvisioner {
@@ -467,6 +456,7 @@ impl VmProvisioner {
             conf: vec![
                 format!("agent {}", self.opts.agent.display()),
                 "arg --stdio".into(),
+                "arg --load-modules".into(),
                 format!("root_tag {}", qemu::ROOT_TAG),
                 format!("modules_tag {}", qemu::MODULES_TAG),
                 format!("port {}", qemu::CONTROL_PORT),
@@ -589,6 +579,7 @@ impl VmProvisioner {
                         )
                     })
                     .collect(),
+                console_log: Some(run_dir(&run_id).join(format!("{}.console", h.host_id))),
             });
         }
         tracing::info!(

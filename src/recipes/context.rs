@@ -178,6 +178,8 @@ pub struct RunContext {
     pub baseline: Option<BaselineFile>,
     /// Wall time spent in ping runs and iperf3 iterations (reported as `TestOutcome::tool_time_s`).
     pub tool_time_s: f64,
+    /// Wall time of the configuration phases (the runner adds connect and end).
+    pub phases: crate::results::Phases,
     /// The test's parameters as resolved by the plan, for the description results.
     pub params: crate::schema::ResolvedParams,
     /// Pause between the iperf3 servers and clients ([`SERVER_SETTLE`]; 0 for scripted agents).
@@ -201,6 +203,7 @@ impl RunContext {
             progress_prefix: String::new(),
             baseline: None,
             tool_time_s: 0.0,
+            phases: crate::results::Phases::default(),
             params: crate::schema::ResolvedParams::default(),
             server_settle: SERVER_SETTLE,
             undo: Vec::new(),

@@ -303,6 +303,7 @@ impl Exporter {
                 "duration_s": t.duration_s,
                 "tool_time_s": t.tool_time_s,
                 "agents_s": t.agents_s,
+                "phases_s": t.phases,
                 "error": t.error,
                 "runs": t.runs.iter().map(|r| {
                     let mut run = json!({

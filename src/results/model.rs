@@ -347,6 +347,32 @@ impl RecipeRun {
     }
 }
 
+/// Wall time of a test's orchestration phases in seconds (summary.json `phases_s`): where the
+/// time outside the measurement tools and the agents' making goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Handshakes, interface listings and state snapshots of every agent (concurrently).
+    pub connect: f64,
+    /// The test-wide configuration: devices, addresses, routes, the IPv6 tentative wait.
+    pub configure: f64,
+    /// Sub-configurations applied and taken back (offloads, NIC and host tunables).
+    pub sub_configure: f64,
+    /// The test-wide deconfiguration.
+    pub deconfigure: f64,
+    /// Every agent's state restored and the sessions ended (concurrently).
+    pub end: f64,
+}
+
+impl Phases {
+    pub fn add(&mut self, o: &Phases) {
+        self.connect += o.connect;
+        self.configure += o.configure;
+        self.sub_configure += o.sub_configure;
+        self.deconfigure += o.deconfigure;
+        self.end += o.end;
+    }
+}
+
 /// The outcome of one test of the plan (all its runs, one per match).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestOutcome {
@@ -367,6 +393,9 @@ pub struct TestOutcome {
     /// down again; 0 for pool machines.
     #[serde(default)]
     pub agents_s: f64,
+    /// Orchestration phases of every run (see [`Phases`]).
+    #[serde(default)]
+    pub phases: Phases,
 }
 
 impl TestOutcome {

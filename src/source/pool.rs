@@ -106,6 +106,7 @@ async fn connect(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEndpoint>
                     )
                 })
                 .collect(),
+            console_log: None,
         });
     }
     Ok(eps)

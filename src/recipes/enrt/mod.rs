@@ -33,6 +33,7 @@ use crate::recipes::Recipe;
 use crate::results::{ResultEntry, ResultType};
 pub use nic_tunables::NicTunables;
 use params::{CpuPolicy, EnrtBase, NetPerfTool, PerfTest};
+use std::time::Instant;
 pub use subconfig::{HwConfig, SubConfig, SubConfigs};
 
 /// First iperf3 port; the counter restarts for every perf configuration (upstream).
@@ -367,7 +368,9 @@ pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), Recip
     let mark = ctx.mark();
     let res = test_wide_scope(r, ctx).await;
     // test_wide_deconfiguration always runs.
+    let t0 = Instant::now();
     let removed = ctx.unwind(mark).await;
+    ctx.phases.deconfigure += t0.elapsed().as_secs_f64();
     res?;
     removed
 }
@@ -375,9 +378,17 @@ pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), Recip
 async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), RecipeError> {
     ctx.progress("configuring the test network");
     let steps = r.test_wide_configuration()?;
-    let config = config::apply(ctx, &steps.steps).await?;
-    ctx.begin_undo_group();
-    let extra = r.test_wide_extra(ctx, &config).await?;
+    let t0 = Instant::now();
+    // The recipe's extra test-wide configuration is part of the configure phase.
+    let configured = async {
+        let config = config::apply(ctx, &steps.steps).await?;
+        ctx.begin_undo_group();
+        let extra = r.test_wide_extra(ctx, &config).await?;
+        Ok::<_, RecipeError>((config, extra))
+    }
+    .await;
+    ctx.phases.configure += t0.elapsed().as_secs_f64();
+    let (config, extra) = configured?;
     let mut desc = vec![format!(
         "Testwide configuration for recipe {} description:",
         R::NAME
@@ -394,21 +405,27 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
         ctx.progress_prefix = format!("[sub {}/{}]", k + 1, all.len());
         let mark = ctx.mark();
         let body = async {
-            subs.apply(
-                ctx,
-                sub,
-                r.base(),
-                &tuning,
-                r.multi_dev_interrupt_config(),
-                r.nic_tunables(),
-            )
-            .await?;
+            let t0 = Instant::now();
+            let applied = subs
+                .apply(
+                    ctx,
+                    sub,
+                    r.base(),
+                    &tuning,
+                    r.multi_dev_interrupt_config(),
+                    r.nic_tunables(),
+                )
+                .await;
+            ctx.phases.sub_configure += t0.elapsed().as_secs_f64();
+            applied?;
             do_ping_tests(r, ctx, &config, k).await?;
             do_perf_tests(r, ctx, &config, sub, k).await
         }
         .await;
         // remove_sub_configuration always runs (unless the agent is gone).
+        let t0 = Instant::now();
         let removed = ctx.unwind(mark).await;
+        ctx.phases.sub_configure += t0.elapsed().as_secs_f64();
         body?;
         removed?;
     }

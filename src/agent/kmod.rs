@@ -1,0 +1,167 @@
+//! Kernel modules for the soft devices a VM agent creates, loaded in-process (`finit_module`)
+//! before the device is made, instead of by the kernel's on-demand `modprobe`.
+//!
+//! In a freshly booted TCG guest each on-demand load starts `/sbin/modprobe` cold (it links
+//! libcrypto, liblzma and libzstd): 0.3–1.5 s per module, and a team needs two. Reading
+//! `modules.dep` and loading the files directly costs milliseconds. Only VM agents do this
+//! (`lnst-agent --load-modules`, which the VM source passes): the guest is ours and runs the
+//! stock module tree, while a lab machine's `modprobe` honours its own `/etc/modprobe.d`
+//! (options, blacklists), which must keep deciding there. Any failure here is only logged:
+//! creating the device then falls back to the kernel's own loading, and its error names the
+//! missing feature as before.
+
+use crate::protocol::{LinkSpec, TeamRunner};
+use crate::provision::vm::kernel::{module_name, ModuleTree};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Load modules in-process from now on (VM agents).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The modules a link kind needs, each with the parameters it is loaded with. bonding gets
+/// `max_bonds=0`: loaded plainly it creates a `bond0` nobody asked for.
+pub fn modules_for(spec: &LinkSpec) -> Vec<(&'static str, &'static str)> {
+    match spec {
+        LinkSpec::Vlan { .. } => vec![("8021q", "")],
+        LinkSpec::Bridge(_) => vec![("bridge", "")],
+        LinkSpec::Bond(_) => vec![("bonding", "max_bonds=0")],
+        LinkSpec::Team(o) => vec![
+            ("team", ""),
+            (
+                match o.runner {
+                    TeamRunner::Broadcast => "team_mode_broadcast",
+                    TeamRunner::Roundrobin => "team_mode_roundrobin",
+                    TeamRunner::Random => "team_mode_random",
+                    TeamRunner::Activebackup => "team_mode_activebackup",
+                    // teamd's lacp runner drives the kernel's loadbalance mode.
+                    TeamRunner::Loadbalance | TeamRunner::Lacp => "team_mode_loadbalance",
+                },
+                "",
+            ),
+        ],
+        LinkSpec::Macvlan { .. } => vec![("macvlan", "")],
+        LinkSpec::Veth { .. } => vec![("veth", "")],
+        _ => Vec::new(),
+    }
+}
+
+/// Make sure the modules `spec` needs are loaded (when enabled); never fails.
+pub async fn ensure_for(spec: &LinkSpec) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let wanted = modules_for(spec);
+    if wanted.is_empty() {
+        return;
+    }
+    let res = tokio::task::spawn_blocking(move || ensure(Path::new("/"), &wanted)).await;
+    match res {
+        Ok(Ok(loaded)) if !loaded.is_empty() => tracing::info!("loaded kernel modules {loaded:?}"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::info!("modules not preloaded ({e}); the kernel loads them"),
+        Err(e) => tracing::debug!("module loader task: {e}"),
+    }
+}
+
+/// Load `wanted` (and their dependencies, first) from `root`'s module tree of the running
+/// kernel, skipping what `/sys/module` already shows. Returns the modules loaded.
+fn ensure(root: &Path, wanted: &[(&str, &str)]) -> Result<Vec<String>, String> {
+    let sys = root.join("sys/module");
+    let missing: Vec<&(&str, &str)> = wanted
+        .iter()
+        .filter(|(m, _)| !sys.join(m).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let release = std::fs::read_to_string(root.join("proc/sys/kernel/osrelease"))
+        .map_err(|e| format!("kernel release: {e}"))?;
+    let tree = ModuleTree::load(&root.join("lib/modules").join(release.trim()))
+        .map_err(|e| e.to_string())?;
+    let mut loaded = Vec::new();
+    for (name, params) in missing {
+        let order = tree.load_order(&[name]).map_err(|e| e.to_string())?;
+        for file in order {
+            let m = module_name(&file.to_string_lossy());
+            if sys.join(&m).exists() {
+                continue;
+            }
+            let p = if m == *name { *params } else { "" };
+            finit_module(&file, p)?;
+            loaded.push(m);
+        }
+    }
+    Ok(loaded)
+}
+
+fn finit_module(file: &Path, params: &str) -> Result<(), String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let params = std::ffi::CString::new(params).map_err(|_| "module parameters".to_string())?;
+    // Compressed modules need the kernel's in-kernel decompression (Linux 6.2+).
+    let compressed = [".xz", ".zst", ".gz"]
+        .iter()
+        .any(|s| file.to_string_lossy().ends_with(s));
+    let flags: libc::c_uint = if compressed { 4 } else { 0 };
+    // SAFETY: an open descriptor, a NUL-terminated parameter string and valid flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            f.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(format!("loading {}: {e}", file.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::TeamOptions;
+
+    #[test]
+    fn link_kinds_name_their_modules() {
+        let team = LinkSpec::Team(TeamOptions::runner(TeamRunner::Lacp));
+        assert_eq!(
+            modules_for(&team),
+            vec![("team", ""), ("team_mode_loadbalance", "")]
+        );
+        let bond = LinkSpec::Bond(Box::default());
+        assert_eq!(modules_for(&bond), vec![("bonding", "max_bonds=0")]);
+        assert!(modules_for(&LinkSpec::Dummy).is_empty());
+    }
+
+    #[test]
+    fn loaded_modules_are_skipped_and_a_missing_tree_is_an_error() {
+        // A fake root: bridge shows in /sys/module, so nothing is read or loaded for it.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("sys/module/bridge")).unwrap();
+        assert_eq!(ensure(d.path(), &[("bridge", "")]), Ok(Vec::new()));
+        // 8021q is missing and there is no module tree: an error naming what is missing.
+        std::fs::create_dir_all(d.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(d.path().join("proc/sys/kernel/osrelease"), "6.1.0-test\n").unwrap();
+        let e = ensure(d.path(), &[("8021q", "")]).unwrap_err();
+        assert!(e.contains("modules.dep"), "{e}");
+        // A tree without the module: named.
+        let tree = d.path().join("lib/modules/6.1.0-test");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::write(
+            tree.join("modules.dep"),
+            "kernel/net/bridge/bridge.ko: kernel/net/llc/llc.ko\n",
+        )
+        .unwrap();
+        let e = ensure(d.path(), &[("8021q", "")]).unwrap_err();
+        assert!(e.contains("has no 8021q"), "{e}");
+    }
+}
