@@ -338,13 +338,67 @@ fn run_pktgen(
     let mut cpus: Vec<u32> = devices.iter().map(|d| d.cpu).collect();
     cpus.sort_unstable();
     cpus.dedup();
-    let result = configure_and_run(&dir, devices, duration_s, stop);
+    let mut result = Ok(());
+    for c in &cpus {
+        if let Some(d) = devices.iter().find(|d| d.cpu == *c) {
+            result = settle_thread(&dir, *c, &d.ifname);
+            if result.is_err() {
+                break;
+            }
+        }
+    }
+    let result = result.and_then(|()| configure_and_run(&dir, devices, duration_s, stop));
     // Teardown whatever happened: the devices off their threads, then reset.
     for c in &cpus {
         let _ = pg_write(&dir.join(format!("kpktgend_{c}")), "rem_device_all");
     }
     let _ = pg_write(&pgctrl, "reset");
     result
+}
+
+/// Wait until pktgen thread `cpu` has handled every device removal asked of it so far.
+///
+/// `reset` and `rem_device_all` only flag the thread; it removes its devices when it next
+/// polls (every 100 ms, later in a loaded TCG guest), and at the latest in the iteration that
+/// handles `start`. A removal still pending from the reset above or from the previous job's
+/// teardown would then take the devices added for this job (seen as "reading
+/// /proc/net/pktgen/eth0@0: No such file or directory" right after the start). So a probe
+/// device is put on the thread and a removal asked while the probe is certainly there; once the
+/// probe is gone, the thread has handled the removal and its flag is clear.
+fn settle_thread(dir: &Path, cpu: u32, ifname: &str) -> Result<(), String> {
+    let thread = dir.join(format!("kpktgend_{cpu}"));
+    if !thread.exists() {
+        return Err(format!("pktgen has no thread for CPU {cpu} (offline?)"));
+    }
+    let probe = format!("{ifname}@lnst-probe{cpu}");
+    let file = dir.join(&probe);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let late = || format!("pktgen thread {cpu} did not handle its device removal within 10 s");
+    loop {
+        if Instant::now() > deadline {
+            return Err(late());
+        }
+        if !file.exists() {
+            // A probe of an earlier job may still be on its way out (EBUSY): try again.
+            if let Err(e) = pg_write(&thread, &format!("add_device {probe}")) {
+                tracing::debug!("pktgen probe on CPU {cpu}: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        }
+        pg_write(&thread, "rem_device_all")?;
+        // Still there after the flag was set: this removal is the one that will take it.
+        if file.exists() {
+            break;
+        }
+    }
+    while file.exists() {
+        if Instant::now() > deadline {
+            return Err(late());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn configure_and_run(
