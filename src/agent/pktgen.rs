@@ -29,7 +29,7 @@ pub const MAX_DEVICES: usize = 256;
 /// Shortest interface sampling interval.
 pub const MIN_IFSTATS_INTERVAL: Duration = Duration::from_millis(10);
 
-/// One pktgen job at a time on an agent: pktgen's `reset` would take the devices of another.
+/// One pktgen job at a time on an agent: clearing a thread would take the devices of another.
 static PKTGEN_BUSY: AtomicBool = AtomicBool::new(false);
 
 /// The jobs this module runs.
@@ -172,7 +172,7 @@ pub fn spawn_job(
     if is_pktgen && PKTGEN_BUSY.swap(true, Ordering::SeqCst) {
         return Err(OpError::new(
             ErrorKind::Failed,
-            "a pktgen job is already running on this agent (pktgen's reset would take its devices)",
+            "a pktgen job is already running on this agent (clearing pktgen's threads would take its devices)",
         ));
     }
     let notify = Arc::new(Notify::new());
@@ -333,72 +333,73 @@ fn run_pktgen(
 ) -> Result<Value, String> {
     let dir = PathBuf::from(PKTGEN_DIR);
     ensure_module(&dir)?;
-    let pgctrl = dir.join("pgctrl");
-    pg_write(&pgctrl, "reset")?;
     let mut cpus: Vec<u32> = devices.iter().map(|d| d.cpu).collect();
     cpus.sort_unstable();
     cpus.dedup();
-    let mut result = Ok(());
     for c in &cpus {
-        if let Some(d) = devices.iter().find(|d| d.cpu == *c) {
-            result = settle_thread(&dir, *c, &d.ifname);
-            if result.is_err() {
-                break;
-            }
+        if !dir.join(format!("kpktgend_{c}")).exists() {
+            return Err(format!("pktgen has no thread for CPU {c} (offline?)"));
         }
     }
-    let result = result.and_then(|()| configure_and_run(&dir, devices, duration_s, stop));
-    // Teardown whatever happened: the devices off their threads, then reset.
+    // Leftovers of a job that could not clean up (killed agent) off the threads used here;
+    // not pgctrl's reset, which flags every thread (see clear_thread).
     for c in &cpus {
-        let _ = pg_write(&dir.join(format!("kpktgend_{c}")), "rem_device_all");
+        clear_thread(&dir, *c)?;
     }
-    let _ = pg_write(&pgctrl, "reset");
-    result
+    let result = configure_and_run(&dir, devices, duration_s, stop);
+    // Teardown whatever happened: the devices off their threads, waited for.
+    let mut cleared = Ok(());
+    for c in &cpus {
+        let r = clear_thread(&dir, *c);
+        if cleared.is_ok() {
+            cleared = r;
+        }
+    }
+    result.and_then(|v| cleared.map(|()| v))
 }
 
-/// Wait until pktgen thread `cpu` has handled every device removal asked of it so far.
+/// The devices on pktgen thread `cpu` (its `Running:` and `Stopped:` lists).
+fn thread_devices(dir: &Path, cpu: u32) -> Result<Vec<String>, String> {
+    let path = dir.join(format!("kpktgend_{cpu}"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Running:")
+                .or_else(|| l.strip_prefix("Stopped:"))
+        })
+        .flat_map(|l| l.split_whitespace().map(str::to_string))
+        .collect())
+}
+
+/// Remove every device of pktgen thread `cpu` and wait until the thread has done it.
 ///
-/// `reset` and `rem_device_all` only flag the thread; it removes its devices when it next
-/// polls (every 100 ms, later in a loaded TCG guest), and at the latest in the iteration that
-/// handles `start`. A removal still pending from the reset above or from the previous job's
-/// teardown would then take the devices added for this job (seen as "reading
-/// /proc/net/pktgen/eth0@0: No such file or directory" right after the start). So a probe
-/// device is put on the thread and a removal asked while the probe is certainly there; once the
-/// probe is gone, the thread has handled the removal and its flag is clear.
-fn settle_thread(dir: &Path, cpu: u32, ifname: &str) -> Result<(), String> {
-    let thread = dir.join(format!("kpktgend_{cpu}"));
-    if !thread.exists() {
-        return Err(format!("pktgen has no thread for CPU {cpu} (offline?)"));
+/// `rem_device_all` (and pgctrl's `reset`, which does it on every thread) only flags the
+/// thread; it acts when it next polls (every 100 ms, much later in a loaded TCG guest), at the
+/// latest in the iteration that handles `start`. A flag still pending when the next job adds
+/// its devices would take them right after its start ("reading /proc/net/pktgen/eth0@0: No
+/// such file or directory"). So a removal is only asked of a thread that has devices, and
+/// waited for until its lists are empty: no flag is ever left pending.
+fn clear_thread(dir: &Path, cpu: u32) -> Result<(), String> {
+    if thread_devices(dir, cpu)?.is_empty() {
+        return Ok(());
     }
-    let probe = format!("{ifname}@lnst-probe{cpu}");
-    let file = dir.join(&probe);
+    pg_write(&dir.join(format!("kpktgend_{cpu}")), "rem_device_all")?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let late = || format!("pktgen thread {cpu} did not handle its device removal within 10 s");
     loop {
+        let left = thread_devices(dir, cpu)?;
+        if left.is_empty() {
+            return Ok(());
+        }
         if Instant::now() > deadline {
-            return Err(late());
-        }
-        if !file.exists() {
-            // A probe of an earlier job may still be on its way out (EBUSY): try again.
-            if let Err(e) = pg_write(&thread, &format!("add_device {probe}")) {
-                tracing::debug!("pktgen probe on CPU {cpu}: {e}");
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        }
-        pg_write(&thread, "rem_device_all")?;
-        // Still there after the flag was set: this removal is the one that will take it.
-        if file.exists() {
-            break;
-        }
-    }
-    while file.exists() {
-        if Instant::now() > deadline {
-            return Err(late());
+            return Err(format!(
+                "pktgen thread {cpu} still has {} 10 s after rem_device_all",
+                left.join(" ")
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 fn configure_and_run(
@@ -537,6 +538,31 @@ fn run_ifstats(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread's devices are read from its Running and Stopped lists (pktgen's own format),
+    /// not from its result line; an idle thread has none, so it is not flagged.
+    #[test]
+    fn thread_devices_reads_both_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("kpktgend_1"),
+            "Running: eth0@1 \nStopped: eth1@1 eth0@x \nResult: OK: add_device=eth0@x\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("kpktgend_0"),
+            "Running: \nStopped: \nResult: OK: rem_device_all\n",
+        )
+        .unwrap();
+        assert_eq!(
+            thread_devices(dir.path(), 1).unwrap(),
+            ["eth0@1", "eth1@1", "eth0@x"]
+        );
+        assert!(thread_devices(dir.path(), 0).unwrap().is_empty());
+        assert_eq!(clear_thread(dir.path(), 0), Ok(()));
+        let e = thread_devices(dir.path(), 2).unwrap_err();
+        assert!(e.contains("kpktgend_2"), "{e}");
+    }
 
     fn dev() -> PktgenDevice {
         PktgenDevice {
