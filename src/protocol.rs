@@ -18,6 +18,8 @@ mod links;
 pub use links::*;
 mod tunables;
 pub use tunables::*;
+mod xdp;
+pub use xdp::*;
 
 /// Version of this protocol; both sides must speak the same one.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -664,6 +666,59 @@ pub enum JobSpec {
         loss_timeout_ms: Option<u64>,
         cpus: Option<Vec<u32>>,
     },
+    /// The kernel's packet generator (module `pktgen`, loaded with `modprobe pktgen`), driven
+    /// by the agent itself through /proc/net/pktgen (no shell): `reset`, the devices and their
+    /// settings ([`PktgenDevice::commands`]), `start` for `duration_s` (or until stopped),
+    /// `stop`, `rem_device_all`, `reset`. One pktgen job per namespace at a time. The result's
+    /// data: `{"<if>@<cpu>": [{"t": unix_secs, "text": "<the device's pktgen file>"}, …]}`,
+    /// read every second from the start (the first read is the baseline).
+    Pktgen {
+        devices: Vec<PktgenDevice>,
+        duration_s: u32,
+    },
+    /// `xdp-bench <command> <interface> …` ([`xdp_bench_argv`]); the agent sends SIGINT after
+    /// `duration_s` (xdp-bench detaches its program on SIGINT). The result's data: every
+    /// stdout line with the time it was read, `[{"t": unix_secs, "line": "…"}, …]`.
+    XdpBench {
+        command: XdpBenchCommand,
+        interface: String,
+        xdp_mode: XdpMode,
+        #[serde(default)]
+        load_mode: Option<XdpLoadMode>,
+        #[serde(default)]
+        packet_operation: Option<XdpPacketOperation>,
+        #[serde(default)]
+        remote_action: Option<XdpRemoteAction>,
+        interval_s: u32,
+        duration_s: u32,
+    },
+    /// `xdp-bench redirect-cpu <interface> -c <cpu>… …` ([`xdp_bench_redirect_cpu_argv`]);
+    /// SIGINT after `duration_s`; data as [`JobSpec::XdpBench`].
+    XdpBenchRedirectCpu {
+        interface: String,
+        cpus: Vec<u32>,
+        program: XdpRedirectProgram,
+        remote_action: XdpRemoteAction,
+        qsize: u32,
+        interval_s: u32,
+        duration_s: u32,
+        #[serde(default)]
+        xdp_mode: Option<XdpMode>,
+    },
+    /// `xdp-forward load|unload <ingress> <egress>` (xdp-tools ≥ 1.5).
+    XdpForward {
+        load: bool,
+        ingress: String,
+        egress: String,
+    },
+    /// In-process sampler of interface packet and byte counters (/proc/net/dev of the job's
+    /// namespace) every `interval_ms` until stopped (upstream `InterfaceStatsMonitor`). The
+    /// result's data: `[{"t": unix_secs, "ifaces": {"<if>": {"rx_packets": n, "tx_packets": n,
+    /// "rx_bytes": n, "tx_bytes": n}}}, …]`.
+    IfStats {
+        interfaces: Vec<String>,
+        interval_ms: u64,
+    },
 }
 
 /// What a [`JobSpec::Capture`] keeps: every field set must match (`and`); none set: every
@@ -811,6 +866,54 @@ impl JobSpec {
             JobSpec::LinuxPerf { .. } => crate::agent::tunables::perf_argv(self),
             // In-process generator: no program to run.
             JobSpec::RrServer { .. } | JobSpec::RrClient { .. } => None,
+            JobSpec::XdpBench {
+                command,
+                interface,
+                xdp_mode,
+                load_mode,
+                packet_operation,
+                remote_action,
+                interval_s,
+                ..
+            } => Some(line_buffered(xdp_bench_argv(
+                *command,
+                interface,
+                *interval_s,
+                *load_mode,
+                *packet_operation,
+                *remote_action,
+                *xdp_mode,
+            ))),
+            JobSpec::XdpBenchRedirectCpu {
+                interface,
+                cpus,
+                program,
+                remote_action,
+                qsize,
+                interval_s,
+                xdp_mode,
+                ..
+            } => Some(line_buffered(xdp_bench_redirect_cpu_argv(
+                interface,
+                cpus,
+                *program,
+                *remote_action,
+                *interval_s,
+                *qsize,
+                *xdp_mode,
+            ))),
+            JobSpec::XdpForward {
+                load,
+                ingress,
+                egress,
+            } => Some(vec![
+                "xdp-forward".into(),
+                if *load { "load" } else { "unload" }.into(),
+                ingress.clone(),
+                egress.clone(),
+            ]),
+            // In-process: the agent writes /proc/net/pktgen and reads /proc/net/dev itself.
+            JobSpec::Pktgen { .. } | JobSpec::IfStats { .. } => None,
         }
     }
 

@@ -121,6 +121,8 @@ pub struct Script {
     pub multiqueue: bool,
     /// Stdout of a Capture job (tcpdump's lines) by its device; default: nothing captured.
     pub capture: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// Packets per second of every pktgen device, xdp-bench and interface counter.
+    pub pps: f64,
 }
 
 /// The device and host tunables the scripted agents have. By default their NICs are like
@@ -178,6 +180,7 @@ impl Default for Script {
             hw: HwScript::default(),
             rr_tps: 10_000.0,
             multiqueue: false,
+            pps: 1e6,
         }
     }
 }
@@ -222,6 +225,12 @@ impl Script {
         self
     }
 
+    /// Every packet job measures `pps` packets per second.
+    pub fn packet_rate(mut self, pps: f64) -> Self {
+        self.pps = pps;
+        self
+    }
+
     /// `op` on `host` fails with an error reply.
     pub fn failing(mut self, host: &str, op: &'static str) -> Self {
         self.failing_ops.push((host.to_string(), op));
@@ -233,6 +242,11 @@ impl Script {
         if let Some(f) = &self.jobs {
             return f(call);
         }
+        self.builtin_answer(call)
+    }
+
+    /// The built-in answer to a job (what a custom `jobs` function can fall back to).
+    pub fn builtin_answer(&self, call: &JobCall) -> JobOutput {
         match &call.spec {
             JobSpec::Ping {
                 dst,
@@ -302,6 +316,11 @@ impl Script {
                 duration: call.now - call.started,
                 data: None,
             },
+            JobSpec::Pktgen { .. }
+            | JobSpec::XdpBench { .. }
+            | JobSpec::XdpBenchRedirectCpu { .. }
+            | JobSpec::IfStats { .. }
+            | JobSpec::XdpForward { .. } => packet_job_output(call, self.pps),
             JobSpec::CpuStat { .. } => {
                 // One sample per whole second from the start to the collection.
                 let n = (call.now - call.started).floor().max(1.0) as u64;
@@ -320,6 +339,110 @@ impl Script {
                 }
             }
         }
+    }
+}
+
+/// A pktgen device file (`/proc/net/pktgen/<if>@<cpu>`) after `sofar` packets, in the kernel's
+/// layout.
+pub fn pktgen_file(name: &str, sofar: u64) -> String {
+    format!(
+        "Params: count 0  min_pkt_size: 123  max_pkt_size: 123\n     frags: 0  delay: 0  clone_skb: 0  ifname: {name}\n     flows: 0 flowlen: 0\n     Flags: NO_TIMESTAMP  QUEUE_MAP_CPU\nCurrent:\n     pkts-sofar: {sofar}  errors: 0\n     started: 100us  stopped: 0us idle: 0us\n     seq_num: {}  cur_dst_mac_offset: 0  cur_src_mac_offset: 0\nResult: OK: {sofar}\n",
+        sofar + 1
+    )
+}
+
+/// The scripted packet jobs: `pps` packets per second, one sample per second.
+fn packet_job_output(call: &JobCall, pps: f64) -> JobOutput {
+    use serde_json::json;
+    let ok = |duration: f64, data: Option<serde_json::Value>| JobOutput {
+        exit_code: 0,
+        stdout: String::new(),
+        stderr: String::new(),
+        duration,
+        data,
+    };
+    let t0 = call.started;
+    match &call.spec {
+        JobSpec::Pktgen {
+            devices,
+            duration_s,
+        } => {
+            let mut m = serde_json::Map::new();
+            for d in devices {
+                let name = d.name();
+                let samples: Vec<serde_json::Value> = (0..=u64::from(*duration_s))
+                    .map(|k| json!({"t": t0 + k as f64, "text": pktgen_file(&name, (pps * k as f64) as u64)}))
+                    .collect();
+                m.insert(name, serde_json::Value::Array(samples));
+            }
+            ok(f64::from(*duration_s), Some(serde_json::Value::Object(m)))
+        }
+        JobSpec::XdpBench { duration_s, .. } => {
+            let mut lines: Vec<serde_json::Value> = (1..=u64::from(*duration_s))
+                .map(|k| json!({"t": t0 + k as f64, "line": format!("Summary    {:>10} rx/s          0 err/s", pps as u64)}))
+                .collect();
+            lines.push(
+                json!({"t": t0 + f64::from(*duration_s), "line": "  Packets received    : 1"}),
+            );
+            ok(
+                f64::from(*duration_s),
+                Some(serde_json::Value::Array(lines)),
+            )
+        }
+        JobSpec::XdpBenchRedirectCpu {
+            interface,
+            cpus,
+            duration_s,
+            ..
+        } => {
+            let mut lines = Vec::new();
+            let per = pps as u64 / cpus.len().max(1) as u64;
+            for k in 1..=u64::from(*duration_s) {
+                let t = t0 + k as f64;
+                let mut push = |l: String| lines.push(json!({"t": t, "line": l}));
+                push(format!(
+                    "{interface}->?         {:>10} rx/s          0 err,drop/s",
+                    pps as u64
+                ));
+                push(format!(
+                    "  receive total        {:>10} pkt/s          0 drop/s          0 error/s",
+                    pps as u64
+                ));
+                push(format!(
+                    "  kthread total        {:>10} pkt/s          0 drop/s          0 sched",
+                    per * cpus.len() as u64
+                ));
+                for c in cpus {
+                    push(format!(
+                        "    cpu:{c:<14} {per:>10} pkt/s          0 drop/s          0 sched"
+                    ));
+                }
+                push(String::new());
+            }
+            ok(
+                f64::from(*duration_s),
+                Some(serde_json::Value::Array(lines)),
+            )
+        }
+        JobSpec::IfStats {
+            interfaces,
+            interval_ms,
+        } => {
+            let step = (*interval_ms as f64 / 1000.0).max(0.001);
+            let n = ((call.now - t0) / step).floor().max(1.0) as u64;
+            let samples: Vec<serde_json::Value> = (0..=n)
+                .map(|k| {
+                    let c = (pps * step * k as f64) as u64;
+                    let ifaces: serde_json::Map<String, serde_json::Value> = interfaces
+                        .iter()
+                        .map(|i| (i.clone(), json!({"rx_packets": c, "tx_packets": c, "rx_bytes": 123 * c, "tx_bytes": 123 * c})))
+                        .collect();
+                    json!({"t": t0 + step * k as f64, "ifaces": ifaces})
+                })
+                .collect();
+            ok(step * n as f64, Some(serde_json::Value::Array(samples)))
+        }
+        _ => ok(0.0, None),
     }
 }
 
@@ -901,6 +1024,7 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         }
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
+        Op::AddNeighbour { .. } | Op::DelNeighbour { .. } => Ok(Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
         op @ (Op::GetChannels { .. }
         | Op::SetChannels { .. }

@@ -70,6 +70,10 @@ fn compatible(ours: &ParamType, row: &Row) -> bool {
         ("IPv6NetworkParam", ParamType::Ipv6Net) => true,
         ("ListParam", ParamType::List(_) | ParamType::Seq(_)) => true,
         ("DictParam", ParamType::Dict | ParamType::Map(_)) => true,
+        // A constant: the one value upstream accepts is the only choice.
+        ("ConstParam", ParamType::Choice(c)) => {
+            c.len() == 1 && row.default.as_deref() == Some(&format!("'{}'", c[0]))
+        }
         _ => false,
     }
 }
@@ -199,6 +203,11 @@ tables! {
     sit_tunnel => "SitTunnelRecipe",
     ip6tnl_tunnel => "Ip6TnlTunnelRecipe",
     ip6gre_tunnel => "Ip6GreTunnelRecipe",
+    xdp_drop => "XDPDropRecipe",
+    xdp_tx => "XDPTxRecipe",
+    xdp_redirect_cpu => "XDPRedirectCPURecipe",
+    forwarding => "ForwardingRecipe",
+    xdp_forwarding => "XDPForwardingRecipe",
 }
 
 /// The comparison itself can fail: a changed default, a dropped parameter and a wrong

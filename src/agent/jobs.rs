@@ -64,6 +64,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
     if let Err(e) = super::rr::validate(spec) {
         return bad(e.to_string());
     }
+    super::pktgen::validate(spec)?;
+    validate_xdp(spec)?;
     match spec {
         JobSpec::Ping {
             dst,
@@ -132,6 +134,131 @@ pub fn validate(spec: &JobSpec) -> Result<(), OpError> {
     super::tunables::check_perf(spec)
 }
 
+/// The xdp-tools jobs: interface names, CPUs, durations.
+fn validate_xdp(spec: &JobSpec) -> Result<(), OpError> {
+    let bad = |m: String| Err(OpError::new(ErrorKind::BadRequest, m));
+    let times = |interval_s: u32, duration_s: u32| {
+        if !(1..=3600).contains(&interval_s) {
+            return bad(format!(
+                "xdp-bench interval {interval_s} s is outside 1 to 3600"
+            ));
+        }
+        if !(1..=super::pktgen::MAX_DURATION_S).contains(&duration_s) {
+            return bad(format!(
+                "xdp-bench duration {duration_s} s is outside 1 to {}",
+                super::pktgen::MAX_DURATION_S
+            ));
+        }
+        Ok(())
+    };
+    match spec {
+        JobSpec::XdpBench {
+            interface,
+            interval_s,
+            duration_s,
+            ..
+        } => {
+            super::net::check_ifname(interface)?;
+            times(*interval_s, *duration_s)
+        }
+        JobSpec::XdpBenchRedirectCpu {
+            interface,
+            cpus,
+            qsize,
+            interval_s,
+            duration_s,
+            ..
+        } => {
+            super::net::check_ifname(interface)?;
+            times(*interval_s, *duration_s)?;
+            if cpus.is_empty() {
+                return bad("xdp-bench redirect-cpu needs at least one CPU".into());
+            }
+            if !(1..=16_384).contains(qsize) {
+                return bad(format!(
+                    "xdp-bench redirect-cpu qsize {qsize} is outside 1 to 16384"
+                ));
+            }
+            super::tunables::check_cpus(cpus, false)
+        }
+        JobSpec::XdpForward {
+            ingress, egress, ..
+        } => {
+            super::net::check_ifname(ingress)?;
+            super::net::check_ifname(egress)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// When the agent ends a job by itself with SIGINT (xdp-bench runs until interrupted and
+/// detaches its program then).
+fn sigint_after(spec: &JobSpec) -> Option<Duration> {
+    match spec {
+        JobSpec::XdpBench { duration_s, .. } | JobSpec::XdpBenchRedirectCpu { duration_s, .. } => {
+            Some(Duration::from_secs(u64::from(*duration_s)))
+        }
+        _ => None,
+    }
+}
+
+/// Longest wait for an xdp-bench job to be ready (below the controller's 30 s request
+/// timeout).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The xdp-tools release of `xdp-bench` (`xdp-bench version 1.3.1 using libbpf …`).
+pub fn parse_xdp_bench_version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split("version").nth(1)?.split_whitespace().next()?;
+    let mut it = v
+        .trim_start_matches('v')
+        .split('.')
+        .map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// Before xdp-tools 1.5.8, `xdp-bench redirect-cpu -e` sets another option's field instead of
+/// the extended output mode (its option table names the wrong struct), so the per-CPU
+/// kthread lines upstream reads never appear; the agent then switches the mode with SIGQUIT
+/// (xdp-bench's own toggle) once the job is ready. Asked once per agent.
+fn redirect_cpu_extended_flag_broken() -> bool {
+    static BROKEN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BROKEN.get_or_init(|| {
+        let out = std::process::Command::new("xdp-bench")
+            .args(["redirect-cpu", "--version"])
+            .stdin(std::process::Stdio::null())
+            .output();
+        let text = out
+            .map(|o| {
+                let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+                t.push_str(&String::from_utf8_lossy(&o.stderr));
+                t
+            })
+            .unwrap_or_default();
+        parse_xdp_bench_version(&text).is_some_and(|v| v < (1, 5, 8))
+    })
+}
+
+/// Whether process `pid` blocks SIGINT (`SigBlk` of /proc/<pid>/status, bit 2−1).
+fn sigint_blocked(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+/// Jobs whose stdout lines are kept with the time each was read (xdp-bench prints one
+/// summary per interval; upstream timestamps every line as it arrives).
+fn timed_lines(spec: &JobSpec) -> bool {
+    matches!(
+        spec,
+        JobSpec::XdpBench { .. } | JobSpec::XdpBenchRedirectCpu { .. }
+    )
+}
+
 /// One running or finished job.
 struct Job {
     /// Process group id while the process runs.
@@ -140,6 +267,10 @@ struct Job {
     killed: Arc<AtomicBool>,
     /// CPU sampler stop signal.
     stop: Option<Arc<Notify>>,
+    /// xdp-bench: SIGINT this long after it is ready ([`Jobs::wait_ready`]).
+    interrupt_after: Option<Duration>,
+    /// xdp-bench redirect-cpu whose `-e` does not work: SIGQUIT once ready.
+    toggle_extended: bool,
 }
 
 /// The jobs of one controller session.
@@ -170,6 +301,9 @@ impl Jobs {
         netns: Option<&std::os::fd::OwnedFd>,
     ) -> Result<u64, OpError> {
         validate(&spec)?;
+        let interrupt_after = sigint_after(&spec);
+        let toggle_extended = matches!(spec, JobSpec::XdpBenchRedirectCpu { .. })
+            && redirect_cpu_extended_flag_broken();
         let id = {
             let mut n = lock(&self.next_id);
             *n += 1;
@@ -248,6 +382,28 @@ impl Jobs {
                     .map_err(|e| OpError::new(ErrorKind::BadRequest, e.to_string()))?;
                 stop = Some(n);
             }
+            None if super::pktgen::is_inproc(&spec) => {
+                let done = move |r: JobResult| {
+                    on_finish(r.clone());
+                    let _ = tx.send(Some(r));
+                };
+                let ns = match netns.map(|fd| fd.try_clone()).transpose() {
+                    Ok(ns) => ns,
+                    Err(e) => {
+                        return Err(OpError::new(
+                            ErrorKind::Internal,
+                            format!("duplicating the namespace descriptor: {e}"),
+                        ))
+                    }
+                };
+                stop = Some(super::pktgen::spawn_job(
+                    id,
+                    &spec,
+                    ns,
+                    killed.clone(),
+                    done,
+                )?);
+            }
             None => {
                 let JobSpec::CpuStat { interval_ms } = spec else {
                     return Err(OpError::new(ErrorKind::Internal, "job without argv"));
@@ -269,9 +425,59 @@ impl Jobs {
                 result: rx,
                 killed,
                 stop,
+                interrupt_after,
+                toggle_extended,
             },
         );
         Ok(id)
+    }
+
+    /// For a job the agent interrupts itself (xdp-bench): wait until it is ready, then arm the
+    /// SIGINT for its duration. xdp-bench is ready once it blocks SIGINT (it reads signals
+    /// from a signalfd after attaching its program and setting up its statistics): an earlier
+    /// SIGINT would kill it with its program still attached, and under TCG loading a program
+    /// takes seconds. Waits [`READY_TIMEOUT`] at most (then arms the SIGINT anyway); returns
+    /// at once for other jobs and for a job that already ended.
+    pub async fn wait_ready(&self, id: u64) {
+        let (pgid, after, rx, toggle) = {
+            let jobs = lock(&self.jobs);
+            let Some(j) = jobs.get(&id) else { return };
+            (
+                j.pgid.clone(),
+                j.interrupt_after,
+                j.result.clone(),
+                j.toggle_extended,
+            )
+        };
+        let Some(after) = after else { return };
+        let t0 = std::time::Instant::now();
+        loop {
+            if rx.borrow().is_some() {
+                return;
+            }
+            let pid = *lock(&pgid);
+            let Some(pid) = pid else { return };
+            if sigint_blocked(pid) {
+                break;
+            }
+            if t0.elapsed() >= READY_TIMEOUT {
+                tracing::warn!(
+                    "job {id}: not ready after {} s; interrupting it after its duration anyway",
+                    READY_TIMEOUT.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::debug!("job {id}: ready after {:.2} s", t0.elapsed().as_secs_f64());
+        if toggle {
+            // xdp-bench switches between its simple and extended output on SIGQUIT.
+            signal_group(&pgid, Signal::SIGQUIT);
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            signal_group(&pgid, Signal::SIGINT);
+        });
     }
 
     fn handle(&self, id: u64) -> Result<JobHandle, OpError> {
@@ -465,12 +671,13 @@ async fn finish_process(
     killed: Arc<AtomicBool>,
 ) -> JobResult {
     use std::os::unix::process::ExitStatusExt;
-    let out = tokio::spawn(read_capped(child.stdout.take(), OUTPUT_CAP));
+    let timed = timed_lines(spec);
+    let out = tokio::spawn(read_capped_lines(child.stdout.take(), OUTPUT_CAP, timed));
     let err = tokio::spawn(read_capped(child.stderr.take(), OUTPUT_CAP));
     let status = child.wait().await;
     // The leader is reaped; do not signal a group id that may be reused.
     *lock(&pgid) = None;
-    let (stdout, out_trunc) = out.await.unwrap_or_default();
+    let (stdout, out_trunc, lines) = out.await.unwrap_or_default();
     let (stderr, err_trunc) = err.await.unwrap_or_default();
     let finished_at = unix_now();
     let mut error = None;
@@ -500,8 +707,50 @@ async fn finish_process(
         finished_at,
         killed: killed.load(Ordering::SeqCst),
         error,
-        data: None,
+        data: timed.then(|| {
+            serde_json::Value::Array(
+                lines
+                    .into_iter()
+                    .map(|(t, l)| serde_json::json!({"t": t, "line": l}))
+                    .collect(),
+            )
+        }),
     }
+}
+
+/// [`read_capped`], and with `timed` every line with the time it was read.
+async fn read_capped_lines<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    cap: usize,
+    timed: bool,
+) -> (String, bool, Vec<(f64, String)>) {
+    if !timed {
+        let (s, t) = read_capped(r, cap).await;
+        return (s, t, Vec::new());
+    }
+    use tokio::io::AsyncBufReadExt;
+    let Some(r) = r else {
+        return (String::new(), false, Vec::new());
+    };
+    let mut reader = tokio::io::BufReader::new(r);
+    let (mut out, mut lines, mut truncated) = (String::new(), Vec::new(), false);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf).into_owned();
+                if out.len() + line.len() > cap {
+                    truncated = true;
+                    continue;
+                }
+                out.push_str(&line);
+                lines.push((unix_now(), line.trim_end_matches(['\n', '\r']).to_string()));
+            }
+        }
+    }
+    (out, truncated, lines)
 }
 
 /// The `cpu*` lines of a /proc/stat text.
@@ -591,6 +840,20 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn xdp_bench_versions() {
+        assert_eq!(
+            parse_xdp_bench_version("xdp-bench version 1.3.1 using libbpf version 1.1.2"),
+            Some((1, 3, 1))
+        );
+        assert_eq!(
+            parse_xdp_bench_version("xdp-bench version v1.5.8"),
+            Some((1, 5, 8))
+        );
+        assert_eq!(parse_xdp_bench_version("Command unknown"), None);
+        assert!((1, 3, 1) < (1, 5, 8) && (1, 6, 0) >= (1, 5, 8));
     }
 
     #[test]

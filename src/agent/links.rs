@@ -2969,6 +2969,7 @@ impl Session {
                     Some(ns.fd()),
                 )?;
                 lock(&ns.jobs).push(id);
+                self.jobs.wait_ready(id).await;
                 if let Some(port) = listen_port {
                     ns.run(move |_| async move {
                         super::jobs::wait_listening(port, Duration::from_secs(5)).await

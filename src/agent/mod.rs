@@ -28,6 +28,7 @@ pub mod kmod;
 pub mod links;
 pub mod net;
 pub mod netns;
+pub mod pktgen;
 pub mod rr;
 pub mod sysctl;
 pub mod tunables;
@@ -316,6 +317,8 @@ impl Session {
                     _ => None,
                 };
                 let id = self.jobs.start(spec, job_finished_events(&self.out))?;
+                // xdp-bench: started once its program is attached.
+                self.jobs.wait_ready(id).await;
                 // An iperf3 server is started once it listens (the controller then pauses
                 // briefly before its clients; see recipes::context::SERVER_SETTLE).
                 if let Some(port) = listen_port {

@@ -30,6 +30,7 @@ pub mod flow;
 pub mod iperf;
 pub mod perf;
 pub mod ping;
+pub mod pktrate;
 pub mod rr;
 
 pub use cpu::{parse_cpu_samples, CpuError, CpuStat};

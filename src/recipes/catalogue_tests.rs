@@ -6,7 +6,7 @@ use super::find;
 use super::test_support::*;
 use crate::params::parse_params;
 use crate::protocol::{BondMode, FailOverMac, JobSpec, LinkSpec, Op};
-use crate::results::{ResultKind, ResultType};
+use crate::results::ResultType;
 use crate::schema::resolve;
 use crate::scripted::{Script, ScriptedRun};
 
@@ -47,15 +47,6 @@ fn link_ops(r: &ScriptedRun, host: &str) -> Vec<String> {
                 _ => None,
             }
         })
-        .collect()
-}
-
-fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    r.run
-        .results
-        .iter()
-        .filter(|e| matches!(e.kind, ResultKind::Generic))
-        .map(|e| (e.result, e.description.clone()))
         .collect()
 }
 

@@ -128,6 +128,13 @@ pub enum Undo {
         host: String,
         states: Vec<crate::protocol::IdleStateId>,
     },
+    /// Delete a static neighbour entry the recipe added.
+    DelNeighbour {
+        host: String,
+        neighbour: crate::protocol::NeighbourSpec,
+    },
+    /// Run a job that takes a change back (`xdp-forward unload`); it must pass.
+    RunJob { host: String, spec: JobSpec },
 }
 
 impl Undo {
@@ -149,7 +156,9 @@ impl Undo {
             | Undo::DeleteNetns { host }
             | Undo::DelRoute { host, .. }
             | Undo::TurboBoost { host }
-            | Undo::IdleStates { host, .. } => host,
+            | Undo::IdleStates { host, .. }
+            | Undo::DelNeighbour { host, .. }
+            | Undo::RunJob { host, .. } => host,
         };
         host.split('.').next().unwrap_or(host)
     }
@@ -281,8 +290,11 @@ impl RunContext {
             .extend(lane.undo[undo].iter().map(|(_, u)| (g, u.clone())));
     }
 
-    /// Take over the device names and namespaces `lane` added.
+    /// Take over the device names and namespaces `lane` added, and the raw files it kept.
     pub fn absorb_names(&mut self, lane: &RunContext) {
+        for (name, bytes) in &lane.raw {
+            self.save_raw(name.clone(), bytes);
+        }
         for (k, v) in &lane.names {
             self.names.entry(k.clone()).or_insert_with(|| v.clone());
         }
@@ -579,6 +591,9 @@ impl RunContext {
         }
         // Each lane removed the names and namespaces of its own agent.
         for (agent, lane, _) in &done {
+            for (name, bytes) in &lane.raw {
+                self.save_raw(name.clone(), bytes);
+            }
             let mine = |h: &str| h.split('.').next() == Some(agent.as_str());
             self.names.retain(|d, _| !mine(&d.host));
             self.names.extend(
@@ -734,6 +749,14 @@ impl RunContext {
                         RecipeError::Run(format!("{host}: enabling CPU idle states again: {e}"))
                     })
                 }
+                Undo::DelNeighbour { host, neighbour } => {
+                    let client = self.client(&host)?;
+                    client
+                        .del_neighbour(neighbour)
+                        .await
+                        .map_err(RecipeError::from)
+                }
+                Undo::RunJob { host, spec } => self.run_job(&host, spec).await,
             }
         }
     }
@@ -1219,6 +1242,59 @@ impl RunContext {
         };
         self.record_end(host, id, &res);
         Ok(res)
+    }
+
+    /// Run a short job to its end (30 s at most); an error names the command and why it
+    /// failed.
+    pub async fn run_job(&mut self, host: &str, spec: JobSpec) -> Result<(), RecipeError> {
+        let command = spec.argv().map(|a| a.join(" ")).unwrap_or_default();
+        let id = self.start_job(host, spec).await?;
+        let r = self.finish_job(host, id, Duration::from_secs(30)).await?;
+        if r.passed {
+            return Ok(());
+        }
+        let why = r.error.clone().unwrap_or_else(|| {
+            format!(
+                "exit code {:?}: {}",
+                r.exit_code,
+                r.stderr.lines().last().unwrap_or_default()
+            )
+        });
+        Err(RecipeError::Run(format!(
+            "{host}: `{command}` failed: {why}"
+        )))
+    }
+
+    /// Add a static neighbour entry on `host` (upstream `ip neigh add <ip> lladdr <mac> dev
+    /// <dev>`); deleted when the enclosing scope unwinds.
+    pub async fn add_neighbour(
+        &mut self,
+        host: &str,
+        neighbour: crate::protocol::NeighbourSpec,
+    ) -> Result<(), RecipeError> {
+        self.client(host)?.add_neighbour(neighbour.clone()).await?;
+        self.undo.push((
+            self.undo_group,
+            Undo::DelNeighbour {
+                host: host.to_string(),
+                neighbour: crate::protocol::NeighbourSpec {
+                    lladdr: None,
+                    ..neighbour
+                },
+            },
+        ));
+        Ok(())
+    }
+
+    /// Take `spec` back with `undo` (a job) when the enclosing scope unwinds.
+    pub fn push_undo_job(&mut self, host: &str, undo: JobSpec) {
+        self.undo.push((
+            self.undo_group,
+            Undo::RunJob {
+                host: host.to_string(),
+                spec: undo,
+            },
+        ));
     }
 
     /// Stop a sampling job (SIGINT semantics) and record JobFinish.

@@ -161,15 +161,6 @@ fn steps(r: &ScriptedRun, host: &str) -> Vec<String> {
     out
 }
 
-fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    r.run
-        .results
-        .iter()
-        .filter(|e| matches!(e.kind, ResultKind::Generic))
-        .map(|e| (e.result, e.description.clone()))
-        .collect()
-}
-
 /// The sub-configuration description.
 fn sub_description(r: &ScriptedRun) -> Vec<String> {
     generic(r)

@@ -12,6 +12,7 @@ pub mod context;
 pub mod double_bond;
 pub mod double_team;
 pub mod enrt;
+pub mod forwarding;
 pub mod geneve_tunnel;
 pub mod gre_tunnel;
 pub mod ip6gre_tunnel;
@@ -39,6 +40,7 @@ pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
 pub mod vxlan_remote;
+pub mod xdp;
 
 #[cfg(test)]
 mod catalogue_tests;
@@ -52,6 +54,8 @@ mod scripted_tests;
 mod test_support;
 #[cfg(test)]
 mod tunnel_tests;
+#[cfg(test)]
+mod xdp_tests;
 
 use crate::requirements::Requirements;
 use crate::schema::{ParamSpec, ResolvedParams, SchemaError};
@@ -185,6 +189,11 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<sit_tunnel::SitTunnelRecipe>(),
     RecipeDef::of::<ip6tnl_tunnel::Ip6TnlTunnelRecipe>(),
     RecipeDef::of::<ip6gre_tunnel::Ip6GreTunnelRecipe>(),
+    RecipeDef::of::<xdp::XDPDropRecipe>(),
+    RecipeDef::of::<xdp::XDPTxRecipe>(),
+    RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),
+    RecipeDef::of::<forwarding::ForwardingRecipe>(),
+    RecipeDef::of::<forwarding::XDPForwardingRecipe>(),
 ];
 
 /// RECIPE names no registered recipe.
@@ -317,7 +326,14 @@ mod tests {
             if specs.iter().any(|s| s.mandatory) {
                 continue;
             }
-            let p = resolve(d.name, &specs, vec![]).unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            // The packet recipes need perf_tool_cpu in practice (upstream declares it optional
+            // and crashes without it); the plan refuses them without it.
+            let given = if d.name.starts_with("XDP") || d.name == "ForwardingRecipe" {
+                crate::params::parse_params("perf_tool_cpu=[0]").unwrap_or_default()
+            } else {
+                vec![]
+            };
+            let p = resolve(d.name, &specs, given).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             let planned = (d.plan)(&p).unwrap_or_else(|e| panic!("{}: {e}", d.name));
             assert_eq!(planned.name(), d.name);
             assert!(!planned.requirements().hosts.is_empty(), "{}", d.name);

@@ -71,7 +71,7 @@ param_set! {
 
 impl SimpleNetworkRecipe {
     /// host1.eth0 and host2.eth0.
-    fn nics(&self) -> [Dev; 2] {
+    pub fn nics(&self) -> [Dev; 2] {
         simple_network_req(&self.reqs).1
     }
 }

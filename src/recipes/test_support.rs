@@ -4,6 +4,7 @@
 use super::find;
 use crate::params::parse_params;
 use crate::plan::TestSpec;
+use crate::results::{ResultKind, ResultType};
 use crate::schema::resolve;
 use crate::scripted::{run_test, Script, ScriptedRun};
 
@@ -52,4 +53,14 @@ pub fn run_spec(spec: &TestSpec, script: Script, devices: Devices) -> ScriptedRu
 /// Plan and run `recipe` against scripted agents with `devices`.
 pub fn run_on(recipe: &str, params: &str, script: Script, devices: Devices) -> ScriptedRun {
     run_spec(&spec(recipe, params), script, devices)
+}
+
+/// The generic results (descriptions) of a run, with their outcomes.
+pub fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
+    r.run
+        .results
+        .iter()
+        .filter(|e| matches!(e.kind, ResultKind::Generic))
+        .map(|e| (e.result, e.description.clone()))
+        .collect()
 }

@@ -8,3 +8,4 @@ pub mod config;
 pub mod packet_assert;
 pub mod perf;
 pub mod ping;
+pub mod pktrate;

@@ -114,7 +114,7 @@ pub async fn perf_test(ctx: &mut RunContext, conf: &PerfConf) -> Result<(), Reci
 }
 
 /// Per-host sysctl tweaks for udp_stream (UdpFragmentationPerfTestMixin).
-async fn apply_udp_tweak(
+pub(crate) async fn apply_udp_tweak(
     ctx: &mut RunContext,
     ipv: IpVersion,
     thresh: u32,

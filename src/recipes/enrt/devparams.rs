@@ -327,6 +327,22 @@ impl MultiDevInterruptParams {
             .as_ref()
             .unwrap_or(&NO_DEVICES)
     }
+
+    /// A plan-time check that every device named is one of `devices` (the recipe's own, as
+    /// they are named while the test runs: `host1.ns.eth1` once eth1 is in host1's
+    /// namespace), for recipes whose devices are fixed; the message lists them.
+    pub fn check(&self, devices: &[Dev]) -> Result<(), crate::schema::SchemaError> {
+        for (d, _) in &self.config().0 {
+            if !devices.contains(d) {
+                let known: Vec<String> = devices.iter().map(Dev::to_string).collect();
+                return Err(crate::schema::SchemaError::Type {
+                    name: "multi_dev_interrupt_config".into(),
+                    message: format!("{d} is not a device of this recipe ({})", known.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

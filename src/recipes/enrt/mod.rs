@@ -26,6 +26,7 @@ use crate::measure::flow::FlowSpec;
 use crate::recipes::common::config::{self, Configured, TestWide};
 use crate::recipes::common::perf::{perf_test, FlowEvaluator, PerfConf, PerfTweaks};
 use crate::recipes::common::ping::{ping_test_and_evaluate, PingConf, PingEvaluator};
+use crate::recipes::common::pktrate::{self, PacketFlow, PacketMeasurement};
 use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
 use crate::recipes::Recipe;
@@ -219,6 +220,25 @@ pub trait EnrtRecipe: Recipe {
         let c = cpupin(&self.base(), i);
         (c.clone(), c)
     }
+
+    /// A packet-rate measurement instead of iperf3 flows (upstream's `net_perf_tool_class`
+    /// of the XDP and forwarding measurement generators); `perf_tests` then only selects the
+    /// perf tweaks, pktgen always sends UDP.
+    fn packet_measurement(&self) -> Option<PacketMeasurement> {
+        None
+    }
+
+    /// Test-wide configuration beyond the [`TestWide`] steps, run after them in the
+    /// test-wide scope (upstream bodies that run tools: the redirect-cpu RSS key, the static
+    /// neighbours and `xdp-forward load` of the forwarding recipes); every change pushes its
+    /// undo. Returns lines for the test-wide description.
+    fn test_wide_extra<'a>(
+        &'a self,
+        _ctx: &'a mut RunContext,
+        _config: &'a Configured,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, RecipeError>> + Send + 'a {
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Parameters this runner cannot honour; a test that sets one FAILs with the reason instead
@@ -346,7 +366,9 @@ pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), Recip
     if !bad.is_empty() {
         return Err(RecipeError::Unsupported(bad.join("; ")));
     }
-    check_perf_tests(&r.base())?;
+    if r.packet_measurement().is_none() {
+        check_perf_tests(&r.base())?;
+    }
     ctx.add(ResultEntry::generic(
         ResultType::Pass,
         format!(
@@ -368,14 +390,22 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
     ctx.progress("configuring the test network");
     let steps = r.test_wide_configuration()?;
     let t0 = Instant::now();
-    let config = config::apply(ctx, &steps.steps).await;
+    // The recipe's extra test-wide configuration is part of the configure phase.
+    let configured = async {
+        let config = config::apply(ctx, &steps.steps).await?;
+        ctx.begin_undo_group();
+        let extra = r.test_wide_extra(ctx, &config).await?;
+        Ok::<_, RecipeError>((config, extra))
+    }
+    .await;
     ctx.phases.configure += t0.elapsed().as_secs_f64();
-    let config = config?;
+    let (config, extra) = configured?;
     let mut desc = vec![format!(
         "Testwide configuration for recipe {} description:",
         R::NAME
     )];
     desc.extend(r.test_wide_description(&config));
+    desc.extend(extra);
     ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
     check_perf_tool_cpus(r, ctx, &config).await?;
 
@@ -531,8 +561,17 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         ));
                         continue;
                     }
+                    let packet = r.packet_measurement();
+                    let pflows = match &packet {
+                        Some(m) => packet_flows(r, &pairs, *test, *size, m)?,
+                        None => Vec::new(),
+                    };
+                    let flows = match &packet {
+                        Some(_) => pflows.iter().map(|f| f.spec.clone()).collect(),
+                        None => create_flows(r, &pairs, *test, *size)?,
+                    };
                     let conf = PerfConf {
-                        flows: create_flows(r, &pairs, *test, *size)?,
+                        flows,
                         ip_version: ipv,
                         iterations: base.enrt.perf_iterations,
                         simulate: base.enrt.perf_test_simulation,
@@ -543,7 +582,10 @@ async fn do_perf_tests<R: EnrtRecipe>(
                         cpu_hosts: r.cpu_hosts(),
                         linuxperf: base.measurements.do_linuxperf_measurement,
                     };
-                    perf_test(ctx, &conf).await?;
+                    match &packet {
+                        Some(m) => pktrate::perf_test(ctx, &conf, &pflows, m).await?,
+                        None => perf_test(ctx, &conf).await?,
+                    }
                 }
             }
         }
@@ -614,4 +656,35 @@ fn create_flows<R: EnrtRecipe>(
         }
     }
     Ok(flows)
+}
+
+/// The flows of a packet measurement: [`create_flows`]' flows with their devices; the
+/// redirect-cpu and forwarding generators pin flow i to `perf_tool_cpu[i % n]` whatever the
+/// policy (pktgen runs one device per CPU), the XDP flow generator follows the policy.
+fn packet_flows<R: EnrtRecipe>(
+    r: &R,
+    pairs: &[&EndpointPair],
+    test: PerfTest,
+    size: Option<u32>,
+    m: &PacketMeasurement,
+) -> Result<Vec<PacketFlow>, RecipeError> {
+    let specs = create_flows(r, pairs, test, size)?;
+    let base = r.base();
+    let per = base.flows.perf_parallel_processes as usize;
+    let cpus = base.flows.perf_tool_cpu.clone().unwrap_or_default();
+    let round_robin = !matches!(m, PacketMeasurement::XdpBench { .. });
+    let mut out = Vec::new();
+    for (k, mut spec) in specs.into_iter().enumerate() {
+        let (client, server) = pairs[k / per.max(1)];
+        if round_robin && !cpus.is_empty() {
+            // Upstream's flow id: the process index within its endpoint pair.
+            spec.cpupin = Some(vec![cpus[(k % per.max(1)) % cpus.len()]]);
+        }
+        out.push(PacketFlow {
+            spec,
+            generator_nic: client.dev.clone(),
+            receiver_nic: server.dev.clone(),
+        });
+    }
+    Ok(out)
 }
