@@ -349,6 +349,49 @@ fn pktgen_device(
     }
 }
 
+/// Pktgen on the first flow's generator, one device per flow (on the flow's first CPU, from
+/// `gen_if` with the `macs`), `(burst, ratep)` as the recipe gives them, for `secs`; waits up
+/// to `wait` for it.
+async fn run_pktgen(
+    ctx: &mut RunContext,
+    flows: &[PacketFlow],
+    gen_if: &str,
+    (src_mac, dst_mac): (&str, &str),
+    (burst, ratep): (u32, i64),
+    secs: u32,
+    wait: Duration,
+) -> Result<JobResult, RecipeError> {
+    let mut devices = Vec::new();
+    for f in flows {
+        let cpu = cpus_of(f)?[0];
+        let ports = (
+            f.spec.generator_port.unwrap_or(PKTGEN_PORT),
+            f.spec.receiver_port,
+        );
+        devices.push(pktgen_device(
+            f,
+            gen_if,
+            src_mac,
+            dst_mac,
+            cpu,
+            ports,
+            burst,
+            pktgen_ratep(ratep, burst),
+        ));
+    }
+    let host = &flows[0].generator_nic.host;
+    let client = ctx
+        .start_job(
+            host,
+            JobSpec::Pktgen {
+                devices,
+                duration_s: secs,
+            },
+        )
+        .await?;
+    ctx.finish_job(host, client, wait).await
+}
+
 async fn start_cpu(
     ctx: &mut RunContext,
     cpu_hosts: &[String],
@@ -556,34 +599,16 @@ async fn run_iteration(
                     },
                 )
                 .await?;
-            let mut devices = Vec::new();
-            for f in flows {
-                let cpu = cpus_of(f)?[0];
-                let ports = (
-                    f.spec.generator_port.unwrap_or(PKTGEN_PORT),
-                    f.spec.receiver_port,
-                );
-                devices.push(pktgen_device(
-                    f,
-                    &gen_if,
-                    &src_mac,
-                    &dst_mac,
-                    cpu,
-                    ports,
-                    *burst,
-                    pktgen_ratep(*ratep, *burst),
-                ));
-            }
-            let client = ctx
-                .start_job(
-                    &f0.generator_nic.host,
-                    JobSpec::Pktgen {
-                        devices,
-                        duration_s: secs,
-                    },
-                )
-                .await?;
-            let c = ctx.finish_job(&f0.generator_nic.host, client, wait).await?;
+            let c = run_pktgen(
+                ctx,
+                flows,
+                &gen_if,
+                (&src_mac, &dst_mac),
+                (*burst, *ratep),
+                secs,
+                wait,
+            )
+            .await?;
             let s = ctx
                 .finish_job(&f0.receiver_nic.host, server, JOB_GRACE)
                 .await?;
@@ -654,34 +679,16 @@ async fn run_iteration(
                     },
                 )
                 .await?;
-            let mut devices = Vec::new();
-            for f in flows {
-                let cpu = cpus_of(f)?[0];
-                let ports = (
-                    f.spec.generator_port.unwrap_or(PKTGEN_PORT),
-                    f.spec.receiver_port,
-                );
-                devices.push(pktgen_device(
-                    f,
-                    &gen_if,
-                    &src_mac,
-                    &dst_mac,
-                    cpu,
-                    ports,
-                    *burst,
-                    pktgen_ratep(*ratep, *burst),
-                ));
-            }
-            let client = ctx
-                .start_job(
-                    &f0.generator_nic.host,
-                    JobSpec::Pktgen {
-                        devices,
-                        duration_s: secs,
-                    },
-                )
-                .await?;
-            let c = ctx.finish_job(&f0.generator_nic.host, client, wait).await?;
+            let c = run_pktgen(
+                ctx,
+                flows,
+                &gen_if,
+                (&src_mac, &dst_mac),
+                (*burst, *ratep),
+                secs,
+                wait,
+            )
+            .await?;
             let rx = ctx.stop_job(&forwarder_rx.host, rx_mon).await?;
             let tx = ctx.stop_job(&forwarder_tx.host, tx_mon).await?;
             let d = ctx
