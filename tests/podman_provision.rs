@@ -394,10 +394,29 @@ async fn second_nic_on_one_label_is_a_veth_on_the_same_segment() {
         "ping over the veth failed: {ping:?}"
     );
 
+    // The network's bridge in this namespace (netavark's podmanN): it must not outlive the
+    // network, though this run's veth was one of its ports.
+    let bridge = std::process::Command::new("podman")
+        .args(["network", "inspect", "--format", "{{.NetworkInterface}}"])
+        .arg(format!("lnst-{run}-net1"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(!bridge.is_empty(), "no bridge name for lnst-{run}-net1");
+    assert!(std::path::Path::new("/sys/class/net")
+        .join(&bridge)
+        .exists());
+
     drop(eps);
     p.teardown().await.expect("teardown");
     assert_eq!(list_run(&d, &run).await, (vec![], vec![]));
     assert_eq!(p.resources(), (vec![], vec![]));
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&bridge)
+            .exists(),
+        "bridge {bridge} left behind"
+    );
 }
 
 #[tokio::test]

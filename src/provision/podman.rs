@@ -851,6 +851,19 @@ impl PodmanProvisioner {
                 return errors.into_result();
             }
         };
+        // The extra veths first: netavark deletes a network's bridge when it tears down the
+        // last container on it, but only when nothing else is attached, and a veth's host end
+        // still is (it would go only with its container's end, afterwards), which left an
+        // orphaned `podmanN` bridge in the host's namespace.
+        let mut kept_veths = Vec::new();
+        for name in std::mem::take(&mut self.veths) {
+            if let Err(e) = veth::remove(&name).await {
+                errors.push(e);
+                kept_veths.push(name);
+            }
+        }
+        self.veths = kept_veths;
+        self.veth_macs.clear();
         // Every container at once (the engine stops and removes them in parallel).
         let names = std::mem::take(&mut self.containers);
         let removed =
@@ -862,18 +875,9 @@ impl PodmanProvisioner {
                 kept_containers.push(name);
             }
         }
-        let mut kept_veths = Vec::new();
-        for name in std::mem::take(&mut self.veths) {
-            if let Err(e) = veth::remove(&name).await {
-                errors.push(e);
-                kept_veths.push(name);
-            }
-        }
-        self.veths = kept_veths;
-        self.veth_macs.clear();
         let mut kept_networks = Vec::new();
         for name in std::mem::take(&mut self.networks) {
-            if let Err(e) = remove_network(&docker, &name).await {
+            if let Err(e) = remove_network(&docker, &self.libpod, &name).await {
                 errors.push(e);
                 kept_networks.push(name);
             }
@@ -918,7 +922,7 @@ async fn sweep_run(docker: &Docker, libpod: &Libpod, run_id: &str) -> Result<(),
     }
     for (name, _) in networks {
         tracing::debug!("teardown: removing late network {name} of run {run_id}");
-        if let Err(e) = remove_network(docker, &name).await {
+        if let Err(e) = remove_network(docker, libpod, &name).await {
             errors.push(e);
         }
     }
@@ -1090,10 +1094,24 @@ async fn remove_container(docker: &Docker, name: &str) -> Result<(), String> {
     }
 }
 
-async fn remove_network(docker: &Docker, name: &str) -> Result<(), String> {
+/// Remove a network, then its bridge when the engine left it behind. netavark deletes a
+/// network's bridge when it tears down the last container on it and nothing else is
+/// attached; containers removed at the same time each still see the other's port, and both
+/// keep the bridge, which stayed in the host's namespace as an orphaned `podmanN`. Only a
+/// bridge in this namespace with no port left is deleted.
+async fn remove_network(docker: &Docker, libpod: &Libpod, name: &str) -> Result<(), String> {
+    let path = format!("{LIBPOD_PREFIX}/networks/{}/json", path_segment(name));
+    let bridge = libpod
+        .json(Method::GET, &path, None)
+        .await
+        .ok()
+        .and_then(|n| n.get("network_interface")?.as_str().map(str::to_string));
     match docker.remove_network(&path_segment(name)).await {
         Ok(()) => {
             tracing::debug!("removed network {name}");
+            if let Some(b) = bridge {
+                veth::remove_orphan_bridge(&b).await?;
+            }
             Ok(())
         }
         Err(e) if status_of(&e) == Some(404) => Ok(()),
@@ -1188,7 +1206,7 @@ pub async fn cleanup_leftovers(uri: &str) -> Result<Vec<String>, TeardownErrors>
     }
     for (name, l) in &networks {
         if dead(&l.run) {
-            match remove_network(&docker, name).await {
+            match remove_network(&docker, &libpod, name).await {
                 Ok(()) => removed.push(name.clone()),
                 Err(e) => errors.push(e),
             }

@@ -98,6 +98,36 @@ pub(crate) async fn remove(host_end: &str) -> Result<(), String> {
     }
 }
 
+/// Delete `bridge` when it is a bridge in this namespace with no port (a network's bridge the
+/// engine left behind); anything else, or nothing by that name, is left alone. True when
+/// deleted.
+pub(crate) async fn remove_orphan_bridge(bridge: &str) -> Result<bool, String> {
+    if bridge.is_empty() || bridge.contains('/') || bridge.starts_with('.') {
+        return Ok(false);
+    }
+    let dir = std::path::Path::new("/sys/class/net").join(bridge);
+    let Some(idx) = ifindex(bridge) else {
+        return Ok(false);
+    };
+    let ports = std::fs::read_dir(dir.join("brif")).map(|d| d.count());
+    if !dir.join("bridge").is_dir() || !matches!(ports, Ok(0)) {
+        return Ok(false);
+    }
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(|e| format!("remove bridge {bridge}: {e}"))?;
+    let conn_task = tokio::spawn(conn);
+    let r = handle.link().del(idx).execute().await;
+    conn_task.abort();
+    match r {
+        Ok(()) => {
+            tracing::debug!("removed the orphaned bridge {bridge}");
+            Ok(true)
+        }
+        Err(_) if ifindex(bridge).is_none() => Ok(false),
+        Err(e) => Err(format!("remove bridge {bridge}: {e}")),
+    }
+}
+
 /// Interface names for the veth pair of (run, host, interface): ≤ 15 characters, stable.
 pub(crate) fn names(run: &str, host: &str, iface: &str) -> (String, String) {
     use sha2::{Digest, Sha256};
