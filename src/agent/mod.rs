@@ -1221,12 +1221,27 @@ where
     close_writer(out, wtask).await;
 }
 
+/// How long a stdio agent waits for its controller's Auth or Start after its Hello. Only the
+/// controller that started the agent can reach it, and that controller may still be starting
+/// the run's other agents: VMs booting under TCG on a busy machine take tens of seconds each,
+/// and 30 s here made a VM agent give up on a controller that was still booting the other VM
+/// ("handshake timed out" on the guest's console; seen in about 1 of 15 VM runs). A controller
+/// that dies closes the channel, which ends the agent anyway.
+pub const STDIO_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The configuration a stdio agent serves with: `cfg` with at least
+/// [`STDIO_HANDSHAKE_TIMEOUT`] for the handshake.
+pub fn stdio_config(mut cfg: AgentConfig) -> AgentConfig {
+    cfg.handshake_timeout = cfg.handshake_timeout.max(STDIO_HANDSHAKE_TIMEOUT);
+    cfg
+}
+
 /// Serve one controller on stdin/stdout, then return.
 pub async fn run_stdio(cfg: AgentConfig) -> Result<(), AgentError> {
     serve_connection(
         tokio::io::stdin(),
         tokio::io::stdout(),
-        Arc::new(cfg),
+        Arc::new(stdio_config(cfg)),
         "stdio",
     )
     .await;
@@ -1308,6 +1323,14 @@ pub async fn run_tcp(addr: SocketAddr, cfg: AgentConfig) -> Result<(), AgentErro
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stdio_agent_waits_for_its_controller_as_long_as_a_run_may_start_agents() {
+        let cfg = stdio_config(AgentConfig::default());
+        assert!(cfg.handshake_timeout >= STDIO_HANDSHAKE_TIMEOUT);
+        // TCP agents keep their short limit (run_tcp).
+        assert!(AgentConfig::default().handshake_timeout < STDIO_HANDSHAKE_TIMEOUT);
+    }
+
     use super::*;
 
     #[test]
