@@ -279,7 +279,40 @@ type Iteration = (Vec<FlowIteration>, Vec<CpuIteration>);
 type RrLog = Vec<Vec<(Option<RrRun>, Option<RrRun>)>>;
 
 /// Per (host, CPU line), the utilization of every iteration.
-type CpuSeries = BTreeMap<(String, String), Vec<PerfResult>>;
+pub(crate) type CpuSeries = BTreeMap<(String, String), Vec<PerfResult>>;
+
+/// One `CPU Utilization on host …` measurement per host, every CPU line of it aggregated over
+/// the iterations (upstream's CPU results, reported before the flows).
+pub(crate) fn report_cpu(ctx: &mut RunContext, per_cpu: CpuSeries) {
+    let mut by_host: BTreeMap<String, Vec<AggregatedCpu>> = BTreeMap::new();
+    for ((host, cpu), iters) in per_cpu {
+        by_host
+            .entry(host.clone())
+            .or_default()
+            .push(AggregatedCpu {
+                host,
+                cpu,
+                iterations: iters,
+            });
+    }
+    for (host, cpus) in &by_host {
+        let lines: Vec<String> = cpus.iter().map(|c| c.report_line()).collect();
+        // Every CPU line, as upstream's `{cpu: utilization}` (`cpu` = all CPUs, `cpuN`).
+        let mut data = serde_json::Map::new();
+        let mut details = serde_json::Map::new();
+        for c in cpus {
+            data.insert(c.cpu.clone(), crate::measure::perf::num(c.average()));
+            details.insert(c.cpu.clone(), c.details_json());
+        }
+        ctx.add(ResultEntry::measurement(
+            "cpu",
+            ResultType::Pass,
+            format!("CPU Utilization on host {host}:\n{}", lines.join("\n")),
+            serde_json::Value::Object(data),
+            Some(serde_json::json!({"host": host, "cpus": details})),
+        ));
+    }
+}
 
 /// Upstream `RecipeResults.time_aligned_results` and its caller: every iteration sliced to
 /// its window, or, when any iteration cannot be (an empty slice), every iteration unaligned,
@@ -329,34 +362,7 @@ fn report_and_evaluate(
     perf_records: &[LinuxPerfRecord],
     rr_log: &RrLog,
 ) {
-    let mut by_host: BTreeMap<String, Vec<AggregatedCpu>> = BTreeMap::new();
-    for ((host, cpu), iters) in per_cpu {
-        by_host
-            .entry(host.clone())
-            .or_default()
-            .push(AggregatedCpu {
-                host,
-                cpu,
-                iterations: iters,
-            });
-    }
-    for (host, cpus) in &by_host {
-        let lines: Vec<String> = cpus.iter().map(|c| c.report_line()).collect();
-        // Every CPU line, as upstream's `{cpu: utilization}` (`cpu` = all CPUs, `cpuN`).
-        let mut data = serde_json::Map::new();
-        let mut details = serde_json::Map::new();
-        for c in cpus {
-            data.insert(c.cpu.clone(), crate::measure::perf::num(c.average()));
-            details.insert(c.cpu.clone(), c.details_json());
-        }
-        ctx.add(ResultEntry::measurement(
-            "cpu",
-            ResultType::Pass,
-            format!("CPU Utilization on host {host}:\n{}", lines.join("\n")),
-            serde_json::Value::Object(data),
-            Some(serde_json::json!({"host": host, "cpus": details})),
-        ));
-    }
+    report_cpu(ctx, per_cpu);
     report_linuxperf(ctx, perf_records);
     let aggregated: Vec<AggregatedFlow> = conf
         .flows

@@ -739,7 +739,7 @@ fn report_and_evaluate(
     iterations: Vec<Iteration>,
     windows: &[(f64, f64)],
 ) {
-    let mut per_cpu: BTreeMap<(String, String), Vec<PerfResult>> = BTreeMap::new();
+    let mut per_cpu: super::perf::CpuSeries = BTreeMap::new();
     let n_results = match kind {
         PacketKind::XdpBench => flows.len(),
         _ => 1,
@@ -760,33 +760,7 @@ fn report_and_evaluate(
             }
         }
     }
-    let mut by_host: BTreeMap<String, Vec<crate::measure::flow::AggregatedCpu>> = BTreeMap::new();
-    for ((host, cpu), its) in per_cpu {
-        by_host
-            .entry(host.clone())
-            .or_default()
-            .push(crate::measure::flow::AggregatedCpu {
-                host,
-                cpu,
-                iterations: its,
-            });
-    }
-    for (host, cpus) in &by_host {
-        let lines: Vec<String> = cpus.iter().map(|c| c.report_line()).collect();
-        let mut data = serde_json::Map::new();
-        let mut details = serde_json::Map::new();
-        for c in cpus {
-            data.insert(c.cpu.clone(), crate::measure::perf::num(c.average()));
-            details.insert(c.cpu.clone(), c.details_json());
-        }
-        ctx.add(ResultEntry::measurement(
-            "cpu",
-            ResultType::Pass,
-            format!("CPU Utilization on host {host}:\n{}", lines.join("\n")),
-            serde_json::Value::Object(data),
-            Some(serde_json::json!({"host": host, "cpus": details})),
-        ));
-    }
+    super::perf::report_cpu(ctx, per_cpu);
     let descs: Vec<String> = match kind {
         PacketKind::XdpBench => flows.iter().map(|f| f.spec.to_string()).collect(),
         _ => vec![aggregate_flow(flows).to_string()],
