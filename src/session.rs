@@ -494,6 +494,7 @@ impl AgentClient {
         };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let sent = std::time::Instant::now();
         {
             let mut st = lock(&shared.state);
             if st.lost.is_some() {
@@ -506,7 +507,13 @@ impl AgentClient {
             shared.mark_lost("writer stopped".into());
             return Err(shared.lost_error());
         }
-        match tokio::time::timeout(deadline, rx).await {
+        let reply = tokio::time::timeout(deadline, rx).await;
+        tracing::trace!(
+            host = %shared.host,
+            "{name}: reply after {:.1} ms",
+            sent.elapsed().as_secs_f64() * 1e3
+        );
+        match reply {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(e))) => Err(SessionError::Remote {
                 host: match &self.netns {

@@ -252,12 +252,17 @@ struct Session {
 impl Session {
     async fn handle(self: Arc<Self>, id: u64, op: Op) {
         let name = op.name();
+        let started = std::time::Instant::now();
         let result = self.dispatch(op).await.map_err(|e| {
             // Some messages quote the controller's input: keep them short.
             let message = clip_message(&e.message, MAX_ERROR_MESSAGE);
             tracing::warn!("{name} failed: {message}");
             ErrorReply::new(e.kind, message)
         });
+        tracing::trace!(
+            "{name}: done in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
         // Waits while the reply queue is full (back-pressure).
         let _ = self
             .out
