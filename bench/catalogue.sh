@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The soft-device catalogue back to back on VM agents with smoke parameters
-# (tests/data/catalogue-smoke.json, the list tests/e2e_catalogue_vm.rs runs): the wall time of
+# A recipe list back to back on VM agents with smoke parameters: by default the soft-device
+# catalogue (tests/data/catalogue-smoke.json, the list tests/e2e_catalogue_vm.rs runs);
+# `bench/catalogue.sh RUNS tests/data/tunnels-smoke.json` the tunnel recipes. The wall time of
 # the whole run and, per recipe, where its time went:
 #   agents_s   making and removing the VMs (QEMU boot to a connected agent, teardown)
 #   tool_s     inside ping runs and iperf3 iterations (the traffic)
@@ -8,21 +9,25 @@
 #              connect (handshakes, snapshots), configure (devices, addresses), sub_configure,
 #              deconfigure, end (agents restored), and the rest (job start/stop around the
 #              tools, CPU samplers, iperf3 server settle, evaluation, export)
-# Target: outside_s <= 1 s per recipe on TCG (issue 11). Writes bench/catalogue-report.md.
+# Target: outside_s <= 1 s per recipe on TCG (issue 11). Writes bench/<list>-report.md
+# (bench/catalogue-report.md, bench/tunnels-report.md).
 #
 # Needs root, QEMU and the guest kernel (.ci/vm-kernel.sh). Usage: bench/catalogue.sh [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-1}"
+list="${2:-tests/data/catalogue-smoke.json}"
+[ -f "$list" ] || { echo "bench/catalogue.sh: no recipe list $list" >&2; exit 2; }
+name=$(basename "$list" -smoke.json)
 cargo build --release --bins -q
 eval "$(bash .ci/vm-kernel.sh)"
 export LNST_VM_KERNEL LNST_VM_MODULES
-out=bench/catalogue-report.md
+out="bench/$name-report.md"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$work/db.json" <<'EOF'
+python3 - "$work/db.json" "$list" <<'EOF'
 import json, sys
-rows = json.load(open("tests/data/catalogue-smoke.json"))
+rows = json.load(open(sys.argv[2]))
 json.dump([{"recipe_name": r["recipe_name"], "params": r["params"]} for r in rows], open(sys.argv[1], "w"))
 EOF
 for i in $(seq 1 "$runs"); do
@@ -41,9 +46,9 @@ for i in $(seq 1 "$runs"); do
     t1=$(date +%s.%N)
     echo "$t0 $t1" >"$home/wall"
 done
-python3 - "$work" "$runs" "$out" <<'EOF'
+python3 - "$work" "$runs" "$out" "$list" <<'EOF'
 import json, sys, statistics, subprocess
-work, runs, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, runs, out, lst = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 PH = ["connect", "configure", "sub_configure", "deconfigure", "end"]
 per = {}
 walls = []
@@ -62,11 +67,11 @@ for i in range(1, runs + 1):
             d[k].append(ph.get(k, 0.0))
         d["rest"].append(outside - sum(ph.get(k, 0.0) for k in PH))
 med = statistics.median
-lines = ["# Catalogue on VM agents, back to back (bench/catalogue.sh)", ""]
+lines = [f"# {lst}: the recipes on VM agents, back to back (bench/catalogue.sh)", ""]
 cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 kern = open("/proc/sys/kernel/osrelease").read().strip()
 lines += [f"Machine: {cpu} CPUs, host kernel {kern}; guests: Debian 6.1 kernel under TCG, 2 vCPUs and 512 MiB each.",
-          f"{len(per)} recipes with tests/data/catalogue-smoke.json (1 s tcp_stream per IP version, 10 pings per endpoint pair and IP version), {runs} run(s); medians.", "",
+          f"{len(per)} recipes with {lst} (smoke parameters: 1 s tcp_stream per IP version, a few pings per endpoint pair and IP version), {runs} run(s); medians.", "",
           f"Wall time of the whole TEST_DB run: {med(walls):.1f} s (runs: {', '.join(f'{w:.1f}' for w in walls)}).", "",
           "| recipe | VMs | total s | agents s (boot + teardown) | traffic s | outside traffic s | connect | configure | sub-config | deconfigure | end | rest |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 worst = 0.0

@@ -10,18 +10,9 @@ mod common;
 use common::catalogue::*;
 use common::vm::*;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-
-/// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
-fn smoke_no_offloads(extra: Value) -> Value {
-    let mut p = smoke(extra);
-    if let Some(o) = p.as_object_mut() {
-        o.remove("offload_combinations");
-    }
-    p
-}
 
 /// The packet asserts of test `idx`: each PASSed and matched at least `min` packets; their
 /// number.
@@ -53,85 +44,27 @@ fn packet_asserts(results: &Path, idx: usize, recipe: &str, min: u64) -> usize {
     asserts.len()
 }
 
-/// (recipe, smoke parameters, pings, flows, packet asserts).
-fn tunnels() -> Vec<(&'static str, Value, usize, usize, usize)> {
-    vec![
-        (
-            "GreTunnelRecipe",
-            smoke(json!({
-                "net_ipv4": "198.18.128.0/24",
-                "tunnel1_ipv4": "198.18.129.0/24", "tunnel2_ipv4": "198.18.130.0/24",
-                "tunnel1_ipv6": "fd00:129::/64", "tunnel2_ipv6": "fd00:130::/64",
-            })),
-            2,
-            2,
-            2,
-        ),
-        (
-            "IpIpTunnelRecipe",
-            smoke_no_offloads(json!({
-                "tunnel_mode": "ipip",
-                "net_ipv4": "198.18.135.0/24", "tunnel_ipv4": "198.18.136.0/24",
-            })),
-            1,
-            1,
-            1,
-        ),
-        (
-            "VxlanRemoteRecipe",
-            smoke(json!({
-                "net_ipv4": "198.18.133.0/24",
-                "vxlan_ipv4": "198.18.134.0/24", "vxlan_ipv6": "fd00:134::/64",
-            })),
-            2,
-            2,
-            0,
-        ),
-        (
-            "GeneveTunnelRecipe",
-            smoke(json!({
-                "carrier_ipversion": "ipv4",
-                "net_ipv4": "198.18.137.0/24", "net_ipv6": "fd00:137::/64",
-                "tunnel_ipv4": "198.18.138.0/24", "tunnel_ipv6": "fd00:138::/64",
-            })),
-            2,
-            2,
-            2,
-        ),
-        (
-            "SitTunnelRecipe",
-            smoke_no_offloads(json!({
-                "tunnel_mode": "any",
-                "net_ipv4": "198.18.139.0/24",
-                "tunnel1_ipv4": "198.18.140.0/24", "tunnel2_ipv4": "198.18.141.0/24",
-                "tunnel1_ipv6": "fd00:140::/64", "tunnel2_ipv6": "fd00:141::/64",
-            })),
-            2,
-            2,
-            2,
-        ),
-        (
-            "Ip6TnlTunnelRecipe",
-            smoke_no_offloads(json!({
-                "tunnel_mode": "ip6ip6",
-                "net_ipv6": "fd00:142::/64", "tunnel_ipv6": "fd00:143::/64",
-            })),
-            1,
-            1,
-            1,
-        ),
-        (
-            "Ip6GreTunnelRecipe",
-            smoke(json!({
-                "net_ipv6": "fd00:142::/64",
-                "tunnel1_ipv4": "198.18.140.0/24", "tunnel2_ipv4": "198.18.141.0/24",
-                "tunnel1_ipv6": "fd00:140::/64", "tunnel2_ipv6": "fd00:141::/64",
-            })),
-            2,
-            2,
-            2,
-        ),
-    ]
+/// (recipe, smoke parameters, pings, flows, packet asserts), from
+/// tests/data/tunnels-smoke.json (`bench/catalogue.sh 1 tests/data/tunnels-smoke.json` runs
+/// the same list).
+fn tunnels() -> Vec<(String, Value, usize, usize, usize)> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tunnels-smoke.json");
+    read_json(&path)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let n = |k: &str| t["expect"][k].as_u64().unwrap_or(0) as usize;
+            (
+                t["recipe_name"].as_str().unwrap().to_string(),
+                t["params"].clone(),
+                n("pings"),
+                n("flows"),
+                n("packet_asserts"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -147,7 +80,10 @@ fn vm_tunnel_recipes_pass_and_their_packet_asserts_hold() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = tunnels();
-    let tests: Vec<(&str, Value)> = all.iter().map(|(r, p, ..)| (*r, p.clone())).collect();
+    let tests: Vec<(&str, Value)> = all
+        .iter()
+        .map(|(r, p, ..)| (r.as_str(), p.clone()))
+        .collect();
     let db = test_db(home.path(), &tests);
     let mut vars = vm_vars(&k);
     vars.push(("TEST_DB", &db));
@@ -199,8 +135,16 @@ fn netns_vxlan_remote_passes_and_gre_needs_the_kernel_feature() {
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = tunnels();
-    let tests: Vec<(&str, Value)> =
-        vec![(all[2].0, all[2].1.clone()), (all[0].0, all[0].1.clone())];
+    let params = |name: &str| {
+        all.iter()
+            .find(|t| t.0 == name)
+            .map(|t| t.1.clone())
+            .unwrap_or_else(|| panic!("{name} is not in tests/data/tunnels-smoke.json"))
+    };
+    let tests: Vec<(&str, Value)> = vec![
+        ("VxlanRemoteRecipe", params("VxlanRemoteRecipe")),
+        ("GreTunnelRecipe", params("GreTunnelRecipe")),
+    ];
     let db = test_db(home.path(), &tests);
     let out = runner(home.path(), &[("LNST_AGENTS", "netns"), ("TEST_DB", &db)])
         .output()

@@ -259,7 +259,7 @@ impl Session {
             tracing::warn!("{name} failed: {message}");
             ErrorReply::new(e.kind, message)
         });
-        tracing::trace!(
+        tracing::debug!(
             "{name}: done in {:.1} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
@@ -271,7 +271,6 @@ impl Session {
     }
 
     async fn dispatch(&self, op: Op) -> Result<Reply, OpError> {
-        tracing::debug!("request {}", op.name());
         match op {
             Op::ListInterfaces => Ok(Reply::Interfaces(self.nl.list_interfaces().await?)),
             Op::SetLink { ifname, up } => {
