@@ -23,6 +23,11 @@ pub struct HostReq {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Requirements {
     pub hosts: BTreeMap<String, HostReq>,
+    /// Not a requirement: the kernel modules each host's configuration will need (the link
+    /// kinds the recipe creates there), so that an agent source that boots the kernel (VMs)
+    /// can have them loaded while the agents connect. Matching ignores it.
+    #[serde(skip)]
+    pub kernel_modules: BTreeMap<String, Vec<&'static str>>,
 }
 
 impl Requirements {

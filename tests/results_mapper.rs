@@ -58,6 +58,7 @@ fn host(ifs: &[(&str, &str)]) -> HostReq {
 fn reqs(hosts: Vec<(&str, HostReq)>) -> Requirements {
     Requirements {
         hosts: hosts.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        ..Requirements::default()
     }
 }
 

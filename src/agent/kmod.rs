@@ -18,42 +18,90 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// Held while modules load: a device created during the preload waits for it (a module that
+/// shows in /sys/module may still be initialising).
+static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Load modules in-process from now on (VM agents).
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
-/// The modules a link kind needs, each with the parameters it is loaded with. bonding gets
-/// `max_bonds=0`: loaded plainly it creates a `bond0` nobody asked for.
-pub fn modules_for(spec: &LinkSpec) -> Vec<(&'static str, &'static str)> {
+/// The modules a link kind needs.
+pub fn modules_for(spec: &LinkSpec) -> Vec<&'static str> {
     match spec {
-        LinkSpec::Vlan { .. } => vec![("8021q", "")],
-        LinkSpec::Bridge(_) => vec![("bridge", "")],
-        LinkSpec::Bond(_) => vec![("bonding", "max_bonds=0")],
+        LinkSpec::Vlan { .. } => vec!["8021q"],
+        LinkSpec::Bridge(_) => vec!["bridge"],
+        LinkSpec::Bond(_) => vec!["bonding"],
         LinkSpec::Team(o) => vec![
-            ("team", ""),
-            (
-                match o.runner {
-                    TeamRunner::Broadcast => "team_mode_broadcast",
-                    TeamRunner::Roundrobin => "team_mode_roundrobin",
-                    TeamRunner::Random => "team_mode_random",
-                    TeamRunner::Activebackup => "team_mode_activebackup",
-                    // teamd's lacp runner drives the kernel's loadbalance mode.
-                    TeamRunner::Loadbalance | TeamRunner::Lacp => "team_mode_loadbalance",
-                },
-                "",
-            ),
+            "team",
+            match o.runner {
+                TeamRunner::Broadcast => "team_mode_broadcast",
+                TeamRunner::Roundrobin => "team_mode_roundrobin",
+                TeamRunner::Random => "team_mode_random",
+                TeamRunner::Activebackup => "team_mode_activebackup",
+                // teamd's lacp runner drives the kernel's loadbalance mode.
+                TeamRunner::Loadbalance | TeamRunner::Lacp => "team_mode_loadbalance",
+            },
         ],
-        LinkSpec::Macvlan { .. } => vec![("macvlan", "")],
-        LinkSpec::Veth { .. } => vec![("veth", "")],
-        LinkSpec::Gre(_) | LinkSpec::GreTap(_) => vec![("ip_gre", "")],
-        LinkSpec::Ip6Gre(_) | LinkSpec::Ip6GreTap(_) => vec![("ip6_gre", "")],
-        LinkSpec::Ipip(_) => vec![("ipip", "")],
-        LinkSpec::Sit(_) => vec![("sit", "")],
-        LinkSpec::Ip6Tnl(_) => vec![("ip6_tunnel", "")],
-        LinkSpec::Vxlan(_) => vec![("vxlan", "")],
-        LinkSpec::Geneve(_) => vec![("geneve", "")],
+        LinkSpec::Macvlan { .. } => vec!["macvlan"],
+        LinkSpec::Veth { .. } => vec!["veth"],
+        LinkSpec::Gre(_) | LinkSpec::GreTap(_) => vec!["ip_gre"],
+        LinkSpec::Ip6Gre(_) | LinkSpec::Ip6GreTap(_) => vec!["ip6_gre"],
+        LinkSpec::Ipip(_) => vec!["ipip"],
+        LinkSpec::Sit(_) => vec!["sit"],
+        LinkSpec::Ip6Tnl(_) => vec!["ip6_tunnel"],
+        LinkSpec::Vxlan(_) => vec!["vxlan"],
+        LinkSpec::Geneve(_) => vec!["geneve"],
         _ => Vec::new(),
+    }
+}
+
+/// The parameters a module is loaded with. bonding gets `max_bonds=0`: loaded plainly it
+/// creates a `bond0` nobody asked for.
+fn params_of(module: &str) -> &'static str {
+    match module {
+        "bonding" => "max_bonds=0",
+        _ => "",
+    }
+}
+
+/// Start loading `modules` in a thread of their own (VM agents, `--preload-modules`: the
+/// controller's list of what the recipe will create), while the controller connects; a
+/// device created meanwhile waits for the loads to end. Names are checked (a module name is
+/// letters, digits, `_` and `-`); loading errors are only logged, as in [`ensure_for`].
+pub fn preload(modules: Vec<String>) -> Result<(), String> {
+    if let Some(bad) = modules.iter().find(|m| {
+        m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    }) {
+        return Err(format!("--preload-modules: {bad:?} is not a module name"));
+    }
+    if modules.is_empty() {
+        return Ok(());
+    }
+    // Returns once the thread holds the lock: no device can be created before the loads began.
+    let (locked, wait) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("preload-modules".into())
+        .spawn(move || {
+            let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = locked.send(());
+            let names: Vec<&str> = modules.iter().map(String::as_str).collect();
+            log(ensure(Path::new("/"), &names));
+        })
+        .map_err(|e| format!("module preload thread: {e}"))?;
+    let _ = wait.recv();
+    Ok(())
+}
+
+fn log(res: Result<Vec<String>, String>) {
+    match res {
+        Ok(loaded) if !loaded.is_empty() => tracing::info!("loaded kernel modules {loaded:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::info!("modules not preloaded ({e}); the kernel loads them"),
     }
 }
 
@@ -66,22 +114,25 @@ pub async fn ensure_for(spec: &LinkSpec) {
     if wanted.is_empty() {
         return;
     }
-    let res = tokio::task::spawn_blocking(move || ensure(Path::new("/"), &wanted)).await;
+    let res = tokio::task::spawn_blocking(move || {
+        let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+        ensure(Path::new("/"), &wanted)
+    })
+    .await;
     match res {
-        Ok(Ok(loaded)) if !loaded.is_empty() => tracing::info!("loaded kernel modules {loaded:?}"),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::info!("modules not preloaded ({e}); the kernel loads them"),
+        Ok(r) => log(r),
         Err(e) => tracing::debug!("module loader task: {e}"),
     }
 }
 
 /// Load `wanted` (and their dependencies, first) from `root`'s module tree of the running
 /// kernel, skipping what `/sys/module` already shows. Returns the modules loaded.
-fn ensure(root: &Path, wanted: &[(&str, &str)]) -> Result<Vec<String>, String> {
+fn ensure(root: &Path, wanted: &[&str]) -> Result<Vec<String>, String> {
     let sys = root.join("sys/module");
-    let missing: Vec<&(&str, &str)> = wanted
+    let missing: Vec<&str> = wanted
         .iter()
-        .filter(|(m, _)| !sys.join(m).exists())
+        .copied()
+        .filter(|m| !sys.join(m).exists())
         .collect();
     if missing.is_empty() {
         return Ok(Vec::new());
@@ -91,15 +142,14 @@ fn ensure(root: &Path, wanted: &[(&str, &str)]) -> Result<Vec<String>, String> {
     let tree = ModuleTree::load(&root.join("lib/modules").join(release.trim()))
         .map_err(|e| e.to_string())?;
     let mut loaded = Vec::new();
-    for (name, params) in missing {
+    for name in missing {
         let order = tree.load_order(&[name]).map_err(|e| e.to_string())?;
         for file in order {
             let m = module_name(&file.to_string_lossy());
             if sys.join(&m).exists() {
                 continue;
             }
-            let p = if m == *name { *params } else { "" };
-            finit_module(&file, p)?;
+            finit_module(&file, params_of(&m))?;
             loaded.push(m);
         }
     }
@@ -140,13 +190,21 @@ mod tests {
     #[test]
     fn link_kinds_name_their_modules() {
         let team = LinkSpec::Team(TeamOptions::runner(TeamRunner::Lacp));
-        assert_eq!(
-            modules_for(&team),
-            vec![("team", ""), ("team_mode_loadbalance", "")]
-        );
+        assert_eq!(modules_for(&team), vec!["team", "team_mode_loadbalance"]);
         let bond = LinkSpec::Bond(Box::default());
-        assert_eq!(modules_for(&bond), vec![("bonding", "max_bonds=0")]);
+        assert_eq!(modules_for(&bond), vec!["bonding"]);
+        assert_eq!(params_of("bonding"), "max_bonds=0");
         assert!(modules_for(&LinkSpec::Dummy).is_empty());
+    }
+
+    #[test]
+    fn preload_refuses_what_is_not_a_module_name() {
+        for bad in ["", "../x", "a b", "bonding;rm"] {
+            let e = preload(vec!["8021q".into(), bad.into()]).unwrap_err();
+            assert!(e.contains("is not a module name"), "{e}");
+        }
+        // Nothing to load: nothing started.
+        assert_eq!(preload(Vec::new()), Ok(()));
     }
 
     #[test]
@@ -154,11 +212,11 @@ mod tests {
         // A fake root: bridge shows in /sys/module, so nothing is read or loaded for it.
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("sys/module/bridge")).unwrap();
-        assert_eq!(ensure(d.path(), &[("bridge", "")]), Ok(Vec::new()));
+        assert_eq!(ensure(d.path(), &["bridge"]), Ok(Vec::new()));
         // 8021q is missing and there is no module tree: an error naming what is missing.
         std::fs::create_dir_all(d.path().join("proc/sys/kernel")).unwrap();
         std::fs::write(d.path().join("proc/sys/kernel/osrelease"), "6.1.0-test\n").unwrap();
-        let e = ensure(d.path(), &[("8021q", "")]).unwrap_err();
+        let e = ensure(d.path(), &["8021q"]).unwrap_err();
         assert!(e.contains("modules.dep"), "{e}");
         // A tree without the module: named.
         let tree = d.path().join("lib/modules/6.1.0-test");
@@ -168,7 +226,7 @@ mod tests {
             "kernel/net/bridge/bridge.ko: kernel/net/llc/llc.ko\n",
         )
         .unwrap();
-        let e = ensure(d.path(), &[("8021q", "")]).unwrap_err();
+        let e = ensure(d.path(), &["8021q"]).unwrap_err();
         assert!(e.contains("has no 8021q"), "{e}");
     }
 }

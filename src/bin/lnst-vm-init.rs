@@ -350,8 +350,13 @@ fn run() -> Result<(), String> {
     // port whose host side is closed blocks, so the agent alone would never notice.
     let watch = port.try_clone().map_err(|e| format!("control port: {e}"))?;
     let mut cmd = std::process::Command::new(&conf.agent);
-    cmd.args(&conf.args)
-        .env_clear()
+    cmd.args(&conf.args);
+    // The kernel modules of the devices the recipe will create, loaded by the agent while it
+    // connects (the controller's hint; the agent checks the names).
+    if let Some(m) = cmdline_value(&cmdline, "lnst.modules") {
+        cmd.arg(format!("--preload-modules={m}"));
+    }
+    cmd.env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

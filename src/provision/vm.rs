@@ -219,6 +219,9 @@ struct HostPlan {
     host_id: String,
     name: String,
     nics: Vec<NicPlan>,
+    /// Kernel modules the agent loads while it connects (`lnst.modules=` on the kernel
+    /// command line, passed on by lnst-vm-init as `--preload-modules`).
+    modules: Vec<&'static str>,
 }
 
 /// A started VM.
@@ -362,6 +365,11 @@ impl VmProvisioner {
                 host_id: host_id.clone(),
                 name: vm_name(&self.opts.run_id, host_id),
                 nics,
+                modules: reqs
+                    .kernel_modules
+                    .get(host_id)
+                    .cloned()
+                    .unwrap_or_default(),
             });
         }
         let bridges = (0..labels.len()).map(names::bridge_name).collect();
@@ -635,7 +643,13 @@ impl VmProvisioner {
             console_log: console.clone(),
             pidfile,
             nics,
-            extra_append: self.opts.extra_append.clone(),
+            extra_append: {
+                let mut words = self.opts.extra_append.clone();
+                if !h.modules.is_empty() {
+                    words.push(format!("lnst.modules={}", h.modules.join(",")));
+                }
+                words
+            },
         };
         let mut cmd = tokio::process::Command::new(&self.opts.qemu);
         cmd.args(qemu::argv(&spec))
@@ -1041,9 +1055,14 @@ mod tests {
             "host2".into(),
             HostReq::default().with_interface("eth0", "netA", BTreeMap::new()),
         );
+        r.kernel_modules
+            .insert("host2".into(), vec!["bonding", "8021q"]);
         let p = VmProvisioner::new(opts());
         let (bridges, hosts) = p.plan(&r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(bridges, ["br0", "br1"]);
+        // The module hint goes to its host's VM only.
+        assert!(hosts[0].modules.is_empty());
+        assert_eq!(hosts[1].modules, ["bonding", "8021q"]);
         assert_eq!(hosts[0].name, "lnst-1a2b3c4d-host1");
         let n = &hosts[0].nics;
         assert_eq!(

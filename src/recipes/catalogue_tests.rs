@@ -454,3 +454,29 @@ fn both_agents_take_their_configuration_back_concurrently_recorded_in_reverse_st
         );
     }
 }
+
+#[test]
+fn requirements_name_the_kernel_modules_each_host_will_need() {
+    // VlansOverBond: host1 makes a bond of its NICs and VLANs on it; host2 VLANs on its NIC.
+    let s = spec(
+        "VlansOverBondRecipe",
+        &format!("{SMOKE};{VLANS};bonding_mode='active-backup';miimon_value=5"),
+    );
+    let m = s.planned.requirements().kernel_modules;
+    assert_eq!(m.get("host1"), Some(&vec!["bonding", "8021q"]), "{m:?}");
+    assert_eq!(m.get("host2"), Some(&vec!["8021q"]), "{m:?}");
+    // A team names its runner's mode; a namespace's veth counts for its host.
+    let s = spec("DoubleTeamRecipe", &format!("{SMOKE};runner_name='lacp'"));
+    let m = s.planned.requirements().kernel_modules;
+    assert_eq!(
+        m.get("host1"),
+        Some(&vec!["team", "team_mode_loadbalance"]),
+        "{m:?}"
+    );
+    let s = spec("SimpleNetnsRouterRecipe", SMOKE);
+    let m = s.planned.requirements().kernel_modules;
+    assert!(m.values().any(|v| v.contains(&"veth")), "{m:?}");
+    // A recipe that creates nothing names nothing.
+    let s = spec("SimpleNetworkRecipe", SMOKE);
+    assert!(s.planned.requirements().kernel_modules.is_empty());
+}

@@ -113,6 +113,10 @@ macro_rules! forwarding_recipe {
                 }
                 enrt::run(self, ctx).await
             }
+
+            fn kernel_modules(&self) -> super::HostModules {
+                enrt::kernel_modules(self)
+            }
         }
 
         impl EnrtRecipe for $name {

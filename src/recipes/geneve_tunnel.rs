@@ -132,6 +132,10 @@ impl Recipe for GeneveTunnelRecipe {
         }
         enrt::run(self, ctx).await
     }
+
+    fn kernel_modules(&self) -> super::HostModules {
+        enrt::kernel_modules(self)
+    }
 }
 
 impl EnrtRecipe for GeneveTunnelRecipe {

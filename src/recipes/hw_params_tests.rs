@@ -758,6 +758,10 @@ impl Recipe for MultiIrqRecipe {
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
     }
+
+    fn kernel_modules(&self) -> super::HostModules {
+        enrt::kernel_modules(self)
+    }
 }
 
 impl EnrtRecipe for MultiIrqRecipe {

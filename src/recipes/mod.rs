@@ -65,6 +65,9 @@ use std::future::Future;
 use std::sync::Arc;
 use typed::ParamSet;
 
+/// Kernel modules by requirement host (`host1` → `["8021q", "bonding"]`).
+pub type HostModules = std::collections::BTreeMap<String, Vec<&'static str>>;
+
 /// A recipe: typed parameters ([`ParamSet`]), requirements and a run. Without a `run` an
 /// implementation does not compile, and without an implementation nothing can be registered.
 pub trait Recipe: ParamSet + std::fmt::Debug + Send + Sync + 'static {
@@ -88,11 +91,18 @@ pub trait Recipe: ParamSet + std::fmt::Debug + Send + Sync + 'static {
 
     /// Run on connected agents.
     fn run(&self, ctx: &mut RunContext) -> impl Future<Output = Result<(), RecipeError>> + Send;
+
+    /// The kernel modules each host's devices will need ([`Requirements::kernel_modules`]; ENRT
+    /// recipes: [`enrt::kernel_modules`]). A hint: nothing when unknown.
+    fn kernel_modules(&self) -> HostModules {
+        HostModules::new()
+    }
 }
 
 /// A recipe whose parameters are resolved: what a planned test carries to the runner.
 pub trait PlannedRecipe: std::fmt::Debug + Send + Sync {
     fn name(&self) -> &'static str;
+    /// The requirements with the kernel-module hint filled in.
     fn requirements(&self) -> Requirements;
     fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), RecipeError>>;
 }
@@ -102,7 +112,10 @@ impl<R: Recipe> PlannedRecipe for R {
         R::NAME
     }
     fn requirements(&self) -> Requirements {
-        Recipe::requirements(self)
+        Requirements {
+            kernel_modules: Recipe::kernel_modules(self),
+            ..Recipe::requirements(self)
+        }
     }
     fn run<'a>(&'a self, ctx: &'a mut RunContext) -> BoxFuture<'a, Result<(), RecipeError>> {
         Box::pin(Recipe::run(self, ctx))

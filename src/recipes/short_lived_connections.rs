@@ -100,6 +100,10 @@ impl Recipe for ShortLivedConnectionsRecipe {
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
     }
+
+    fn kernel_modules(&self) -> super::HostModules {
+        enrt::kernel_modules(self)
+    }
 }
 
 impl EnrtRecipe for ShortLivedConnectionsRecipe {

@@ -88,6 +88,10 @@ impl Recipe for SimpleNetnsRouterRecipe {
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
     }
+
+    fn kernel_modules(&self) -> super::HostModules {
+        enrt::kernel_modules(self)
+    }
 }
 
 impl EnrtRecipe for SimpleNetnsRouterRecipe {

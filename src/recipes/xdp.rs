@@ -179,6 +179,10 @@ macro_rules! xdp_bench_recipe {
             async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
                 enrt::run(self, ctx).await
             }
+
+            fn kernel_modules(&self) -> super::HostModules {
+                enrt::kernel_modules(self)
+            }
         }
 
         impl EnrtRecipe for $name {
@@ -292,6 +296,10 @@ impl Recipe for XDPRedirectCPURecipe {
 
     async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
         enrt::run(self, ctx).await
+    }
+
+    fn kernel_modules(&self) -> super::HostModules {
+        enrt::kernel_modules(self)
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::protocol::{BondOptions, LinkSpec, RouteSpec, TeamOptions, TeamRunner};
 use crate::recipes::context::{Dev, RecipeError, RunContext};
 use crate::recipes::typed::{IfAddr, IpVersion};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How long configured IPv6 addresses may stay tentative (upstream `wait_tentative_ips`).
@@ -570,33 +571,7 @@ async fn apply_step(
         Step::Mtu { dev, mtu } => ctx.set_mtu(dev, *mtu, false).await?,
         Step::Create { dev, link, master } => {
             let (cls, shown) = link.shown();
-            let spec = match link {
-                Link::Vlan { parent, id } => LinkSpec::Vlan {
-                    parent: ctx.ifname(parent)?,
-                    id: *id,
-                    protocol: Default::default(),
-                },
-                Link::Bridge => LinkSpec::Bridge(Default::default()),
-                Link::Bond(o) => LinkSpec::Bond(Box::new(o.clone())),
-                Link::Team(r) => LinkSpec::Team(TeamOptions::runner(*r)),
-                Link::Veth { peer } => LinkSpec::Veth {
-                    peer: format!("t_{}", peer.id),
-                    peer_netns: None,
-                },
-                Link::Macvlan { parent } => LinkSpec::Macvlan {
-                    parent: ctx.ifname(parent)?,
-                    mode: Default::default(),
-                },
-                Link::Tunnel(spec) => spec.clone(),
-                Link::Vxlan { parent, opts } => {
-                    let mut o = opts.clone();
-                    o.parent = match parent {
-                        Some(p) => Some(ctx.ifname(p)?),
-                        None => None,
-                    };
-                    LinkSpec::Vxlan(o)
-                }
-            };
+            let spec = link.spec(|d| ctx.ifname(d))?;
             ctx.create_link(dev, spec, master.as_ref(), cls, shown)
                 .await?;
             if matches!(link, Link::Team(_)) {
@@ -644,6 +619,66 @@ async fn apply_step(
         Step::Track { .. } | Step::WaitTentative => {}
     }
     Ok(())
+}
+
+impl Link {
+    /// The agent's link specification, with `ifname` naming the parent devices.
+    pub fn spec(
+        &self,
+        ifname: impl Fn(&Dev) -> Result<String, RecipeError>,
+    ) -> Result<LinkSpec, RecipeError> {
+        Ok(match self {
+            Link::Vlan { parent, id } => LinkSpec::Vlan {
+                parent: ifname(parent)?,
+                id: *id,
+                protocol: Default::default(),
+            },
+            Link::Bridge => LinkSpec::Bridge(Default::default()),
+            Link::Bond(o) => LinkSpec::Bond(Box::new(o.clone())),
+            Link::Team(r) => LinkSpec::Team(TeamOptions::runner(*r)),
+            Link::Veth { peer } => LinkSpec::Veth {
+                peer: format!("t_{}", peer.id),
+                peer_netns: None,
+            },
+            Link::Macvlan { parent } => LinkSpec::Macvlan {
+                parent: ifname(parent)?,
+                mode: Default::default(),
+            },
+            Link::Tunnel(spec) => spec.clone(),
+            Link::Vxlan { parent, opts } => {
+                let mut o = opts.clone();
+                o.parent = parent.as_ref().map(ifname).transpose()?;
+                LinkSpec::Vxlan(o)
+            }
+        })
+    }
+}
+
+impl TestWide {
+    /// The kernel modules each host's part of this configuration needs (by requirement host;
+    /// a namespace's devices count for its host), for [`Requirements::kernel_modules`].
+    ///
+    /// [`Requirements::kernel_modules`]: crate::requirements::Requirements::kernel_modules
+    pub fn kernel_modules(&self) -> BTreeMap<String, Vec<&'static str>> {
+        let mut out: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+        for step in &self.steps {
+            let Step::Create { dev, link, .. } = step else {
+                continue;
+            };
+            // Only the kind matters here, not the parent's name.
+            let Ok(spec) = link.spec(|d| Ok(d.id.clone())) else {
+                continue;
+            };
+            let host = dev.host.split('.').next().unwrap_or(&dev.host);
+            let mods = out.entry(host.to_string()).or_default();
+            for m in crate::agent::kmod::modules_for(&spec) {
+                if !mods.contains(&m) {
+                    mods.push(m);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The `n`-th host address of a network with its prefix (1 → `.1`), as upstream's

@@ -360,6 +360,14 @@ fn params_pformat(params: &crate::schema::ResolvedParams) -> String {
 }
 
 /// Run an ENRT recipe in a connected context (upstream `BaseEnrtRecipe.test`).
+/// The kernel modules the recipe's test-wide configuration needs on each host (none when
+/// its parameters cannot make one: the run reports that).
+pub fn kernel_modules<R: EnrtRecipe>(r: &R) -> crate::recipes::HostModules {
+    r.test_wide_configuration()
+        .map(|tw| tw.kernel_modules())
+        .unwrap_or_default()
+}
+
 pub async fn run<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(), RecipeError> {
     // Parameters the runner cannot honour fail the test, never silently.
     let bad = unsupported(r);
