@@ -75,6 +75,31 @@ pub async fn ensure_for(spec: &LinkSpec) {
     }
 }
 
+/// Make sure each of `wanted` is loaded (when enabled), one by one: a module the tree does
+/// not have is skipped (built in, or the kernel's own loading says what is missing); never
+/// fails.
+pub async fn ensure_each(wanted: &'static [(&'static str, &'static str)]) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let res = tokio::task::spawn_blocking(move || {
+        let mut loaded = Vec::new();
+        for w in wanted {
+            match ensure(Path::new("/"), std::slice::from_ref(w)) {
+                Ok(l) => loaded.extend(l),
+                Err(e) => tracing::debug!("module {} not preloaded: {e}", w.0),
+            }
+        }
+        loaded
+    })
+    .await;
+    match res {
+        Ok(loaded) if !loaded.is_empty() => tracing::info!("loaded kernel modules {loaded:?}"),
+        Ok(_) => {}
+        Err(e) => tracing::debug!("module loader task: {e}"),
+    }
+}
+
 /// Load `wanted` (and their dependencies, first) from `root`'s module tree of the running
 /// kernel, skipping what `/sys/module` already shows. Returns the modules loaded.
 fn ensure(root: &Path, wanted: &[(&str, &str)]) -> Result<Vec<String>, String> {

@@ -25,6 +25,7 @@
 pub mod ethtool_ioctl;
 pub mod jobs;
 pub mod kmod;
+pub mod xfrm;
 pub mod links;
 pub mod net;
 pub mod netns;
@@ -247,6 +248,8 @@ struct Session {
     out: mpsc::Sender<Out>,
     /// Links, routes, neighbours, namespaces and their journal (links.rs).
     links: Arc<links::Links>,
+    /// IPsec states and policies added (xfrm.rs).
+    xfrm: xfrm::Xfrm,
 }
 
 impl Session {
@@ -373,6 +376,14 @@ impl Session {
             | Op::DisableIdleStates { .. }
             | Op::RestoreIrqAffinity { .. }
             | Op::EnableIdleStates { .. }) => self.dispatch_tunables(None, op).await,
+            Op::XfrmAdd { states, policies } => {
+                self.xfrm.add(states, policies).await?;
+                Ok(Reply::Ok)
+            }
+            Op::XfrmDel { states, policies } => {
+                self.xfrm.delete(states, policies).await?;
+                Ok(Reply::Ok)
+            }
         }
     }
 
@@ -552,6 +563,8 @@ impl Session {
         // Sysctls first: one of a link the recipe created must be restored before the link
         // goes; the snapshot last, after ports were released and moved links came back.
         self.restore_sysctls(&mut errors).await;
+        // IPsec before the links: its policies name the addresses of the links.
+        self.xfrm.undo_all(&mut errors).await;
         self.undo_links(&mut errors).await;
         let snap: Vec<IfaceSnapshot> = std::mem::take(&mut *self.snapshot.lock().await);
         for s in snap.iter().rev() {
@@ -1075,6 +1088,7 @@ where
             snapshot: tokio::sync::Mutex::new(Vec::new()),
             out: out.clone(),
             links: Arc::default(),
+            xfrm: xfrm::Xfrm::default(),
         }),
         Err(e) => {
             tracing::error!("{}", e.message);

@@ -15,6 +15,8 @@ pub mod enrt;
 pub mod forwarding;
 pub mod geneve_tunnel;
 pub mod gre_tunnel;
+pub mod ipsec;
+pub mod ipsec_esp_aead;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
@@ -183,6 +185,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
+    RecipeDef::of::<ipsec_esp_aead::IpsecEspAeadRecipe>(),
     RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
     RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
