@@ -193,3 +193,53 @@ pub async fn configure(
     }
     Ok(())
 }
+
+/// An algorithm with its key length (`('aes', 128)`), as AhComp's `ciphers` and `hashes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgoBits {
+    pub name: String,
+    pub bits: u32,
+}
+
+impl AlgoBits {
+    fn parse(v: &crate::params::Value) -> Result<AlgoBits, String> {
+        let shape = || format!("expected (name, key bits) like ('aes', 128), got {v}");
+        let items = v.items().ok_or_else(shape)?;
+        let [name, bits] = items else {
+            return Err(shape());
+        };
+        let name = name.as_str().ok_or_else(shape)?;
+        let bits = bits.as_i64().ok_or_else(shape)?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "()-_,".contains(c))
+        {
+            return Err(format!("'{name}' is not an algorithm name"));
+        }
+        if !(8..=4096).contains(&bits) || bits % 8 != 0 {
+            return Err(format!("{name}: {bits} is not a key length in bits (8 to 4096, whole bytes)"));
+        }
+        Ok(AlgoBits {
+            name: name.to_string(),
+            bits: bits as u32,
+        })
+    }
+}
+
+impl super::typed::FromParam for AlgoBits {
+    fn from_param(v: Option<&crate::params::Value>) -> Result<Self, String> {
+        AlgoBits::parse(v.ok_or("has no value")?)
+    }
+}
+
+/// The check of a list of (algorithm, key bits) at plan time.
+pub const ALGO_BITS: Check = Check {
+    what: "(algorithm, key bits) pairs",
+    check: |v| {
+        for i in v.items().unwrap_or_default() {
+            AlgoBits::parse(i)?;
+        }
+        Ok(())
+    },
+};

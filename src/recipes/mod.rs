@@ -17,6 +17,7 @@ pub mod geneve_tunnel;
 pub mod gre_tunnel;
 pub mod ipsec;
 pub mod ipsec_esp_aead;
+pub mod ipsec_esp_ah_comp;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
@@ -186,6 +187,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
     RecipeDef::of::<ipsec_esp_aead::IpsecEspAeadRecipe>(),
+    RecipeDef::of::<ipsec_esp_ah_comp::IpsecEspAhCompRecipe>(),
     RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
     RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
