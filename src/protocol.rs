@@ -446,6 +446,12 @@ pub enum Op {
         #[serde(default)]
         policies: Vec<XfrmPolicyId>,
     },
+    /// Give a MACsec link (one made with CreateLink) its receive channel and SAs (`ip macsec
+    /// add`); they go with the link.
+    MacsecConfigure {
+        ifname: String,
+        sas: MacsecSas,
+    },
 }
 
 impl Op {
@@ -505,6 +511,7 @@ impl Op {
             Op::EnableIdleStates { .. } => "EnableIdleStates",
             Op::XfrmAdd { .. } => "XfrmAdd",
             Op::XfrmDel { .. } => "XfrmDel",
+            Op::MacsecConfigure { .. } => "MacsecConfigure",
         }
     }
 }

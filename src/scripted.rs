@@ -1026,6 +1026,7 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
         Op::AddNeighbour { .. } | Op::DelNeighbour { .. } => Ok(Reply::Ok),
         Op::XfrmAdd { .. } | Op::XfrmDel { .. } => Ok(Reply::Ok),
+        Op::MacsecConfigure { ifname, .. } => device(st, &ifname).map(|_| Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
         op @ (Op::GetChannels { .. }
         | Op::SetChannels { .. }

@@ -844,6 +844,19 @@ impl AgentClient {
         self.call_ok(Op::XfrmAdd { states, policies }).await
     }
 
+    /// Give a MACsec link its receive channel and SAs.
+    pub async fn macsec_configure(
+        &self,
+        ifname: &str,
+        sas: protocol::MacsecSas,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::MacsecConfigure {
+            ifname: ifname.to_string(),
+            sas,
+        })
+        .await
+    }
+
     /// Delete IPsec policies and states this session added.
     pub async fn xfrm_del(
         &self,

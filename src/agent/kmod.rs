@@ -53,6 +53,7 @@ pub fn modules_for(spec: &LinkSpec) -> Vec<(&'static str, &'static str)> {
         LinkSpec::Ip6Tnl(_) => vec![("ip6_tunnel", "")],
         LinkSpec::Vxlan(_) => vec![("vxlan", "")],
         LinkSpec::Geneve(_) => vec![("geneve", "")],
+        LinkSpec::Macsec { .. } => vec![("macsec", "")],
         _ => Vec::new(),
     }
 }

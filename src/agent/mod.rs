@@ -384,6 +384,10 @@ impl Session {
                 self.xfrm.delete(states, policies).await?;
                 Ok(Reply::Ok)
             }
+            Op::MacsecConfigure { ifname, sas } => {
+                xfrm::macsec_configure(&ifname, &sas).await?;
+                Ok(Reply::Ok)
+            }
         }
     }
 

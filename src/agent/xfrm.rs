@@ -8,7 +8,7 @@
 
 use super::OpError;
 use crate::protocol::{
-    ErrorKind, XfrmAlgo, XfrmPolicy, XfrmPolicyId, XfrmProto, XfrmState, XfrmStateId, REDACTED,
+    ErrorKind, MacsecSas, XfrmAlgo, XfrmPolicy, XfrmPolicyId, XfrmProto, XfrmState, XfrmStateId, REDACTED,
 };
 use std::sync::Mutex;
 
@@ -323,6 +323,55 @@ impl Xfrm {
             }
         }
     }
+}
+
+/// Check a MACsec request: a 48-bit peer MAC, association number 0–3, packet number from 1,
+/// key identifiers of up to 16 hexadecimal bytes and 128- or 256-bit keys.
+fn check_macsec(ifname: &str, m: &MacsecSas) -> Result<(), OpError> {
+    let bad = |msg: String| Err(OpError::new(ErrorKind::BadRequest, msg));
+    super::net::check_ifname(ifname)?;
+    let mac_ok = m.peer_mac.split(':').count() == 6
+        && m.peer_mac
+            .split(':')
+            .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+    if !mac_ok {
+        return bad(format!("macsec {ifname}: bad peer MAC {:?}", m.peer_mac));
+    }
+    if m.an > 3 || m.pn == 0 || m.port == 0 {
+        return bad(format!(
+            "macsec {ifname}: association number 0-3, packet number and port from 1"
+        ));
+    }
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    for (what, k) in [("tx", &m.tx), ("rx", &m.rx)] {
+        if !hex(&k.id) || k.id.len() > 32 || k.id.len() % 2 != 0 {
+            return bad(format!(
+                "macsec {ifname}: {what} key id {:?} is not 1 to 16 hexadecimal bytes",
+                k.id
+            ));
+        }
+        if !hex(&k.key.0) || !(k.key.0.len() == 32 || k.key.0.len() == 64) {
+            return bad(format!(
+                "macsec {ifname}: the {what} key is not 16 or 32 hexadecimal bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `MacsecConfigure`: the receive channel, the transmit SA and the receive SA, in that order
+/// (upstream's order); they are deleted with the link.
+pub async fn macsec_configure(ifname: &str, m: &MacsecSas) -> Result<(), OpError> {
+    check_macsec(ifname, m)?;
+    let keys = [m.tx.key.0.clone(), m.rx.key.0.clone()];
+    for (argv, shown) in m.argvs(ifname, false).iter().zip(m.argvs(ifname, true)) {
+        let shown = shown.join(" ");
+        if let Err(e) = ip(argv, &shown).await {
+            let msg = scrub(&e.message, &keys);
+            return Err(OpError::new(e.kind, format!("ip {shown}: {msg}")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -277,6 +277,69 @@ impl XfrmPolicyId {
     }
 }
 
+/// A MACsec key: its identifier and the key, both hexadecimal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacsecKey {
+    pub id: String,
+    pub key: Secret,
+}
+
+/// A MACsec device's transmit SA and its peer's receive channel and SA (`ip macsec add`):
+/// `rx port PORT address PEER_MAC`, `tx sa AN pn PN on key TX.ID TX.KEY`, `rx port PORT
+/// address PEER_MAC sa AN pn PN on key RX.ID RX.KEY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MacsecSas {
+    pub peer_mac: String,
+    #[serde(default = "one_u16")]
+    pub port: u16,
+    /// Association number (0–3).
+    #[serde(default)]
+    pub an: u8,
+    #[serde(default = "one_u32")]
+    pub pn: u32,
+    pub tx: MacsecKey,
+    pub rx: MacsecKey,
+}
+
+fn one_u16() -> u16 {
+    1
+}
+fn one_u32() -> u32 {
+    1
+}
+
+impl MacsecSas {
+    /// The three `ip macsec add …` argvs (after `ip`); keys as given or [`REDACTED`]
+    /// (`shown`).
+    pub fn argvs(&self, ifname: &str, shown: bool) -> [Vec<String>; 3] {
+        let key = |k: &Secret| {
+            if shown {
+                REDACTED.to_string()
+            } else {
+                k.0.clone()
+            }
+        };
+        let head = |v: &[&str]| -> Vec<String> {
+            ["macsec", "add", ifname]
+                .iter()
+                .chain(v)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let port = self.port.to_string();
+        let (an, pn) = (self.an.to_string(), self.pn.to_string());
+        let rx = ["rx", "port", &port, "address", &self.peer_mac];
+        let mut tx_sa = head(&["tx", "sa", &an, "pn", &pn, "on", "key", &self.tx.id]);
+        tx_sa.push(key(&self.tx.key));
+        let mut rx_sa = head(&rx);
+        rx_sa.extend(["sa", &an, "pn", &pn, "on", "key", &self.rx.id].map(String::from));
+        rx_sa.push(key(&self.rx.key));
+        [head(&rx), tx_sa, rx_sa]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +380,37 @@ mod tests {
             s.id().argv().join(" "),
             "xfrm state delete src 198.18.190.1 dst 198.18.191.1 proto esp spi 0x00001001"
         );
+    }
+
+    #[test]
+    fn macsec_commands_hide_their_keys() {
+        let m = MacsecSas {
+            peer_mac: "02:00:00:00:00:02".into(),
+            port: 1,
+            an: 0,
+            pn: 1,
+            tx: MacsecKey {
+                id: "00".into(),
+                key: Secret("7a16780284000775d4f0a3c0f0e092c0".into()),
+            },
+            rx: MacsecKey {
+                id: "01".into(),
+                key: Secret("3212ef5c4cc5d0e4210b17208e88779e".into()),
+            },
+        };
+        let real = m.argvs("t_msec0", false).map(|a| a.join(" "));
+        assert_eq!(
+            real,
+            [
+                "macsec add t_msec0 rx port 1 address 02:00:00:00:00:02",
+                "macsec add t_msec0 tx sa 0 pn 1 on key 00 7a16780284000775d4f0a3c0f0e092c0",
+                "macsec add t_msec0 rx port 1 address 02:00:00:00:00:02 sa 0 pn 1 on key 01 \
+                 3212ef5c4cc5d0e4210b17208e88779e",
+            ]
+        );
+        let shown = m.argvs("t_msec0", true).map(|a| a.join(" ")).join("\n");
+        assert!(!shown.contains("7a1678") && !shown.contains("3212ef"), "{shown}");
+        assert!(!format!("{m:?}").contains("7a1678"));
     }
 
     #[test]

@@ -1194,6 +1194,27 @@ impl RunContext {
         Ok(())
     }
 
+    /// Give a MACsec device its receive channel and SAs, recorded as one PASS/FAIL result
+    /// with the keys redacted; they go with the device.
+    pub async fn macsec_configure(
+        &mut self,
+        dev: &Dev,
+        sas: crate::protocol::MacsecSas,
+    ) -> Result<(), RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let shown: Vec<String> = sas
+            .argvs(&ifname, true)
+            .iter()
+            .map(|a| format!("ip {}", a.join(" ")))
+            .collect();
+        let res = client.macsec_configure(&ifname, sas).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{}: MACsec configured:\n{}", dev.host, shown.join("\n")),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{}: configuring MACsec on {dev}: {e}", dev.host)))
+    }
+
     /// Start a background job, recording a JobStart result.
     pub async fn start_job(&mut self, host: &str, spec: JobSpec) -> Result<u64, RecipeError> {
         let client = self.client(host)?;

@@ -18,6 +18,7 @@ pub mod gre_tunnel;
 pub mod ipsec;
 pub mod ipsec_esp_aead;
 pub mod ipsec_esp_ah_comp;
+pub mod simple_macsec;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
@@ -188,6 +189,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
     RecipeDef::of::<ipsec_esp_aead::IpsecEspAeadRecipe>(),
     RecipeDef::of::<ipsec_esp_ah_comp::IpsecEspAhCompRecipe>(),
+    RecipeDef::of::<simple_macsec::SimpleMacsecRecipe>(),
     RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
     RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),
