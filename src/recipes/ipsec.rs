@@ -51,19 +51,29 @@ pub fn parse_spis(name: &str, given: &[String], n: usize) -> Result<Vec<u32>, Re
         .collect()
 }
 
-/// The check of an SPI list parameter at plan time.
-pub const SPIS: Check = Check {
-    what: "SPIs (hexadecimal 0x… or decimal, non-zero)",
-    check: |v| {
-        let Some(items) = v.items() else {
-            return Ok(());
-        };
-        for i in items {
-            let s = i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string());
-            parse_spis("spi", std::slice::from_ref(&s), 1).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    },
+fn check_spis(v: &crate::params::Value, n: usize) -> Result<(), String> {
+    let Some(items) = v.items() else {
+        return Ok(());
+    };
+    let given: Vec<String> = items
+        .iter()
+        .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+        .collect();
+    parse_spis("spi_values", &given, n)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The check of a list of two SPIs at plan time (IpsecEspAead).
+pub const SPIS2: Check = Check {
+    what: "2 SPIs (hexadecimal 0x… or decimal, non-zero)",
+    check: |v| check_spis(v, 2),
+};
+
+/// The check of a list of four SPIs at plan time (IpsecEspAhComp).
+pub const SPIS4: Check = Check {
+    what: "4 SPIs (hexadecimal 0x… or decimal, non-zero)",
+    check: |v| check_spis(v, 4),
 };
 
 /// A random key of `bits` bits as `ip xfrm` takes it (`0x` and hexadecimal), from the OS

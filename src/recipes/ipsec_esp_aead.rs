@@ -23,7 +23,7 @@ use super::common::ping::PingConf;
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
 use super::enrt::{self, EnrtRecipe, HwConfig, SubConfigs};
-use super::ipsec::{self, IpsecNets, SPIS};
+use super::ipsec::{self, IpsecNets, SPIS2};
 use super::reqs::simple_network_req;
 use super::Recipe;
 use crate::param_set;
@@ -49,12 +49,12 @@ param_set! {
             crate::params::Value::List(vec!["0x00001000".into(), "0x00001001".into()]),
             "SPIs of the host1→host2 and host2→host1 SAs",
         )
-        .check(SPIS),
+        .check(SPIS2),
         param spi_values_host2: Option<Vec<String>> = opt(
             List(Some(Box::new(Str))),
             "host2's SPIs (default: spi_values); different ones break the SAs on purpose",
         )
-        .check(SPIS),
+        .check(SPIS2),
         group base: BaremetalEnrtParams,
         group reqs: DeviceReqParams,
         group hw: CommonHwParams,

@@ -22,7 +22,7 @@ use super::common::ping::PingConf;
 use super::context::{Dev, RecipeError, RunContext};
 use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
 use super::enrt::{self, EnrtRecipe, HwConfig, SubConfigs};
-use super::ipsec::{self, AlgoBits, IpsecNets, ALGO_BITS, SPIS};
+use super::ipsec::{self, AlgoBits, IpsecNets, ALGO_BITS, SPIS4};
 use super::reqs::simple_network_req;
 use super::Recipe;
 use crate::param_set;
@@ -66,12 +66,12 @@ param_set! {
             ),
             "SPIs: IPComp host2→host1, ESP, AH, IPComp host1→host2",
         )
-        .check(SPIS),
+        .check(SPIS4),
         param spi_values_host2: Option<Vec<String>> = opt(
             List(Some(Box::new(Str))),
             "host2's SPIs (default: spi_values); different ones break the SAs on purpose",
         )
-        .check(SPIS),
+        .check(SPIS4),
         group base: BaremetalEnrtParams,
         group reqs: DeviceReqParams,
         group hw: CommonHwParams,

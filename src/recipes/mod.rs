@@ -57,6 +57,8 @@ mod scripted_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
+mod ipsec_tests;
+#[cfg(test)]
 mod tunnel_tests;
 #[cfg(test)]
 mod xdp_tests;

@@ -127,12 +127,14 @@ param_set! {
             upstream_keys(),
             "host1's (key id, key) pairs: transmit, receive (hexadecimal)",
         )
-        .check(KEY_PAIRS),
+        .check(KEY_PAIRS)
+        .secret(),
         param macsec_keys_host2: Option<Vec<KeyPair>> = opt(
             Seq(Box::new(Any)),
             "host2's pairs before the reversal (default: macsec_keys); other keys break the link on purpose",
         )
-        .check(KEY_PAIRS),
+        .check(KEY_PAIRS)
+        .secret(),
         group base: BaremetalEnrtParams,
         group reqs: DeviceReqParams,
         group hw: CommonHwParams,

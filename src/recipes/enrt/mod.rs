@@ -382,10 +382,8 @@ fn check_perf_tests(base: &EnrtBase<'_>) -> Result<(), RecipeError> {
 /// Upstream's `pprint.pformat(params)` equivalent: `{'name': value, ...}` sorted by name,
 /// one entry per line.
 fn params_pformat(params: &crate::schema::ResolvedParams) -> String {
-    let mut entries: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut entries: Vec<(String, String)> =
+        params.shown().map(|(k, v)| (k.to_string(), v)).collect();
     entries.sort();
     let body = entries
         .iter()
