@@ -110,7 +110,7 @@ pub fn assert_passed_isolated(
 }
 
 /// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
-fn smoke_no_offloads(extra: Value) -> Value {
+pub fn smoke_no_offloads(extra: Value) -> Value {
     let mut p = smoke(extra);
     if let Some(o) = p.as_object_mut() {
         o.remove("offload_combinations");
@@ -120,7 +120,7 @@ fn smoke_no_offloads(extra: Value) -> Value {
 
 /// The packet asserts of test `idx`: each PASSed and matched at least `min` packets; their
 /// number.
-fn packet_asserts(results: &Path, idx: usize, recipe: &str, min: u64) -> usize {
+pub fn packet_asserts(results: &Path, idx: usize, recipe: &str, min: u64) -> usize {
     let path = results.join(format!("{idx}_{recipe}/run-data-0.json"));
     let data = read_json(&path);
     let asserts: Vec<&Value> = data
