@@ -71,8 +71,23 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
     ns.ip(&["link", "set", "lo", "up"]).unwrap();
     // The machine's own IPsec configuration, which the agent must leave alone.
     ns.ip(&[
-        "xfrm", "policy", "add", "src", "198.18.209.1", "dst", "198.18.209.2", "dir", "out",
-        "tmpl", "src", "198.18.209.1", "dst", "198.18.209.2", "proto", "esp", "mode",
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "198.18.209.1",
+        "dst",
+        "198.18.209.2",
+        "dir",
+        "out",
+        "tmpl",
+        "src",
+        "198.18.209.1",
+        "dst",
+        "198.18.209.2",
+        "proto",
+        "esp",
+        "mode",
         "transport",
     ])
     .unwrap();
@@ -82,7 +97,10 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
     // Policies (the host kernel has xfrm): added, shown, deleted by selector.
     let p1 = policy("198.18.190.1", "198.18.191.1", XfrmDir::Out);
     let p2 = policy("fd00:191::1", "fd00:190::1", XfrmDir::In);
-    ok(c.xfrm_add(vec![], vec![p1.clone(), p2.clone()]).await, "add policies");
+    ok(
+        c.xfrm_add(vec![], vec![p1.clone(), p2.clone()]).await,
+        "add policies",
+    );
     let shown = ns.ip(&["xfrm", "policy"]).unwrap();
     for want in [
         "src 198.18.190.1/32 dst 198.18.191.1/32",
@@ -107,7 +125,11 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
     }
 
     // An ESP state: added where the kernel can, Unsupported naming the feature where not.
-    let probe = ns.ip(&esp_state("198.18.192.1", "198.18.192.2", 0x77).argv(false).iter().map(String::as_str).collect::<Vec<_>>());
+    let probe = ns.ip(&esp_state("198.18.192.1", "198.18.192.2", 0x77)
+        .argv(false)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
     let _ = ns.ip(&["xfrm", "state", "flush"]);
     let s = esp_state("198.18.190.1", "198.18.191.1", 0x1001);
     let p3 = policy("198.18.190.1", "198.18.191.1", XfrmDir::Out);
@@ -117,7 +139,10 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
             ok(r, "ESP state where the kernel has ESP");
             let st = ns.ip(&["xfrm", "state"]).unwrap();
             assert!(st.contains("spi 0x00001001"), "{st}");
-            ok(c.xfrm_del(vec![s.id()], vec![p3.id()]).await, "delete state");
+            ok(
+                c.xfrm_del(vec![s.id()], vec![p3.id()]).await,
+                "delete state",
+            );
             assert!(!ns.ip(&["xfrm", "state"]).unwrap().contains("0x00001001"));
         }
         (Err(why), Err(SessionError::Remote { kind, message, .. })) => {
@@ -128,7 +153,10 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
                 "{message}"
             );
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-            assert!(message.starts_with(host.trim()), "names the host: {message}");
+            assert!(
+                message.starts_with(host.trim()),
+                "names the host: {message}"
+            );
             assert!(!message.contains(&KEY[2..]), "{message}");
             // All or nothing: the policy of the failed request is not there.
             let shown = ns.ip(&["xfrm", "policy"]).unwrap();
@@ -192,7 +220,10 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
     ok(c.end_recipe().await, "end recipe");
     let shown = ns.ip(&["xfrm", "policy"]).unwrap();
     assert!(!shown.contains("fd00:190::1/128"), "{shown}");
-    assert!(shown.contains("src 198.18.209.1/32"), "the machine's own policy stays: {shown}");
+    assert!(
+        shown.contains("src 198.18.209.1/32"),
+        "the machine's own policy stays: {shown}"
+    );
     assert!(!ns.ip(&["link"]).unwrap().contains("t_msec0"));
     let _ = c.bye().await;
     let _ = child.wait().await;
@@ -201,5 +232,8 @@ async fn xfrm_policies_and_states_are_added_and_only_ours_removed() {
         let _ = e.read_to_string(&mut log).await;
     }
     assert!(!log.contains(&KEY[2..]), "a key in the agent's log");
-    assert!(!log.contains("5ec2e75ec2e75ec2e75e"), "a key in the agent's log");
+    assert!(
+        !log.contains("5ec2e75ec2e75ec2e75e"),
+        "a key in the agent's log"
+    );
 }

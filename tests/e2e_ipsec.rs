@@ -74,7 +74,10 @@ fn assert_no_keys(results: &Path) {
     for (p, t) in &texts {
         // MACsec: upstream's two keys; IPsec: any random key would appear as `0x` and 40,
         // 32 or 64 hexadecimal digits after `aead`/`enc`/`auth` NAME.
-        for k in ["7a16780284000775d4f0a3c0f0e092c0", "3212ef5c4cc5d0e4210b17208e88779e"] {
+        for k in [
+            "7a16780284000775d4f0a3c0f0e092c0",
+            "3212ef5c4cc5d0e4210b17208e88779e",
+        ] {
             assert!(!t.contains(k), "MACsec key in {}", p.display());
         }
         for word in ["rfc4106(gcm(aes)) 0x", "enc aes 0x", "auth sha256 0x"] {
@@ -120,7 +123,10 @@ fn vm_ipsec_and_macsec_recipes_pass_and_their_packet_asserts_hold() {
     let aead = std::fs::read_to_string(res.join("0_IpsecEspAeadRecipe/run-data-0.json")).unwrap();
     assert!(aead.contains("matched [ESP(spi=0x00001001]"), "{aead}");
     let ah = std::fs::read_to_string(res.join("1_IpsecEspAhCompRecipe/run-data-0.json")).unwrap();
-    assert!(ah.contains("matched [IPComp]") && ah.contains("-s 1500"), "{ah}");
+    assert!(
+        ah.contains("matched [IPComp]") && ah.contains("-s 1500"),
+        "{ah}"
+    );
     // Only what the recipe added was deleted (by selector and SPI).
     assert!(ah.contains("proto comp spi 0x00000004"), "{ah}");
     assert_no_keys(&res);
@@ -186,12 +192,14 @@ fn vm_mismatched_spis_and_macsec_keys_fail_with_the_reason() {
     };
     let aead = failed("0_IpsecEspAeadRecipe");
     assert!(
-        aead.iter().any(|d| d.contains("measured rate 0 is lower than min_rate")),
+        aead.iter()
+            .any(|d| d.contains("measured rate 0 is lower than min_rate")),
         "{aead:#?}"
     );
     assert!(
-        aead.iter().any(|d| d
-            .starts_with("PacketAssert on host2.eth0: 0 packets matched [ESP(spi=0x00002001]")),
+        aead.iter()
+            .any(|d| d
+                .starts_with("PacketAssert on host2.eth0: 0 packets matched [ESP(spi=0x00002001]")),
         "{aead:#?}"
     );
     let macsec = failed("1_SimpleMacsecRecipe");

@@ -21,10 +21,9 @@ use crate::protocol::{
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeVlanInfo, InfoBond, InfoBridge, InfoData, InfoKind, InfoMacSec, InfoMacVlan,
-    InfoVeth,
-    InfoVlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
-    VlanProtocol as NlVlanProtocol,
+    AfSpecBridge, BridgeVlanInfo, InfoBond, InfoBridge, InfoData, InfoKind, InfoMacSec,
+    InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo,
+    LinkMessage, VlanProtocol as NlVlanProtocol,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -804,7 +803,9 @@ pub fn create_message(
                 InfoKind::MacSec,
                 // No IFLA_MACSEC_PORT: the kernel reads it big-endian and the crate writes
                 // it native-endian; the kernel's default port is 1.
-                Some(InfoData::MacSec(vec![InfoMacSec::Encrypt(u8::from(*encrypt))])),
+                Some(InfoData::MacSec(vec![InfoMacSec::Encrypt(u8::from(
+                    *encrypt,
+                ))])),
             )
         }
         _ => {

@@ -25,7 +25,6 @@
 pub mod ethtool_ioctl;
 pub mod jobs;
 pub mod kmod;
-pub mod xfrm;
 pub mod links;
 pub mod net;
 pub mod netns;
@@ -34,6 +33,7 @@ pub mod rr;
 pub mod sysctl;
 pub mod tunables;
 pub mod tunnels;
+pub mod xfrm;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{

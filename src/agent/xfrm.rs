@@ -8,7 +8,8 @@
 
 use super::OpError;
 use crate::protocol::{
-    ErrorKind, MacsecSas, XfrmAlgo, XfrmPolicy, XfrmPolicyId, XfrmProto, XfrmState, XfrmStateId, REDACTED,
+    ErrorKind, MacsecSas, XfrmAlgo, XfrmPolicy, XfrmPolicyId, XfrmProto, XfrmState, XfrmStateId,
+    REDACTED,
 };
 use std::sync::Mutex;
 
@@ -411,7 +412,10 @@ mod tests {
             XfrmProto::Esp,
         );
         let e = check_state(&s).err().map(|e| e.message).unwrap_or_default();
-        assert!(e.contains("not hexadecimal") && !e.contains("secret"), "{e}");
+        assert!(
+            e.contains("not hexadecimal") && !e.contains("secret"),
+            "{e}"
+        );
         let s = state(
             XfrmAlgo::Auth {
                 name: "sha256".into(),
@@ -431,7 +435,9 @@ mod tests {
 
     #[test]
     fn missing_kernel_features_are_recognised() {
-        assert!(is_missing_feature("Error: Requested AEAD algorithm not found."));
+        assert!(is_missing_feature(
+            "Error: Requested AEAD algorithm not found."
+        ));
         assert!(is_missing_feature("Error: Requested type not found."));
         assert!(!is_missing_feature("RTNETLINK answers: File exists"));
         let s = state(

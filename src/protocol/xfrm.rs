@@ -181,9 +181,7 @@ impl XfrmState {
                 k.0.clone()
             }
         };
-        let mut a: Vec<String> = ["xfrm", "state", "add", "src"]
-            .map(String::from)
-            .to_vec();
+        let mut a: Vec<String> = ["xfrm", "state", "add", "src"].map(String::from).to_vec();
         a.push(self.src.to_string());
         a.push("dst".into());
         a.push(self.dst.to_string());
@@ -238,9 +236,7 @@ impl XfrmPolicy {
 
     /// `ip xfrm policy add …` arguments.
     pub fn argv(&self) -> Vec<String> {
-        let mut a: Vec<String> = ["xfrm", "policy", "add", "src"]
-            .map(String::from)
-            .to_vec();
+        let mut a: Vec<String> = ["xfrm", "policy", "add", "src"].map(String::from).to_vec();
         a.push(self.src.to_string());
         a.extend(["dst".into(), self.dst.to_string()]);
         a.extend(["dir".into(), self.dir.as_str().into()]);
@@ -356,7 +352,10 @@ mod tests {
                 key: Secret("0xdeadbeef".into()),
                 icv_bits: 96,
             },
-            sel: Some(("198.18.190.1".parse().unwrap(), "198.18.191.1".parse().unwrap())),
+            sel: Some((
+                "198.18.190.1".parse().unwrap(),
+                "198.18.191.1".parse().unwrap(),
+            )),
         }
     }
 
@@ -368,7 +367,10 @@ mod tests {
         let back: XfrmState = serde_json::from_str(&wire).unwrap();
         assert_eq!(back, s);
         let dbg = format!("{s:?}");
-        assert!(!dbg.contains("deadbeef") && dbg.contains("<redacted>"), "{dbg}");
+        assert!(
+            !dbg.contains("deadbeef") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
         assert!(!s.argv(true).join(" ").contains("deadbeef"));
         assert_eq!(
             s.argv(false).join(" "),
@@ -409,7 +411,10 @@ mod tests {
             ]
         );
         let shown = m.argvs("t_msec0", true).map(|a| a.join(" ")).join("\n");
-        assert!(!shown.contains("7a1678") && !shown.contains("3212ef"), "{shown}");
+        assert!(
+            !shown.contains("7a1678") && !shown.contains("3212ef"),
+            "{shown}"
+        );
         assert!(!format!("{m:?}").contains("7a1678"));
     }
 

@@ -1174,7 +1174,11 @@ impl RunContext {
         let shown: Vec<String> = states
             .iter()
             .map(|s| format!("ip {}", s.argv(true).join(" ")))
-            .chain(policies.iter().map(|p| format!("ip {}", p.argv().join(" "))))
+            .chain(
+                policies
+                    .iter()
+                    .map(|p| format!("ip {}", p.argv().join(" "))),
+            )
             .collect();
         let ids = (
             states.iter().map(|s| s.id()).collect::<Vec<_>>(),

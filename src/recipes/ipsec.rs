@@ -57,7 +57,11 @@ fn check_spis(v: &crate::params::Value, n: usize) -> Result<(), String> {
     };
     let given: Vec<String> = items
         .iter()
-        .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+        .map(|i| {
+            i.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| i.to_string())
+        })
         .collect();
     parse_spis("spi_values", &given, n)
         .map(|_| ())
@@ -228,7 +232,9 @@ impl AlgoBits {
             return Err(format!("'{name}' is not an algorithm name"));
         }
         if !(8..=4096).contains(&bits) || bits % 8 != 0 {
-            return Err(format!("{name}: {bits} is not a key length in bits (8 to 4096, whole bytes)"));
+            return Err(format!(
+                "{name}: {bits} is not a key length in bits (8 to 4096, whole bytes)"
+            ));
         }
         Ok(AlgoBits {
             name: name.to_string(),

@@ -121,7 +121,10 @@ impl IpsecEspAeadRecipe {
         let (in1, in2) = if i == 0 { (ip2, ip1) } else { (ip1, ip2) };
         (
             vec![sa(ip2, ip1, spis[1]), sa(ip1, ip2, spis[0])],
-            vec![policy(in1, in2, XfrmDir::In), policy(in2, in1, XfrmDir::Out)],
+            vec![
+                policy(in1, in2, XfrmDir::In),
+                policy(in2, in1, XfrmDir::Out),
+            ],
         )
     }
 }
@@ -169,34 +172,30 @@ impl EnrtRecipe for IpsecEspAeadRecipe {
         self.base.enrt.ip_versions.len()
     }
 
-    fn apply_variant<'a>(
-        &'a self,
-        ctx: &'a mut RunContext,
-        config: &'a Configured,
+    async fn apply_variant(
+        &self,
+        ctx: &mut RunContext,
+        config: &Configured,
         v: usize,
-    ) -> impl std::future::Future<Output = Result<(Option<Configured>, Vec<String>), RecipeError>>
-           + Send
-           + 'a {
-        async move {
-            let nics = self.nics();
-            let ipv = self.base.enrt.ip_versions[v];
-            let ips = ipsec::endpoints(config, &nics, ipv)?;
-            let spis = self.spis()?;
-            let (name, bits, icv) = ALGORITHM;
-            let key = ipsec::random_key(bits);
-            let addrs = [ips[0].addr, ips[1].addr];
-            let per_host = [
-                self.host_config(0, addrs, &spis[0], &key),
-                self.host_config(1, addrs, &spis[1], &key),
-            ];
-            ipsec::configure(ctx, &nics, per_host).await?;
-            let desc = vec![format!(
-                "Configured IPsec {} mode with {name} algorithm using key length of {bits} and \
-                 icv length of {icv} between {} and {}",
-                self.nets.ipsec_mode, ips[0].addr, ips[1].addr
-            )];
-            Ok((Some(ipsec::variant_config(&nics, ips)), desc))
-        }
+    ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
+        let nics = self.nics();
+        let ipv = self.base.enrt.ip_versions[v];
+        let ips = ipsec::endpoints(config, &nics, ipv)?;
+        let spis = self.spis()?;
+        let (name, bits, icv) = ALGORITHM;
+        let key = ipsec::random_key(bits);
+        let addrs = [ips[0].addr, ips[1].addr];
+        let per_host = [
+            self.host_config(0, addrs, &spis[0], &key),
+            self.host_config(1, addrs, &spis[1], &key),
+        ];
+        ipsec::configure(ctx, &nics, per_host).await?;
+        let desc = vec![format!(
+            "Configured IPsec {} mode with {name} algorithm using key length of {bits} and \
+             icv length of {icv} between {} and {}",
+            self.nets.ipsec_mode, ips[0].addr, ips[1].addr
+        )];
+        Ok((Some(ipsec::variant_config(&nics, ips)), desc))
     }
 
     fn packet_assert(&self, _config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {

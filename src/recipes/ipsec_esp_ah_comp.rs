@@ -174,10 +174,7 @@ impl IpsecEspAhCompRecipe {
                 sa(ip1, ip2, XfrmProto::Ah, s[2], auth()),
                 sa(ip2, ip1, XfrmProto::Ah, s[2], auth()),
             ],
-            vec![
-                policy(ip1, ip2, d1, s[3]),
-                policy(ip2, ip1, d2, s[0]),
-            ],
+            vec![policy(ip1, ip2, d1, s[3]), policy(ip2, ip1, d2, s[0])],
         )
     }
 }
@@ -219,42 +216,38 @@ impl EnrtRecipe for IpsecEspAhCompRecipe {
         self.base.enrt.ip_versions.len() * self.ciphers.len() * self.hashes.len()
     }
 
-    fn apply_variant<'a>(
-        &'a self,
-        ctx: &'a mut RunContext,
-        config: &'a Configured,
+    async fn apply_variant(
+        &self,
+        ctx: &mut RunContext,
+        config: &Configured,
         v: usize,
-    ) -> impl std::future::Future<Output = Result<(Option<Configured>, Vec<String>), RecipeError>>
-           + Send
-           + 'a {
-        async move {
-            let nics = self.nics();
-            let (ipv, cipher, hash) = self.variant(v);
-            let ips = ipsec::endpoints(config, &nics, ipv)?;
-            let spis = self.spis()?;
-            let keys = Keys {
-                cipher: (cipher.name.clone(), ipsec::random_key(cipher.bits)),
-                hash: (hash.name.clone(), ipsec::random_key(hash.bits)),
-            };
-            let addrs = [ips[0].addr, ips[1].addr];
-            let per_host = [
-                self.host_config(0, addrs, &spis[0], &keys),
-                self.host_config(1, addrs, &spis[1], &keys),
-            ];
-            ipsec::configure(ctx, &nics, per_host).await?;
-            let desc = vec![format!(
-                "Configured IPsec {} mode: IPComp deflate, ESP {} ({} bits), AH {} ({} bits) \
-                 between {} and {}",
-                self.nets.ipsec_mode,
-                cipher.name,
-                cipher.bits,
-                hash.name,
-                hash.bits,
-                ips[0].addr,
-                ips[1].addr
-            )];
-            Ok((Some(ipsec::variant_config(&nics, ips)), desc))
-        }
+    ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
+        let nics = self.nics();
+        let (ipv, cipher, hash) = self.variant(v);
+        let ips = ipsec::endpoints(config, &nics, ipv)?;
+        let spis = self.spis()?;
+        let keys = Keys {
+            cipher: (cipher.name.clone(), ipsec::random_key(cipher.bits)),
+            hash: (hash.name.clone(), ipsec::random_key(hash.bits)),
+        };
+        let addrs = [ips[0].addr, ips[1].addr];
+        let per_host = [
+            self.host_config(0, addrs, &spis[0], &keys),
+            self.host_config(1, addrs, &spis[1], &keys),
+        ];
+        ipsec::configure(ctx, &nics, per_host).await?;
+        let desc = vec![format!(
+            "Configured IPsec {} mode: IPComp deflate, ESP {} ({} bits), AH {} ({} bits) \
+             between {} and {}",
+            self.nets.ipsec_mode,
+            cipher.name,
+            cipher.bits,
+            hash.name,
+            hash.bits,
+            ips[0].addr,
+            ips[1].addr
+        )];
+        Ok((Some(ipsec::variant_config(&nics, ips)), desc))
     }
 
     fn packet_assert(&self, _config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {

@@ -98,7 +98,12 @@ fn esp_capture(spi: u32, n: u32) -> Script {
 fn esp_aead_adds_upstreams_states_and_policies_and_deletes_only_them() {
     let params = format!("{SMOKE};{NETS};ip_versions=['ipv4']");
     let r = run_on("IpsecEspAeadRecipe", &params, esp_capture(0x1001, 4), TWO);
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let (ip1, ip2) = (
         "198.18.190.1".parse().unwrap(),
         "198.18.191.1".parse().unwrap(),
@@ -127,7 +132,11 @@ fn esp_aead_adds_upstreams_states_and_policies_and_deletes_only_them() {
     };
     assert_eq!((name.as_str(), *icv_bits), ("rfc4106(gcm(aes))", 96));
     assert_eq!(key.0.len(), 2 + 40, "160 bits");
-    assert_ne!(key.0, format!("0x{}", "0b".repeat(20)), "not upstream's constant");
+    assert_ne!(
+        key.0,
+        format!("0x{}", "0b".repeat(20)),
+        "not upstream's constant"
+    );
     // host1 sends ip1→ip2 out and takes ip2→ip1 in; host2 the reverse.
     let pol = |p: &XfrmPolicy| (p.src, p.dst, p.dir, p.tmpls[0].proto);
     assert_eq!(
@@ -191,9 +200,8 @@ fn esp_aead_fails_when_pings_die_or_no_esp_is_seen() {
 
 #[test]
 fn spi_values_host2_gives_host2_other_spis_and_bad_spis_are_refused() {
-    let params = format!(
-        "{SMOKE};{NETS};ip_versions=['ipv6'];spi_values_host2=['0x2000','0x2001']"
-    );
+    let params =
+        format!("{SMOKE};{NETS};ip_versions=['ipv6'];spi_values_host2=['0x2000','0x2001']");
     let r = run_on("IpsecEspAeadRecipe", &params, esp_capture(0x2001, 4), TWO);
     let spis = |h| {
         added(&r, h)[0]
@@ -249,7 +257,12 @@ fn esp_ah_comp_configures_every_cipher_and_hash_and_pings_twice() {
         "{SMOKE};{NETS};ip_versions=['ipv4'];ciphers=[('aes',128)];hashes=[('hmac(md5)',128),('sha256',256)];ipsec_mode='tunnel'"
     );
     let r = run_on("IpsecEspAhCompRecipe", &params, ah_capture(4, true), TWO);
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let a1 = added(&r, "host1");
     assert_eq!(a1.len(), 2, "one sub-configuration per hash");
     let (states, policies) = &a1[0];
@@ -270,7 +283,10 @@ fn esp_ah_comp_configures_every_cipher_and_hash_and_pings_twice() {
         _ => None,
     };
     assert_eq!(auth(&states[4]), Some(("hmac(md5)".into(), 2 + 32)));
-    assert_eq!(auth(&added(&r, "host1")[1].0[4]), Some(("sha256".into(), 2 + 64)));
+    assert_eq!(
+        auth(&added(&r, "host1")[1].0[4]),
+        Some(("sha256".into(), 2 + 64))
+    );
     // Templates comp (optional where packets come in), esp, ah; tunnel mode.
     let t: Vec<_> = policies[1]
         .tmpls
@@ -298,8 +314,15 @@ fn esp_ah_comp_configures_every_cipher_and_hash_and_pings_twice() {
         .collect();
     assert_eq!(sizes, [Some(56), Some(1500), Some(56), Some(1500)]);
     let texts: Vec<String> = generic(&r).into_iter().map(|(_, s)| s).collect();
-    assert!(texts.iter().any(|s| s.contains("8 packets matched [AH(spi=0x00000003 … ESP(spi=0x00000002], expected at least 8")), "{texts:?}");
-    assert!(texts.iter().any(|s| s.contains("matched [IPComp], expected at least 4")));
+    assert!(
+        texts.iter().any(|s| s.contains(
+            "8 packets matched [AH(spi=0x00000003 … ESP(spi=0x00000002], expected at least 8"
+        )),
+        "{texts:?}"
+    );
+    assert!(texts
+        .iter()
+        .any(|s| s.contains("matched [IPComp], expected at least 4")));
     assert_no_key_recorded(&r, &keys(&r));
 
     // Requests only (not 2×count): FAIL; tunnel mode without IPComp: FAIL.
@@ -335,7 +358,12 @@ fn macsec_gets_a_device_per_encryption_with_upstreams_keys_reversed_on_host2() {
         Script::default(),
         TWO,
     );
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let (l1, s1) = macsec(&r, "host1");
     let (l2, s2) = macsec(&r, "host2");
     let on_off = |p: &str| {
@@ -396,7 +424,10 @@ fn macsec_fails_when_the_link_drops_everything_and_host2_keys_can_differ() {
     let e = plan("SimpleMacsecRecipe", "macsec_keys=[('00','abc-secret')]")
         .err()
         .unwrap_or_default();
-    assert!(e.contains("macsec_keys") && !e.contains("abc-secret"), "{e}");
+    assert!(
+        e.contains("macsec_keys") && !e.contains("abc-secret"),
+        "{e}"
+    );
     let e = plan(
         "SimpleMacsecRecipe",
         "macsec_keys=[('00','zz112233445566778899aabbccddeeff'),('01','00112233445566778899aabbccddeeff')]",

@@ -15,18 +15,18 @@ pub mod enrt;
 pub mod forwarding;
 pub mod geneve_tunnel;
 pub mod gre_tunnel;
-pub mod ipsec;
-pub mod ipsec_esp_aead;
-pub mod ipsec_esp_ah_comp;
-pub mod simple_macsec;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
+pub mod ipsec;
+pub mod ipsec_esp_aead;
+pub mod ipsec_esp_ah_comp;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod ping_flood;
 pub mod reqs;
 pub mod short_lived_connections;
+pub mod simple_macsec;
 pub mod simple_netns_router;
 pub mod simple_network;
 pub mod simple_network_tunable;
@@ -51,13 +51,13 @@ mod catalogue_tests;
 #[cfg(test)]
 mod hw_params_tests;
 #[cfg(test)]
+mod ipsec_tests;
+#[cfg(test)]
 mod rr_tunable_tests;
 #[cfg(test)]
 mod scripted_tests;
 #[cfg(test)]
 mod test_support;
-#[cfg(test)]
-mod ipsec_tests;
 #[cfg(test)]
 mod tunnel_tests;
 #[cfg(test)]

@@ -88,7 +88,10 @@ const KEY_PAIRS: Check = Check {
     check: |v| {
         let items = v.items().unwrap_or_default();
         if items.len() != 2 {
-            return Err(format!("expected 2 (key id, key) pairs, got {}", items.len()));
+            return Err(format!(
+                "expected 2 (key id, key) pairs, got {}",
+                items.len()
+            ));
         }
         items.iter().try_for_each(|i| KeyPair::parse(i).map(|_| ()))
     },
@@ -212,68 +215,64 @@ impl EnrtRecipe for SimpleMacsecRecipe {
         self.macsec_encryption.len()
     }
 
-    fn apply_variant<'a>(
-        &'a self,
-        ctx: &'a mut RunContext,
-        _config: &'a Configured,
+    async fn apply_variant(
+        &self,
+        ctx: &mut RunContext,
+        _config: &Configured,
         v: usize,
-    ) -> impl std::future::Future<Output = Result<(Option<Configured>, Vec<String>), RecipeError>>
-           + Send
-           + 'a {
-        async move {
-            let nics = self.nics();
-            let msecs = Self::msecs();
-            let encrypt = self.macsec_encryption[v] == "on";
-            let macs = [mac_of(ctx, &nics[0]).await?, mac_of(ctx, &nics[1]).await?];
-            for (i, (nic, msec)) in nics.iter().zip(&msecs).enumerate() {
-                let spec = LinkSpec::Macsec {
-                    parent: ctx.ifname(nic)?,
-                    encrypt,
-                };
-                let shown = vec![
-                    format!("realdev={nic}"),
-                    format!("encrypt='{}'", self.macsec_encryption[v]),
-                ];
-                ctx.create_link(msec, spec, None, "MacsecDevice", shown)
-                    .await?;
-                let [tx, rx] = self.keys()[i].clone();
-                let sas = MacsecSas {
-                    peer_mac: macs[1 - i].clone(),
-                    port: 1,
-                    an: 0,
-                    pn: 1,
-                    tx: MacsecKey {
-                        id: tx.id,
-                        key: tx.key,
-                    },
-                    rx: MacsecKey {
-                        id: rx.id,
-                        key: rx.key,
-                    },
-                };
-                ctx.macsec_configure(msec, sas).await?;
-            }
-            let mut tw = TestWide::new();
-            for (n, msec) in (1..).zip(&msecs) {
-                tw.address(msec, nth_address(self.net_ipv4.into(), n)?);
-                tw.address(msec, nth_address(self.net_ipv6.into(), n)?);
-            }
-            for (nic, msec) in nics.iter().zip(&msecs) {
-                tw.up(nic);
-                tw.up(msec);
-            }
-            tw.wait_tentative();
-            let configured = config::apply(ctx, &tw.steps).await?;
-            let mut desc = configured.describe();
-            desc.insert(
-                0,
-                format!(
-                    "MACsec encryption {} on host1.msec0 and host2.msec0",
-                    self.macsec_encryption[v]
-                ),
-            );
-            Ok((Some(configured), desc))
+    ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
+        let nics = self.nics();
+        let msecs = Self::msecs();
+        let encrypt = self.macsec_encryption[v] == "on";
+        let macs = [mac_of(ctx, &nics[0]).await?, mac_of(ctx, &nics[1]).await?];
+        for (i, (nic, msec)) in nics.iter().zip(&msecs).enumerate() {
+            let spec = LinkSpec::Macsec {
+                parent: ctx.ifname(nic)?,
+                encrypt,
+            };
+            let shown = vec![
+                format!("realdev={nic}"),
+                format!("encrypt='{}'", self.macsec_encryption[v]),
+            ];
+            ctx.create_link(msec, spec, None, "MacsecDevice", shown)
+                .await?;
+            let [tx, rx] = self.keys()[i].clone();
+            let sas = MacsecSas {
+                peer_mac: macs[1 - i].clone(),
+                port: 1,
+                an: 0,
+                pn: 1,
+                tx: MacsecKey {
+                    id: tx.id,
+                    key: tx.key,
+                },
+                rx: MacsecKey {
+                    id: rx.id,
+                    key: rx.key,
+                },
+            };
+            ctx.macsec_configure(msec, sas).await?;
         }
+        let mut tw = TestWide::new();
+        for (n, msec) in (1..).zip(&msecs) {
+            tw.address(msec, nth_address(self.net_ipv4.into(), n)?);
+            tw.address(msec, nth_address(self.net_ipv6.into(), n)?);
+        }
+        for (nic, msec) in nics.iter().zip(&msecs) {
+            tw.up(nic);
+            tw.up(msec);
+        }
+        tw.wait_tentative();
+        let configured = config::apply(ctx, &tw.steps).await?;
+        let mut desc = configured.describe();
+        desc.insert(
+            0,
+            format!(
+                "MACsec encryption {} on host1.msec0 and host2.msec0",
+                self.macsec_encryption[v]
+            ),
+        );
+        Ok((Some(configured), desc))
     }
 
     fn sub_configurations(&self) -> SubConfigs<'_> {
