@@ -436,3 +436,31 @@ fn macsec_fails_when_the_link_drops_everything_and_host2_keys_can_differ() {
     .unwrap_or_default();
     assert!(!e.contains("zz1122"), "{e}");
 }
+
+#[test]
+fn secret_parameters_never_show_in_listings_or_the_plan() {
+    let other = "00112233445566778899aabbccddeeff";
+    let s = spec(
+        "SimpleMacsecRecipe",
+        &format!("macsec_keys_host2=[('00','{other}'),('01','{other}')]"),
+    );
+    let json = s.params.to_json().to_string();
+    assert!(!json.contains(other) && !json.contains("7a1678"), "{json}");
+    assert!(json.contains("<redacted>"), "{json}");
+    let shown: Vec<String> = s.params.shown().map(|(k, v)| format!("{k}={v}")).collect();
+    assert!(
+        shown.iter().any(|l| l == "macsec_keys='<redacted>'"),
+        "{shown:?}"
+    );
+    // Other parameters are shown as they are.
+    assert!(
+        shown.iter().any(|l| l == "net_ipv4='192.168.100.0/24'"),
+        "{shown:?}"
+    );
+    let def = super::find("SimpleMacsecRecipe").unwrap_or_else(|e| panic!("{e}"));
+    let table = crate::cli::recipe_params_table(&def);
+    assert!(
+        !table.contains("7a1678") && table.contains("<redacted>"),
+        "{table}"
+    );
+}
