@@ -239,6 +239,7 @@ pub fn recipe_params_table(def: &RecipeDef) -> String {
         .into_iter()
         .map(|p| {
             let default = match (&p.default, p.mandatory) {
+                (Some(_), _) if p.secret => "<redacted>".to_string(),
                 (Some(d), _) => d.to_string(),
                 (None, true) => "(mandatory)".to_string(),
                 (None, false) => "-".to_string(),

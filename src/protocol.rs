@@ -20,6 +20,8 @@ mod tunables;
 pub use tunables::*;
 mod xdp;
 pub use xdp::*;
+mod xfrm;
+pub use xfrm::*;
 
 /// Version of this protocol; both sides must speak the same one.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -426,6 +428,30 @@ pub enum Op {
     EnableIdleStates {
         states: Vec<IdleStateId>,
     },
+    // --- IPsec (src/agent/xfrm.rs). What these add is deleted in reverse order at EndRecipe
+    // and when the connection ends; nothing else of the host's IPsec configuration is
+    // touched.
+    /// Add IPsec states, then policies (`ip xfrm state add`, `ip xfrm policy add`); all or
+    /// nothing.
+    XfrmAdd {
+        #[serde(default)]
+        states: Vec<XfrmState>,
+        #[serde(default)]
+        policies: Vec<XfrmPolicy>,
+    },
+    /// Delete policies, then states, that this session added.
+    XfrmDel {
+        #[serde(default)]
+        states: Vec<XfrmStateId>,
+        #[serde(default)]
+        policies: Vec<XfrmPolicyId>,
+    },
+    /// Give a MACsec link (one made with CreateLink) its receive channel and SAs (`ip macsec
+    /// add`); they go with the link.
+    MacsecConfigure {
+        ifname: String,
+        sas: MacsecSas,
+    },
 }
 
 impl Op {
@@ -483,6 +509,9 @@ impl Op {
             Op::DisableIdleStates { .. } => "DisableIdleStates",
             Op::RestoreIrqAffinity { .. } => "RestoreIrqAffinity",
             Op::EnableIdleStates { .. } => "EnableIdleStates",
+            Op::XfrmAdd { .. } => "XfrmAdd",
+            Op::XfrmDel { .. } => "XfrmDel",
+            Op::MacsecConfigure { .. } => "MacsecConfigure",
         }
     }
 }

@@ -129,6 +129,8 @@ pub struct ParamSpec {
     pub bounds: Option<Bounds>,
     /// Further check of a given value (after type and range).
     pub check: Option<Check>,
+    /// Key material: its value never shows in a result or a listing (`<redacted>`).
+    pub secret: bool,
 }
 
 impl ParamSpec {
@@ -142,6 +144,7 @@ impl ParamSpec {
             doc,
             bounds: None,
             check: None,
+            secret: false,
         }
     }
 
@@ -160,6 +163,7 @@ impl ParamSpec {
             doc,
             bounds: None,
             check: None,
+            secret: false,
         }
     }
 
@@ -173,6 +177,7 @@ impl ParamSpec {
             doc,
             bounds: None,
             check: None,
+            secret: false,
         }
     }
 
@@ -183,6 +188,12 @@ impl ParamSpec {
     }
 
     /// The same parameter, with a further check of given values.
+    /// Mark the parameter as key material (see [`ParamSpec::secret`]).
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
     pub fn check(mut self, check: Check) -> Self {
         self.check = Some(check);
         self
@@ -199,6 +210,8 @@ impl ParamSpec {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResolvedParams {
     entries: Vec<(String, Value)>,
+    /// The names of key-material parameters (shown as `<redacted>`).
+    secret: Vec<String>,
 }
 
 impl ResolvedParams {
@@ -234,6 +247,18 @@ impl ResolvedParams {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Every parameter as results and listings show it: key material as `<redacted>`.
+    pub fn shown(&self) -> impl Iterator<Item = (&str, String)> {
+        self.entries.iter().map(|(k, v)| {
+            let text = if self.secret.contains(k) {
+                "'<redacted>'".to_string()
+            } else {
+                v.to_string()
+            };
+            (k.as_str(), text)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -251,7 +276,10 @@ impl ResolvedParams {
                 entries.push((s.name.to_string(), d.clone()));
             }
         }
-        ResolvedParams { entries }
+        ResolvedParams {
+            entries,
+            secret: self.secret.clone(),
+        }
     }
 
     /// A JSON object `{name: value}` in schema order.
@@ -259,7 +287,14 @@ impl ResolvedParams {
         serde_json::Value::Object(
             self.entries
                 .iter()
-                .map(|(k, v)| (k.clone(), v.to_json()))
+                .map(|(k, v)| {
+                    let v = if self.secret.contains(k) {
+                        serde_json::Value::String("<redacted>".into())
+                    } else {
+                        v.to_json()
+                    };
+                    (k.clone(), v)
+                })
                 .collect(),
         )
     }
@@ -359,7 +394,12 @@ pub fn resolve(
             });
         }
     }
-    Ok(ResolvedParams { entries })
+    let secret = specs
+        .iter()
+        .filter(|s| s.secret)
+        .map(|s| s.name.to_string())
+        .collect();
+    Ok(ResolvedParams { entries, secret })
 }
 
 /// The Python repr of `v`, cut to 80 characters (values may be 64 KiB long).

@@ -1025,6 +1025,8 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
         Op::AddNeighbour { .. } | Op::DelNeighbour { .. } => Ok(Reply::Ok),
+        Op::XfrmAdd { .. } | Op::XfrmDel { .. } => Ok(Reply::Ok),
+        Op::MacsecConfigure { ifname, .. } => device(st, &ifname).map(|_| Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
         op @ (Op::GetChannels { .. }
         | Op::SetChannels { .. }

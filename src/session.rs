@@ -841,6 +841,38 @@ impl AgentClient {
         self.call_ok(Op::BridgeVlanDel { vlan }).await
     }
 
+    /// Add IPsec states and policies (deleted with [`AgentClient::xfrm_del`] or at the end of
+    /// the recipe).
+    pub async fn xfrm_add(
+        &self,
+        states: Vec<protocol::XfrmState>,
+        policies: Vec<protocol::XfrmPolicy>,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::XfrmAdd { states, policies }).await
+    }
+
+    /// Give a MACsec link its receive channel and SAs.
+    pub async fn macsec_configure(
+        &self,
+        ifname: &str,
+        sas: protocol::MacsecSas,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::MacsecConfigure {
+            ifname: ifname.to_string(),
+            sas,
+        })
+        .await
+    }
+
+    /// Delete IPsec policies and states this session added.
+    pub async fn xfrm_del(
+        &self,
+        states: Vec<protocol::XfrmStateId>,
+        policies: Vec<protocol::XfrmPolicyId>,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::XfrmDel { states, policies }).await
+    }
+
     pub async fn add_route(&self, route: protocol::RouteSpec) -> Result<(), SessionError> {
         self.call_ok(Op::AddRoute { route }).await
     }

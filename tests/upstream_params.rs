@@ -101,6 +101,10 @@ const ADDED: &[(&str, &[&str])] = &[
     ("IpIpTunnelRecipe", &["tunnel_ipv4"]),
     ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
     ("GeneveTunnelRecipe", &["tunnel_ipv4", "tunnel_ipv6"]),
+    // The constants upstream hard-codes, with a host2 override (negative tests).
+    ("IpsecEspAeadRecipe", &recipes::ipsec_esp_aead::ADDED),
+    ("IpsecEspAhCompRecipe", &recipes::ipsec_esp_ah_comp::ADDED),
+    ("SimpleMacsecRecipe", &recipes::simple_macsec::ADDED),
 ];
 
 fn added(recipe: &str, name: &str) -> bool {
@@ -203,6 +207,9 @@ tables! {
     sit_tunnel => "SitTunnelRecipe",
     ip6tnl_tunnel => "Ip6TnlTunnelRecipe",
     ip6gre_tunnel => "Ip6GreTunnelRecipe",
+    simple_macsec => "SimpleMacsecRecipe",
+    ipsec_esp_aead => "IpsecEspAeadRecipe",
+    ipsec_esp_ah_comp => "IpsecEspAhCompRecipe",
     xdp_drop => "XDPDropRecipe",
     xdp_tx => "XDPTxRecipe",
     xdp_redirect_cpu => "XDPRedirectCPURecipe",
@@ -238,6 +245,7 @@ fn a_differing_table_is_reported() {
         doc: "",
         bounds: None,
         check: None,
+        secret: false,
     };
     assert_ne!(
         shown(&spec, &row("IntParam", Some("60"))).as_deref(),

@@ -53,6 +53,7 @@ pub fn modules_for(spec: &LinkSpec) -> Vec<&'static str> {
         LinkSpec::Ip6Tnl(_) => vec!["ip6_tunnel"],
         LinkSpec::Vxlan(_) => vec!["vxlan"],
         LinkSpec::Geneve(_) => vec!["geneve"],
+        LinkSpec::Macsec { .. } => vec!["macsec"],
         _ => Vec::new(),
     }
 }
@@ -121,6 +122,32 @@ pub async fn ensure_for(spec: &LinkSpec) {
     .await;
     match res {
         Ok(r) => log(r),
+        Err(e) => tracing::debug!("module loader task: {e}"),
+    }
+}
+
+/// Make sure each of `wanted` is loaded (when enabled), one by one: a module the tree does
+/// not have is skipped (built in, or the kernel's own loading says what is missing); never
+/// fails.
+pub async fn ensure_each(wanted: &'static [&'static str]) {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let res = tokio::task::spawn_blocking(move || {
+        let mut loaded = Vec::new();
+        let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+        for w in wanted {
+            match ensure(Path::new("/"), std::slice::from_ref(w)) {
+                Ok(l) => loaded.extend(l),
+                Err(e) => tracing::debug!("module {w} not preloaded: {e}"),
+            }
+        }
+        loaded
+    })
+    .await;
+    match res {
+        Ok(loaded) if !loaded.is_empty() => tracing::info!("loaded kernel modules {loaded:?}"),
+        Ok(_) => {}
         Err(e) => tracing::debug!("module loader task: {e}"),
     }
 }

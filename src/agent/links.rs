@@ -21,9 +21,9 @@ use crate::protocol::{
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeVlanInfo, InfoBond, InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth,
-    InfoVlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
-    VlanProtocol as NlVlanProtocol,
+    AfSpecBridge, BridgeVlanInfo, InfoBond, InfoBridge, InfoData, InfoKind, InfoMacSec,
+    InfoMacVlan, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo,
+    LinkMessage, VlanProtocol as NlVlanProtocol,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -196,7 +196,9 @@ fn check_spec(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
         }
         LinkSpec::Bond(o) => check_bond(o),
         LinkSpec::Team(o) => check_team(o),
-        LinkSpec::Macvlan { parent, .. } => net::check_ifname(parent),
+        LinkSpec::Macvlan { parent, .. } | LinkSpec::Macsec { parent, .. } => {
+            net::check_ifname(parent)
+        }
         LinkSpec::Veth { peer, peer_netns } => {
             check_new_ifname(peer)?;
             if peer_netns.is_none() && peer == ifname {
@@ -234,6 +236,7 @@ pub fn kernel_feature(spec: &LinkSpec) -> (&'static str, &'static str) {
         LinkSpec::Macvlan { .. } => ("macvlan support", "module macvlan"),
         LinkSpec::Veth { .. } => ("veth support", "module veth"),
         LinkSpec::Dummy => ("dummy interface support", "module dummy"),
+        LinkSpec::Macsec { .. } => ("MACsec support", "module macsec"),
         _ => super::tunnels::feature(spec).unwrap_or(("this link kind", "unknown")),
     }
 }
@@ -794,6 +797,17 @@ pub fn create_message(
             (InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(p))))
         }
         LinkSpec::Dummy => (InfoKind::Dummy, None),
+        LinkSpec::Macsec { encrypt, .. } => {
+            m.attributes.push(LinkAttribute::Link(need_parent()?));
+            (
+                InfoKind::MacSec,
+                // No IFLA_MACSEC_PORT: the kernel reads it big-endian and the crate writes
+                // it native-endian; the kernel's default port is 1.
+                Some(InfoData::MacSec(vec![InfoMacSec::Encrypt(u8::from(
+                    *encrypt,
+                ))])),
+            )
+        }
         _ => {
             let (k, d) = super::tunnels::info(spec, r.parent)
                 .ok_or_else(|| OpError::new(ErrorKind::Internal, "unknown link kind"))?;
@@ -1650,7 +1664,9 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 ..Resolved::default()
             };
             match &spec {
-                LinkSpec::Vlan { parent, .. } | LinkSpec::Macvlan { parent, .. } => {
+                LinkSpec::Vlan { parent, .. }
+                | LinkSpec::Macvlan { parent, .. }
+                | LinkSpec::Macsec { parent, .. } => {
                     r.parent = Some(facts(nl, parent).await?.ifindex);
                 }
                 LinkSpec::Vxlan(crate::protocol::VxlanOptions {

@@ -33,6 +33,7 @@ pub mod rr;
 pub mod sysctl;
 pub mod tunables;
 pub mod tunnels;
+pub mod xfrm;
 
 use crate::protocol::JobSpec;
 use crate::protocol::{
@@ -247,6 +248,8 @@ struct Session {
     out: mpsc::Sender<Out>,
     /// Links, routes, neighbours, namespaces and their journal (links.rs).
     links: Arc<links::Links>,
+    /// IPsec states and policies added (xfrm.rs).
+    xfrm: xfrm::Xfrm,
 }
 
 impl Session {
@@ -377,6 +380,18 @@ impl Session {
             | Op::DisableIdleStates { .. }
             | Op::RestoreIrqAffinity { .. }
             | Op::EnableIdleStates { .. }) => self.dispatch_tunables(None, op).await,
+            Op::XfrmAdd { states, policies } => {
+                self.xfrm.add(states, policies).await?;
+                Ok(Reply::Ok)
+            }
+            Op::XfrmDel { states, policies } => {
+                self.xfrm.delete(states, policies).await?;
+                Ok(Reply::Ok)
+            }
+            Op::MacsecConfigure { ifname, sas } => {
+                xfrm::macsec_configure(&ifname, &sas).await?;
+                Ok(Reply::Ok)
+            }
         }
     }
 
@@ -556,6 +571,8 @@ impl Session {
         // Sysctls first: one of a link the recipe created must be restored before the link
         // goes; the snapshot last, after ports were released and moved links came back.
         self.restore_sysctls(&mut errors).await;
+        // IPsec before the links: its policies name the addresses of the links.
+        self.xfrm.undo_all(&mut errors).await;
         self.undo_links(&mut errors).await;
         let snap: Vec<IfaceSnapshot> = std::mem::take(&mut *self.snapshot.lock().await);
         for s in snap.iter().rev() {
@@ -1079,6 +1096,7 @@ where
             snapshot: tokio::sync::Mutex::new(Vec::new()),
             out: out.clone(),
             links: Arc::default(),
+            xfrm: xfrm::Xfrm::default(),
         }),
         Err(e) => {
             tracing::error!("{}", e.message);

@@ -58,6 +58,13 @@ pub enum LinkSpec {
     Vxlan(VxlanOptions),
     /// Geneve (`ip link add … type geneve id ID remote ADDR [dstport PORT]`).
     Geneve(GeneveOptions),
+    /// MACsec on `parent` (`ip link add link PARENT … type macsec [encrypt on]`), port 1;
+    /// its secure channels and keys come with `MacsecConfigure`.
+    Macsec {
+        parent: String,
+        #[serde(default)]
+        encrypt: bool,
+    },
 }
 
 /// Options of the GRE kinds (`IFLA_GRE_*`); unset ones keep the kernel defaults. The
@@ -201,6 +208,7 @@ impl LinkSpec {
             LinkSpec::Ip6Tnl(_) => "ip6tnl",
             LinkSpec::Vxlan(_) => "vxlan",
             LinkSpec::Geneve(_) => "geneve",
+            LinkSpec::Macsec { .. } => "macsec",
         }
     }
 }

@@ -135,6 +135,12 @@ pub enum Undo {
     },
     /// Run a job that takes a change back (`xdp-forward unload`); it must pass.
     RunJob { host: String, spec: JobSpec },
+    /// Delete the IPsec policies and states the recipe added (by selector and SPI).
+    XfrmDel {
+        host: String,
+        states: Vec<crate::protocol::XfrmStateId>,
+        policies: Vec<crate::protocol::XfrmPolicyId>,
+    },
 }
 
 impl Undo {
@@ -158,7 +164,8 @@ impl Undo {
             | Undo::TurboBoost { host }
             | Undo::IdleStates { host, .. }
             | Undo::DelNeighbour { host, .. }
-            | Undo::RunJob { host, .. } => host,
+            | Undo::RunJob { host, .. }
+            | Undo::XfrmDel { host, .. } => host,
         };
         host.split('.').next().unwrap_or(host)
     }
@@ -757,6 +764,24 @@ impl RunContext {
                         .map_err(RecipeError::from)
                 }
                 Undo::RunJob { host, spec } => self.run_job(&host, spec).await,
+                Undo::XfrmDel {
+                    host,
+                    states,
+                    policies,
+                } => {
+                    let client = self.client(&host)?;
+                    let shown: Vec<String> = policies
+                        .iter()
+                        .map(|p| p.argv()[3..].join(" "))
+                        .chain(states.iter().map(|s| s.argv()[3..].join(" ")))
+                        .collect();
+                    let res = client.xfrm_del(states, policies).await;
+                    self.add(ResultEntry::generic(
+                        ResultType::from_bool(res.is_ok()),
+                        format!("{host}: ip xfrm delete: {}", shown.join("; ")),
+                    ));
+                    res.map_err(|e| RecipeError::Run(format!("{host}: deleting IPsec: {e}")))
+                }
             }
         }
     }
@@ -1134,6 +1159,64 @@ impl RunContext {
             route,
         });
         Ok(())
+    }
+
+    /// Add IPsec states and policies on a host, recorded as one PASS/FAIL result whose text
+    /// shows the `ip xfrm` commands with every key redacted; deleted (by selector and SPI,
+    /// never a flush) when the enclosing scope unwinds.
+    pub async fn xfrm_add(
+        &mut self,
+        host: &str,
+        states: Vec<crate::protocol::XfrmState>,
+        policies: Vec<crate::protocol::XfrmPolicy>,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(host)?;
+        let shown: Vec<String> = states
+            .iter()
+            .map(|s| format!("ip {}", s.argv(true).join(" ")))
+            .chain(
+                policies
+                    .iter()
+                    .map(|p| format!("ip {}", p.argv().join(" "))),
+            )
+            .collect();
+        let ids = (
+            states.iter().map(|s| s.id()).collect::<Vec<_>>(),
+            policies.iter().map(|p| p.id()).collect::<Vec<_>>(),
+        );
+        let res = client.xfrm_add(states, policies).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{host}: IPsec configured:\n{}", shown.join("\n")),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{host}: configuring IPsec: {e}")))?;
+        self.push_undo(Undo::XfrmDel {
+            host: host.to_string(),
+            states: ids.0,
+            policies: ids.1,
+        });
+        Ok(())
+    }
+
+    /// Give a MACsec device its receive channel and SAs, recorded as one PASS/FAIL result
+    /// with the keys redacted; they go with the device.
+    pub async fn macsec_configure(
+        &mut self,
+        dev: &Dev,
+        sas: crate::protocol::MacsecSas,
+    ) -> Result<(), RecipeError> {
+        let (client, ifname) = self.dev(dev)?;
+        let shown: Vec<String> = sas
+            .argvs(&ifname, true)
+            .iter()
+            .map(|a| format!("ip {}", a.join(" ")))
+            .collect();
+        let res = client.macsec_configure(&ifname, sas).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{}: MACsec configured:\n{}", dev.host, shown.join("\n")),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{}: configuring MACsec on {dev}: {e}", dev.host)))
     }
 
     /// Start a background job, recording a JobStart result.

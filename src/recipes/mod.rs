@@ -18,11 +18,15 @@ pub mod gre_tunnel;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
+pub mod ipsec;
+pub mod ipsec_esp_aead;
+pub mod ipsec_esp_ah_comp;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
 pub mod ping_flood;
 pub mod reqs;
 pub mod short_lived_connections;
+pub mod simple_macsec;
 pub mod simple_netns_router;
 pub mod simple_network;
 pub mod simple_network_tunable;
@@ -46,6 +50,8 @@ pub mod xdp;
 mod catalogue_tests;
 #[cfg(test)]
 mod hw_params_tests;
+#[cfg(test)]
+mod ipsec_tests;
 #[cfg(test)]
 mod rr_tunable_tests;
 #[cfg(test)]
@@ -196,6 +202,9 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<short_lived_connections::ShortLivedConnectionsRecipe>(),
     RecipeDef::of::<simple_network_tunable::SimpleNetworkTunableRecipe>(),
     RecipeDef::of::<gre_tunnel::GreTunnelRecipe>(),
+    RecipeDef::of::<ipsec_esp_aead::IpsecEspAeadRecipe>(),
+    RecipeDef::of::<ipsec_esp_ah_comp::IpsecEspAhCompRecipe>(),
+    RecipeDef::of::<simple_macsec::SimpleMacsecRecipe>(),
     RecipeDef::of::<ipip_tunnel::IpIpTunnelRecipe>(),
     RecipeDef::of::<vxlan_remote::VxlanRemoteRecipe>(),
     RecipeDef::of::<geneve_tunnel::GeneveTunnelRecipe>(),

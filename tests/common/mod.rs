@@ -1,6 +1,7 @@
 //! Shared helpers of the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod agent_ns;
 pub mod catalogue;
 pub mod lab;
 pub mod podman;

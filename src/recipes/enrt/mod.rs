@@ -228,6 +228,42 @@ pub trait EnrtRecipe: Recipe {
         None
     }
 
+    /// The recipe's own variants of every sub-configuration (upstream recipes that generate
+    /// their sub-configurations themselves: SimpleMacsec's `macsec_encryption`, the IPsec
+    /// recipes' IP version × algorithm): how many each mixin sub-configuration has. Default
+    /// 1, with nothing of the recipe's own to apply.
+    fn variants(&self) -> usize {
+        1
+    }
+
+    /// Apply variant `v` (of [`EnrtRecipe::variants`]) after the mixins' sub-configuration;
+    /// every change pushes its undo, so it is removed first when the sub-configuration is.
+    /// Returns the configuration the variant's pings and flows use (None: the test-wide one)
+    /// and lines for the sub-configuration's description.
+    fn apply_variant<'a>(
+        &'a self,
+        _ctx: &'a mut RunContext,
+        _config: &'a Configured,
+        _v: usize,
+    ) -> impl std::future::Future<Output = Result<(Option<Configured>, Vec<String>), RecipeError>>
+           + Send
+           + 'a {
+        async { Ok((None, Vec::new())) }
+    }
+
+    /// Further pings after each ping (IpsecEspAhComp's size-1500 ping), each with its packet
+    /// assert; run and evaluated like the first.
+    fn extra_pings(
+        &self,
+        _config: &Configured,
+        _ping: &PingConf,
+    ) -> Vec<(
+        PingConf,
+        Option<crate::recipes::common::packet_assert::PacketAssertConf>,
+    )> {
+        Vec::new()
+    }
+
     /// Test-wide configuration beyond the [`TestWide`] steps, run after them in the
     /// test-wide scope (upstream bodies that run tools: the redirect-cpu RSS key, the static
     /// neighbours and `xdp-forward load` of the forwarding recipes); every change pushes its
@@ -346,10 +382,8 @@ fn check_perf_tests(base: &EnrtBase<'_>) -> Result<(), RecipeError> {
 /// Upstream's `pprint.pformat(params)` equivalent: `{'name': value, ...}` sorted by name,
 /// one entry per line.
 fn params_pformat(params: &crate::schema::ResolvedParams) -> String {
-    let mut entries: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut entries: Vec<(String, String)> =
+        params.shown().map(|(k, v)| (k.to_string(), v)).collect();
     entries.sort();
     let body = entries
         .iter()
@@ -420,8 +454,13 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
     let subs = r.sub_configurations();
     let all = subs.generate();
     let tuning = tuning_hosts(r, ctx);
-    for (k, sub) in all.iter().enumerate() {
-        ctx.progress_prefix = format!("[sub {}/{}]", k + 1, all.len());
+    let variants = r.variants().max(1);
+    let every: Vec<(&SubConfig, usize)> = all
+        .iter()
+        .flat_map(|sub| (0..variants).map(move |v| (sub, v)))
+        .collect();
+    for (k, &(sub, v)) in every.iter().enumerate() {
+        ctx.progress_prefix = format!("[sub {}/{}]", k + 1, every.len());
         let mark = ctx.mark();
         let body = async {
             let t0 = Instant::now();
@@ -435,10 +474,18 @@ async fn test_wide_scope<R: EnrtRecipe>(r: &R, ctx: &mut RunContext) -> Result<(
                     r.nic_tunables(),
                 )
                 .await;
+            let own = match applied {
+                Ok(()) => r.apply_variant(ctx, &config, v).await,
+                Err(e) => Err(e),
+            };
             ctx.phases.sub_configure += t0.elapsed().as_secs_f64();
-            applied?;
-            do_ping_tests(r, ctx, &config, k).await?;
-            do_perf_tests(r, ctx, &config, sub, k).await
+            let (own, desc) = own?;
+            if !desc.is_empty() {
+                ctx.add(ResultEntry::generic(ResultType::Pass, desc.join("\n")));
+            }
+            let config = own.as_ref().unwrap_or(&config);
+            do_ping_tests(r, ctx, config, k).await?;
+            do_perf_tests(r, ctx, config, sub, k).await
         }
         .await;
         // remove_sub_configuration always runs (unless the agent is gone).
@@ -508,22 +555,41 @@ async fn do_ping_tests<R: EnrtRecipe>(
                 .iter()
                 .filter_map(|c| r.packet_assert(config, c))
                 .collect();
-            if asserts.is_empty() {
-                ping_test_and_evaluate(ctx, &confs, &raw_prefix).await?;
-            } else {
-                use crate::recipes::common::packet_assert;
-                let ids = packet_assert::start(ctx, &asserts).await?;
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                let pinged = ping_test_and_evaluate(ctx, &confs, &raw_prefix).await;
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                let raw = format!("{raw_prefix}packet_assert_{ipv}_");
-                let stopped = packet_assert::stop_and_evaluate(ctx, &asserts, ids, &raw).await;
-                pinged?;
-                stopped?;
+            ping_with_asserts(ctx, &confs, &asserts, &raw_prefix, ipv).await?;
+            for (i, (extra, assert)) in confs
+                .iter()
+                .flat_map(|c| r.extra_pings(config, c))
+                .enumerate()
+            {
+                let prefix = format!("{raw_prefix}extra{}_", i + 1);
+                let asserts: Vec<_> = assert.into_iter().collect();
+                ping_with_asserts(ctx, &[extra], &asserts, &prefix, ipv).await?;
             }
         }
     }
     Ok(())
+}
+
+/// Pings, each packet assert capturing from 2 s before them to 2 s after them.
+async fn ping_with_asserts(
+    ctx: &mut RunContext,
+    confs: &[PingConf],
+    asserts: &[crate::recipes::common::packet_assert::PacketAssertConf],
+    raw_prefix: &str,
+    ipv: IpVersion,
+) -> Result<(), RecipeError> {
+    if asserts.is_empty() {
+        return ping_test_and_evaluate(ctx, confs, raw_prefix).await;
+    }
+    use crate::recipes::common::packet_assert;
+    let ids = packet_assert::start(ctx, asserts).await?;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let pinged = ping_test_and_evaluate(ctx, confs, raw_prefix).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let raw = format!("{raw_prefix}packet_assert_{ipv}_");
+    let stopped = packet_assert::stop_and_evaluate(ctx, asserts, ids, &raw).await;
+    pinged?;
+    stopped
 }
 
 /// Upstream `generate_perf_configurations` + `perf_test` + `perf_report_and_evaluate`.
