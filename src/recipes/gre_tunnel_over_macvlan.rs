@@ -12,7 +12,12 @@
 //! parameters `tunnel1_ipv4`, `tunnel2_ipv4`, `tunnel1_ipv6`, `tunnel2_ipv6` (upstream's
 //! values as defaults). `gre_key`/`gre_key_host2` (upstream: no key) set GRE keys. The
 //! macvlans are created in mode `bridge` (upstream sets no mode: the kernel's `vepa`); traffic
-//! between the two hosts leaves through eth0 in both modes.
+//! between the two hosts leaves through eth0 in both modes. Each host answers ARP only on
+//! the device that has the asked address (`net.ipv4.conf.all.arp_ignore = 1`, the old value
+//! written back at the end): with the kernel's default, host2's eth0 (the macvlan's lower
+//! device) answers host1's ARP for the macvlan's address first, with its own MAC, host1's
+//! GRE packets then arrive on host2.eth0 instead of host2.macvlan10, and the packet assert on
+//! the macvlan (upstream's too) sees none of them.
 
 use super::common::config::{Configured, Link, TestWide};
 use super::common::packet_assert::PacketAssertConf;
@@ -98,12 +103,11 @@ impl EnrtRecipe for GreTunnelOverMacvlanRecipe {
         let mut tw = TestWide::new();
         let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
         for (nic, mv) in self.nics().iter().zip(&underlay) {
-            tw.create(
-                mv,
-                Link::Macvlan {
-                    parent: nic.clone(),
-                },
-            );
+            let link = Link::Macvlan {
+                parent: nic.clone(),
+            };
+            tw.sysctl(&nic.host, "net.ipv4.conf.all.arp_ignore", "1")
+                .create(mv, link);
         }
         let net = self.net_ipv4.into();
         for (n, (nic, mv)) in (1..).zip(self.nics().iter().zip(&underlay)) {

@@ -231,6 +231,25 @@ fn gre_over_macvlan_tunnels_between_the_macvlans() {
         &created(&r, "host2")[0].2,
         LinkSpec::Macvlan { parent, .. } if parent == "veth-b"
     ));
+    // Only the macvlan answers ARP for its address (eth0 would steal host1's GRE packets);
+    // the old value comes back at the end.
+    for host in ["host1", "host2"] {
+        let writes: Vec<String> = r
+            .journal
+            .entries()
+            .into_iter()
+            .filter(|e| e.host == host)
+            .filter_map(|e| match e.op {
+                Op::SysctlWrite { path, value } => Some(format!("{path}={value}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            writes,
+            ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_ignore=0"],
+            "{host}"
+        );
+    }
 }
 
 #[test]
