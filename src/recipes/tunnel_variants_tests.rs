@@ -246,7 +246,10 @@ fn gre_over_macvlan_tunnels_between_the_macvlans() {
             .collect();
         assert_eq!(
             writes,
-            ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_ignore=0"],
+            [
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_ignore=0"
+            ],
             "{host}"
         );
     }

@@ -72,9 +72,6 @@ param_set! {
     }
 }
 
-/// The names of the parameters upstream does not have.
-pub const ADDED: [&str; 3] = ["vxlan_id", "vxlan_id_host2", "vxlan_group_ip"];
-
 impl VxlanNetnsTunnelRecipe {
     fn vnis(&self) -> [u32; 2] {
         [self.vxlan_id, self.vxlan_id_host2.unwrap_or(self.vxlan_id)]
