@@ -87,13 +87,17 @@ fn variants() -> Vec<(&'static str, Value, usize, usize, usize)> {
     ]
 }
 
-/// The mismatched-key GreTunnelRecipe: host1's tunnel keys 1, host2's 2.
+/// The mismatched-key GreTunnelRecipe: host1's tunnel keys 1, host2's 2; no perf tests (a
+/// flow through a dead tunnel only waits for iperf3's timeout).
 fn mismatched_keys() -> Value {
-    tunnel_nets(json!({"net_ipv4": "198.18.166.0/24", "gre_key": 1, "gre_key_host2": 2}))
+    tunnel_nets(json!({
+        "net_ipv4": "198.18.166.0/24", "gre_key": 1, "gre_key_host2": 2, "perf_tests": [],
+    }))
 }
 
-/// Test `idx` FAILed because the tunnel carried nothing: every ping lost ("measured rate 0")
-/// and every packet assert matched 0 packets with host2's key, and the summary says FAIL.
+/// Test `idx` FAILed because the tunnel carried nothing, and only for that: every ping lost
+/// and every packet assert matched 0 packets with host2's key, no other FAIL, and the summary
+/// says FAIL.
 fn assert_failed_for_the_keys(results: &Path, idx: usize, recipe: &str) {
     let data = read_json(&results.join(format!("{idx}_{recipe}/run-data-0.json")));
     let list = data.as_array().cloned().unwrap_or_default();
@@ -102,9 +106,13 @@ fn assert_failed_for_the_keys(results: &Path, idx: usize, recipe: &str) {
         .filter(|r| r["result"] == "FAIL")
         .filter_map(|r| r["description"].as_str().map(str::to_string))
         .collect();
+    // The rate evaluator's two ways of saying nothing came back.
     let lost = failed
         .iter()
-        .filter(|d| d.starts_with("measured rate 0 is lower than min_rate"))
+        .filter(|d| {
+            d.starts_with("measured rate 0 is lower than min_rate")
+                || d.starts_with("RatePingEvaluator: no measured rate")
+        })
         .count();
     let unmatched = failed
         .iter()
@@ -112,7 +120,11 @@ fn assert_failed_for_the_keys(results: &Path, idx: usize, recipe: &str) {
             d.starts_with("PacketAssert on host2.eth0: 0 packets matched") && d.contains("key=0x2,")
         })
         .count();
-    assert_eq!((lost, unmatched), (2, 2), "{recipe}: {failed:#?}");
+    assert_eq!(
+        (lost, unmatched, failed.len()),
+        (2, 2, 4),
+        "{recipe}: {failed:#?}"
+    );
     let pings: Vec<&Value> = list
         .iter()
         .filter(|r| r["measurement_type"] == "ping")
@@ -121,6 +133,11 @@ fn assert_failed_for_the_keys(results: &Path, idx: usize, recipe: &str) {
     for p in pings {
         assert_eq!(p["data"]["recv_pkts"].as_u64(), Some(0), "{recipe}: {p:#}");
     }
+    let flows = list
+        .iter()
+        .filter(|r| r["measurement_type"] == "flow")
+        .count();
+    assert_eq!(flows, 0, "{recipe}: perf_tests=[] runs no flow");
     let summary = read_json(&results.join("summary.json"));
     assert_eq!(summary["tests"][idx]["result"], "FAIL", "{summary:#}");
 }
