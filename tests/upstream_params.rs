@@ -68,6 +68,8 @@ fn compatible(ours: &ParamType, row: &Row) -> bool {
         }
         ("IPv4NetworkParam", ParamType::Ipv4Net) => true,
         ("IPv6NetworkParam", ParamType::Ipv6Net) => true,
+        // An address as a string, checked by the recipe (VXLAN groups).
+        ("IpParam", ParamType::Str) => true,
         ("ListParam", ParamType::List(_) | ParamType::Seq(_)) => true,
         ("DictParam", ParamType::Dict | ParamType::Map(_)) => true,
         // A constant: the one value upstream accepts is the only choice.
@@ -84,6 +86,10 @@ fn shown(spec: &ParamSpec, row: &Row) -> Option<String> {
     Some(match (row.class.as_str(), v) {
         // Network params print as str(network).
         ("IPv4NetworkParam" | "IPv6NetworkParam", Value::Str(s)) => s.clone(),
+        // An IpParam prints as its address object.
+        ("IpParam", Value::Str(s)) if s.parse::<std::net::Ipv4Addr>().is_ok() => {
+            format!("Ip4Address({s}/32)")
+        }
         // The CPU measurement default is a class upstream, its name here.
         (_, Value::Str(s)) if spec.name == "cpu_perf_tool" => {
             format!("<class 'lnst.RecipeCommon.Perf.Measurements.{s}.{s}'>")
@@ -92,9 +98,36 @@ fn shown(spec: &ParamSpec, row: &Row) -> Option<String> {
     })
 }
 
+/// The GRE recipes' added parameters: the tunnel networks and the GRE keys.
+const GRE_ADDED: [&str; 6] = [
+    "tunnel1_ipv4",
+    "tunnel2_ipv4",
+    "tunnel1_ipv6",
+    "tunnel2_ipv6",
+    "gre_key",
+    "gre_key_host2",
+];
+
 /// Parameters we add on purpose: addresses upstream hard-codes (docs/UPSTREAM-DIFFERENCES.md).
 const ADDED: &[(&str, &[&str])] = &[
-    ("GreTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
+    ("GreTunnelRecipe", &GRE_ADDED),
+    ("GreTunnelOverVlanRecipe", &GRE_ADDED),
+    ("GreTunnelOverMacvlanRecipe", &GRE_ADDED),
+    ("GreTunnelOverBondRecipe", &GRE_ADDED),
+    ("Ip6GreNetnsTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
+    (
+        "VxlanNetnsTunnelRecipe",
+        &[
+            "tunnel1_ipv4",
+            "tunnel2_ipv4",
+            "tunnel1_ipv6",
+            "tunnel2_ipv6",
+            "vxlan_id",
+            "vxlan_id_host2",
+            "vxlan_group_ip",
+        ],
+    ),
+    ("VxlanMulticastRecipe", &recipes::vxlan_multicast::ADDED),
     ("SitTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
     ("Ip6GreTunnelRecipe", &recipes::tunnel::TUNNEL_NETS),
     ("Ip6TnlTunnelRecipe", &["tunnel_ipv6"]),
@@ -210,6 +243,12 @@ tables! {
     simple_macsec => "SimpleMacsecRecipe",
     ipsec_esp_aead => "IpsecEspAeadRecipe",
     ipsec_esp_ah_comp => "IpsecEspAhCompRecipe",
+    vxlan_multicast => "VxlanMulticastRecipe",
+    gre_tunnel_over_vlan => "GreTunnelOverVlanRecipe",
+    gre_tunnel_over_macvlan => "GreTunnelOverMacvlanRecipe",
+    gre_tunnel_over_bond => "GreTunnelOverBondRecipe",
+    vxlan_netns_tunnel => "VxlanNetnsTunnelRecipe",
+    ip6gre_netns_tunnel => "Ip6GreNetnsTunnelRecipe",
     xdp_drop => "XDPDropRecipe",
     xdp_tx => "XDPTxRecipe",
     xdp_redirect_cpu => "XDPRedirectCPURecipe",

@@ -2685,7 +2685,7 @@ impl Links {
                     .run(move |ctx| async move {
                         let mut moved = Vec::new();
                         for l in ctx.nl.links().await.unwrap_or_default() {
-                            if l.name == "lo" {
+                            if l.name == "lo" || is_fallback_tunnel(&l.name, l.kind.as_deref()) {
                                 continue;
                             }
                             let f = Facts {
@@ -3025,10 +3025,40 @@ impl Session {
     }
 }
 
+/// The kernel's per-namespace fallback tunnel devices (`gre0`, `ip6tnl0`, ...): every new
+/// namespace gets one per loaded tunnel module; they cannot leave their namespace and go
+/// with it, so deleting a namespace leaves them alone.
+fn is_fallback_tunnel(name: &str, kind: Option<&str>) -> bool {
+    const FALLBACK: [(&str, &str); 10] = [
+        ("gre0", "gre"),
+        ("gretap0", "gretap"),
+        ("erspan0", "erspan"),
+        ("ip6gre0", "ip6gre"),
+        ("ip6tnl0", "ip6tnl"),
+        ("sit0", "sit"),
+        ("tunl0", "ipip"),
+        ("ip_vti0", "vti"),
+        ("ip6_vti0", "vti6"),
+        ("ip6gretap0", "ip6gretap"),
+    ];
+    FALLBACK.contains(&(name, kind.unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::{BondMode, FailOverMac, LacpRate, TeamTxHash, XmitHashPolicy};
+
+    #[test]
+    fn only_the_kernels_fallback_tunnels_stay_in_a_deleted_namespace() {
+        assert!(is_fallback_tunnel("ip6gre0", Some("ip6gre")));
+        assert!(is_fallback_tunnel("ip6tnl0", Some("ip6tnl")));
+        assert!(is_fallback_tunnel("gre0", Some("gre")));
+        // A device of ours with such a name but another kind, or one without a kind, moves.
+        assert!(!is_fallback_tunnel("gre0", Some("veth")));
+        assert!(!is_fallback_tunnel("ip6gre0", None));
+        assert!(!is_fallback_tunnel("t_gre6_tunnel", Some("ip6gre")));
+    }
 
     fn link_info(m: &LinkMessage) -> Vec<LinkInfo> {
         m.attributes

@@ -11,9 +11,11 @@
 //! Deliberate difference: upstream hard-codes the tunnel addresses (192.168.6.2/24,
 //! 192.168.7.2/24, 6001:db8:ac10:fe01::2/64, 7001:db8:ac10:fe01::2/64); here they are the
 //! parameters `tunnel1_ipv4`, `tunnel2_ipv4`, `tunnel1_ipv6`, `tunnel2_ipv6` (networks, each
-//! tunnel gets `.2`/`::2` of its own), with upstream's values as defaults.
+//! tunnel gets `.2`/`::2` of its own), with upstream's values as defaults. `gre_key` and
+//! `gre_key_host2` (upstream has no key) set a GRE key on the tunnels; the packet assert then
+//! requires the destination's key.
 
-use super::common::config::{nth_address, Configured, Link, TestWide};
+use super::common::config::{Configured, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
 use super::context::{Dev, RecipeError, RunContext};
@@ -22,11 +24,10 @@ use super::enrt::params::{DeviceReqParams, EnrtBase};
 use super::enrt::{self, EnrtRecipe};
 use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::simple_network_req;
-use super::tunnel::{self, Encap, TunnelNetsParams, TunnelPair, TunnelRecipe};
+use super::tunnel::{self, Encap, GreKeyParams, TunnelNetsParams, TunnelPair, TunnelRecipe};
 use super::typed::OffloadCombination;
 use super::Recipe;
 use crate::param_set;
-use crate::protocol::{GreOptions, LinkSpec};
 use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 
@@ -57,6 +58,7 @@ param_set! {
         ),
         group hw: CommonHwParams,
         group tunnel: TunnelNetsParams,
+        group gre: GreKeyParams,
     }
 }
 
@@ -74,12 +76,7 @@ impl TunnelRecipe for GreTunnelRecipe {
         }
     }
     fn encap(&self, _inner_v6: bool) -> Encap {
-        Encap {
-            proto: Some(47),
-            udp_dport: None,
-            then: None,
-            outer: "GREv0",
-        }
+        tunnel::gre_encap(false)
     }
 }
 
@@ -114,16 +111,8 @@ impl EnrtRecipe for GreTunnelRecipe {
         let mut tw = TestWide::new();
         let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
         tunnel::configure_underlay(&mut tw, &underlay, &[self.net_ipv4.into()], true)?;
-        let local = |n| nth_address(self.net_ipv4.into(), n).map(|a| a.addr);
-        let gre = |l, r| {
-            Link::Tunnel(LinkSpec::Gre(GreOptions {
-                local: Some(l),
-                remote: Some(r),
-                ..GreOptions::default()
-            }))
-        };
-        let links = [gre(local(1)?, local(2)?), gre(local(2)?, local(1)?)];
-        self.tunnel.configure(&mut tw, &tunnels, links, true)?;
+        self.gre
+            .configure(&mut tw, self.net_ipv4.into(), &tunnels, &self.tunnel, true)?;
         tw.wait_tentative();
         Ok(tw)
     }
@@ -134,7 +123,7 @@ impl EnrtRecipe for GreTunnelRecipe {
     }
 
     fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        tunnel::encap_assert(self, config, ping, false)
+        self.gre.packet_assert(self, config, ping, false)
     }
 
     fn sub_configurations(&self) -> SubConfigs<'_> {

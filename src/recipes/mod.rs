@@ -15,6 +15,10 @@ pub mod enrt;
 pub mod forwarding;
 pub mod geneve_tunnel;
 pub mod gre_tunnel;
+pub mod gre_tunnel_over_bond;
+pub mod gre_tunnel_over_macvlan;
+pub mod gre_tunnel_over_vlan;
+pub mod ip6gre_netns_tunnel;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
@@ -43,6 +47,8 @@ pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
+pub mod vxlan_multicast;
+pub mod vxlan_netns_tunnel;
 pub mod vxlan_remote;
 pub mod xdp;
 
@@ -60,6 +66,8 @@ mod scripted_tests;
 mod test_support;
 #[cfg(test)]
 mod tunnel_tests;
+#[cfg(test)]
+mod tunnel_variants_tests;
 #[cfg(test)]
 mod xdp_tests;
 
@@ -211,6 +219,12 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<sit_tunnel::SitTunnelRecipe>(),
     RecipeDef::of::<ip6tnl_tunnel::Ip6TnlTunnelRecipe>(),
     RecipeDef::of::<ip6gre_tunnel::Ip6GreTunnelRecipe>(),
+    RecipeDef::of::<vxlan_multicast::VxlanMulticastRecipe>(),
+    RecipeDef::of::<gre_tunnel_over_vlan::GreTunnelOverVlanRecipe>(),
+    RecipeDef::of::<gre_tunnel_over_macvlan::GreTunnelOverMacvlanRecipe>(),
+    RecipeDef::of::<gre_tunnel_over_bond::GreTunnelOverBondRecipe>(),
+    RecipeDef::of::<vxlan_netns_tunnel::VxlanNetnsTunnelRecipe>(),
+    RecipeDef::of::<ip6gre_netns_tunnel::Ip6GreNetnsTunnelRecipe>(),
     RecipeDef::of::<xdp::XDPDropRecipe>(),
     RecipeDef::of::<xdp::XDPTxRecipe>(),
     RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),

@@ -153,39 +153,85 @@ pub struct MtuPauseParams(pub CommonHwParams);
 /// The parameters of CommonHwParams these mixins have.
 const MTU_PAUSE: [&str; 3] = ["mtu", "rx_pause_frames", "tx_pause_frames"];
 
+/// The specs of CommonHwParams named in `names`.
+fn hw_specs(names: &[&str]) -> Vec<crate::schema::ParamSpec> {
+    CommonHwParams::specs()
+        .into_iter()
+        .filter(|s| names.contains(&s.name))
+        .map(|mut s| {
+            if s.name == "mtu" {
+                s.doc = "MTU set on the tunnel devices";
+            }
+            s
+        })
+        .collect()
+}
+
+/// CommonHwParams with only `mtu` (when `with_mtu`) and the pause frames read from `p`.
+fn hw_subset(
+    p: &crate::schema::ResolvedParams,
+    with_mtu: bool,
+) -> Result<CommonHwParams, crate::schema::SchemaError> {
+    use super::typed::FromParam;
+    let get = |name: &str| p.get(name);
+    fn ty(name: &'static str) -> impl Fn(String) -> crate::schema::SchemaError {
+        move |message| crate::schema::SchemaError::Type {
+            name: name.to_string(),
+            message,
+        }
+    }
+    Ok(CommonHwParams {
+        mtu: if with_mtu {
+            FromParam::from_param(get("mtu")).map_err(ty("mtu"))?
+        } else {
+            None
+        },
+        rx_pause_frames: FromParam::from_param(get("rx_pause_frames"))
+            .map_err(ty("rx_pause_frames"))?,
+        tx_pause_frames: FromParam::from_param(get("tx_pause_frames"))
+            .map_err(ty("tx_pause_frames"))?,
+        dev_intr_cpu: None,
+        coalescing_settings: Default::default(),
+    })
+}
+
 impl ParamSet for MtuPauseParams {
     fn specs() -> Vec<crate::schema::ParamSpec> {
-        CommonHwParams::specs()
-            .into_iter()
-            .filter(|s| MTU_PAUSE.contains(&s.name))
-            .map(|mut s| {
-                if s.name == "mtu" {
-                    s.doc = "MTU set on the tunnel devices";
-                }
-                s
-            })
-            .collect()
+        hw_specs(&MTU_PAUSE)
     }
     fn from_resolved(
         p: &crate::schema::ResolvedParams,
     ) -> Result<Self, crate::schema::SchemaError> {
-        use super::typed::FromParam;
-        let get = |name: &str| p.get(name);
-        fn ty(name: &'static str) -> impl Fn(String) -> crate::schema::SchemaError {
-            move |message| crate::schema::SchemaError::Type {
-                name: name.to_string(),
-                message,
-            }
+        Ok(MtuPauseParams(hw_subset(p, true)?))
+    }
+}
+
+/// PauseFramesHWConfigMixin alone (VxlanNetnsTunnelRecipe): `rx_pause_frames` and
+/// `tx_pause_frames`, no MTU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PauseParams(pub CommonHwParams);
+
+impl ParamSet for PauseParams {
+    fn specs() -> Vec<crate::schema::ParamSpec> {
+        hw_specs(&MTU_PAUSE[1..])
+    }
+    fn from_resolved(
+        p: &crate::schema::ResolvedParams,
+    ) -> Result<Self, crate::schema::SchemaError> {
+        Ok(PauseParams(hw_subset(p, false)?))
+    }
+}
+
+impl PauseParams {
+    /// Pause frames on `pause_devs`, nothing else.
+    pub fn hw_config(&self, pause_devs: &[Dev]) -> HwConfig<'_> {
+        HwConfig {
+            params: &self.0,
+            mtu_devs: Vec::new(),
+            pause_frames_devs: pause_devs.to_vec(),
+            dev_interrupt_devs: Vec::new(),
+            parallel_stream_qdisc_devs: Vec::new(),
         }
-        Ok(MtuPauseParams(CommonHwParams {
-            mtu: FromParam::from_param(get("mtu")).map_err(ty("mtu"))?,
-            rx_pause_frames: FromParam::from_param(get("rx_pause_frames"))
-                .map_err(ty("rx_pause_frames"))?,
-            tx_pause_frames: FromParam::from_param(get("tx_pause_frames"))
-                .map_err(ty("tx_pause_frames"))?,
-            dev_intr_cpu: None,
-            coalescing_settings: Default::default(),
-        }))
     }
 }
 
@@ -281,4 +327,152 @@ impl TunnelNetsParams {
         }
         Ok(())
     }
+}
+
+crate::param_set! {
+    /// The GRE key of the GRE tunnel recipes (upstream sets none): with `gre_key` set, each
+    /// tunnel gets it as input and output key (`ikey`/`okey`); `gre_key_host2` gives host2's
+    /// tunnel another one (interop or mismatch tests: different keys must lose every ping).
+    pub struct GreKeyParams {
+        param gre_key: Option<u32> = opt(
+            Int,
+            "GRE key (ikey and okey) of both tunnels; unset: no key, as upstream",
+        )
+        .range(0.0, 4_294_967_295.0),
+        param gre_key_host2: Option<u32> = opt(
+            Int,
+            "GRE key (ikey and okey) of host2's tunnel; unset: the same as gre_key",
+        )
+        .range(0.0, 4_294_967_295.0),
+    }
+}
+
+/// The names of [`GreKeyParams`] (parameters upstream does not have).
+pub const GRE_KEY_PARAMS: [&str; 2] = ["gre_key", "gre_key_host2"];
+
+/// The encapsulation of the GRE tunnel recipes: GRE (IP protocol 47) over IPv4; over IPv6 the
+/// kernel may put a destination-options header first, so no protocol filter.
+pub fn gre_encap(underlay_v6: bool) -> Encap {
+    Encap {
+        proto: (!underlay_v6).then_some(47),
+        udp_dport: None,
+        outer: "GREv0",
+        then: None,
+    }
+}
+
+impl GreKeyParams {
+    /// The keys of host1's and host2's tunnel.
+    pub fn keys(&self) -> [Option<u32>; 2] {
+        [self.gre_key, self.gre_key_host2.or(self.gre_key)]
+    }
+
+    /// Upstream's GRE tunnel block (GreDevice(local, remote) on each host between the
+    /// underlay's `.1` and `.2` of `net`, up, then [`TunnelNetsParams::configure`]), with
+    /// this key on each end; `v6`: ip6gre.
+    pub fn configure(
+        &self,
+        tw: &mut TestWide,
+        net: ipnet::IpNet,
+        tunnels: &[Dev; 2],
+        nets: &TunnelNetsParams,
+        wait: bool,
+    ) -> Result<(), RecipeError> {
+        let ip = |n| nth_address(net, n).map(|a| a.addr);
+        let [k1, k2] = self.keys();
+        let gre = |l, r, key| {
+            let o = crate::protocol::GreOptions {
+                local: Some(l),
+                remote: Some(r),
+                key,
+                ..Default::default()
+            };
+            Link::Tunnel(match net {
+                ipnet::IpNet::V4(_) => crate::protocol::LinkSpec::Gre(o),
+                ipnet::IpNet::V6(_) => crate::protocol::LinkSpec::Ip6Gre(o),
+            })
+        };
+        let links = [gre(ip(1)?, ip(2)?, k1), gre(ip(2)?, ip(1)?, k2)];
+        nets.configure(tw, tunnels, links, wait)
+    }
+
+    /// [`encap_assert`] of a GRE recipe, requiring the key the destination's tunnel accepts
+    /// (`key=0x..` after `GREv0`) when it has one: with mismatched keys nothing matches.
+    pub fn packet_assert<R: TunnelRecipe + ?Sized>(
+        &self,
+        r: &R,
+        config: &Configured,
+        ping: &PingConf,
+        underlay_v6: bool,
+    ) -> Option<PacketAssertConf> {
+        let mut conf = encap_assert(r, config, ping, underlay_v6)?;
+        let dst_host = conf.dev.host.split('.').next().unwrap_or_default();
+        let key = self.keys()[usize::from(dst_host == "host2")];
+        if let Some(k) = key {
+            let at = conf.grep_for.len().saturating_sub(1);
+            conf.grep_for.insert(at, format!("key=0x{k:x},"));
+        }
+        Some(conf)
+    }
+}
+
+/// The underlay of the netns tunnel recipes (upstream VxlanNetnsTunnelRecipe and
+/// Ip6GreNetnsTunnelRecipe): per host a namespace `hostN.newns` (agent name `hostN-net1`), a
+/// veth pair whose `veth1` moves into it, a bridge `bridge` with ports `veth0` and `eth0`; up
+/// and tracked without addresses: both veth0, both bridges, both eth0; then each `veth1` gets
+/// `.1`/`.2` (`::1`/`::2`) of `net` and goes up. Returns the two `veth1` in their namespaces.
+pub fn netns_underlay(tw: &mut TestWide, net: ipnet::IpNet) -> Result<[Dev; 2], RecipeError> {
+    let hosts = ["host1", "host2"];
+    let dev = |h: &str, id: &str| Dev::new(h, id);
+    for h in hosts {
+        let (veth0, veth1, bridge) = (dev(h, "veth0"), dev(h, "veth1"), dev(h, "bridge"));
+        tw.netns(h, "newns", &format!("{h}-net1"))
+            .create(
+                &veth0,
+                Link::Veth {
+                    peer: veth1.clone(),
+                },
+            )
+            .move_to(&veth1, &format!("{h}.newns"))
+            .create(&bridge, Link::Bridge)
+            .enslave(&veth0, &bridge)
+            .enslave(&dev(h, "eth0"), &bridge);
+    }
+    for id in ["veth0", "bridge", "eth0"] {
+        for h in hosts {
+            let d = dev(h, id);
+            tw.up(&d).track(&d);
+        }
+    }
+    let ends = hosts.map(|h| dev(&format!("{h}.newns"), "veth1"));
+    for (n, end) in (1..).zip(&ends) {
+        tw.address(end, nth_address(net, n)?).up(end);
+    }
+    for h in hosts {
+        tw.up(&dev(h, "veth0"));
+    }
+    Ok(ends)
+}
+
+/// The tunnel devices `id` in the two namespaces of [`netns_underlay`].
+pub fn netns_tunnels(id: &str) -> [Dev; 2] {
+    ["host1", "host2"].map(|h| Dev::new(&format!("{h}.newns"), id))
+}
+
+/// The VXLAN multicast group parameters hold an IPv4 multicast address (upstream `IpParam`
+/// with `multicast=True, family=AF_INET`).
+pub const MULTICAST_V4: crate::schema::Check = crate::schema::Check {
+    what: "an IPv4 multicast address",
+    check: |v| match v.as_str().map(str::parse::<std::net::Ipv4Addr>) {
+        Some(Ok(a)) if a.is_multicast() => Ok(()),
+        Some(Ok(a)) => Err(format!("{a} is not a multicast address (224.0.0.0/4)")),
+        _ => Err(format!("{v} is not an IPv4 address")),
+    },
+};
+
+/// A group parameter checked by [`MULTICAST_V4`] as an address.
+pub fn group_addr(s: &str) -> Result<IpAddr, RecipeError> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(IpAddr::V4)
+        .map_err(|e| RecipeError::Param(format!("vxlan_group_ip {s}: {e}")))
 }

@@ -18,6 +18,9 @@ pub enum Step {
     /// Add an address to a device and track it (`configure_and_track_ip`), recorded as
     /// `ip_add('198.18.0.1/24')`.
     Address { dev: Dev, addr: IfAddr },
+    /// Add an address without tracking it (upstream's plain `dev.ip_add(...)`): not in the
+    /// configuration's record, so neither pinged nor described nor waited for.
+    UntrackedAddress { dev: Dev, addr: IfAddr },
     /// Bring a device up, recorded as `up_and_wait()` (`wait`) or `up()`.
     Up { dev: Dev, wait: bool },
     /// Set a device's MTU, recorded as an attribute change.
@@ -204,6 +207,14 @@ impl TestWide {
     /// Add and track an address.
     pub fn address(&mut self, dev: &Dev, addr: IfAddr) -> &mut Self {
         self.steps.push(Step::Address {
+            dev: dev.clone(),
+            addr,
+        });
+        self
+    }
+    /// Add an address without tracking it.
+    pub fn address_untracked(&mut self, dev: &Dev, addr: IfAddr) -> &mut Self {
+        self.steps.push(Step::UntrackedAddress {
             dev: dev.clone(),
             addr,
         });
@@ -438,6 +449,7 @@ type Marks = ((usize, usize), (usize, usize));
 fn step_agent(step: &Step) -> Option<&str> {
     let host = match step {
         Step::Address { dev, .. }
+        | Step::UntrackedAddress { dev, .. }
         | Step::Up { dev, .. }
         | Step::Mtu { dev, .. }
         | Step::Create { dev, .. }
@@ -551,7 +563,7 @@ async fn apply_step(
     teams: &mut Vec<Dev>,
 ) -> Result<(), RecipeError> {
     match step {
-        Step::Address { dev, addr } => {
+        Step::Address { dev, addr } | Step::UntrackedAddress { dev, addr } => {
             let cidr = addr.to_string();
             ctx.device_call(
                 dev,
