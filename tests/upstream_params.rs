@@ -101,6 +101,10 @@ const ADDED: &[(&str, &[&str])] = &[
     ("IpIpTunnelRecipe", &["tunnel_ipv4"]),
     ("VxlanRemoteRecipe", &["vxlan_ipv4", "vxlan_ipv6"]),
     ("GeneveTunnelRecipe", &["tunnel_ipv4", "tunnel_ipv6"]),
+    ("GreLwtTunnelRecipe", &recipes::lwt::ADDED),
+    ("GeneveLwtTunnelRecipe", &recipes::lwt::ADDED),
+    ("VxlanLwtTunnelRecipe", &recipes::lwt::ADDED),
+    ("VxlanGpeTunnelRecipe", &recipes::lwt::ADDED),
 ];
 
 fn added(recipe: &str, name: &str) -> bool {
@@ -203,6 +207,10 @@ tables! {
     sit_tunnel => "SitTunnelRecipe",
     ip6tnl_tunnel => "Ip6TnlTunnelRecipe",
     ip6gre_tunnel => "Ip6GreTunnelRecipe",
+    gre_lwt_tunnel => "GreLwtTunnelRecipe",
+    geneve_lwt_tunnel => "GeneveLwtTunnelRecipe",
+    vxlan_lwt_tunnel => "VxlanLwtTunnelRecipe",
+    vxlan_gpe_tunnel => "VxlanGpeTunnelRecipe",
     xdp_drop => "XDPDropRecipe",
     xdp_tx => "XDPTxRecipe",
     xdp_redirect_cpu => "XDPRedirectCPURecipe",

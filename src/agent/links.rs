@@ -29,9 +29,10 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteLwEnCapType, RouteLwTunnelEncap,
+    RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
+use netlink_packet_utils::nla::DefaultNla;
 use netlink_packet_route::AddressFamily;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -1293,7 +1294,96 @@ pub fn route_message(
         m.attributes.push(RouteAttribute::Priority(p));
     }
     m.attributes.push(RouteAttribute::Table(table));
+    if let Some(e) = &spec.encap {
+        if !pattern && oif.is_none() {
+            return Err(bad(format!(
+                "route {}: an encap route needs its tunnel device (dev)",
+                spec.dst
+            )));
+        }
+        let (kind, nested) = lwt_encap(&spec.dst, e)?;
+        m.attributes.push(RouteAttribute::EncapType(kind));
+        m.attributes.push(RouteAttribute::Encap(nested));
+    }
     Ok(m)
+}
+
+// lwtunnel.h: LWTUNNEL_IP_* (the IPv6 ones have the same numbers: ID, DST, SRC, HOPLIMIT, TC,
+// FLAGS, OPTS) and the Geneve option attributes.
+const LWT_IP_ID: u16 = 1;
+const LWT_IP_DST: u16 = 2;
+const LWT_IP_SRC: u16 = 3;
+const LWT_IP_TTL: u16 = 4;
+const LWT_IP_TOS: u16 = 5;
+const LWT_IP_OPTS: u16 = 7;
+const LWT_IP_OPTS_GENEVE: u16 = 1;
+const LWT_IP_OPT_GENEVE_CLASS: u16 = 1;
+const LWT_IP_OPT_GENEVE_TYPE: u16 = 2;
+const LWT_IP_OPT_GENEVE_DATA: u16 = 3;
+const NLA_F_NESTED: u16 = 1 << 15;
+
+/// One netlink attribute (header, value, padding to 4 bytes).
+fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + value.len() + 3);
+    v.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    v.extend_from_slice(&kind.to_ne_bytes());
+    v.extend_from_slice(value);
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+/// `RTA_ENCAP_TYPE` and the attributes of `RTA_ENCAP` of an IP lightweight tunnel (what
+/// `ip route add … encap ip|ip6 id ID dst DST [src S] [ttl T] [tos T] [geneve_opts …]`
+/// sends); the encapsulation's family is its `dst`'s.
+pub fn lwt_encap(
+    route: &str,
+    e: &crate::protocol::RouteEncap,
+) -> Result<(RouteLwEnCapType, Vec<RouteLwTunnelEncap>), OpError> {
+    let v6 = e.dst.is_ipv6();
+    let addr = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut out = vec![
+        DefaultNla::new(LWT_IP_ID, e.id.to_be_bytes().to_vec()),
+        DefaultNla::new(LWT_IP_DST, addr(e.dst)),
+    ];
+    if let Some(s) = e.src {
+        if s.is_ipv6() != v6 {
+            return Err(bad(format!(
+                "route {route}: encap src {s} and dst {} differ in family",
+                e.dst
+            )));
+        }
+        out.push(DefaultNla::new(LWT_IP_SRC, addr(s)));
+    }
+    if let Some(t) = e.ttl {
+        out.push(DefaultNla::new(LWT_IP_TTL, vec![t]));
+    }
+    if let Some(t) = e.tos {
+        out.push(DefaultNla::new(LWT_IP_TOS, vec![t]));
+    }
+    if let Some(g) = &e.geneve_opt {
+        if g.data.is_empty() || g.data.len() % 4 != 0 || g.data.len() > 124 {
+            return Err(bad(format!(
+                "route {route}: geneve option data is {} bytes; give 4 to 124, a multiple of 4",
+                g.data.len()
+            )));
+        }
+        let mut opt = nla(LWT_IP_OPT_GENEVE_CLASS, &g.class.to_be_bytes());
+        opt.extend(nla(LWT_IP_OPT_GENEVE_TYPE, &[g.kind]));
+        opt.extend(nla(LWT_IP_OPT_GENEVE_DATA, &g.data));
+        let geneve = nla(LWT_IP_OPTS_GENEVE | NLA_F_NESTED, &opt);
+        out.push(DefaultNla::new(LWT_IP_OPTS | NLA_F_NESTED, geneve));
+    }
+    let kind = if v6 {
+        RouteLwEnCapType::Ip6
+    } else {
+        RouteLwEnCapType::Ip
+    };
+    Ok((kind, out.into_iter().map(RouteLwTunnelEncap::Other).collect()))
 }
 
 fn route_table(m: &RouteMessage) -> u32 {

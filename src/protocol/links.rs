@@ -77,6 +77,11 @@ pub struct GreOptions {
     pub ttl: Option<u8>,
     #[serde(default)]
     pub tos: Option<u8>,
+    /// `external` (`IFLA_GRE_COLLECT_METADATA`): a metadata-collecting device whose
+    /// encapsulation (remote, key) comes from each packet's route (lightweight tunnel); no
+    /// local, remote or key then.
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// Options of the IP-in-IP kinds (`IFLA_IPTUN_*`).
@@ -159,11 +164,23 @@ pub struct VxlanOptions {
     /// Underlay device (`dev PARENT`, `IFLA_VXLAN_LINK`).
     #[serde(default)]
     pub parent: Option<String>,
-    /// UDP destination port; unset: the kernel's default (8472), as upstream's VxlanDevice.
+    /// UDP destination port; unset: the kernel's default (8472, 4790 with `gpe`), as
+    /// upstream's VxlanDevice.
     #[serde(default)]
     pub dstport: Option<u16>,
     #[serde(default)]
     pub ttl: Option<u8>,
+    /// `external` (`IFLA_VXLAN_COLLECT_METADATA`): the VNI and remote of each packet come from
+    /// its route (lightweight tunnel); no id, remote or group then.
+    #[serde(default)]
+    pub external: bool,
+    /// `gpe` (`IFLA_VXLAN_GPE`): VXLAN Generic Protocol Extension (needs `external` and
+    /// `learning` off).
+    #[serde(default)]
+    pub gpe: bool,
+    /// `learning on|off` (`IFLA_VXLAN_LEARNING`); unset: the kernel's default (on).
+    #[serde(default)]
+    pub learning: Option<bool>,
 }
 
 /// Geneve options (`IFLA_GENEVE_*`).
@@ -179,6 +196,10 @@ pub struct GeneveOptions {
     pub dstport: Option<u16>,
     #[serde(default)]
     pub ttl: Option<u8>,
+    /// `external` (`IFLA_GENEVE_COLLECT_METADATA`): VNI and remote come from each packet's
+    /// route (lightweight tunnel); no id or remote then.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl LinkSpec {
@@ -669,6 +690,46 @@ pub struct RouteSpec {
     /// The family of `default` without `via`.
     #[serde(default)]
     pub ipv6: bool,
+    /// Lightweight-tunnel encapsulation (`encap ip|ip6 id ID dst DST …`), for a route through
+    /// a metadata-collecting (`external`) gre, vxlan or geneve device.
+    #[serde(default)]
+    pub encap: Option<RouteEncap>,
+}
+
+/// A route's IP lightweight-tunnel encapsulation (`RTA_ENCAP_TYPE` `LWTUNNEL_ENCAP_IP` for an
+/// IPv4 `dst`, `LWTUNNEL_ENCAP_IP6` for an IPv6 one; `RTA_ENCAP` holds `LWTUNNEL_IP_*`). The
+/// outer family is `dst`'s, independent of the route's own family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEncap {
+    /// Tunnel id: the VNI of vxlan/geneve, the key of gre (`id ID`).
+    pub id: u64,
+    /// Outer destination (the peer's carrier address).
+    pub dst: std::net::IpAddr,
+    /// Outer source; unset: the kernel picks one.
+    #[serde(default)]
+    pub src: Option<std::net::IpAddr>,
+    /// Outer TTL (hop limit).
+    #[serde(default)]
+    pub ttl: Option<u8>,
+    /// Outer TOS (traffic class).
+    #[serde(default)]
+    pub tos: Option<u8>,
+    /// `geneve_opts CLASS:TYPE:DATA`: one Geneve option.
+    #[serde(default)]
+    pub geneve_opt: Option<GeneveOpt>,
+}
+
+/// One Geneve option (`geneve_opts 0x102:0x80:00010001`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneveOpt {
+    pub class: u16,
+    /// Option type (the kernel takes 0–255).
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Option data, a multiple of 4 bytes, at most 124.
+    pub data: Vec<u8>,
 }
 
 /// Neighbour entry state.

@@ -58,6 +58,9 @@ pub struct HostHandle {
     pub ifaces: BTreeMap<String, String>,
 }
 
+/// The device id of a host's loopback device (upstream `host.lo = LoopbackDevice()`).
+pub const LOOPBACK: &str = "lo";
+
 /// A change to take back when its scope ends (see [`RunContext::unwind`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undo {
@@ -135,6 +138,9 @@ pub enum Undo {
     },
     /// Run a job that takes a change back (`xdp-forward unload`); it must pass.
     RunJob { host: String, spec: JobSpec },
+    /// Delete an address the recipe added to a device it neither matched nor created (`lo`:
+    /// the agent's snapshot does not cover it).
+    DelAddress { dev: Dev, addr: String },
 }
 
 impl Undo {
@@ -151,6 +157,7 @@ impl Undo {
             | Undo::FlowHash { dev, .. }
             | Undo::Pause { dev, .. }
             | Undo::Coalesce { dev, .. }
+            | Undo::DelAddress { dev, .. }
             | Undo::Irqs { dev, .. } => &dev.host,
             Undo::Sysctl { host, .. }
             | Undo::DeleteNetns { host }
@@ -360,6 +367,10 @@ impl RunContext {
     pub fn ifname(&self, dev: &Dev) -> Result<String, RecipeError> {
         if let Some(n) = self.names.get(dev) {
             return Ok(n.clone());
+        }
+        if dev.id == LOOPBACK {
+            // Upstream's LoopbackDevice(): every host (and namespace) has one.
+            return Ok(LOOPBACK.to_string());
         }
         self.host(&dev.host)?
             .ifaces
@@ -656,6 +667,12 @@ impl RunContext {
                 Undo::DelRoute { host, route } => {
                     let client = self.client(&host)?;
                     client.del_route(route).await.map_err(RecipeError::from)
+                }
+                Undo::DelAddress { dev, addr } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let res = client.del_address(&ifname, &addr).await;
+                    self.record_call(&dev, res.is_ok(), "ip_del", &[format!("'{addr}'")]);
+                    res.map_err(RecipeError::from)
                 }
                 Undo::Channels { dev, counts } => self
                     .set_channels(&dev, counts, "restore_channels")
@@ -1315,6 +1332,14 @@ fn describe_route(r: &crate::protocol::RouteSpec, dev: Option<&Dev>) -> String {
     let mut out = r.dst.clone();
     if let Some(v) = &r.via {
         out.push_str(&format!(" via {v}"));
+    }
+    if let Some(e) = &r.encap {
+        let fam = if e.dst.is_ipv6() { "ip6" } else { "ip" };
+        out.push_str(&format!(" encap {fam} id {} dst {}", e.id, e.dst));
+        if let Some(g) = &e.geneve_opt {
+            let data: String = g.data.iter().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&format!(" geneve_opts {:#x}:{:#x}:{data}", g.class, g.kind));
+        }
     }
     if let Some(d) = dev {
         out.push_str(&format!(" dev {d}"));

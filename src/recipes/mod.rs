@@ -13,12 +13,15 @@ pub mod double_bond;
 pub mod double_team;
 pub mod enrt;
 pub mod forwarding;
+pub mod geneve_lwt_tunnel;
 pub mod geneve_tunnel;
+pub mod gre_lwt_tunnel;
 pub mod gre_tunnel;
 pub mod ip6gre_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
 pub mod linux_bridge;
+pub mod lwt;
 pub mod linux_bridge_over_bond;
 pub mod ping_flood;
 pub mod reqs;
@@ -39,6 +42,8 @@ pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
+pub mod vxlan_gpe_tunnel;
+pub mod vxlan_lwt_tunnel;
 pub mod vxlan_remote;
 pub mod xdp;
 
@@ -189,6 +194,10 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<sit_tunnel::SitTunnelRecipe>(),
     RecipeDef::of::<ip6tnl_tunnel::Ip6TnlTunnelRecipe>(),
     RecipeDef::of::<ip6gre_tunnel::Ip6GreTunnelRecipe>(),
+    RecipeDef::of::<gre_lwt_tunnel::GreLwtTunnelRecipe>(),
+    RecipeDef::of::<geneve_lwt_tunnel::GeneveLwtTunnelRecipe>(),
+    RecipeDef::of::<vxlan_lwt_tunnel::VxlanLwtTunnelRecipe>(),
+    RecipeDef::of::<vxlan_gpe_tunnel::VxlanGpeTunnelRecipe>(),
     RecipeDef::of::<xdp::XDPDropRecipe>(),
     RecipeDef::of::<xdp::XDPTxRecipe>(),
     RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),

@@ -17,6 +17,10 @@ pub enum Step {
     /// Add an address to a device and track it (`configure_and_track_ip`), recorded as
     /// `ip_add('198.18.0.1/24')`.
     Address { dev: Dev, addr: IfAddr },
+    /// An [`Step::Address`] on a device the recipe neither matched nor created (`lo`), which
+    /// the agent's snapshot does not restore: the address is deleted again (`ip_del`) when
+    /// the configuration is taken down.
+    AddressUndone { dev: Dev, addr: IfAddr },
     /// Bring a device up, recorded as `up_and_wait()` (`wait`) or `up()`.
     Up { dev: Dev, wait: bool },
     /// Set a device's MTU, recorded as an attribute change.
@@ -324,6 +328,26 @@ impl TestWide {
         });
         self
     }
+    /// Add an address to a device the recipe neither matched nor created (`lo`), deleted
+    /// again when the configuration is taken down ([`Step::AddressUndone`]).
+    pub fn address_undone(&mut self, dev: &Dev, addr: IfAddr) -> &mut Self {
+        self.steps.push(Step::AddressUndone {
+            dev: dev.clone(),
+            addr,
+        });
+        self
+    }
+
+    /// Add a route with any [`RouteSpec`] fields (`encap`, …); `dev` fills its device.
+    pub fn route_spec(&mut self, host: &str, route: RouteSpec, dev: Option<&Dev>) -> &mut Self {
+        self.steps.push(Step::Route {
+            host: host.to_string(),
+            route,
+            dev: dev.cloned(),
+        });
+        self
+    }
+
     /// Add a route to `dst` through the device `dev` (`ip route add DST dev DEV`).
     pub fn route_dev(&mut self, host: &str, dst: String, dev: &Dev) -> &mut Self {
         self.steps.push(Step::Route {
@@ -437,6 +461,7 @@ type Marks = ((usize, usize), (usize, usize));
 fn step_agent(step: &Step) -> Option<&str> {
     let host = match step {
         Step::Address { dev, .. }
+        | Step::AddressUndone { dev, .. }
         | Step::Up { dev, .. }
         | Step::Mtu { dev, .. }
         | Step::Create { dev, .. }
@@ -453,7 +478,9 @@ fn step_agent(step: &Step) -> Option<&str> {
 /// What a step adds to the configuration's record (addresses, tracked devices).
 fn track(configured: &mut Configured, step: &Step) {
     match step {
-        Step::Address { dev, addr } => configured.track(dev, *addr),
+        Step::Address { dev, addr } | Step::AddressUndone { dev, addr } => {
+            configured.track(dev, *addr)
+        }
         Step::Track { dev } => configured.track_device(dev),
         _ => {}
     }
@@ -559,6 +586,21 @@ async fn apply_step(
                 |c, ifname| async move { c.add_address(&ifname, &cidr).await },
             )
             .await?;
+        }
+        Step::AddressUndone { dev, addr } => {
+            let cidr = addr.to_string();
+            let c2 = cidr.clone();
+            ctx.device_call(
+                dev,
+                "ip_add",
+                &[format!("'{cidr}'")],
+                |c, ifname| async move { c.add_address(&ifname, &c2).await },
+            )
+            .await?;
+            ctx.push_undo(crate::recipes::context::Undo::DelAddress {
+                dev: dev.clone(),
+                addr: cidr,
+            });
         }
         Step::Up { dev, wait } => {
             let method = if *wait { "up_and_wait" } else { "up" };
