@@ -11,7 +11,6 @@ use common::catalogue::*;
 use common::vm::*;
 use common::*;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::process::Command;
 
 /// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
@@ -21,36 +20,6 @@ fn smoke_no_offloads(extra: Value) -> Value {
         o.remove("offload_combinations");
     }
     p
-}
-
-/// The packet asserts of test `idx`: each PASSed and matched at least `min` packets; their
-/// number.
-fn packet_asserts(results: &Path, idx: usize, recipe: &str, min: u64) -> usize {
-    let path = results.join(format!("{idx}_{recipe}/run-data-0.json"));
-    let data = read_json(&path);
-    let asserts: Vec<&Value> = data
-        .as_array()
-        .map(|a| a.iter().collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| {
-            r["description"]
-                .as_str()
-                .is_some_and(|d| d.starts_with("PacketAssert"))
-        })
-        .collect();
-    for a in &asserts {
-        assert_eq!(a["result"], "PASS", "{recipe}: {a:#}");
-        let d = a["description"].as_str().unwrap_or_default();
-        let n: u64 = d
-            .split(": ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        assert!(n >= min, "{recipe}: {d}");
-    }
-    asserts.len()
 }
 
 /// (recipe, smoke parameters, pings, flows, packet asserts).

@@ -1309,13 +1309,13 @@ pub fn route_message(
 }
 
 // lwtunnel.h: LWTUNNEL_IP_* (the IPv6 ones have the same numbers: ID, DST, SRC, HOPLIMIT, TC,
-// FLAGS, OPTS) and the Geneve option attributes.
+// FLAGS, PAD, OPTS) and the Geneve option attributes.
 const LWT_IP_ID: u16 = 1;
 const LWT_IP_DST: u16 = 2;
 const LWT_IP_SRC: u16 = 3;
 const LWT_IP_TTL: u16 = 4;
 const LWT_IP_TOS: u16 = 5;
-const LWT_IP_OPTS: u16 = 7;
+const LWT_IP_OPTS: u16 = 8;
 const LWT_IP_OPTS_GENEVE: u16 = 1;
 const LWT_IP_OPT_GENEVE_CLASS: u16 = 1;
 const LWT_IP_OPT_GENEVE_TYPE: u16 = 2;

@@ -2,15 +2,15 @@
 //! (`external`) GRE device per host (kind `gre`, also over an IPv6 carrier, as upstream),
 //! MTU 1400; the tunnelled addresses on `lo`, reached through routes that carry the
 //! encapsulation (`encap ip|ip6 id ID dst PEER`, see [`super::lwt`]). Ping and flows between
-//! the `lo` addresses; each ping watched on host2.eth0: GRE from host1's carrier with the key
-//! `tunnel_id` carrying the echo requests.
+//! the `lo` addresses; each ping watched on host2.eth0: GRE from host1's carrier carrying the
+//! echo requests. As upstream's, the routes' `id` puts no key in the GRE header (no `key`
+//! flag), so `tunnel_id` changes nothing on the wire here.
 //!
 //! Deliberate differences: the dummy addresses and the id are parameters (see
 //! [`super::lwt`]). Upstream pings the first pair of `lo`'s live addresses, which may be
 //! 127.0.0.1 and the peer's 127.0.0.1 (that ping never crosses the tunnel, catalogue §6): we
 //! ping the dummy addresses, which is what upstream means; the `lo` addresses are deleted at
-//! the end. Our packet assert also requires the GRE key (`key=0xID`), which upstream's
-//! regex lets pass unchecked.
+//! the end.
 
 use super::common::config::{Configured, Link, TestWide};
 use super::common::packet_assert::PacketAssertConf;

@@ -339,7 +339,8 @@ impl LwtParams {
 
     /// The packet assert of one ping through an LWT: on the ping destination's eth0.
     ///
-    /// * GRE: the echo requests from the client's carrier, `GREv0, key=0xID`;
+    /// * GRE: the echo requests from the client's carrier in `GREv0` (the route's id is no
+    ///   GRE key: upstream's routes set no `key` flag);
     /// * Geneve: the echo requests over UDP 6081 with `vni 0xID` (and an option with
     ///   `geneve_opts`);
     /// * VXLAN and VXLAN-GPE: the destination's echo replies to the client's carrier (UDP 8472,
@@ -384,11 +385,8 @@ impl LwtParams {
                     dst: Some(c_to),
                     udp_dport: None,
                 },
-                vec![
-                    format!("{c_from} > {c_to}: GREv0"),
-                    format!("key={id:#x}"),
-                    request,
-                ],
+                // `id` sets no GRE key (the route has no `key` flag, as upstream's).
+                vec![format!("{c_from} > {c_to}: GREv0"), request],
             ),
             LwtKind::Geneve => {
                 let vni = if lwt.geneve_opts {

@@ -108,3 +108,33 @@ pub fn assert_passed_isolated(
         .unwrap_or_default();
     assert_eq!(t["result"], "PASS", "{recipe}: {t:#}");
 }
+
+/// The packet asserts of test `idx`: each PASSed and matched at least `min` packets; their
+/// number.
+pub fn packet_asserts(results: &Path, idx: usize, recipe: &str, min: u64) -> usize {
+    let path = results.join(format!("{idx}_{recipe}/run-data-0.json"));
+    let data = read_json(&path);
+    let asserts: Vec<&Value> = data
+        .as_array()
+        .map(|a| a.iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| {
+            r["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("PacketAssert"))
+        })
+        .collect();
+    for a in &asserts {
+        assert_eq!(a["result"], "PASS", "{recipe}: {a:#}");
+        let d = a["description"].as_str().unwrap_or_default();
+        let n: u64 = d
+            .split(": ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert!(n >= min, "{recipe}: {d}");
+    }
+    asserts.len()
+}
