@@ -3464,6 +3464,7 @@ mod tests {
             kind: RouteKind::Unicast,
             onlink: false,
             ipv6: false,
+            encap: None,
         }
     }
 

@@ -412,6 +412,7 @@ mod tests {
             key: Some(0x01020304),
             ttl: Some(64),
             tos: None,
+            external: false,
         };
         let a = attrs(&data(&LinkSpec::Gre(o), None));
         assert_eq!(
@@ -505,6 +506,7 @@ mod tests {
             remote: Some("fd00:128::2".parse().unwrap()),
             dstport: None,
             ttl: None,
+            external: false,
         };
         let a = attrs(&data(&LinkSpec::Geneve(g.clone()), None));
         assert_eq!(a[0], (GENEVE_ID, 5u32.to_ne_bytes().to_vec()));

@@ -52,6 +52,8 @@ mod catalogue_tests;
 #[cfg(test)]
 mod hw_params_tests;
 #[cfg(test)]
+mod lwt_tests;
+#[cfg(test)]
 mod rr_tunable_tests;
 #[cfg(test)]
 mod scripted_tests;
