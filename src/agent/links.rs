@@ -3453,6 +3453,57 @@ mod tests {
             .contains("bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING"));
     }
 
+    #[test]
+    fn lwt_encap_attributes_as_iproute2_sends_them() {
+        use crate::protocol::{GeneveOpt, RouteEncap};
+        use netlink_packet_utils::nla::Nla;
+        let e = RouteEncap {
+            id: 1234,
+            dst: "fd00:182::2".parse().unwrap(),
+            src: None,
+            ttl: Some(64),
+            tos: None,
+            geneve_opt: Some(GeneveOpt {
+                class: 0x102,
+                kind: 0x80,
+                data: vec![0, 1, 0, 1],
+            }),
+        };
+        let (kind, attrs) = lwt_encap("198.18.185.1", &e).unwrap();
+        assert_eq!(kind, RouteLwEnCapType::Ip6);
+        let raw: Vec<(u16, Vec<u8>)> = attrs
+            .iter()
+            .map(|a| {
+                let mut v = vec![0; a.value_len()];
+                a.emit_value(&mut v);
+                (a.kind(), v)
+            })
+            .collect();
+        assert_eq!(raw[0], (1, 1234u64.to_be_bytes().to_vec()));
+        assert_eq!(raw[1].0, 2);
+        assert_eq!(raw[1].1.len(), 16);
+        assert_eq!(raw[2], (4, vec![64]));
+        // LWTUNNEL_IP_OPTS (8, nested) > LWTUNNEL_IP_OPTS_GENEVE (1, nested) > class, type, data.
+        assert_eq!(raw[3].0, 8 | NLA_F_NESTED);
+        let mut want = nla(1, &0x102u16.to_be_bytes());
+        want.extend(nla(2, &[0x80]));
+        want.extend(nla(3, &[0, 1, 0, 1]));
+        assert_eq!(raw[3].1, nla(1 | NLA_F_NESTED, &want));
+        // A source of the other family, and option data not in 4-byte words, are refused.
+        let bad = RouteEncap {
+            src: Some("198.18.182.1".parse().unwrap()),
+            ..e.clone()
+        };
+        assert!(lwt_encap("x", &bad).is_err());
+        let mut bad = e;
+        bad.geneve_opt = Some(GeneveOpt {
+            class: 1,
+            kind: 1,
+            data: vec![1, 2],
+        });
+        assert!(lwt_encap("x", &bad).is_err());
+    }
+
     fn route(dst: &str) -> RouteSpec {
         RouteSpec {
             dst: dst.into(),
