@@ -11,8 +11,7 @@ mod common;
 
 use common::{have, is_root, require, sh};
 use lnst_runner::protocol::{
-    ErrorKind, GeneveOpt, GeneveOptions, GreOptions, LinkSpec, RouteEncap, RouteSpec,
-    VxlanOptions,
+    ErrorKind, GeneveOpt, GeneveOptions, GreOptions, LinkSpec, RouteEncap, RouteSpec, VxlanOptions,
 };
 use lnst_runner::provision::Transport;
 use lnst_runner::session::{AgentClient, ClientOptions, SessionError};
@@ -116,7 +115,7 @@ fn route(dst: &str, e: RouteEncap) -> RouteSpec {
     RouteSpec {
         dst: dst.into(),
         dev: Some("vx".into()),
-        encap: Some(e),
+        encap: Some(Box::new(e)),
         ..RouteSpec::default()
     }
 }
@@ -159,7 +158,6 @@ async fn external_vxlan_with_encap_routes_carries_pings_between_lo_addresses() {
     if !prerequisites() {
         return;
     }
-    let _g = common::serial();
     let (a, b) = underlay("v");
     let (mut ca, c1) = agent(&a, "host1").await;
     let (mut cb, c2) = agent(&b, "host2").await;
@@ -174,11 +172,13 @@ async fn external_vxlan_with_encap_routes_carries_pings_between_lo_addresses() {
         ok(c.set_mtu("vx", 1400).await, "mtu");
         ok(c.set_link("vx", true).await, "up");
         ok(
-            c.add_address("lo", &format!("198.18.18{}.1/32", 2 + n)).await,
+            c.add_address("lo", &format!("198.18.18{}.1/32", 2 + n))
+                .await,
             "lo v4",
         );
         ok(
-            c.add_address("lo", &format!("fd00:18{}::1/128", 2 + n)).await,
+            c.add_address("lo", &format!("fd00:18{}::1/128", 2 + n))
+                .await,
             "lo v6",
         );
         let mut v4 = encap(id, &format!("198.18.182.{peer}"));
@@ -210,14 +210,25 @@ async fn external_vxlan_with_encap_routes_carries_pings_between_lo_addresses() {
 
     // The ids on the wire: capture on b's underlay while a pings.
     let cap = Command::new("ip")
-        .args(["netns", "exec", &b.0, "timeout", "5", "tcpdump", "-n", "-l", "-p"])
+        .args([
+            "netns", "exec", &b.0, "timeout", "5", "tcpdump", "-n", "-l", "-p",
+        ])
         .args(["-i", "u1", "udp", "port", "8472"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let p4 = a.exec(&["ping", "-c", "2", "-i", "0.2", "-I", "198.18.183.1", "198.18.184.1"]);
+    let p4 = a.exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-I",
+        "198.18.183.1",
+        "198.18.184.1",
+    ]);
     assert!(p4.status.success(), "{p4:?}");
     let out = cap.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -230,7 +241,10 @@ async fn external_vxlan_with_encap_routes_carries_pings_between_lo_addresses() {
 
     // The lo addresses are taken away on request (the controller does it at the end).
     ok(c1.del_address("lo", "198.18.183.1/32").await, "del lo v4");
-    assert!(!a.ip(&["addr", "show", "lo"]).unwrap().contains("198.18.183.1"));
+    assert!(!a
+        .ip(&["addr", "show", "lo"])
+        .unwrap()
+        .contains("198.18.183.1"));
     // The end of the recipe removes the routes and the device.
     for (c, ns) in [(&c1, &a), (&c2, &b)] {
         ok(c.end_recipe().await, "end recipe");
@@ -248,7 +262,6 @@ async fn gpe_gre_and_geneve_external_and_bad_encap_specs() {
     if !prerequisites() {
         return;
     }
-    let _g = common::serial();
     let (a, _b) = underlay("g");
     let (mut ca, c) = agent(&a, "host1").await;
     // VXLAN-GPE: external, gpe, learning off, read back by iproute2.
@@ -258,7 +271,10 @@ async fn gpe_gre_and_geneve_external_and_bad_encap_specs() {
         learning: Some(false),
         ..VxlanOptions::default()
     };
-    ok(c.create_link("vx", LinkSpec::Vxlan(gpe.clone())).await, "gpe");
+    ok(
+        c.create_link("vx", LinkSpec::Vxlan(gpe.clone())).await,
+        "gpe",
+    );
     let d = a.ip(&["-d", "link", "show", "vx"]).unwrap();
     assert!(
         d.contains("external") && d.contains("gpe") && d.contains("nolearning"),

@@ -104,17 +104,23 @@ fn vm_lwt_recipes_pass_and_their_packet_asserts_hold() {
             *asserts,
             "{recipe}: packet asserts"
         );
-        let data = std::fs::read_to_string(res.join(format!("{i}_{recipe}/run-data-0.json")))
-            .unwrap();
+        let data =
+            std::fs::read_to_string(res.join(format!("{i}_{recipe}/run-data-0.json"))).unwrap();
         // The encap routes as upstream writes them, and lo's addresses taken away again.
-        assert!(data.contains(" encap ip"), "{recipe}: no encap route: {data}");
+        assert!(
+            data.contains(" encap ip"),
+            "{recipe}: no encap route: {data}"
+        );
         if recipe.contains("Geneve") {
             assert!(
                 data.contains("encap ip6 id 101 dst fd00:173::1 geneve_opts 0x102:0x80:00010001"),
                 "{recipe}: second flow's route: {data}"
             );
         } else {
-            assert!(data.contains("ip_del"), "{recipe}: lo addresses kept: {data}");
+            assert!(
+                data.contains("ip_del"),
+                "{recipe}: lo addresses kept: {data}"
+            );
         }
     }
     for id in run_ids_in_results(&res) {
@@ -153,8 +159,10 @@ fn vm_vxlan_lwt_with_a_mismatched_tunnel_id_fails_naming_the_packet_assert() {
         .filter_map(|r| r["description"].as_str().map(str::to_string))
         .collect();
     assert!(
-        failed.iter().any(|d| d.starts_with("PacketAssert on host2.eth0: 0 packets matched")
-            && d.contains("instance 4660")),
+        failed.iter().any(
+            |d| d.starts_with("PacketAssert on host2.eth0: 0 packets matched")
+                && d.contains("instance 4660")
+        ),
         "the failure names the packet assert: {failed:#?}"
     );
     // host2 really sent its replies with its own VNI (the routes show both ids).

@@ -32,8 +32,8 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteLwEnCapType, RouteLwTunnelEncap,
     RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_utils::nla::DefaultNla;
 use netlink_packet_route::AddressFamily;
+use netlink_packet_utils::nla::DefaultNla;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -1383,7 +1383,10 @@ pub fn lwt_encap(
     } else {
         RouteLwEnCapType::Ip
     };
-    Ok((kind, out.into_iter().map(RouteLwTunnelEncap::Other).collect()))
+    Ok((
+        kind,
+        out.into_iter().map(RouteLwTunnelEncap::Other).collect(),
+    ))
 }
 
 fn route_table(m: &RouteMessage) -> u32 {

@@ -693,7 +693,7 @@ pub struct RouteSpec {
     /// Lightweight-tunnel encapsulation (`encap ip|ip6 id ID dst DST …`), for a route through
     /// a metadata-collecting (`external`) gre, vxlan or geneve device.
     #[serde(default)]
-    pub encap: Option<RouteEncap>,
+    pub encap: Option<Box<RouteEncap>>,
 }
 
 /// A route's IP lightweight-tunnel encapsulation (`RTA_ENCAP_TYPE` `LWTUNNEL_ENCAP_IP` for an

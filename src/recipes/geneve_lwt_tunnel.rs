@@ -108,7 +108,11 @@ impl EnrtRecipe for GeneveLwtTunnelRecipe {
         let [a, b] = self.lwt().endpoints();
         let mut pairs = Vec::new();
         for v in [IpVersion::Ipv4, IpVersion::Ipv6] {
-            for (x, y) in config.ips(&a, Some(v)).into_iter().zip(config.ips(&b, Some(v))) {
+            for (x, y) in config
+                .ips(&a, Some(v))
+                .into_iter()
+                .zip(config.ips(&b, Some(v)))
+            {
                 let end = |dev: &Dev, addr| IpEndpoint {
                     dev: dev.clone(),
                     addr,

@@ -271,14 +271,14 @@ impl LwtParams {
         });
         Ok(RouteSpec {
             dst: peer.addr.to_string(),
-            encap: Some(RouteEncap {
+            encap: Some(Box::new(RouteEncap {
                 id: u64::from(self.id(i, flow)?),
                 dst: carriers[1 - i],
                 src: None,
                 ttl: None,
                 tos: None,
                 geneve_opt,
-            }),
+            })),
             ..RouteSpec::default()
         })
     }
@@ -303,7 +303,7 @@ impl LwtParams {
         for flow in 0..lwt.flows {
             let d = [self.dummies(0, flow)?, self.dummies(1, flow)?];
             // Upstream's order: host1's IPv4 route, host2's, host1's IPv6 route, host2's.
-            for fam in 0..2 {
+            for fam in [0, 1] {
                 for i in 0..2 {
                     let r = self.encap_route(lwt, i, flow, d[1 - i][fam])?;
                     tw.route_spec(&lwt.tunnels[i].host, r, Some(&lwt.tunnels[i]));
@@ -313,7 +313,7 @@ impl LwtParams {
         if lwt.on == DummiesOn::Tunnel {
             for (i, tun) in lwt.tunnels.iter().enumerate() {
                 let mut all = Vec::new();
-                for fam in 0..2 {
+                for fam in [0, 1] {
                     for flow in 0..lwt.flows {
                         all.push(self.dummies(i, flow)?[fam]);
                     }

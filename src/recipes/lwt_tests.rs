@@ -71,18 +71,18 @@ fn asserts(r: &ScriptedRun) -> Vec<(ResultType, String)> {
         .collect()
 }
 
-fn encap(id: u64, dst: &str) -> Option<RouteEncap> {
-    Some(RouteEncap {
+fn encap(id: u64, dst: &str) -> Option<Box<RouteEncap>> {
+    Some(Box::new(RouteEncap {
         id,
         dst: dst.parse().unwrap(),
         src: None,
         ttl: None,
         tos: None,
         geneve_opt: None,
-    })
+    }))
 }
 
-fn route(dst: &str, dev: &str, e: Option<RouteEncap>) -> RouteSpec {
+fn route(dst: &str, dev: &str, e: Option<Box<RouteEncap>>) -> RouteSpec {
     RouteSpec {
         dst: dst.into(),
         dev: Some(dev.into()),
@@ -114,7 +114,12 @@ fn vxlan_lwt_routes_carry_each_hosts_id_and_lo_is_left_as_found() {
         }),
         TWO,
     );
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let vx = LinkSpec::Vxlan(VxlanOptions {
         external: true,
         ..VxlanOptions::default()
@@ -126,14 +131,22 @@ fn vxlan_lwt_routes_carry_each_hosts_id_and_lo_is_left_as_found() {
     assert_eq!(
         routes(&r, "host1"),
         [
-            route("198.18.172.1", "t_vxlan_tunnel", encap(1234, "198.18.170.2")),
+            route(
+                "198.18.172.1",
+                "t_vxlan_tunnel",
+                encap(1234, "198.18.170.2")
+            ),
             route("fd00:172::1", "t_vxlan_tunnel", encap(1234, "198.18.170.2")),
         ]
     );
     assert_eq!(
         routes(&r, "host2"),
         [
-            route("198.18.171.1", "t_vxlan_tunnel", encap(1234, "198.18.170.1")),
+            route(
+                "198.18.171.1",
+                "t_vxlan_tunnel",
+                encap(1234, "198.18.170.1")
+            ),
             route("fd00:171::1", "t_vxlan_tunnel", encap(1234, "198.18.170.1")),
         ]
     );
@@ -192,7 +205,12 @@ fn vxlan_lwt_fails_when_host2_sends_another_vni() {
         Script::default().capture(|_| otv_replies(4661, 4)),
         TWO,
     );
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     // Too few packets fail too.
     let r = run_on(
         "VxlanLwtTunnelRecipe",
@@ -217,8 +235,11 @@ fn vxlan_lwt_needs_carrier_ipversion_and_takes_ipv4_only() {
     assert!(created(&r, "host1").is_empty());
     let e = plan("VxlanLwtTunnelRecipe", &params("carrier_ipversion='ipv6'")).unwrap_err();
     assert!(e.contains("carrier_ipversion"), "{e}");
-    let e = plan("VxlanLwtTunnelRecipe", &params(&format!("{V4};tunnel_id=16777216")))
-        .unwrap_err();
+    let e = plan(
+        "VxlanLwtTunnelRecipe",
+        &params(&format!("{V4};tunnel_id=16777216")),
+    )
+    .unwrap_err();
     assert!(e.contains("tunnel_id"), "{e}");
 }
 
@@ -235,7 +256,12 @@ fn vxlan_gpe_is_external_without_learning_and_asserts_vxlan_gpe() {
         Script::default().capture(move |_| lines(1234)),
         TWO,
     );
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let gpe = LinkSpec::Vxlan(VxlanOptions {
         external: true,
         gpe: true,
@@ -266,7 +292,12 @@ fn gre_lwt_over_ipv6_uses_ip6_encap_and_asserts_gre_requests() {
         Script::default().capture(move |_| lines.clone()),
         TWO,
     );
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let gre = LinkSpec::Gre(GreOptions {
         external: true,
         ..GreOptions::default()
@@ -302,7 +333,12 @@ fn geneve_lwt_flows_have_their_own_vni_option_addresses_and_cpu() {
         Script::default().capture(move |_| lines(true)),
         TWO,
     );
-    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(&r));
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
     let gnv = LinkSpec::Geneve(GeneveOptions {
         external: true,
         ..GeneveOptions::default()
@@ -316,14 +352,19 @@ fn geneve_lwt_flows_have_their_own_vni_option_addresses_and_cpu() {
         })
     };
     let with = |id, n, dst: &str| {
-        encap(id, "198.18.170.2").map(|e| (dst.to_string(), RouteEncap {
-            geneve_opt: opt(n),
-            ..e
-        }))
+        encap(id, "198.18.170.2").map(|e| {
+            (
+                dst.to_string(),
+                RouteEncap {
+                    geneve_opt: opt(n),
+                    ..*e
+                },
+            )
+        })
     };
     let got: Vec<_> = routes(&r, "host1")
         .into_iter()
-        .map(|r| (r.dst, r.encap.unwrap()))
+        .map(|r| (r.dst, *r.encap.unwrap()))
         .collect();
     assert_eq!(
         got,
@@ -342,7 +383,9 @@ fn geneve_lwt_flows_have_their_own_vni_option_addresses_and_cpu() {
             .count(),
         4
     );
-    assert!(!addresses(&r, "host1", true).iter().any(|a| a.ends_with(" lo")));
+    assert!(!addresses(&r, "host1", true)
+        .iter()
+        .any(|a| a.ends_with(" lo")));
     // Flows zipped (10.N with 20.N), each on the next CPU (round-robin over all pairs).
     let flows: Vec<(String, Option<Vec<u32>>)> = r
         .journal
