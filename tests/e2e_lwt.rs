@@ -54,8 +54,8 @@ fn lwt_recipes() -> Vec<(&'static str, Value, usize, usize, usize)> {
                 "flow_count": 2, "geneve_opts": true, "tunnel_id": 100,
             })),
             1,
-            // Two flows measured in parallel: one result per flow.
-            2,
+            // Two flows measured in parallel: one result per flow and their aggregate.
+            3,
             1,
         ),
         ("VxlanLwtTunnelRecipe", vxlan_lwt(json!({})), 1, 1, 1),
