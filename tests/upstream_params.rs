@@ -105,6 +105,7 @@ const ADDED: &[(&str, &[&str])] = &[
     ("GeneveLwtTunnelRecipe", &recipes::lwt::ADDED),
     ("VxlanLwtTunnelRecipe", &recipes::lwt::ADDED),
     ("VxlanGpeTunnelRecipe", &recipes::lwt::ADDED),
+    ("L2TPTunnelRecipe", &["l2tp_ipv4"]),
 ];
 
 fn added(recipe: &str, name: &str) -> bool {
@@ -211,6 +212,7 @@ tables! {
     geneve_lwt_tunnel => "GeneveLwtTunnelRecipe",
     vxlan_lwt_tunnel => "VxlanLwtTunnelRecipe",
     vxlan_gpe_tunnel => "VxlanGpeTunnelRecipe",
+    l2tp_tunnel => "L2TPTunnelRecipe",
     xdp_drop => "XDPDropRecipe",
     xdp_tx => "XDPTxRecipe",
     xdp_redirect_cpu => "XDPRedirectCPURecipe",

@@ -1625,6 +1625,11 @@ enum Task {
         ifname: String,
         target: RawFd,
     },
+    /// An `ip l2tp add …` and the argv that takes it back.
+    L2tp {
+        argv: Vec<String>,
+        undo: Vec<String>,
+    },
 }
 
 /// What a task changed (journaled by the caller).
@@ -1691,6 +1696,8 @@ enum Step {
         ifname: String,
         state: LinkState,
     },
+    /// `ip l2tp del …` (a tunnel with its sessions, or one session).
+    L2tpDel { argv: Vec<String> },
 }
 
 impl Step {
@@ -1710,6 +1717,7 @@ impl Step {
             Step::Delete { ifname, .. } => format!("deleting {ifname}"),
             Step::Move { ifname, .. } => format!("moving {ifname} back"),
             Step::Restore { ifname, .. } => format!("restoring {ifname}"),
+            Step::L2tpDel { argv } => format!("running {}", argv.join(" ")),
         }
     }
 }
@@ -1914,6 +1922,12 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 ))
             }
         }
+        Task::L2tp { argv, undo } => {
+            super::kmod::ensure_modules(super::l2tp::MODULES.to_vec()).await;
+            super::l2tp::run(&argv).await?;
+            tracing::info!("{}", argv.join(" "));
+            Ok((Reply::Ok, Effect::Undo(Step::L2tpDel { argv: undo })))
+        }
         Task::RouteAdd(spec) => {
             let oif = match &spec.dev {
                 Some(d) => Some(facts(nl, d).await?.ifindex),
@@ -2065,6 +2079,14 @@ async fn run_step(nl: &net::Netlink, step: Step) -> Result<(), OpError> {
             }
             Ok(())
         }
+        Step::L2tpDel { argv } => match super::l2tp::run(&argv).await {
+            Ok(()) => Ok(()),
+            // Already gone (its tunnel was deleted first, or the kernel removed it).
+            Err(e) if e.message.contains("No such file") || e.message.contains("not found") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         Step::Route { remove, restore } => {
             if let Some(m) = remove {
                 route_del(nl, m).await?;
@@ -2378,6 +2400,20 @@ impl Links {
             Op::DelAddress { ifname, addr } => {
                 net::check_ifname(&ifname)?;
                 Task::AddrDel { ifname, addr }
+            }
+            Op::AddL2tpTunnel { tunnel } => {
+                super::l2tp::check_tunnel(&tunnel)?;
+                Task::L2tp {
+                    argv: tunnel.argv(),
+                    undo: super::l2tp::del_tunnel_argv(tunnel.tunnel_id),
+                }
+            }
+            Op::AddL2tpSession { session } => {
+                super::l2tp::check_session(&session)?;
+                Task::L2tp {
+                    argv: session.argv(),
+                    undo: super::l2tp::del_session_argv(&session),
+                }
             }
             Op::MoveLink { ifname, netns } => {
                 net::check_ifname(&ifname)?;
@@ -3001,6 +3037,8 @@ fn is_journaled(op: &Op) -> bool {
             | Op::AddNeighbour { .. }
             | Op::DelNeighbour { .. }
             | Op::DelAddress { .. }
+            | Op::AddL2tpTunnel { .. }
+            | Op::AddL2tpSession { .. }
             | Op::MoveLink { .. }
     )
 }

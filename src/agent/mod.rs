@@ -32,6 +32,7 @@ pub mod pktgen;
 pub mod rr;
 pub mod sysctl;
 pub mod tunables;
+pub mod l2tp;
 pub mod tunnels;
 
 use crate::protocol::JobSpec;
@@ -351,6 +352,8 @@ impl Session {
             | Op::AddNeighbour { .. }
             | Op::DelNeighbour { .. }
             | Op::DelAddress { .. }
+            | Op::AddL2tpTunnel { .. }
+            | Op::AddL2tpSession { .. }
             | Op::CreateNetns { .. }
             | Op::DeleteNetns { .. }
             | Op::MoveLink { .. }

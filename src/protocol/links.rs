@@ -851,3 +851,97 @@ mod tests {
         assert!(serde_json::from_str::<Op>(&text).is_err());
     }
 }
+
+/// The encapsulation of an L2TPv3 tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L2tpEncap {
+    /// Directly over IP (protocol 115).
+    Ip,
+    /// Over UDP.
+    Udp,
+}
+
+impl L2tpEncap {
+    pub fn name(self) -> &'static str {
+        match self {
+            L2tpEncap::Ip => "ip",
+            L2tpEncap::Udp => "udp",
+        }
+    }
+}
+
+/// A static (unmanaged) L2TPv3 tunnel, as upstream's `L2TPManager.create_tunnel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L2tpTunnelSpec {
+    /// 1 to 4294967295.
+    pub tunnel_id: u32,
+    pub peer_tunnel_id: u32,
+    pub encap: L2tpEncap,
+    pub local: std::net::IpAddr,
+    pub remote: std::net::IpAddr,
+    /// UDP ports (encap udp only).
+    #[serde(default)]
+    pub udp_sport: Option<u16>,
+    #[serde(default)]
+    pub udp_dport: Option<u16>,
+}
+
+impl L2tpTunnelSpec {
+    /// `ip l2tp add tunnel …`.
+    pub fn argv(&self) -> Vec<String> {
+        let mut v: Vec<String> = ["ip", "l2tp", "add", "tunnel"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut kv = |k: &str, val: String| {
+            v.push(k.to_string());
+            v.push(val);
+        };
+        kv("tunnel_id", self.tunnel_id.to_string());
+        kv("peer_tunnel_id", self.peer_tunnel_id.to_string());
+        kv("encap", self.encap.name().to_string());
+        kv("local", self.local.to_string());
+        kv("remote", self.remote.to_string());
+        if let Some(p) = self.udp_sport {
+            kv("udp_sport", p.to_string());
+        }
+        if let Some(p) = self.udp_dport {
+            kv("udp_dport", p.to_string());
+        }
+        v
+    }
+}
+
+/// A session of an L2TPv3 tunnel and its Ethernet device (upstream `L2TPSessionDevice`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L2tpSessionSpec {
+    /// The session's device.
+    pub ifname: String,
+    pub tunnel_id: u32,
+    pub session_id: u32,
+    pub peer_session_id: u32,
+}
+
+impl L2tpSessionSpec {
+    /// `ip l2tp add session name IFNAME …`.
+    pub fn argv(&self) -> Vec<String> {
+        [
+            "ip".to_string(),
+            "l2tp".into(),
+            "add".into(),
+            "session".into(),
+            "name".into(),
+            self.ifname.clone(),
+            "tunnel_id".into(),
+            self.tunnel_id.to_string(),
+            "session_id".into(),
+            self.session_id.to_string(),
+            "peer_session_id".into(),
+            self.peer_session_id.to_string(),
+        ]
+        .to_vec()
+    }
+}

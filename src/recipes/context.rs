@@ -1153,6 +1153,51 @@ impl RunContext {
         Ok(())
     }
 
+    /// Create a static L2TPv3 tunnel on `host` (upstream `L2TPManager.create_tunnel`),
+    /// recorded as the `ip l2tp` command; the agent deletes it when the recipe ends.
+    pub async fn add_l2tp_tunnel(
+        &mut self,
+        host: &str,
+        tunnel: crate::protocol::L2tpTunnelSpec,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(host)?;
+        let shown = tunnel.argv().join(" ");
+        let res = client.add_l2tp_tunnel(tunnel).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{host}: {shown}"),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{host}: {shown}: {e}")))
+    }
+
+    /// Create the L2TP session device `dev` (`t_<id>` on the agent), recorded as the `ip
+    /// l2tp` command; it goes with its tunnel.
+    pub async fn add_l2tp_session(
+        &mut self,
+        dev: &Dev,
+        tunnel_id: u32,
+        session_id: u32,
+        peer_session_id: u32,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(&dev.host)?;
+        let spec = crate::protocol::L2tpSessionSpec {
+            ifname: format!("t_{}", dev.id),
+            tunnel_id,
+            session_id,
+            peer_session_id,
+        };
+        let shown = spec.argv().join(" ");
+        let ifname = spec.ifname.clone();
+        let res = client.add_l2tp_session(spec).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{}: {shown}", dev.host),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{}: {shown}: {e}", dev.host)))?;
+        self.register_peer(dev, ifname);
+        Ok(())
+    }
+
     /// Start a background job, recording a JobStart result.
     pub async fn start_job(&mut self, host: &str, spec: JobSpec) -> Result<u64, RecipeError> {
         let client = self.client(host)?;

@@ -18,6 +18,7 @@ pub mod geneve_tunnel;
 pub mod gre_lwt_tunnel;
 pub mod gre_tunnel;
 pub mod ip6gre_tunnel;
+pub mod l2tp_tunnel;
 pub mod ip6tnl_tunnel;
 pub mod ipip_tunnel;
 pub mod linux_bridge;
@@ -200,6 +201,7 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<geneve_lwt_tunnel::GeneveLwtTunnelRecipe>(),
     RecipeDef::of::<vxlan_lwt_tunnel::VxlanLwtTunnelRecipe>(),
     RecipeDef::of::<vxlan_gpe_tunnel::VxlanGpeTunnelRecipe>(),
+    RecipeDef::of::<l2tp_tunnel::L2TPTunnelRecipe>(),
     RecipeDef::of::<xdp::XDPDropRecipe>(),
     RecipeDef::of::<xdp::XDPTxRecipe>(),
     RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),
