@@ -303,10 +303,14 @@ pub enum Op {
     },
     /// Create a static L2TPv3 tunnel (`ip l2tp add tunnel …`), deleted with its sessions when
     /// the recipe ends.
-    AddL2tpTunnel { tunnel: L2tpTunnelSpec },
+    AddL2tpTunnel {
+        tunnel: L2tpTunnelSpec,
+    },
     /// Create a session of an L2TP tunnel with its Ethernet device (`ip l2tp add session name
     /// IFNAME …`); it goes with its tunnel.
-    AddL2tpSession { session: L2tpSessionSpec },
+    AddL2tpSession {
+        session: L2tpSessionSpec,
+    },
     /// Create a network namespace inside the agent (`[A-Za-z0-9_-]`, 1–32 characters).
     CreateNetns {
         name: String,

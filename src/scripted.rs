@@ -1050,6 +1050,24 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         }
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
+        Op::AddL2tpTunnel { .. } => Ok(Reply::Ok),
+        Op::AddL2tpSession { session } => {
+            let i = st.devices.len() as u32;
+            st.devices.push(Device::plain(
+                InterfaceInfo {
+                    name: session.ifname,
+                    ifindex: 100 + i,
+                    mac: format!("02:00:00:02:00:{:02x}", i),
+                    mtu: 1500,
+                    up: false,
+                    driver: None,
+                    kind: Some("l2tp_eth".into()),
+                    addresses: Vec::new(),
+                },
+                Vec::new(),
+            ));
+            Ok(Reply::Ok)
+        }
         Op::AddNeighbour { .. } | Op::DelNeighbour { .. } => Ok(Reply::Ok),
         Op::InNetns { inner, .. } => handle(st, script, *inner),
         op @ (Op::GetChannels { .. }

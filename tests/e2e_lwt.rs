@@ -1,6 +1,7 @@
-//! The lightweight-tunnel recipes end to end on VM agents (Debian's kernel has gre, geneve,
-//! vxlan and the IP lightweight tunnels): GreLwt, GeneveLwt (two flows, Geneve options),
-//! VxlanLwt and VxlanGpe with smoke parameters in one TEST_DB run, each PASSing with every
+//! The lightweight-tunnel and L2TP recipes end to end on VM agents (Debian's kernel has gre,
+//! geneve, vxlan, the IP lightweight tunnels and L2TPv3): GreLwt, GeneveLwt (two flows, Geneve
+//! options, IPv6 carrier), VxlanLwt, VxlanGpe and L2TP (udp over IPv4, ip over IPv6) with
+//! smoke parameters in one TEST_DB run, each PASSing with every
 //! expected ping, flow and packet assert present (the captures saw the encapsulated packets
 //! with the expected tunnel id), and nothing left behind; and VxlanLwt with
 //! `tunnel_id_host2` differing from `tunnel_id` FAILs (exit code 1), its packet assert naming
@@ -72,6 +73,27 @@ fn lwt_recipes() -> Vec<(&'static str, Value, usize, usize, usize)> {
             2,
             2,
         ),
+        (
+            "L2TPTunnelRecipe",
+            smoke_no_offloads(json!({
+                "carrier_ipversion": "ipv4", "l2tp_encapsulation": "udp",
+                "net_ipv4": "198.18.186.0/24", "l2tp_ipv4": "198.18.187.0/24",
+            })),
+            // No IPv6 address on the session devices (as upstream): one ping, one flow.
+            1,
+            1,
+            1,
+        ),
+        (
+            "L2TPTunnelRecipe",
+            smoke_no_offloads(json!({
+                "carrier_ipversion": "ipv6", "l2tp_encapsulation": "ip",
+                "net_ipv6": "fd00:186::/64", "l2tp_ipv4": "198.18.188.0/24",
+            })),
+            1,
+            1,
+            1,
+        ),
     ]
 }
 
@@ -106,6 +128,13 @@ fn vm_lwt_recipes_pass_and_their_packet_asserts_hold() {
         );
         let data =
             std::fs::read_to_string(res.join(format!("{i}_{recipe}/run-data-0.json"))).unwrap();
+        if recipe.starts_with("L2TP") {
+            assert!(
+                data.contains("ip l2tp add session name t_l2tp_session1"),
+                "{data}"
+            );
+            continue;
+        }
         // The encap routes as upstream writes them, and lo's addresses taken away again.
         assert!(
             data.contains(" encap ip"),

@@ -13,15 +13,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::process::Command;
 
-/// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
-fn smoke_no_offloads(extra: Value) -> Value {
-    let mut p = smoke(extra);
-    if let Some(o) = p.as_object_mut() {
-        o.remove("offload_combinations");
-    }
-    p
-}
-
 /// (recipe, smoke parameters, pings, flows, packet asserts).
 fn tunnels() -> Vec<(&'static str, Value, usize, usize, usize)> {
     vec![

@@ -109,7 +109,9 @@ pub async fn run(argv: &[String]) -> Result<(), OpError> {
     if out.status.success() {
         return Ok(());
     }
-    let err = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+    let err = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .replace('\n', "; ");
     // Tell a kernel without L2TP from a refused request: `ip l2tp show tunnel` only needs
     // the generic-netlink family.
     let probe = ip(&["ip", "l2tp", "show", "tunnel"].map(String::from)).await?;

@@ -1697,7 +1697,9 @@ enum Step {
         state: LinkState,
     },
     /// `ip l2tp del …` (a tunnel with its sessions, or one session).
-    L2tpDel { argv: Vec<String> },
+    L2tpDel {
+        argv: Vec<String>,
+    },
 }
 
 impl Step {

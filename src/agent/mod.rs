@@ -25,6 +25,7 @@
 pub mod ethtool_ioctl;
 pub mod jobs;
 pub mod kmod;
+pub mod l2tp;
 pub mod links;
 pub mod net;
 pub mod netns;
@@ -32,7 +33,6 @@ pub mod pktgen;
 pub mod rr;
 pub mod sysctl;
 pub mod tunables;
-pub mod l2tp;
 pub mod tunnels;
 
 use crate::protocol::JobSpec;

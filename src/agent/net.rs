@@ -271,7 +271,10 @@ impl Netlink {
                 _ => {
                     return Err(OpError::new(
                         ErrorKind::BadRequest,
-                        format!("invalid peer in {addr:?}: an address of {}'s family", net.addr()),
+                        format!(
+                            "invalid peer in {addr:?}: an address of {}'s family",
+                            net.addr()
+                        ),
                     ))
                 }
             },
@@ -285,8 +288,9 @@ impl Netlink {
         if let Some(p) = peer {
             use netlink_packet_route::address::AddressAttribute;
             let m = req.message_mut();
-            m.attributes
-                .retain(|a| !matches!(a, AddressAttribute::Address(_) | AddressAttribute::Local(_)));
+            m.attributes.retain(|a| {
+                !matches!(a, AddressAttribute::Address(_) | AddressAttribute::Local(_))
+            });
             m.attributes.push(AddressAttribute::Local(net.addr()));
             m.attributes.push(AddressAttribute::Address(p));
         }

@@ -231,7 +231,10 @@ impl EnrtRecipe for L2TPTunnelRecipe {
                     dst: Some(c2),
                     udp_dport: Some(UDP_PORT),
                 },
-                vec![format!("{c1}.{UDP_PORT} > {c2}.{UDP_PORT}:"), "UDP".to_string()],
+                vec![
+                    format!("{c1}.{UDP_PORT} > {c2}.{UDP_PORT}:"),
+                    "UDP".to_string(),
+                ],
             ),
         };
         Some(PacketAssertConf {

@@ -412,3 +412,103 @@ fn geneve_lwt_flows_have_their_own_vni_option_addresses_and_cpu() {
     );
     assert_eq!(r.run.overall_result(), ResultType::Fail);
 }
+
+const L2TP: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ping_count=4;ping_interval=0.2;net_ipv4='198.18.188.0/24';net_ipv6='fd00:188::/64';l2tp_ipv4='198.18.189.0/24'";
+
+#[test]
+fn l2tp_tunnels_sessions_peer_addresses_flows_and_asserts() {
+    let udp_lines: String = (1..=4)
+        .map(|seq| {
+            format!("12:00:00.{seq:06} IP 198.18.188.1.5000 > 198.18.188.2.5000: UDP, length 110\n")
+        })
+        .collect();
+    let r = run_on(
+        "L2TPTunnelRecipe",
+        &format!("{L2TP};carrier_ipversion='ipv4';l2tp_encapsulation='udp'"),
+        Script::default().capture(move |_| udp_lines.clone()),
+        TWO,
+    );
+    assert_eq!(
+        r.run.overall_result(),
+        ResultType::Pass,
+        "{:?}",
+        generic(&r)
+    );
+    let tunnels = ops(&r, "host2", |op| match op {
+        Op::AddL2tpTunnel { tunnel } => Some(tunnel),
+        _ => None,
+    });
+    assert_eq!(
+        tunnels,
+        [crate::protocol::L2tpTunnelSpec {
+            tunnel_id: 1000,
+            peer_tunnel_id: 1000,
+            encap: crate::protocol::L2tpEncap::Udp,
+            local: "198.18.188.2".parse().unwrap(),
+            remote: "198.18.188.1".parse().unwrap(),
+            udp_sport: Some(5000),
+            udp_dport: Some(5000),
+        }]
+    );
+    let sessions = ops(&r, "host1", |op| match op {
+        Op::AddL2tpSession { session } => Some(session),
+        _ => None,
+    });
+    assert_eq!(
+        sessions,
+        [crate::protocol::L2tpSessionSpec {
+            ifname: "t_l2tp_session1".into(),
+            tunnel_id: 1000,
+            session_id: 2000,
+            peer_session_id: 2000,
+        }]
+    );
+    // Point-to-point addresses, each with the other as peer.
+    assert!(addresses(&r, "host1", true)
+        .iter()
+        .any(|a| a == "198.18.189.1/24 peer 198.18.189.2 t_l2tp_session1"));
+    assert!(addresses(&r, "host2", true)
+        .iter()
+        .any(|a| a == "198.18.189.2/24 peer 198.18.189.1 t_l2tp_session1"));
+    // Flows between the session addresses (upstream builds none: its IPs are strings).
+    let flows: Vec<String> = r
+        .journal
+        .jobs()
+        .into_iter()
+        .filter_map(|(h, j)| match j {
+            JobSpec::IperfClient { server, .. } => Some(format!("{h} -> {server}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flows, ["host1 -> 198.18.189.2"]);
+    let c = captures(&r);
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].2.proto, c[0].2.udp_dport), (Some(17), Some(5000)));
+    // Over IP on an IPv6 carrier: protocol 115; UDP lines do not match it.
+    let r = run_on(
+        "L2TPTunnelRecipe",
+        &format!("{L2TP};carrier_ipversion='ipv6';l2tp_encapsulation='ip'"),
+        Script::default().capture(|_| {
+            (1..=4)
+                .map(|s| format!("12:00:00.{s:06} IP 198.18.188.1.5000 > 198.18.188.2.5000: UDP, length 110\n"))
+                .collect()
+        }),
+        TWO,
+    );
+    assert_eq!(r.run.overall_result(), ResultType::Fail);
+    let c = captures(&r);
+    assert_eq!(c[0].2.proto, Some(115));
+    assert_eq!(c[0].2.src, Some("fd00:188::1".parse().unwrap()));
+    let a = asserts(&r);
+    assert!(
+        a[0].1.contains("ip-proto-115") && a[0].1.contains(": 0 packets"),
+        "{a:?}"
+    );
+    // l2tp_encapsulation is mandatory.
+    let e = plan(
+        "L2TPTunnelRecipe",
+        &format!("{L2TP};carrier_ipversion='ipv4'"),
+    )
+    .unwrap_err();
+    assert!(e.contains("l2tp_encapsulation"), "{e}");
+}

@@ -23,6 +23,15 @@ pub fn smoke(extra: Value) -> Value {
     p
 }
 
+/// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
+pub fn smoke_no_offloads(extra: Value) -> Value {
+    let mut p = smoke(extra);
+    if let Some(o) = p.as_object_mut() {
+        o.remove("offload_combinations");
+    }
+    p
+}
+
 /// Write a TEST_DB of `(recipe, params)` into `home`; returns its path.
 pub fn test_db(home: &Path, tests: &[(&str, Value)]) -> String {
     let db: Vec<Value> = tests

@@ -360,7 +360,11 @@ impl TestWide {
     }
 
     /// Create a static L2TPv3 tunnel on `host` ([`Step::L2tpTunnel`]).
-    pub fn l2tp_tunnel(&mut self, host: &str, tunnel: crate::protocol::L2tpTunnelSpec) -> &mut Self {
+    pub fn l2tp_tunnel(
+        &mut self,
+        host: &str,
+        tunnel: crate::protocol::L2tpTunnelSpec,
+    ) -> &mut Self {
         self.steps.push(Step::L2tpTunnel {
             host: host.to_string(),
             tunnel,
