@@ -303,6 +303,16 @@ pub enum Op {
         ifname: String,
         addr: String,
     },
+    /// Create a static L2TPv3 tunnel (`ip l2tp add tunnel …`), deleted with its sessions when
+    /// the recipe ends.
+    AddL2tpTunnel {
+        tunnel: L2tpTunnelSpec,
+    },
+    /// Create a session of an L2TP tunnel with its Ethernet device (`ip l2tp add session name
+    /// IFNAME …`); it goes with its tunnel.
+    AddL2tpSession {
+        session: L2tpSessionSpec,
+    },
     /// Create a network namespace inside the agent (`[A-Za-z0-9_-]`, 1–32 characters).
     CreateNetns {
         name: String,
@@ -487,6 +497,8 @@ impl Op {
             Op::AddNeighbour { .. } => "AddNeighbour",
             Op::DelNeighbour { .. } => "DelNeighbour",
             Op::DelAddress { .. } => "DelAddress",
+            Op::AddL2tpTunnel { .. } => "AddL2tpTunnel",
+            Op::AddL2tpSession { .. } => "AddL2tpSession",
             Op::CreateNetns { .. } => "CreateNetns",
             Op::DeleteNetns { .. } => "DeleteNetns",
             Op::MoveLink { .. } => "MoveLink",

@@ -874,6 +874,23 @@ fn not_found(what: String) -> ErrorReply {
 }
 
 fn device<'a>(st: &'a mut AgentState, ifname: &str) -> Result<&'a mut Device, ErrorReply> {
+    // Every host has a loopback device (upstream's LoopbackDevice binds it): it appears when
+    // a recipe first uses it, so runs that do not see no extra interface.
+    if ifname == "lo" && !st.devices.iter().any(|d| d.info.name == "lo") {
+        st.devices.push(Device::plain(
+            InterfaceInfo {
+                name: "lo".into(),
+                ifindex: 1,
+                mac: "00:00:00:00:00:00".into(),
+                mtu: 65536,
+                up: true,
+                driver: None,
+                kind: None,
+                addresses: vec!["127.0.0.1/8".into(), "::1/128".into()],
+            },
+            Vec::new(),
+        ));
+    }
     st.devices
         .iter_mut()
         .find(|d| d.info.name == ifname)
@@ -926,6 +943,15 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         }
         Op::AddAddress { ifname, addr } => {
             device(st, &ifname)?.info.addresses.push(addr);
+            Ok(Reply::Ok)
+        }
+        Op::DelAddress { ifname, addr } => {
+            let dev = device(st, &ifname)?;
+            let had = dev.info.addresses.len();
+            dev.info.addresses.retain(|a| *a != addr);
+            if dev.info.addresses.len() == had {
+                return Err(not_found(format!("{ifname} has no address {addr}")));
+            }
             Ok(Reply::Ok)
         }
         Op::FlushAddresses { ifname } => {
@@ -1024,6 +1050,24 @@ fn handle(st: &mut AgentState, script: &Script, op: Op) -> Result<Reply, ErrorRe
         }
         Op::CreateNetns { .. } | Op::DeleteNetns { .. } => Ok(Reply::Ok),
         Op::AddRoute { .. } | Op::DelRoute { .. } => Ok(Reply::Ok),
+        Op::AddL2tpTunnel { .. } => Ok(Reply::Ok),
+        Op::AddL2tpSession { session } => {
+            let i = st.devices.len() as u32;
+            st.devices.push(Device::plain(
+                InterfaceInfo {
+                    name: session.ifname,
+                    ifindex: 100 + i,
+                    mac: format!("02:00:00:02:00:{:02x}", i),
+                    mtu: 1500,
+                    up: false,
+                    driver: None,
+                    kind: Some("l2tp_eth".into()),
+                    addresses: Vec::new(),
+                },
+                Vec::new(),
+            ));
+            Ok(Reply::Ok)
+        }
         Op::AddNeighbour { .. } | Op::DelNeighbour { .. } => Ok(Reply::Ok),
         Op::XfrmAdd { .. } | Op::XfrmDel { .. } => Ok(Reply::Ok),
         Op::MacsecConfigure { ifname, .. } => device(st, &ifname).map(|_| Reply::Ok),

@@ -877,6 +877,22 @@ impl AgentClient {
         self.call_ok(Op::AddRoute { route }).await
     }
 
+    /// A static L2TPv3 tunnel (deleted with its sessions when the recipe ends).
+    pub async fn add_l2tp_tunnel(
+        &self,
+        tunnel: protocol::L2tpTunnelSpec,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::AddL2tpTunnel { tunnel }).await
+    }
+
+    /// A session of an L2TP tunnel with its Ethernet device.
+    pub async fn add_l2tp_session(
+        &self,
+        session: protocol::L2tpSessionSpec,
+    ) -> Result<(), SessionError> {
+        self.call_ok(Op::AddL2tpSession { session }).await
+    }
+
     pub async fn del_route(&self, route: protocol::RouteSpec) -> Result<(), SessionError> {
         self.call_ok(Op::DelRoute { route }).await
     }

@@ -313,6 +313,7 @@ fn route(dst: &str) -> RouteSpec {
         kind: RouteKind::Unicast,
         onlink: false,
         ipv6: false,
+        encap: None,
     }
 }
 

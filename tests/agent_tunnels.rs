@@ -128,6 +128,7 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
         dstport: Some(4789),
         ttl: Some(64),
         group: None,
+        ..VxlanOptions::default()
     });
     let info = ok(
         c.create_link_with("vx0", vx, None, None, true).await,

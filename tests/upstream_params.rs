@@ -138,6 +138,11 @@ const ADDED: &[(&str, &[&str])] = &[
     ("IpsecEspAeadRecipe", &recipes::ipsec_esp_aead::ADDED),
     ("IpsecEspAhCompRecipe", &recipes::ipsec_esp_ah_comp::ADDED),
     ("SimpleMacsecRecipe", &recipes::simple_macsec::ADDED),
+    ("GreLwtTunnelRecipe", &recipes::lwt::ADDED),
+    ("GeneveLwtTunnelRecipe", &recipes::lwt::ADDED),
+    ("VxlanLwtTunnelRecipe", &recipes::lwt::ADDED),
+    ("VxlanGpeTunnelRecipe", &recipes::lwt::ADDED),
+    ("L2TPTunnelRecipe", &["l2tp_ipv4"]),
 ];
 
 fn added(recipe: &str, name: &str) -> bool {
@@ -249,6 +254,11 @@ tables! {
     gre_tunnel_over_bond => "GreTunnelOverBondRecipe",
     vxlan_netns_tunnel => "VxlanNetnsTunnelRecipe",
     ip6gre_netns_tunnel => "Ip6GreNetnsTunnelRecipe",
+    gre_lwt_tunnel => "GreLwtTunnelRecipe",
+    geneve_lwt_tunnel => "GeneveLwtTunnelRecipe",
+    vxlan_lwt_tunnel => "VxlanLwtTunnelRecipe",
+    vxlan_gpe_tunnel => "VxlanGpeTunnelRecipe",
+    l2tp_tunnel => "L2TPTunnelRecipe",
     xdp_drop => "XDPDropRecipe",
     xdp_tx => "XDPTxRecipe",
     xdp_redirect_cpu => "XDPRedirectCPURecipe",

@@ -108,10 +108,14 @@ fn log(res: Result<Vec<String>, String>) {
 
 /// Make sure the modules `spec` needs are loaded (when enabled); never fails.
 pub async fn ensure_for(spec: &LinkSpec) {
+    ensure_modules(modules_for(spec)).await
+}
+
+/// Make sure `wanted` are loaded (when enabled); never fails.
+pub async fn ensure_modules(wanted: Vec<(&'static str, &'static str)>) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    let wanted = modules_for(spec);
     if wanted.is_empty() {
         return;
     }

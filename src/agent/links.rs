@@ -29,10 +29,11 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlag, RouteHeader, RouteLwEnCapType, RouteLwTunnelEncap,
+    RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
+use netlink_packet_utils::nla::DefaultNla;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -1307,7 +1308,99 @@ pub fn route_message(
         m.attributes.push(RouteAttribute::Priority(p));
     }
     m.attributes.push(RouteAttribute::Table(table));
+    if let Some(e) = &spec.encap {
+        if !pattern && oif.is_none() {
+            return Err(bad(format!(
+                "route {}: an encap route needs its tunnel device (dev)",
+                spec.dst
+            )));
+        }
+        let (kind, nested) = lwt_encap(&spec.dst, e)?;
+        m.attributes.push(RouteAttribute::EncapType(kind));
+        m.attributes.push(RouteAttribute::Encap(nested));
+    }
     Ok(m)
+}
+
+// lwtunnel.h: LWTUNNEL_IP_* (the IPv6 ones have the same numbers: ID, DST, SRC, HOPLIMIT, TC,
+// FLAGS, PAD, OPTS) and the Geneve option attributes.
+const LWT_IP_ID: u16 = 1;
+const LWT_IP_DST: u16 = 2;
+const LWT_IP_SRC: u16 = 3;
+const LWT_IP_TTL: u16 = 4;
+const LWT_IP_TOS: u16 = 5;
+const LWT_IP_OPTS: u16 = 8;
+const LWT_IP_OPTS_GENEVE: u16 = 1;
+const LWT_IP_OPT_GENEVE_CLASS: u16 = 1;
+const LWT_IP_OPT_GENEVE_TYPE: u16 = 2;
+const LWT_IP_OPT_GENEVE_DATA: u16 = 3;
+const NLA_F_NESTED: u16 = 1 << 15;
+
+/// One netlink attribute (header, value, padding to 4 bytes).
+fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + value.len() + 3);
+    v.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    v.extend_from_slice(&kind.to_ne_bytes());
+    v.extend_from_slice(value);
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
+    v
+}
+
+/// `RTA_ENCAP_TYPE` and the attributes of `RTA_ENCAP` of an IP lightweight tunnel (what
+/// `ip route add … encap ip|ip6 id ID dst DST [src S] [ttl T] [tos T] [geneve_opts …]`
+/// sends); the encapsulation's family is its `dst`'s.
+pub fn lwt_encap(
+    route: &str,
+    e: &crate::protocol::RouteEncap,
+) -> Result<(RouteLwEnCapType, Vec<RouteLwTunnelEncap>), OpError> {
+    let v6 = e.dst.is_ipv6();
+    let addr = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut out = vec![
+        DefaultNla::new(LWT_IP_ID, e.id.to_be_bytes().to_vec()),
+        DefaultNla::new(LWT_IP_DST, addr(e.dst)),
+    ];
+    if let Some(s) = e.src {
+        if s.is_ipv6() != v6 {
+            return Err(bad(format!(
+                "route {route}: encap src {s} and dst {} differ in family",
+                e.dst
+            )));
+        }
+        out.push(DefaultNla::new(LWT_IP_SRC, addr(s)));
+    }
+    if let Some(t) = e.ttl {
+        out.push(DefaultNla::new(LWT_IP_TTL, vec![t]));
+    }
+    if let Some(t) = e.tos {
+        out.push(DefaultNla::new(LWT_IP_TOS, vec![t]));
+    }
+    if let Some(g) = &e.geneve_opt {
+        if g.data.is_empty() || g.data.len() % 4 != 0 || g.data.len() > 124 {
+            return Err(bad(format!(
+                "route {route}: geneve option data is {} bytes; give 4 to 124, a multiple of 4",
+                g.data.len()
+            )));
+        }
+        let mut opt = nla(LWT_IP_OPT_GENEVE_CLASS, &g.class.to_be_bytes());
+        opt.extend(nla(LWT_IP_OPT_GENEVE_TYPE, &[g.kind]));
+        opt.extend(nla(LWT_IP_OPT_GENEVE_DATA, &g.data));
+        let geneve = nla(LWT_IP_OPTS_GENEVE | NLA_F_NESTED, &opt);
+        out.push(DefaultNla::new(LWT_IP_OPTS | NLA_F_NESTED, geneve));
+    }
+    let kind = if v6 {
+        RouteLwEnCapType::Ip6
+    } else {
+        RouteLwEnCapType::Ip
+    };
+    Ok((
+        kind,
+        out.into_iter().map(RouteLwTunnelEncap::Other).collect(),
+    ))
 }
 
 fn route_table(m: &RouteMessage) -> u32 {
@@ -1546,6 +1639,11 @@ enum Task {
         ifname: String,
         target: RawFd,
     },
+    /// An `ip l2tp add …` and the argv that takes it back.
+    L2tp {
+        argv: Vec<String>,
+        undo: Vec<String>,
+    },
 }
 
 /// What a task changed (journaled by the caller).
@@ -1612,6 +1710,10 @@ enum Step {
         ifname: String,
         state: LinkState,
     },
+    /// `ip l2tp del …` (a tunnel with its sessions, or one session).
+    L2tpDel {
+        argv: Vec<String>,
+    },
 }
 
 impl Step {
@@ -1631,6 +1733,7 @@ impl Step {
             Step::Delete { ifname, .. } => format!("deleting {ifname}"),
             Step::Move { ifname, .. } => format!("moving {ifname} back"),
             Step::Restore { ifname, .. } => format!("restoring {ifname}"),
+            Step::L2tpDel { argv } => format!("running {}", argv.join(" ")),
         }
     }
 }
@@ -1837,6 +1940,12 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 ))
             }
         }
+        Task::L2tp { argv, undo } => {
+            super::kmod::ensure_modules(super::l2tp::MODULES.to_vec()).await;
+            super::l2tp::run(&argv).await?;
+            tracing::info!("{}", argv.join(" "));
+            Ok((Reply::Ok, Effect::Undo(Step::L2tpDel { argv: undo })))
+        }
         Task::RouteAdd(spec) => {
             let oif = match &spec.dev {
                 Some(d) => Some(facts(nl, d).await?.ifindex),
@@ -1988,6 +2097,14 @@ async fn run_step(nl: &net::Netlink, step: Step) -> Result<(), OpError> {
             }
             Ok(())
         }
+        Step::L2tpDel { argv } => match super::l2tp::run(&argv).await {
+            Ok(()) => Ok(()),
+            // Already gone (its tunnel was deleted first, or the kernel removed it).
+            Err(e) if e.message.contains("No such file") || e.message.contains("not found") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         Step::Route { remove, restore } => {
             if let Some(m) = remove {
                 route_del(nl, m).await?;
@@ -2301,6 +2418,20 @@ impl Links {
             Op::DelAddress { ifname, addr } => {
                 net::check_ifname(&ifname)?;
                 Task::AddrDel { ifname, addr }
+            }
+            Op::AddL2tpTunnel { tunnel } => {
+                super::l2tp::check_tunnel(&tunnel)?;
+                Task::L2tp {
+                    argv: tunnel.argv(),
+                    undo: super::l2tp::del_tunnel_argv(tunnel.tunnel_id),
+                }
+            }
+            Op::AddL2tpSession { session } => {
+                super::l2tp::check_session(&session)?;
+                Task::L2tp {
+                    argv: session.argv(),
+                    undo: super::l2tp::del_session_argv(&session),
+                }
             }
             Op::MoveLink { ifname, netns } => {
                 net::check_ifname(&ifname)?;
@@ -2924,6 +3055,8 @@ fn is_journaled(op: &Op) -> bool {
             | Op::AddNeighbour { .. }
             | Op::DelNeighbour { .. }
             | Op::DelAddress { .. }
+            | Op::AddL2tpTunnel { .. }
+            | Op::AddL2tpSession { .. }
             | Op::MoveLink { .. }
     )
 }
@@ -3409,6 +3542,57 @@ mod tests {
             .contains("bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING"));
     }
 
+    #[test]
+    fn lwt_encap_attributes_as_iproute2_sends_them() {
+        use crate::protocol::{GeneveOpt, RouteEncap};
+        use netlink_packet_utils::nla::Nla;
+        let e = RouteEncap {
+            id: 1234,
+            dst: "fd00:182::2".parse().unwrap(),
+            src: None,
+            ttl: Some(64),
+            tos: None,
+            geneve_opt: Some(GeneveOpt {
+                class: 0x102,
+                kind: 0x80,
+                data: vec![0, 1, 0, 1],
+            }),
+        };
+        let (kind, attrs) = lwt_encap("198.18.185.1", &e).unwrap();
+        assert_eq!(kind, RouteLwEnCapType::Ip6);
+        let raw: Vec<(u16, Vec<u8>)> = attrs
+            .iter()
+            .map(|a| {
+                let mut v = vec![0; a.value_len()];
+                a.emit_value(&mut v);
+                (a.kind(), v)
+            })
+            .collect();
+        assert_eq!(raw[0], (1, 1234u64.to_be_bytes().to_vec()));
+        assert_eq!(raw[1].0, 2);
+        assert_eq!(raw[1].1.len(), 16);
+        assert_eq!(raw[2], (4, vec![64]));
+        // LWTUNNEL_IP_OPTS (8, nested) > LWTUNNEL_IP_OPTS_GENEVE (1, nested) > class, type, data.
+        assert_eq!(raw[3].0, 8 | NLA_F_NESTED);
+        let mut want = nla(1, &0x102u16.to_be_bytes());
+        want.extend(nla(2, &[0x80]));
+        want.extend(nla(3, &[0, 1, 0, 1]));
+        assert_eq!(raw[3].1, nla(1 | NLA_F_NESTED, &want));
+        // A source of the other family, and option data not in 4-byte words, are refused.
+        let bad = RouteEncap {
+            src: Some("198.18.182.1".parse().unwrap()),
+            ..e.clone()
+        };
+        assert!(lwt_encap("x", &bad).is_err());
+        let mut bad = e;
+        bad.geneve_opt = Some(GeneveOpt {
+            class: 1,
+            kind: 1,
+            data: vec![1, 2],
+        });
+        assert!(lwt_encap("x", &bad).is_err());
+    }
+
     fn route(dst: &str) -> RouteSpec {
         RouteSpec {
             dst: dst.into(),
@@ -3420,6 +3604,7 @@ mod tests {
             kind: RouteKind::Unicast,
             onlink: false,
             ipv6: false,
+            encap: None,
         }
     }
 

@@ -25,6 +25,7 @@
 pub mod ethtool_ioctl;
 pub mod jobs;
 pub mod kmod;
+pub mod l2tp;
 pub mod links;
 pub mod net;
 pub mod netns;
@@ -358,6 +359,8 @@ impl Session {
             | Op::AddNeighbour { .. }
             | Op::DelNeighbour { .. }
             | Op::DelAddress { .. }
+            | Op::AddL2tpTunnel { .. }
+            | Op::AddL2tpSession { .. }
             | Op::CreateNetns { .. }
             | Op::DeleteNetns { .. }
             | Op::MoveLink { .. }

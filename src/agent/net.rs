@@ -254,19 +254,47 @@ impl Netlink {
     }
 
     pub async fn add_address(&self, ifname: &str, addr: &str) -> Result<(), OpError> {
-        let net: ipnet::IpNet = addr.parse().map_err(|_| {
+        // `ADDRESS/PREFIX`, or `ADDRESS/PREFIX peer PEER` (a point-to-point address).
+        let (own, peer) = match addr.split_once(" peer ") {
+            Some((a, p)) => (a.trim(), Some(p.trim())),
+            None => (addr, None),
+        };
+        let net: ipnet::IpNet = own.parse().map_err(|_| {
             OpError::new(
                 ErrorKind::BadRequest,
-                format!("invalid address {addr:?}: expected ADDRESS/PREFIX"),
+                format!("invalid address {addr:?}: expected ADDRESS/PREFIX [peer ADDRESS]"),
             )
         })?;
+        let peer: Option<std::net::IpAddr> = match peer {
+            Some(p) => match p.parse::<std::net::IpAddr>() {
+                Ok(p) if p.is_ipv6() == net.addr().is_ipv6() => Some(p),
+                _ => {
+                    return Err(OpError::new(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "invalid peer in {addr:?}: an address of {}'s family",
+                            net.addr()
+                        ),
+                    ))
+                }
+            },
+            None => None,
+        };
         let l = self.link(ifname).await?;
-        let res = self
+        let mut req = self
             .handle
             .address()
-            .add(l.ifindex, net.addr(), net.prefix_len())
-            .execute()
-            .await;
+            .add(l.ifindex, net.addr(), net.prefix_len());
+        if let Some(p) = peer {
+            use netlink_packet_route::address::AddressAttribute;
+            let m = req.message_mut();
+            m.attributes.retain(|a| {
+                !matches!(a, AddressAttribute::Address(_) | AddressAttribute::Local(_))
+            });
+            m.attributes.push(AddressAttribute::Local(net.addr()));
+            m.attributes.push(AddressAttribute::Address(p));
+        }
+        let res = req.execute().await;
         match res {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e))

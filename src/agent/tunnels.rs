@@ -19,6 +19,7 @@ const GRE_LOCAL: u16 = 6;
 const GRE_REMOTE: u16 = 7;
 const GRE_TTL: u16 = 8;
 const GRE_TOS: u16 = 9;
+const GRE_COLLECT_METADATA: u16 = 18;
 /// `GRE_KEY` of the GRE flags (network order on the wire).
 const GRE_KEY: u16 = 0x2000;
 // if_tunnel.h: IFLA_IPTUN_*
@@ -33,14 +34,18 @@ const VXLAN_GROUP: u16 = 2;
 const VXLAN_LINK: u16 = 3;
 const VXLAN_LOCAL: u16 = 4;
 const VXLAN_TTL: u16 = 5;
+const VXLAN_LEARNING: u16 = 7;
 const VXLAN_PORT: u16 = 15;
 const VXLAN_GROUP6: u16 = 16;
 const VXLAN_LOCAL6: u16 = 17;
+const VXLAN_COLLECT_METADATA: u16 = 25;
+const VXLAN_GPE: u16 = 27;
 // if_link.h: IFLA_GENEVE_*
 const GENEVE_ID: u16 = 1;
 const GENEVE_REMOTE: u16 = 2;
 const GENEVE_TTL: u16 = 3;
 const GENEVE_PORT: u16 = 5;
+const GENEVE_COLLECT_METADATA: u16 = 6;
 const GENEVE_REMOTE6: u16 = 7;
 
 /// Largest VNI (24 bits).
@@ -133,6 +138,11 @@ pub fn check(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
     };
     match spec {
         LinkSpec::Gre(o) | LinkSpec::GreTap(o) | LinkSpec::Ip6Gre(o) | LinkSpec::Ip6GreTap(o) => {
+            if o.external && (o.local.is_some() || o.remote.is_some() || o.key.is_some()) {
+                return Err(bad(format!(
+                    "{kind} {ifname}: external takes no local, remote or key (routes give them)"
+                )));
+            }
             push("local", &o.local);
             push("remote", &o.remote);
         }
@@ -158,6 +168,16 @@ pub fn check(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
                 return Err(bad(format!(
                     "{kind} {ifname}: id {} is above {MAX_VNI}",
                     o.id
+                )));
+            }
+            if o.external && (o.id != 0 || o.remote.is_some() || o.group.is_some()) {
+                return Err(bad(format!(
+                    "{kind} {ifname}: external takes no id, remote or group (routes give them)"
+                )));
+            }
+            if o.gpe && (!o.external || o.learning != Some(false)) {
+                return Err(bad(format!(
+                    "{kind} {ifname}: gpe needs external and learning off"
                 )));
             }
             if o.remote.is_some() && o.group.is_some() {
@@ -193,8 +213,15 @@ pub fn check(ifname: &str, spec: &LinkSpec) -> Result<(), OpError> {
                     o.id
                 )));
             }
-            if o.remote.is_none() {
-                return Err(bad(format!("{kind} {ifname}: remote is required")));
+            if o.external && (o.id != 0 || o.remote.is_some()) {
+                return Err(bad(format!(
+                    "{kind} {ifname}: external takes no id or remote (routes give them)"
+                )));
+            }
+            if o.remote.is_none() && !o.external {
+                return Err(bad(format!(
+                    "{kind} {ifname}: remote is required (or external)"
+                )));
             }
             push("remote", &o.remote);
         }
@@ -232,6 +259,9 @@ fn gre(o: &GreOptions) -> Vec<u8> {
     if let Some(t) = o.tos {
         a.put(GRE_TOS, &[t]);
     }
+    if o.external {
+        a.put(GRE_COLLECT_METADATA, &[]);
+    }
     a.0
 }
 
@@ -257,7 +287,17 @@ fn iptun(o: &IpTunOptions) -> Vec<u8> {
 
 fn vxlan(o: &VxlanOptions, parent: Option<u32>) -> Vec<u8> {
     let mut a = Attrs::default();
-    a.put(VXLAN_ID, &o.id.to_ne_bytes());
+    if o.external {
+        a.put(VXLAN_COLLECT_METADATA, &[1]);
+    } else {
+        a.put(VXLAN_ID, &o.id.to_ne_bytes());
+    }
+    if o.gpe {
+        a.put(VXLAN_GPE, &[]);
+    }
+    if let Some(l) = o.learning {
+        a.put(VXLAN_LEARNING, &[u8::from(l)]);
+    }
     if let Some(g) = o.remote.or(o.group) {
         a.ip(
             if g.is_ipv6() {
@@ -292,7 +332,11 @@ fn vxlan(o: &VxlanOptions, parent: Option<u32>) -> Vec<u8> {
 
 fn geneve(o: &GeneveOptions) -> Vec<u8> {
     let mut a = Attrs::default();
-    a.put(GENEVE_ID, &o.id.to_ne_bytes());
+    if o.external {
+        a.put(GENEVE_COLLECT_METADATA, &[]);
+    } else {
+        a.put(GENEVE_ID, &o.id.to_ne_bytes());
+    }
     if let Some(r) = o.remote {
         a.ip(
             if r.is_ipv6() {
@@ -368,6 +412,7 @@ mod tests {
             key: Some(0x01020304),
             ttl: Some(64),
             tos: None,
+            external: false,
         };
         let a = attrs(&data(&LinkSpec::Gre(o), None));
         assert_eq!(
@@ -461,6 +506,7 @@ mod tests {
             remote: Some("fd00:128::2".parse().unwrap()),
             dstport: None,
             ttl: None,
+            external: false,
         };
         let a = attrs(&data(&LinkSpec::Geneve(g.clone()), None));
         assert_eq!(a[0], (GENEVE_ID, 5u32.to_ne_bytes().to_vec()));

@@ -84,6 +84,11 @@ pub struct GreOptions {
     pub ttl: Option<u8>,
     #[serde(default)]
     pub tos: Option<u8>,
+    /// `external` (`IFLA_GRE_COLLECT_METADATA`): a metadata-collecting device whose
+    /// encapsulation (remote, key) comes from each packet's route (lightweight tunnel); no
+    /// local, remote or key then.
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// Options of the IP-in-IP kinds (`IFLA_IPTUN_*`).
@@ -166,11 +171,23 @@ pub struct VxlanOptions {
     /// Underlay device (`dev PARENT`, `IFLA_VXLAN_LINK`).
     #[serde(default)]
     pub parent: Option<String>,
-    /// UDP destination port; unset: the kernel's default (8472), as upstream's VxlanDevice.
+    /// UDP destination port; unset: the kernel's default (8472, 4790 with `gpe`), as
+    /// upstream's VxlanDevice.
     #[serde(default)]
     pub dstport: Option<u16>,
     #[serde(default)]
     pub ttl: Option<u8>,
+    /// `external` (`IFLA_VXLAN_COLLECT_METADATA`): the VNI and remote of each packet come from
+    /// its route (lightweight tunnel); no id, remote or group then.
+    #[serde(default)]
+    pub external: bool,
+    /// `gpe` (`IFLA_VXLAN_GPE`): VXLAN Generic Protocol Extension (needs `external` and
+    /// `learning` off).
+    #[serde(default)]
+    pub gpe: bool,
+    /// `learning on|off` (`IFLA_VXLAN_LEARNING`); unset: the kernel's default (on).
+    #[serde(default)]
+    pub learning: Option<bool>,
 }
 
 /// Geneve options (`IFLA_GENEVE_*`).
@@ -186,6 +203,10 @@ pub struct GeneveOptions {
     pub dstport: Option<u16>,
     #[serde(default)]
     pub ttl: Option<u8>,
+    /// `external` (`IFLA_GENEVE_COLLECT_METADATA`): VNI and remote come from each packet's
+    /// route (lightweight tunnel); no id or remote then.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl LinkSpec {
@@ -677,6 +698,46 @@ pub struct RouteSpec {
     /// The family of `default` without `via`.
     #[serde(default)]
     pub ipv6: bool,
+    /// Lightweight-tunnel encapsulation (`encap ip|ip6 id ID dst DST …`), for a route through
+    /// a metadata-collecting (`external`) gre, vxlan or geneve device.
+    #[serde(default)]
+    pub encap: Option<Box<RouteEncap>>,
+}
+
+/// A route's IP lightweight-tunnel encapsulation (`RTA_ENCAP_TYPE` `LWTUNNEL_ENCAP_IP` for an
+/// IPv4 `dst`, `LWTUNNEL_ENCAP_IP6` for an IPv6 one; `RTA_ENCAP` holds `LWTUNNEL_IP_*`). The
+/// outer family is `dst`'s, independent of the route's own family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEncap {
+    /// Tunnel id: the VNI of vxlan/geneve, the key of gre (`id ID`).
+    pub id: u64,
+    /// Outer destination (the peer's carrier address).
+    pub dst: std::net::IpAddr,
+    /// Outer source; unset: the kernel picks one.
+    #[serde(default)]
+    pub src: Option<std::net::IpAddr>,
+    /// Outer TTL (hop limit).
+    #[serde(default)]
+    pub ttl: Option<u8>,
+    /// Outer TOS (traffic class).
+    #[serde(default)]
+    pub tos: Option<u8>,
+    /// `geneve_opts CLASS:TYPE:DATA`: one Geneve option.
+    #[serde(default)]
+    pub geneve_opt: Option<GeneveOpt>,
+}
+
+/// One Geneve option (`geneve_opts 0x102:0x80:00010001`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneveOpt {
+    pub class: u16,
+    /// Option type (the kernel takes 0–255).
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Option data, a multiple of 4 bytes, at most 124.
+    pub data: Vec<u8>,
 }
 
 /// Neighbour entry state.
@@ -796,5 +857,99 @@ mod tests {
         text.push_str(r#"{"op":"ListInterfaces"}"#);
         text.push_str(&"}".repeat(depth));
         assert!(serde_json::from_str::<Op>(&text).is_err());
+    }
+}
+
+/// The encapsulation of an L2TPv3 tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum L2tpEncap {
+    /// Directly over IP (protocol 115).
+    Ip,
+    /// Over UDP.
+    Udp,
+}
+
+impl L2tpEncap {
+    pub fn name(self) -> &'static str {
+        match self {
+            L2tpEncap::Ip => "ip",
+            L2tpEncap::Udp => "udp",
+        }
+    }
+}
+
+/// A static (unmanaged) L2TPv3 tunnel, as upstream's `L2TPManager.create_tunnel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L2tpTunnelSpec {
+    /// 1 to 4294967295.
+    pub tunnel_id: u32,
+    pub peer_tunnel_id: u32,
+    pub encap: L2tpEncap,
+    pub local: std::net::IpAddr,
+    pub remote: std::net::IpAddr,
+    /// UDP ports (encap udp only).
+    #[serde(default)]
+    pub udp_sport: Option<u16>,
+    #[serde(default)]
+    pub udp_dport: Option<u16>,
+}
+
+impl L2tpTunnelSpec {
+    /// `ip l2tp add tunnel …`.
+    pub fn argv(&self) -> Vec<String> {
+        let mut v: Vec<String> = ["ip", "l2tp", "add", "tunnel"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let mut kv = |k: &str, val: String| {
+            v.push(k.to_string());
+            v.push(val);
+        };
+        kv("tunnel_id", self.tunnel_id.to_string());
+        kv("peer_tunnel_id", self.peer_tunnel_id.to_string());
+        kv("encap", self.encap.name().to_string());
+        kv("local", self.local.to_string());
+        kv("remote", self.remote.to_string());
+        if let Some(p) = self.udp_sport {
+            kv("udp_sport", p.to_string());
+        }
+        if let Some(p) = self.udp_dport {
+            kv("udp_dport", p.to_string());
+        }
+        v
+    }
+}
+
+/// A session of an L2TPv3 tunnel and its Ethernet device (upstream `L2TPSessionDevice`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L2tpSessionSpec {
+    /// The session's device.
+    pub ifname: String,
+    pub tunnel_id: u32,
+    pub session_id: u32,
+    pub peer_session_id: u32,
+}
+
+impl L2tpSessionSpec {
+    /// `ip l2tp add session name IFNAME …`.
+    pub fn argv(&self) -> Vec<String> {
+        [
+            "ip".to_string(),
+            "l2tp".into(),
+            "add".into(),
+            "session".into(),
+            "name".into(),
+            self.ifname.clone(),
+            "tunnel_id".into(),
+            self.tunnel_id.to_string(),
+            "session_id".into(),
+            self.session_id.to_string(),
+            "peer_session_id".into(),
+            self.peer_session_id.to_string(),
+        ]
+        .to_vec()
     }
 }

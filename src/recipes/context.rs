@@ -58,6 +58,9 @@ pub struct HostHandle {
     pub ifaces: BTreeMap<String, String>,
 }
 
+/// The device id of a host's loopback device (upstream `host.lo = LoopbackDevice()`).
+pub const LOOPBACK: &str = "lo";
+
 /// A change to take back when its scope ends (see [`RunContext::unwind`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undo {
@@ -141,6 +144,9 @@ pub enum Undo {
         states: Vec<crate::protocol::XfrmStateId>,
         policies: Vec<crate::protocol::XfrmPolicyId>,
     },
+    /// Delete an address the recipe added to a device it neither matched nor created (`lo`:
+    /// the agent's snapshot does not cover it).
+    DelAddress { dev: Dev, addr: String },
 }
 
 impl Undo {
@@ -157,6 +163,7 @@ impl Undo {
             | Undo::FlowHash { dev, .. }
             | Undo::Pause { dev, .. }
             | Undo::Coalesce { dev, .. }
+            | Undo::DelAddress { dev, .. }
             | Undo::Irqs { dev, .. } => &dev.host,
             Undo::Sysctl { host, .. }
             | Undo::DeleteNetns { host }
@@ -367,6 +374,10 @@ impl RunContext {
     pub fn ifname(&self, dev: &Dev) -> Result<String, RecipeError> {
         if let Some(n) = self.names.get(dev) {
             return Ok(n.clone());
+        }
+        if dev.id == LOOPBACK {
+            // Upstream's LoopbackDevice(): every host (and namespace) has one.
+            return Ok(LOOPBACK.to_string());
         }
         self.host(&dev.host)?
             .ifaces
@@ -663,6 +674,12 @@ impl RunContext {
                 Undo::DelRoute { host, route } => {
                     let client = self.client(&host)?;
                     client.del_route(route).await.map_err(RecipeError::from)
+                }
+                Undo::DelAddress { dev, addr } => {
+                    let (client, ifname) = self.dev(&dev)?;
+                    let res = client.del_address(&ifname, &addr).await;
+                    self.record_call(&dev, res.is_ok(), "ip_del", &[format!("'{addr}'")]);
+                    res.map_err(RecipeError::from)
                 }
                 Undo::Channels { dev, counts } => self
                     .set_channels(&dev, counts, "restore_channels")
@@ -1219,6 +1236,51 @@ impl RunContext {
         res.map_err(|e| RecipeError::Run(format!("{}: configuring MACsec on {dev}: {e}", dev.host)))
     }
 
+    /// Create a static L2TPv3 tunnel on `host` (upstream `L2TPManager.create_tunnel`),
+    /// recorded as the `ip l2tp` command; the agent deletes it when the recipe ends.
+    pub async fn add_l2tp_tunnel(
+        &mut self,
+        host: &str,
+        tunnel: crate::protocol::L2tpTunnelSpec,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(host)?;
+        let shown = tunnel.argv().join(" ");
+        let res = client.add_l2tp_tunnel(tunnel).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{host}: {shown}"),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{host}: {shown}: {e}")))
+    }
+
+    /// Create the L2TP session device `dev` (`t_<id>` on the agent), recorded as the `ip
+    /// l2tp` command; it goes with its tunnel.
+    pub async fn add_l2tp_session(
+        &mut self,
+        dev: &Dev,
+        tunnel_id: u32,
+        session_id: u32,
+        peer_session_id: u32,
+    ) -> Result<(), RecipeError> {
+        let client = self.client(&dev.host)?;
+        let spec = crate::protocol::L2tpSessionSpec {
+            ifname: format!("t_{}", dev.id),
+            tunnel_id,
+            session_id,
+            peer_session_id,
+        };
+        let shown = spec.argv().join(" ");
+        let ifname = spec.ifname.clone();
+        let res = client.add_l2tp_session(spec).await;
+        self.add(ResultEntry::generic(
+            ResultType::from_bool(res.is_ok()),
+            format!("{}: {shown}", dev.host),
+        ));
+        res.map_err(|e| RecipeError::Run(format!("{}: {shown}: {e}", dev.host)))?;
+        self.register_peer(dev, ifname);
+        Ok(())
+    }
+
     /// Start a background job, recording a JobStart result.
     pub async fn start_job(&mut self, host: &str, spec: JobSpec) -> Result<u64, RecipeError> {
         let client = self.client(host)?;
@@ -1398,6 +1460,14 @@ fn describe_route(r: &crate::protocol::RouteSpec, dev: Option<&Dev>) -> String {
     let mut out = r.dst.clone();
     if let Some(v) = &r.via {
         out.push_str(&format!(" via {v}"));
+    }
+    if let Some(e) = &r.encap {
+        let fam = if e.dst.is_ipv6() { "ip6" } else { "ip" };
+        out.push_str(&format!(" encap {fam} id {} dst {}", e.id, e.dst));
+        if let Some(g) = &e.geneve_opt {
+            let data: String = g.data.iter().map(|b| format!("{b:02x}")).collect();
+            out.push_str(&format!(" geneve_opts {:#x}:{:#x}:{data}", g.class, g.kind));
+        }
     }
     if let Some(d) = dev {
         out.push_str(&format!(" dev {d}"));

@@ -159,6 +159,7 @@ impl EnrtRecipe for GeneveTunnelRecipe {
                     remote: Some(remote),
                     dstport: None,
                     ttl: None,
+                    external: false,
                 })),
             )
             .mtu(tun, TUNNEL_MTU)

@@ -13,7 +13,9 @@ pub mod double_bond;
 pub mod double_team;
 pub mod enrt;
 pub mod forwarding;
+pub mod geneve_lwt_tunnel;
 pub mod geneve_tunnel;
+pub mod gre_lwt_tunnel;
 pub mod gre_tunnel;
 pub mod gre_tunnel_over_bond;
 pub mod gre_tunnel_over_macvlan;
@@ -25,8 +27,10 @@ pub mod ipip_tunnel;
 pub mod ipsec;
 pub mod ipsec_esp_aead;
 pub mod ipsec_esp_ah_comp;
+pub mod l2tp_tunnel;
 pub mod linux_bridge;
 pub mod linux_bridge_over_bond;
+pub mod lwt;
 pub mod ping_flood;
 pub mod reqs;
 pub mod short_lived_connections;
@@ -49,6 +53,8 @@ pub mod vlans_over_bond;
 pub mod vlans_over_team;
 pub mod vxlan_multicast;
 pub mod vxlan_netns_tunnel;
+pub mod vxlan_gpe_tunnel;
+pub mod vxlan_lwt_tunnel;
 pub mod vxlan_remote;
 pub mod xdp;
 
@@ -58,6 +64,7 @@ mod catalogue_tests;
 mod hw_params_tests;
 #[cfg(test)]
 mod ipsec_tests;
+mod lwt_tests;
 #[cfg(test)]
 mod rr_tunable_tests;
 #[cfg(test)]
@@ -225,6 +232,11 @@ pub const REGISTRY: &[RecipeDef] = &[
     RecipeDef::of::<gre_tunnel_over_bond::GreTunnelOverBondRecipe>(),
     RecipeDef::of::<vxlan_netns_tunnel::VxlanNetnsTunnelRecipe>(),
     RecipeDef::of::<ip6gre_netns_tunnel::Ip6GreNetnsTunnelRecipe>(),
+    RecipeDef::of::<gre_lwt_tunnel::GreLwtTunnelRecipe>(),
+    RecipeDef::of::<geneve_lwt_tunnel::GeneveLwtTunnelRecipe>(),
+    RecipeDef::of::<vxlan_lwt_tunnel::VxlanLwtTunnelRecipe>(),
+    RecipeDef::of::<vxlan_gpe_tunnel::VxlanGpeTunnelRecipe>(),
+    RecipeDef::of::<l2tp_tunnel::L2TPTunnelRecipe>(),
     RecipeDef::of::<xdp::XDPDropRecipe>(),
     RecipeDef::of::<xdp::XDPTxRecipe>(),
     RecipeDef::of::<xdp::XDPRedirectCPURecipe>(),

@@ -413,6 +413,7 @@ fn geneve_over_ipv6_is_created_with_mtu_1400_and_asserts_its_vni() {
             remote: Some(rm.parse().unwrap()),
             dstport: None,
             ttl: None,
+            external: false,
         })
     };
     assert_eq!(

@@ -23,6 +23,15 @@ pub fn smoke(extra: Value) -> Value {
     p
 }
 
+/// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
+pub fn smoke_no_offloads(extra: Value) -> Value {
+    let mut p = smoke(extra);
+    if let Some(o) = p.as_object_mut() {
+        o.remove("offload_combinations");
+    }
+    p
+}
+
 /// Write a TEST_DB of `(recipe, params)` into `home`; returns its path.
 pub fn test_db(home: &Path, tests: &[(&str, Value)]) -> String {
     let db: Vec<Value> = tests
@@ -107,15 +116,6 @@ pub fn assert_passed_isolated(
         .cloned()
         .unwrap_or_default();
     assert_eq!(t["result"], "PASS", "{recipe}: {t:#}");
-}
-
-/// [`smoke`] without `offload_combinations` (recipes without OffloadSubConfigMixin).
-pub fn smoke_no_offloads(extra: Value) -> Value {
-    let mut p = smoke(extra);
-    if let Some(o) = p.as_object_mut() {
-        o.remove("offload_combinations");
-    }
-    p
 }
 
 /// The packet asserts of test `idx`: each PASSed and matched at least `min` packets; their

@@ -21,6 +21,10 @@ pub enum Step {
     /// Add an address without tracking it (upstream's plain `dev.ip_add(...)`): not in the
     /// configuration's record, so neither pinged nor described nor waited for.
     UntrackedAddress { dev: Dev, addr: IfAddr },
+    /// An [`Step::Address`] on a device the recipe neither matched nor created (`lo`), which
+    /// the agent's snapshot does not restore: the address is deleted again (`ip_del`) when
+    /// the configuration is taken down.
+    AddressUndone { dev: Dev, addr: IfAddr },
     /// Bring a device up, recorded as `up_and_wait()` (`wait`) or `up()`.
     Up { dev: Dev, wait: bool },
     /// Set a device's MTU, recorded as an attribute change.
@@ -54,6 +58,27 @@ pub enum Step {
         host: String,
         route: RouteSpec,
         dev: Option<Dev>,
+    },
+    /// Create a static L2TPv3 tunnel on a host (upstream `L2TPManager.create_tunnel`); the
+    /// agent deletes it, with its sessions, when the recipe ends.
+    L2tpTunnel {
+        host: String,
+        tunnel: crate::protocol::L2tpTunnelSpec,
+    },
+    /// Create an L2TP session whose Ethernet device is `dev` (upstream
+    /// `L2TPSessionDevice(tunnel_id, session_id, peer_session_id)`).
+    L2tpSession {
+        dev: Dev,
+        tunnel_id: u32,
+        session_id: u32,
+        peer_session_id: u32,
+    },
+    /// A point-to-point address (`configure_and_track_ip(dev, ip, peer=…)`), tracked as
+    /// `addr`.
+    PeerAddress {
+        dev: Dev,
+        addr: IfAddr,
+        peer: std::net::IpAddr,
     },
     /// Write a sysctl (the old value is written back when the configuration is taken down).
     Sysctl {
@@ -336,6 +361,66 @@ impl TestWide {
         });
         self
     }
+    /// Add an address to a device the recipe neither matched nor created (`lo`), deleted
+    /// again when the configuration is taken down ([`Step::AddressUndone`]).
+    pub fn address_undone(&mut self, dev: &Dev, addr: IfAddr) -> &mut Self {
+        self.steps.push(Step::AddressUndone {
+            dev: dev.clone(),
+            addr,
+        });
+        self
+    }
+
+    /// Create a static L2TPv3 tunnel on `host` ([`Step::L2tpTunnel`]).
+    pub fn l2tp_tunnel(
+        &mut self,
+        host: &str,
+        tunnel: crate::protocol::L2tpTunnelSpec,
+    ) -> &mut Self {
+        self.steps.push(Step::L2tpTunnel {
+            host: host.to_string(),
+            tunnel,
+        });
+        self
+    }
+
+    /// Create an L2TP session device `dev` of tunnel `tunnel_id` ([`Step::L2tpSession`]).
+    pub fn l2tp_session(
+        &mut self,
+        dev: &Dev,
+        tunnel_id: u32,
+        session_id: u32,
+        peer_session_id: u32,
+    ) -> &mut Self {
+        self.steps.push(Step::L2tpSession {
+            dev: dev.clone(),
+            tunnel_id,
+            session_id,
+            peer_session_id,
+        });
+        self
+    }
+
+    /// A point-to-point address with its peer ([`Step::PeerAddress`]).
+    pub fn peer_address(&mut self, dev: &Dev, addr: IfAddr, peer: std::net::IpAddr) -> &mut Self {
+        self.steps.push(Step::PeerAddress {
+            dev: dev.clone(),
+            addr,
+            peer,
+        });
+        self
+    }
+
+    /// Add a route with any [`RouteSpec`] fields (`encap`, …); `dev` fills its device.
+    pub fn route_spec(&mut self, host: &str, route: RouteSpec, dev: Option<&Dev>) -> &mut Self {
+        self.steps.push(Step::Route {
+            host: host.to_string(),
+            route,
+            dev: dev.cloned(),
+        });
+        self
+    }
+
     /// Add a route to `dst` through the device `dev` (`ip route add DST dev DEV`).
     pub fn route_dev(&mut self, host: &str, dst: String, dev: &Dev) -> &mut Self {
         self.steps.push(Step::Route {
@@ -450,6 +535,9 @@ fn step_agent(step: &Step) -> Option<&str> {
     let host = match step {
         Step::Address { dev, .. }
         | Step::UntrackedAddress { dev, .. }
+        | Step::AddressUndone { dev, .. }
+        | Step::L2tpSession { dev, .. }
+        | Step::PeerAddress { dev, .. }
         | Step::Up { dev, .. }
         | Step::Mtu { dev, .. }
         | Step::Create { dev, .. }
@@ -457,7 +545,10 @@ fn step_agent(step: &Step) -> Option<&str> {
         | Step::Track { dev }
         | Step::Move { dev, .. } => &dev.host,
         Step::Enslave { port, .. } => &port.host,
-        Step::Netns { host, .. } | Step::Route { host, .. } | Step::Sysctl { host, .. } => host,
+        Step::Netns { host, .. }
+        | Step::Route { host, .. }
+        | Step::Sysctl { host, .. }
+        | Step::L2tpTunnel { host, .. } => host,
         Step::WaitTentative => return None,
     };
     host.split('.').next()
@@ -466,7 +557,9 @@ fn step_agent(step: &Step) -> Option<&str> {
 /// What a step adds to the configuration's record (addresses, tracked devices).
 fn track(configured: &mut Configured, step: &Step) {
     match step {
-        Step::Address { dev, addr } => configured.track(dev, *addr),
+        Step::Address { dev, addr }
+        | Step::AddressUndone { dev, addr }
+        | Step::PeerAddress { dev, addr, .. } => configured.track(dev, *addr),
         Step::Track { dev } => configured.track_device(dev),
         _ => {}
     }
@@ -570,6 +663,42 @@ async fn apply_step(
                 "ip_add",
                 &[format!("'{cidr}'")],
                 |c, ifname| async move { c.add_address(&ifname, &cidr).await },
+            )
+            .await?;
+        }
+        Step::AddressUndone { dev, addr } => {
+            let cidr = addr.to_string();
+            let c2 = cidr.clone();
+            ctx.device_call(
+                dev,
+                "ip_add",
+                &[format!("'{cidr}'")],
+                |c, ifname| async move { c.add_address(&ifname, &c2).await },
+            )
+            .await?;
+            ctx.push_undo(crate::recipes::context::Undo::DelAddress {
+                dev: dev.clone(),
+                addr: cidr,
+            });
+        }
+        Step::L2tpTunnel { host, tunnel } => ctx.add_l2tp_tunnel(host, tunnel.clone()).await?,
+        Step::L2tpSession {
+            dev,
+            tunnel_id,
+            session_id,
+            peer_session_id,
+        } => {
+            ctx.add_l2tp_session(dev, *tunnel_id, *session_id, *peer_session_id)
+                .await?
+        }
+        Step::PeerAddress { dev, addr, peer } => {
+            let cidr = addr.to_string();
+            let arg = format!("{cidr} peer {peer}");
+            ctx.device_call(
+                dev,
+                "ip_add",
+                &[format!("'{cidr}'"), format!("peer='{peer}'")],
+                |c, ifname| async move { c.add_address(&ifname, &arg).await },
             )
             .await?;
         }

@@ -221,6 +221,13 @@ pub trait EnrtRecipe: Recipe {
         (c.clone(), c)
     }
 
+    /// Whether the CPU index of [`EnrtRecipe::perf_cpupin`] counts the processes across all
+    /// endpoint pairs of a measurement (GeneveLwtTunnelRecipe's `_create_perf_flows`: one
+    /// flow per pair, each on the next CPU) instead of restarting at 0 for each pair.
+    fn perf_cpupin_across_pairs(&self) -> bool {
+        false
+    }
+
     /// A packet-rate measurement instead of iperf3 flows (upstream's `net_perf_tool_class`
     /// of the XDP and forwarding measurement generators); `perf_tests` then only selects the
     /// perf tweaks, pktgen always sends UDP.
@@ -703,9 +710,10 @@ fn create_flows<R: EnrtRecipe>(
     let f = &base.flows;
     let mut port = FIRST_PORT;
     let mut flows = Vec::new();
+    let across = r.perf_cpupin_across_pairs();
     for (client, server) in pairs {
         for i in 0..f.perf_parallel_processes as usize {
-            let (gen_cpus, recv_cpus) = r.perf_cpupin(i);
+            let (gen_cpus, recv_cpus) = r.perf_cpupin(if across { flows.len() } else { i });
             // One field when both are pinned alike (FlowMeasurementGenerator), the receiver's
             // own otherwise (`Some([])`: not pinned).
             let receiver_cpupin = (recv_cpus != gen_cpus).then(|| recv_cpus.unwrap_or_default());
