@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Held while modules load: a device created during the preload waits for it (a module that
-/// shows in /sys/module may still be initialising).
+/// Held while modules load: one loader at a time in this process, so no device is made while
+/// a module it needs shows in /sys/module but is still initialising.
 static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Load modules in-process from now on (VM agents).
@@ -67,35 +67,24 @@ fn params_of(module: &str) -> &'static str {
     }
 }
 
-/// Start loading `modules` in a thread of their own (VM agents, `--preload-modules`: the
-/// controller's list of what the recipe will create), while the controller connects; a
-/// device created meanwhile waits for the loads to end. Names are checked (a module name is
-/// letters, digits, `_` and `-`); loading errors are only logged, as in [`ensure_for`].
-pub fn preload(modules: Vec<String>) -> Result<(), String> {
+/// Load `modules` (and their dependencies) now, from the running kernel's module tree: the
+/// VM init does it before the agent starts, for the modules the controller names on the
+/// kernel command line (`lnst.modules=`, what the recipe's configuration will create). Names
+/// are checked (letters, digits, `_` and `-`). Returns the modules loaded.
+pub fn load_now(modules: &[&str]) -> Result<Vec<String>, String> {
     if let Some(bad) = modules.iter().find(|m| {
         m.is_empty()
             || !m
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
     }) {
-        return Err(format!("--preload-modules: {bad:?} is not a module name"));
+        return Err(format!("{bad:?} is not a module name"));
     }
     if modules.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    // Returns once the thread holds the lock: no device can be created before the loads began.
-    let (locked, wait) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("preload-modules".into())
-        .spawn(move || {
-            let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = locked.send(());
-            let names: Vec<&str> = modules.iter().map(String::as_str).collect();
-            log(ensure(Path::new("/"), &names));
-        })
-        .map_err(|e| format!("module preload thread: {e}"))?;
-    let _ = wait.recv();
-    Ok(())
+    let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+    ensure(Path::new("/"), modules)
 }
 
 fn log(res: Result<Vec<String>, String>) {
@@ -112,7 +101,7 @@ pub async fn ensure_for(spec: &LinkSpec) {
 }
 
 /// Make sure `wanted` are loaded (when enabled); never fails.
-pub async fn ensure_modules(wanted: Vec<(&'static str, &'static str)>) {
+pub async fn ensure_modules(wanted: Vec<&'static str>) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
@@ -229,13 +218,13 @@ mod tests {
     }
 
     #[test]
-    fn preload_refuses_what_is_not_a_module_name() {
+    fn load_now_refuses_what_is_not_a_module_name() {
         for bad in ["", "../x", "a b", "bonding;rm"] {
-            let e = preload(vec!["8021q".into(), bad.into()]).unwrap_err();
+            let e = load_now(&["8021q", bad]).unwrap_err();
             assert!(e.contains("is not a module name"), "{e}");
         }
-        // Nothing to load: nothing started.
-        assert_eq!(preload(Vec::new()), Ok(()));
+        // Nothing to load: nothing read.
+        assert_eq!(load_now(&[]), Ok(Vec::new()));
     }
 
     #[test]

@@ -9,12 +9,7 @@ use crate::protocol::{ErrorKind, L2tpEncap, L2tpSessionSpec, L2tpTunnelSpec};
 use std::time::Duration;
 
 /// The modules an L2TP tunnel and its Ethernet sessions need.
-pub const MODULES: [(&str, &str); 4] = [
-    ("l2tp_netlink", ""),
-    ("l2tp_eth", ""),
-    ("l2tp_ip", ""),
-    ("l2tp_ip6", ""),
-];
+pub const MODULES: [&str; 4] = ["l2tp_netlink", "l2tp_eth", "l2tp_ip", "l2tp_ip6"];
 
 const FEATURE: (&str, &str) = ("L2TPv3 support", "modules l2tp_netlink, l2tp_eth, l2tp_ip");
 

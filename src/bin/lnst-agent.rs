@@ -36,10 +36,6 @@ struct Args {
     /// passes it; a machine's own /etc/modprobe.d is then not consulted).
     #[arg(long)]
     load_modules: bool,
-    /// With --load-modules: start loading these kernel modules (comma-separated names) in the
-    /// background at once, while the controller connects; creating a device waits for them.
-    #[arg(long, value_delimiter = ',', requires = "load_modules")]
-    preload_modules: Vec<String>,
     /// Debug logging.
     #[arg(long, short = 'd')]
     debug: bool,
@@ -103,7 +99,6 @@ fn main() -> anyhow::Result<()> {
     }
     if args.load_modules {
         agent::kmod::enable();
-        agent::kmod::preload(args.preload_modules).unwrap_or_else(|e| bad_input(&e));
     }
     // Idle blocking-pool threads (sysctl and restore work, malloc_trim after a session) end
     // after 1 s instead of tokio's 10 s: a long-lived lab agent's threads return to their

@@ -334,6 +334,21 @@ fn run() -> Result<(), String> {
         }
     }
     loopback_up()?;
+    // The kernel modules of the devices the recipe will create (the controller's hint), loaded
+    // now, before the agent starts, while the run's other VMs may still be booting. A failure
+    // is only reported: the agent loads what a device needs when it makes it.
+    if let Some(m) = cmdline_value(&cmdline, "lnst.modules") {
+        let names: Vec<&str> = m.split(',').filter(|s| !s.is_empty()).collect();
+        match lnst_runner::agent::kmod::load_now(&names) {
+            Ok(loaded) => step(&format!("modules preloaded: {}", loaded.join(" "))),
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "lnst-vm-init: modules not preloaded: {e}"
+                );
+            }
+        }
+    }
 
     let dev = find_port(&conf.port)?;
     let mut port = std::fs::OpenOptions::new()
@@ -350,12 +365,6 @@ fn run() -> Result<(), String> {
     // port whose host side is closed blocks, so the agent alone would never notice.
     let watch = port.try_clone().map_err(|e| format!("control port: {e}"))?;
     let mut cmd = std::process::Command::new(&conf.agent);
-    cmd.args(&conf.args);
-    // The kernel modules of the devices the recipe will create, loaded by the agent while it
-    // connects (the controller's hint; the agent checks the names).
-    if let Some(m) = cmdline_value(&cmdline, "lnst.modules") {
-        cmd.arg(format!("--preload-modules={m}"));
-    }
     cmd.env_clear()
         .env(
             "PATH",

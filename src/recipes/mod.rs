@@ -51,10 +51,10 @@ pub mod virtual_bridge_vlans_over_bond;
 pub mod vlans;
 pub mod vlans_over_bond;
 pub mod vlans_over_team;
-pub mod vxlan_multicast;
-pub mod vxlan_netns_tunnel;
 pub mod vxlan_gpe_tunnel;
 pub mod vxlan_lwt_tunnel;
+pub mod vxlan_multicast;
+pub mod vxlan_netns_tunnel;
 pub mod vxlan_remote;
 pub mod xdp;
 
@@ -64,6 +64,7 @@ mod catalogue_tests;
 mod hw_params_tests;
 #[cfg(test)]
 mod ipsec_tests;
+#[cfg(test)]
 mod lwt_tests;
 #[cfg(test)]
 mod rr_tunable_tests;
