@@ -365,7 +365,8 @@ fn run() -> Result<(), String> {
     // port whose host side is closed blocks, so the agent alone would never notice.
     let watch = port.try_clone().map_err(|e| format!("control port: {e}"))?;
     let mut cmd = std::process::Command::new(&conf.agent);
-    cmd.env_clear()
+    cmd.args(&conf.args)
+        .env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
