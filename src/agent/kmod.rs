@@ -67,24 +67,30 @@ fn params_of(module: &str) -> &'static str {
     }
 }
 
-/// Load `modules` (and their dependencies) now, from the running kernel's module tree: the
-/// VM init does it before the agent starts, for the modules the controller names on the
-/// kernel command line (`lnst.modules=`, what the recipe's configuration will create). Names
-/// are checked (letters, digits, `_` and `-`). Returns the modules loaded.
+/// Load `modules` (and their dependencies) now, from the running kernel's module tree: a VM
+/// agent does it before it says Hello (`--preload-modules`, from `lnst.modules=` on the kernel
+/// command line: what the recipe's configuration will create). Names are checked (letters,
+/// digits, `_` and `-`). Returns the modules loaded.
 pub fn load_now(modules: &[&str]) -> Result<Vec<String>, String> {
-    if let Some(bad) = modules.iter().find(|m| {
-        m.is_empty()
-            || !m
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
-    }) {
-        return Err(format!("{bad:?} is not a module name"));
-    }
+    check_names(modules)?;
     if modules.is_empty() {
         return Ok(Vec::new());
     }
     let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
     ensure(Path::new("/"), modules)
+}
+
+/// Every name is a module name: letters, digits, `_` and `-`.
+pub fn check_names(modules: &[&str]) -> Result<(), String> {
+    match modules.iter().find(|m| {
+        m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-".contains(c))
+    }) {
+        Some(bad) => Err(format!("{bad:?} is not a module name")),
+        None => Ok(()),
+    }
 }
 
 fn log(res: Result<Vec<String>, String>) {

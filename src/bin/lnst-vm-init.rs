@@ -334,21 +334,6 @@ fn run() -> Result<(), String> {
         }
     }
     loopback_up()?;
-    // The kernel modules of the devices the recipe will create (the controller's hint), loaded
-    // now, before the agent starts, while the run's other VMs may still be booting. A failure
-    // is only reported: the agent loads what a device needs when it makes it.
-    if let Some(m) = cmdline_value(&cmdline, "lnst.modules") {
-        let names: Vec<&str> = m.split(',').filter(|s| !s.is_empty()).collect();
-        match lnst_runner::agent::kmod::load_now(&names) {
-            Ok(loaded) => step(&format!("modules preloaded: {}", loaded.join(" "))),
-            Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "lnst-vm-init: modules not preloaded: {e}"
-                );
-            }
-        }
-    }
 
     let dev = find_port(&conf.port)?;
     let mut port = std::fs::OpenOptions::new()
@@ -365,8 +350,13 @@ fn run() -> Result<(), String> {
     // port whose host side is closed blocks, so the agent alone would never notice.
     let watch = port.try_clone().map_err(|e| format!("control port: {e}"))?;
     let mut cmd = std::process::Command::new(&conf.agent);
-    cmd.args(&conf.args)
-        .env_clear()
+    cmd.args(&conf.args);
+    // The kernel modules of the devices the recipe will create (the controller's hint): the
+    // agent loads them before it says Hello, while the run's other VMs may still be booting.
+    if let Some(m) = cmdline_value(&cmdline, "lnst.modules") {
+        cmd.arg(format!("--preload-modules={m}"));
+    }
+    cmd.env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
