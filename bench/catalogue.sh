@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A recipe list back to back on VM agents with smoke parameters: by default the soft-device
 # catalogue (tests/data/catalogue-smoke.json, the list tests/e2e_catalogue_vm.rs runs);
-# `bench/catalogue.sh RUNS tests/data/tunnels-smoke.json` the tunnel recipes. The wall time of
+# `bench/catalogue.sh RUNS bench/tunnels-all-smoke.json` all 21 tunnel, MACsec and IPsec
+# recipes (the e2e tests' smoke parameters; tests/data/tunnels-smoke.json is the first 7,
+# which tests/e2e_tunnels.rs runs). The wall time of
 # the whole run and, per recipe, where its time went:
 #   agents_s   making and removing the VMs (QEMU boot to a connected agent, teardown)
 #   tool_s     inside ping runs and iperf3 iterations (the traffic)
