@@ -349,6 +349,7 @@ fn record_agents(
 async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     let host = ep.host_id.clone();
     let console = ep.console_log.clone();
+    let socket = ep.control_socket.clone();
     let client = AgentClient::connect(
         &host,
         ep.transport,
@@ -358,6 +359,9 @@ async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     .await
     .map_err(|e| {
         let mut msg = format!("connecting to the agent of {host} ({}): {e}", ep.hostname);
+        if let Some(fd) = &socket {
+            msg.push_str(&format!(" ({})", crate::provision::socket_queues(fd)));
+        }
         // What the agent's side printed (a VM's console) says why it did not answer.
         if let Some(tail) = console.map(|p| crate::provision::log_tail(&p, 8)) {
             if !tail.is_empty() {
@@ -447,6 +451,7 @@ mod tests {
             secret: None,
             interfaces: BTreeMap::new(),
             console_log: Some(console),
+            control_socket: None,
         };
         let e = connect_host(ep).await.err().unwrap_or_default();
         assert!(

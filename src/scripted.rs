@@ -814,6 +814,7 @@ impl ScriptedAgent {
             secret: None,
             interfaces,
             console_log: None,
+            control_socket: None,
         }
     }
 }

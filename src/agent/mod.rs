@@ -857,6 +857,17 @@ async fn handshake<R: AsyncRead + Unpin>(
         conn.handshake_timeout,
         protocol::read_message_limited(reader, protocol::MAX_HANDSHAKE_FRAME),
     );
+    // A handshake that stalls says so where the agent's side can be read (a VM's console):
+    // it tells a controller's message that never arrived from one the agent never answered.
+    let peer = conn.peer.clone();
+    let stalled = tokio::spawn(async move {
+        tokio::time::sleep(HANDSHAKE_STALL_NOTE).await;
+        tracing::info!(
+            "controller {peer}: no Auth or Start within {} s of the Hello",
+            HANDSHAKE_STALL_NOTE.as_secs()
+        );
+    });
+    let _stop_note = AbortOnDrop(stalled);
     let first = tokio::select! {
         r = read => match r {
             Ok(r) => r,
@@ -1244,6 +1255,18 @@ where
     *lock(&LOG_SINK) = None;
     drop(session);
     close_writer(out, wtask).await;
+}
+
+/// After this long without the controller's Auth or Start the agent logs it (once).
+const HANDSHAKE_STALL_NOTE: Duration = Duration::from_secs(10);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How long a stdio agent waits for its controller's Auth or Start after its Hello. Only the

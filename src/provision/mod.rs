@@ -55,6 +55,34 @@ pub struct AgentEndpoint {
     /// VM's console: the guest kernel, its init and the agent's stderr). Its last lines are
     /// added to a failed connection's reason.
     pub console_log: Option<std::path::PathBuf>,
+    /// A duplicate of the transport's socket, when it is one (a VM's control channel): a
+    /// failed handshake's reason then says what each side had not yet taken off it
+    /// ([`socket_queues`]), which tells a stalled VM channel from a silent agent.
+    pub control_socket: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
+/// What a connected stream socket holds: whether the peer has read all we sent (`SIOCOUTQ`,
+/// which for a Unix socket counts buffer memory, not bytes), and how many bytes the peer sent
+/// that we have not read (`SIOCINQ`).
+pub fn socket_queues(fd: &std::os::fd::OwnedFd) -> String {
+    use std::os::fd::AsRawFd;
+    let query = |req| {
+        let mut n: libc::c_int = 0;
+        // SAFETY: an open descriptor and a pointer to an int, as both requests take.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut n) };
+        (rc == 0).then_some(n)
+    };
+    match (query(libc::TIOCOUTQ), query(libc::FIONREAD)) {
+        (Some(out), Some(inq)) => format!(
+            "{}, {inq} bytes from it unread",
+            if out > 0 {
+                "what was sent to the agent is not yet taken by its side"
+            } else {
+                "all that was sent to the agent was taken by its side"
+            }
+        ),
+        _ => "socket queues unknown".into(),
+    }
 }
 
 /// The last `n` non-empty lines of a log file joined with " | ", for error messages; empty when
@@ -113,4 +141,29 @@ pub trait Provisioner: Send {
 
     /// Remove everything this provisioner created. Convergent: what is already gone is fine.
     fn teardown(&mut self) -> BoxFuture<'_, Result<(), TeardownErrors>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn socket_queues_count_what_each_side_has_not_taken() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        a.write_all(b"0123456789").unwrap_or_else(|e| panic!("{e}"));
+        let fd = |s: &std::os::unix::net::UnixStream| {
+            std::os::fd::AsFd::as_fd(s)
+                .try_clone_to_owned()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            socket_queues(&fd(&a)),
+            "what was sent to the agent is not yet taken by its side, 0 bytes from it unread"
+        );
+        assert_eq!(
+            socket_queues(&fd(&b)),
+            "all that was sent to the agent was taken by its side, 10 bytes from it unread"
+        );
+    }
 }

@@ -314,6 +314,7 @@ impl NetnsProvisioner {
                 secret: self.agent_secret.as_ref().map(|s| s.as_bytes().to_vec()),
                 interfaces,
                 console_log: None,
+                control_socket: None,
             });
         }
         self.record()?;

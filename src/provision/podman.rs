@@ -836,6 +836,7 @@ impl PodmanProvisioner {
                 .map(|s| s.as_bytes().to_vec()),
             interfaces,
             console_log: None,
+            control_socket: None,
         })
     }
 

@@ -559,6 +559,10 @@ impl VmProvisioner {
 
         let mut endpoints = Vec::new();
         for (h, stream) in hosts.iter().zip(streams) {
+            let control_socket = std::os::fd::AsFd::as_fd(&stream)
+                .try_clone_to_owned()
+                .map(std::sync::Arc::new)
+                .ok();
             let (r, w) = stream.into_split();
             endpoints.push(AgentEndpoint {
                 host_id: h.host_id.clone(),
@@ -588,6 +592,7 @@ impl VmProvisioner {
                     })
                     .collect(),
                 console_log: Some(run_dir(&run_id).join(format!("{}.console", h.host_id))),
+                control_socket,
             });
         }
         tracing::info!(
@@ -645,9 +650,9 @@ impl VmProvisioner {
             nics,
             extra_append: {
                 let mut words = self.opts.extra_append.clone();
-                // Experimental, off unless LNST_VM_PRELOAD=1: in release benchmarks about one
-                // VM in twelve with a preload never answered the controller's authentication
-                // (cause not found yet); CI's debug runs passed.
+                // Experimental, off unless LNST_VM_PRELOAD=1: in release benchmarks 3 VMs of
+                // 37 with a preload never answered the controller's authentication, a stall
+                // seen once without a preload too (docs/VM.md, "A handshake that stalls").
                 let preload = std::env::var_os("LNST_VM_PRELOAD").is_some_and(|v| v == "1");
                 if preload && !h.modules.is_empty() {
                     words.push(format!("lnst.modules={}", h.modules.join(",")));

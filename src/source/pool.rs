@@ -107,6 +107,7 @@ async fn connect(pool: &Pool, m: &MatchDescription) -> Result<Vec<AgentEndpoint>
                 })
                 .collect(),
             console_log: None,
+            control_socket: None,
         });
     }
     Ok(eps)
