@@ -10,9 +10,6 @@ use crate::protocol::{BondMode, CaptureFilter, GreOptions, JobSpec, LinkSpec, Op
 use crate::results::ResultType;
 use crate::scripted::{Script, ScriptedRun};
 
-const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
-const SMOKE_NO_OFFLOADS: &str =
-    "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ping_count=4;ping_interval=0.2";
 const NETS: &str = "net_ipv4='198.18.150.0/24';tunnel1_ipv4='198.18.151.0/24';tunnel2_ipv4='198.18.152.0/24';tunnel1_ipv6='fd00:151::/64';tunnel2_ipv6='fd00:152::/64'";
 
 const BONDED: Devices = &[
@@ -26,25 +23,12 @@ const VIRT: Devices = &[
     ("guest1", &[("eth0", "veth-g")]),
 ];
 
-/// The op, out of its namespace wrapper, with the namespace.
-fn unwrap(op: Op) -> (Option<String>, Op) {
-    match op {
-        Op::InNetns { netns, inner } => (Some(netns), *inner),
-        op => (None, op),
-    }
-}
-
 /// The links created on `host`: (namespace, name, spec).
 fn created(r: &ScriptedRun, host: &str) -> Vec<(Option<String>, String, LinkSpec)> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| match unwrap(e.op) {
-            (ns, Op::CreateLink { ifname, link, .. }) => Some((ns, ifname, link)),
-            _ => None,
-        })
-        .collect()
+    ops(r, host, |op| match out_of_netns(op) {
+        (ns, Op::CreateLink { ifname, link, .. }) => Some((ns, ifname, link)),
+        _ => None,
+    })
 }
 
 /// The captures started: (host, namespace, device, filter).
@@ -52,7 +36,7 @@ fn captures(r: &ScriptedRun) -> Vec<(String, Option<String>, String, CaptureFilt
     r.journal
         .entries()
         .into_iter()
-        .filter_map(|e| match unwrap(e.op) {
+        .filter_map(|e| match out_of_netns(e.op) {
             (
                 ns,
                 Op::StartJob {
@@ -69,7 +53,7 @@ fn pings(r: &ScriptedRun) -> Vec<String> {
     r.journal
         .entries()
         .into_iter()
-        .filter_map(|e| match unwrap(e.op) {
+        .filter_map(|e| match out_of_netns(e.op) {
             (
                 ns,
                 Op::StartJob {
@@ -86,13 +70,6 @@ fn pings(r: &ScriptedRun) -> Vec<String> {
         .collect()
 }
 
-fn packet_asserts(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    generic(r)
-        .into_iter()
-        .filter(|(_, t)| t.starts_with("PacketAssert"))
-        .collect()
-}
-
 fn ip(s: &str) -> std::net::IpAddr {
     s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
 }
@@ -101,18 +78,15 @@ fn ip(s: &str) -> std::net::IpAddr {
 /// `, key=0x..`), carrying host1's echo requests over IPv4 and IPv6.
 fn gre_lines(key: Option<u32>, n: u32) -> String {
     let key = key.map(|k| format!(", key={k:#x}")).unwrap_or_default();
-    let mut out = String::new();
-    for (src, dst, icmp) in [
-        ("198.18.151.2", "198.18.152.2", "ICMP echo request"),
-        ("fd00:151::2", "fd00:152::2", "ICMP6, echo request"),
-    ] {
-        for seq in 1..=n {
-            out.push_str(&format!(
-                "12:00:00.{seq:06} IP 198.18.150.1 > 198.18.150.2: GREv0{key}, length 88: IP {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n"
-            ));
-        }
-    }
-    out
+    tcpdump_lines(
+        ("198.18.150.1", "198.18.150.2"),
+        &format!("GREv0{key}"),
+        &[
+            ("198.18.151.2", "198.18.152.2", false),
+            ("fd00:151::2", "fd00:152::2", true),
+        ],
+        n,
+    )
 }
 
 fn gre(local: &str, remote: &str, key: Option<u32>) -> LinkSpec {
@@ -309,17 +283,11 @@ fn gre_keys_default_to_none_and_gre_key_host2_defaults_to_gre_key() {
             );
         }
     }
-    let r = run_on(
+    let r = run_passing(
         "GreTunnelRecipe",
         &format!("{SMOKE};{NETS};gre_key=7"),
         Script::default().capture(|_| gre_lines(Some(7), 4)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     assert_eq!(
         created(&r, "host1")[0].2,
@@ -415,17 +383,11 @@ fn vxlan_netns_tunnel_lives_in_the_namespaces_and_asserts_host2_replies() {
         assert_eq!(dev, "t_veth1");
         vxlan_reply_lines(("198.18.153.2", "198.18.153.1"), 1234, 4)
     });
-    let r = run_on(
+    let r = run_passing(
         "VxlanNetnsTunnelRecipe",
         &format!("{SMOKE};{NETNS_V4};vxlan_group_ip='239.1.1.9'"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     for (host, ns) in [("host1", "host1-net1"), ("host2", "host2-net1")] {
         let links = created(&r, host);
@@ -456,7 +418,7 @@ fn vxlan_netns_tunnel_lives_in_the_namespaces_and_asserts_host2_replies() {
             .entries()
             .into_iter()
             .filter(|e| e.host == host)
-            .filter_map(|e| match unwrap(e.op) {
+            .filter_map(|e| match out_of_netns(e.op) {
                 (ns, Op::AddRoute { .. }) => Some(ns),
                 _ => None,
             })
@@ -535,17 +497,11 @@ fn ip6gre_netns_tunnel_lives_in_the_namespaces_and_asserts_in_host2_namespace() 
         }
         out
     };
-    let r = run_on(
+    let r = run_passing(
         "Ip6GreNetnsTunnelRecipe",
         &format!("{SMOKE};{P}"),
         Script::default().capture(move |_| lines(4)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let links = created(&r, "host2");
     assert_eq!(
@@ -581,17 +537,11 @@ const MCAST: &str = "net_ipv4='198.18.154.0/24';vxlan_ipv4='198.18.155.0/24';vxl
 
 #[test]
 fn vxlan_multicast_joins_three_machines_and_pings_every_ordered_pair() {
-    let r = run_on(
+    let r = run_passing(
         "VxlanMulticastRecipe",
         &format!("{SMOKE_NO_OFFLOADS};{MCAST}"),
         Script::default(),
         VIRT,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     for (host, parent) in [
         ("host1", "t_br0"),
