@@ -62,22 +62,16 @@ fn vlans_are_created_on_the_nic_and_deleted_in_reverse() {
             "DeleteLink(t_vlan0)",
         ]
     );
-    let ids: Vec<u16> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == "host1")
-        .filter_map(|e| match e.op {
-            Op::CreateLink {
-                link: LinkSpec::Vlan { parent, id, .. },
-                ..
-            } => {
-                assert_eq!(parent, "veth-a");
-                Some(id)
-            }
-            _ => None,
-        })
-        .collect();
+    let ids: Vec<u16> = ops(&r, "host1", |op| match op {
+        Op::CreateLink {
+            link: LinkSpec::Vlan { parent, id, .. },
+            ..
+        } => {
+            assert_eq!(parent, "veth-a");
+            Some(id)
+        }
+        _ => None,
+    });
     assert_eq!(ids, [10, 20, 30]);
     // Three VLANs × two IP versions of pings, flows over vlan0 only.
     let pings = r
@@ -279,16 +273,10 @@ fn netns_router_runs_the_receiver_in_the_namespace_and_measures_cpu_on_host2() {
     }
     assert_eq!((server_in_ns, cpu_in_ns), (2, 0));
     // The forwarding sysctls are written back to what they were, not to 0.
-    let writes: Vec<(String, String)> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == "host2")
-        .filter_map(|e| match e.op {
-            Op::SysctlWrite { path, value } if path.contains("forward") => Some((path, value)),
-            _ => None,
-        })
-        .collect();
+    let writes: Vec<(String, String)> = ops(&r, "host2", |op| match op {
+        Op::SysctlWrite { path, value } if path.contains("forward") => Some((path, value)),
+        _ => None,
+    });
     assert_eq!(writes.len(), 4, "{writes:?}");
     assert_eq!(writes[0].1, "1");
     assert_eq!(writes[3].1, "0", "the scripted agent's old value");

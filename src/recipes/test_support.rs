@@ -94,14 +94,18 @@ pub fn packet_asserts(r: &ScriptedRun) -> Vec<(ResultType, String)> {
         .collect()
 }
 
-/// The agent operations of `host` that `f` picks, in order.
-pub fn ops<T>(r: &ScriptedRun, host: &str, f: impl Fn(Op) -> Option<T>) -> Vec<T> {
+/// The agent operations of every host that `f` picks (given the host), in order.
+pub fn host_ops<T>(r: &ScriptedRun, f: impl Fn(String, Op) -> Option<T>) -> Vec<T> {
     r.journal
         .entries()
         .into_iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| f(e.op))
+        .filter_map(|e| f(e.host, e.op))
         .collect()
+}
+
+/// The agent operations of `host` that `f` picks, in order.
+pub fn ops<T>(r: &ScriptedRun, host: &str, f: impl Fn(Op) -> Option<T>) -> Vec<T> {
+    host_ops(r, |h, op| if h == host { f(op) } else { None })
 }
 
 /// The links created on `host` (in the root namespace), by name.

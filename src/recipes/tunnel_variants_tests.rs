@@ -33,41 +33,33 @@ fn created(r: &ScriptedRun, host: &str) -> Vec<(Option<String>, String, LinkSpec
 
 /// The captures started: (host, namespace, device, filter).
 fn captures(r: &ScriptedRun) -> Vec<(String, Option<String>, String, CaptureFilter)> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter_map(|e| match out_of_netns(e.op) {
-            (
-                ns,
-                Op::StartJob {
-                    spec: JobSpec::Capture { device, filter },
-                },
-            ) => Some((e.host, ns, device, filter)),
-            _ => None,
-        })
-        .collect()
+    host_ops(r, |host, op| match out_of_netns(op) {
+        (
+            ns,
+            Op::StartJob {
+                spec: JobSpec::Capture { device, filter },
+            },
+        ) => Some((host, ns, device, filter)),
+        _ => None,
+    })
 }
 
 /// The pings started: `host[@ns]: src -> dst`.
 fn pings(r: &ScriptedRun) -> Vec<String> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter_map(|e| match out_of_netns(e.op) {
-            (
-                ns,
-                Op::StartJob {
-                    spec: JobSpec::Ping { dst, src, .. },
-                },
-            ) => Some(format!(
-                "{}{}: {} -> {dst}",
-                e.host,
-                ns.map(|n| format!("@{n}")).unwrap_or_default(),
-                src.unwrap_or_default()
-            )),
-            _ => None,
-        })
-        .collect()
+    host_ops(r, |host, op| match out_of_netns(op) {
+        (
+            ns,
+            Op::StartJob {
+                spec: JobSpec::Ping { dst, src, .. },
+            },
+        ) => Some(format!(
+            "{}{}: {} -> {dst}",
+            host,
+            ns.map(|n| format!("@{n}")).unwrap_or_default(),
+            src.unwrap_or_default()
+        )),
+        _ => None,
+    })
 }
 
 fn ip(s: &str) -> std::net::IpAddr {
@@ -177,16 +169,10 @@ fn gre_over_vlan_tunnels_between_the_vlans_and_watches_host2_vlan() {
         }
     );
     // The VLAN is the underlay: it has the address.
-    let addrs: Vec<(String, String)> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == "host1")
-        .filter_map(|e| match e.op {
-            Op::AddAddress { ifname, addr } => Some((ifname, addr)),
-            _ => None,
-        })
-        .collect();
+    let addrs: Vec<(String, String)> = ops(&r, "host1", |op| match op {
+        Op::AddAddress { ifname, addr } => Some((ifname, addr)),
+        _ => None,
+    });
     assert_eq!(
         addrs[0],
         ("t_vlan0".to_string(), "198.18.150.1/24".to_string())
@@ -208,16 +194,10 @@ fn gre_over_macvlan_tunnels_between_the_macvlans() {
     // Only the macvlan answers ARP for its address (eth0 would steal host1's GRE packets);
     // the old value comes back at the end.
     for host in ["host1", "host2"] {
-        let writes: Vec<String> = r
-            .journal
-            .entries()
-            .into_iter()
-            .filter(|e| e.host == host)
-            .filter_map(|e| match e.op {
-                Op::SysctlWrite { path, value } => Some(format!("{path}={value}")),
-                _ => None,
-            })
-            .collect();
+        let writes: Vec<String> = ops(&r, host, |op| match op {
+            Op::SysctlWrite { path, value } => Some(format!("{path}={value}")),
+            _ => None,
+        });
         assert_eq!(
             writes,
             [
@@ -245,16 +225,10 @@ fn gre_over_bond_bonds_both_nics_and_watches_host2_bond() {
             }
             other => panic!("{host}: {other:?}"),
         }
-        let ports: Vec<String> = r
-            .journal
-            .entries()
-            .into_iter()
-            .filter(|e| e.host == host)
-            .filter_map(|e| match e.op {
-                Op::Enslave { ifname, master, .. } => Some(format!("{ifname}>{master}")),
-                _ => None,
-            })
-            .collect();
+        let ports: Vec<String> = ops(&r, host, |op| match op {
+            Op::Enslave { ifname, master, .. } => Some(format!("{ifname}>{master}")),
+            _ => None,
+        });
         let (a, b) = if host == "host1" {
             ("veth-a", "veth-c")
         } else {
@@ -413,16 +387,10 @@ fn vxlan_netns_tunnel_lives_in_the_namespaces_and_asserts_host2_replies() {
             })
         );
         // The routes to the peer's tunnel networks are added inside the namespace.
-        let routes: Vec<Option<String>> = r
-            .journal
-            .entries()
-            .into_iter()
-            .filter(|e| e.host == host)
-            .filter_map(|e| match out_of_netns(e.op) {
-                (ns, Op::AddRoute { .. }) => Some(ns),
-                _ => None,
-            })
-            .collect();
+        let routes: Vec<Option<String>> = ops(&r, host, |op| match out_of_netns(op) {
+            (ns, Op::AddRoute { .. }) => Some(ns),
+            _ => None,
+        });
         assert_eq!(routes, [Some(ns.to_string()), Some(ns.to_string())]);
     }
     let caps = captures(&r);
@@ -565,17 +533,12 @@ fn vxlan_multicast_joins_three_machines_and_pings_every_ordered_pair() {
         );
     }
     // Tracked and untracked underlay addresses, as upstream: .1/.2 on br0, .3/.4 guest1, .5/.6 host2.
-    let addrs: Vec<String> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter_map(|e| match e.op {
-            Op::AddAddress { ifname, addr } if addr.starts_with("198.18.154.") => {
-                Some(format!("{}.{ifname} {addr}", e.host))
-            }
-            _ => None,
-        })
-        .collect();
+    let addrs: Vec<String> = host_ops(&r, |host, op| match op {
+        Op::AddAddress { ifname, addr } if addr.starts_with("198.18.154.") => {
+            Some(format!("{}.{ifname} {addr}", host))
+        }
+        _ => None,
+    });
     let mut sorted = addrs.clone();
     sorted.sort();
     assert_eq!(
