@@ -9,79 +9,19 @@
 
 mod common;
 
-use common::{have, is_root, require, sh};
+use common::agent_ns::Netns;
+use common::{have, is_root, require};
 use lnst_runner::protocol::{
     ErrorKind, GeneveOpt, GeneveOptions, GreOptions, LinkSpec, RouteEncap, RouteSpec, VxlanOptions,
 };
-use lnst_runner::provision::Transport;
-use lnst_runner::session::{AgentClient, ClientOptions, SessionError};
+use lnst_runner::session::{AgentClient, SessionError};
 use std::process::Command;
 use std::time::Duration;
 
-/// A network namespace deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        Netns(name)
-    }
-    fn ip(&self, args: &[&str]) -> Result<String, String> {
-        let o = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-        }
-    }
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
+/// The agent in `ns` as `host`, its log on the test's stderr.
 async fn agent(ns: &Netns, host: &str) -> (tokio::process::Child, AgentClient) {
-    let mut cmd = tokio::process::Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &ns.0,
-        env!("CARGO_BIN_EXE_lnst-agent"),
-        "--stdio",
-    ])
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::inherit())
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
-    let (Some(out), Some(inp)) = (child.stdout.take(), child.stdin.take()) else {
-        panic!("agent stdio not piped");
-    };
-    let t = Transport {
-        reader: Box::new(out),
-        writer: Box::new(inp),
-    };
-    let opts = ClientOptions {
-        request_timeout: Duration::from_secs(20),
-        keepalive_interval: Duration::from_millis(500),
-        keepalive_timeout: Duration::from_secs(10),
-    };
-    let c = ok(AgentClient::connect(host, t, None, opts).await, "connect");
-    (child, c)
+    ns.agent_with_stderr(host, std::process::Stdio::inherit())
+        .await
 }
 
 fn ok<T>(r: Result<T, SessionError>, what: &str) -> T {

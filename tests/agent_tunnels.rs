@@ -7,76 +7,14 @@
 
 mod common;
 
-use common::{have, is_root, require, sh};
+use common::agent_ns::Netns;
+use common::{have, is_root, require};
 use lnst_runner::protocol::{
     CaptureFilter, ErrorKind, GeneveOptions, GreOptions, IpTunMode, IpTunOptions, JobSpec,
     LinkSpec, VxlanOptions,
 };
-use lnst_runner::provision::Transport;
-use lnst_runner::session::{AgentClient, ClientOptions, SessionError};
-use std::process::Command;
+use lnst_runner::session::SessionError;
 use std::time::Duration;
-
-/// A network namespace deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&["ip", "netns", "add", &name]);
-        Netns(name)
-    }
-    fn ip(&self, args: &[&str]) -> Result<String, String> {
-        let o = Command::new("ip")
-            .args(["-n", &self.0])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if o.status.success() {
-            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-        }
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn spawn_agent(ns: &Netns) -> (tokio::process::Child, Transport) {
-    let mut cmd = tokio::process::Command::new("ip");
-    cmd.args([
-        "netns",
-        "exec",
-        &ns.0,
-        env!("CARGO_BIN_EXE_lnst-agent"),
-        "--stdio",
-    ])
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::inherit())
-    .kill_on_drop(true);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
-    let (Some(out), Some(inp)) = (child.stdout.take(), child.stdin.take()) else {
-        panic!("agent stdio not piped");
-    };
-    let t = Transport {
-        reader: Box::new(out),
-        writer: Box::new(inp),
-    };
-    (child, t)
-}
-
-fn opts() -> ClientOptions {
-    ClientOptions {
-        request_timeout: Duration::from_secs(20),
-        keepalive_interval: Duration::from_millis(500),
-        keepalive_timeout: Duration::from_secs(10),
-    }
-}
 
 fn ok<T>(r: Result<T, SessionError>, what: &str) -> T {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -113,11 +51,9 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
     ])
     .unwrap();
 
-    let (mut child, t) = spawn_agent(&ns);
-    let c = ok(
-        AgentClient::connect("host1", t, None, opts()).await,
-        "connect",
-    );
+    let (mut child, c) = ns
+        .agent_with_stderr("host1", std::process::Stdio::inherit())
+        .await;
     ok(c.start_recipe(&["p0".to_string()]).await, "start recipe");
 
     let vx = LinkSpec::Vxlan(VxlanOptions {

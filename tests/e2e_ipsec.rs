@@ -12,11 +12,11 @@ mod common;
 use common::catalogue::*;
 use common::vm::*;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
 
 /// (recipe, smoke parameters, pings, flows, packet asserts).
-fn recipes() -> Vec<(&'static str, Value, usize, usize, usize)> {
+fn recipes() -> Vec<Smoke<&'static str>> {
     vec![
         (
             "IpsecEspAeadRecipe",
@@ -92,34 +92,15 @@ fn assert_no_keys(results: &Path) {
 
 #[test]
 fn vm_ipsec_and_macsec_recipes_pass_and_their_packet_asserts_hold() {
-    let Some(k) = require_vm_e2e() else { return };
-    if !require(
-        have("tcpdump"),
-        "tcpdump is not installed (.ci/run installs it)",
-    ) {
+    let Some(k) = require_vm_tcpdump() else {
         return;
-    }
+    };
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = recipes();
-    let tests: Vec<(&str, Value)> = all.iter().map(|(r, p, ..)| (*r, p.clone())).collect();
-    let db = test_db(home.path(), &tests);
-    let mut vars = vm_vars(&k);
-    vars.push(("TEST_DB", &db));
-    let out = runner(home.path(), &vars).output().unwrap();
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    let res = home.path().join("results");
-    for (i, (recipe, _, pings, flows, asserts)) in all.iter().enumerate() {
-        assert_passed(&res, i, recipe, *pings, *flows);
-        // At least one captured packet per ping sent (ping_count 5; AH/ESP: 10).
-        assert_eq!(
-            packet_asserts(&res, i, recipe, 5),
-            *asserts,
-            "{recipe}: packet asserts"
-        );
-    }
+    let run = run_test_db(&vm_vars(&k), &smoke_tests(&all));
+    run.assert_exit(0);
+    let res = &run.res;
+    assert_smoke_passed(res, &all);
     let aead = std::fs::read_to_string(res.join("0_IpsecEspAeadRecipe/run-data-0.json")).unwrap();
     assert!(aead.contains("matched [ESP(spi=0x00001001]"), "{aead}");
     let ah = std::fs::read_to_string(res.join("1_IpsecEspAhCompRecipe/run-data-0.json")).unwrap();
@@ -129,25 +110,16 @@ fn vm_ipsec_and_macsec_recipes_pass_and_their_packet_asserts_hold() {
     );
     // Only what the recipe added was deleted (by selector and SPI).
     assert!(ah.contains("proto comp spi 0x00000004"), "{ah}");
-    assert_no_keys(&res);
-    for id in run_ids_in_results(&res) {
-        assert_no_vm_leftovers(&id, &text);
-    }
-    assert_nothing_to_clean_up(home.path(), &vm_vars(&k));
+    assert_no_keys(res);
+    run.assert_no_vm_leftovers(&k);
 }
 
 #[test]
 fn vm_mismatched_spis_and_macsec_keys_fail_with_the_reason() {
-    let Some(k) = require_vm_e2e() else { return };
-    if !require(
-        have("tcpdump"),
-        "tcpdump is not installed (.ci/run installs it)",
-    ) {
+    let Some(k) = require_vm_tcpdump() else {
         return;
-    }
+    };
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let other = "00112233445566778899aabbccddeeff";
     // No flows: they could only time out; the pings and asserts tell why.
     let tests = vec![
@@ -169,28 +141,14 @@ fn vm_mismatched_spis_and_macsec_keys_fail_with_the_reason() {
             })),
         ),
     ];
-    let db = test_db(home.path(), &tests);
-    let mut vars = vm_vars(&k);
-    vars.push(("TEST_DB", &db));
-    let out = runner(home.path(), &vars).output().unwrap();
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    let res = home.path().join("results");
+    let run = run_test_db(&vm_vars(&k), &tests);
+    run.assert_exit(1);
+    let res = &run.res;
     let summary = read_json(&res.join("summary.json"));
     for t in summary["tests"].as_array().unwrap() {
         assert_eq!(t["result"], "FAIL", "{t:#}");
     }
-    let failed = |dir: &str| -> Vec<String> {
-        let data = read_json(&res.join(dir).join("run-data-0.json"));
-        data.as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r["result"] == "FAIL")
-            .filter_map(|r| r["description"].as_str().map(str::to_string))
-            .collect()
-    };
-    let aead = failed("0_IpsecEspAeadRecipe");
+    let aead = failed_descriptions(res, 0, "IpsecEspAeadRecipe");
     assert!(
         aead.iter()
             .any(|d| d.contains("measured rate 0 is lower than min_rate")),
@@ -202,18 +160,15 @@ fn vm_mismatched_spis_and_macsec_keys_fail_with_the_reason() {
                 .starts_with("PacketAssert on host2.eth0: 0 packets matched [ESP(spi=0x00002001]")),
         "{aead:#?}"
     );
-    let macsec = failed("1_SimpleMacsecRecipe");
+    let macsec = failed_descriptions(res, 1, "SimpleMacsecRecipe");
     assert!(
         macsec
             .iter()
             .any(|d| d.contains("measured rate 0 is lower than min_rate")),
         "{macsec:#?}"
     );
-    assert_no_keys(&res);
+    assert_no_keys(res);
     let all = std::fs::read_to_string(res.join("1_SimpleMacsecRecipe/run-data-0.json")).unwrap();
     assert!(!all.contains(other), "host2's key recorded");
-    for id in run_ids_in_results(&res) {
-        assert_no_vm_leftovers(&id, &text);
-    }
-    assert_nothing_to_clean_up(home.path(), &vm_vars(&k));
+    run.assert_no_vm_leftovers(&k);
 }

@@ -31,7 +31,7 @@ fn vxlan_lwt(extra: Value) -> Value {
 
 /// (recipe, smoke parameters, pings, flows, packet asserts). The LWT recipes ping and
 /// measure over IPv4 only by default (upstream's `ip_versions`).
-fn lwt_recipes() -> Vec<(&'static str, Value, usize, usize, usize)> {
+fn lwt_recipes() -> Vec<Smoke<&'static str>> {
     vec![
         (
             "GreLwtTunnelRecipe",
@@ -99,33 +99,16 @@ fn lwt_recipes() -> Vec<(&'static str, Value, usize, usize, usize)> {
 
 #[test]
 fn vm_lwt_recipes_pass_and_their_packet_asserts_hold() {
-    let Some(k) = require_vm_e2e() else { return };
-    if !require(
-        have("tcpdump"),
-        "tcpdump is not installed (.ci/run installs it)",
-    ) {
+    let Some(k) = require_vm_tcpdump() else {
         return;
-    }
+    };
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = lwt_recipes();
-    let tests: Vec<(&str, Value)> = all.iter().map(|(r, p, ..)| (*r, p.clone())).collect();
-    let db = test_db(home.path(), &tests);
-    let mut vars = vm_vars(&k);
-    vars.push(("TEST_DB", &db));
-    let out = runner(home.path(), &vars).output().unwrap();
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    let res = home.path().join("results");
-    for (i, (recipe, _, pings, flows, asserts)) in all.iter().enumerate() {
-        assert_passed(&res, i, recipe, *pings, *flows);
-        // At least one captured packet per ping sent (ping_count 5).
-        assert_eq!(
-            packet_asserts(&res, i, recipe, 5),
-            *asserts,
-            "{recipe}: packet asserts"
-        );
+    let run = run_test_db(&vm_vars(&k), &smoke_tests(&all));
+    run.assert_exit(0);
+    let res = &run.res;
+    assert_smoke_passed(res, &all);
+    for (i, (recipe, ..)) in all.iter().enumerate() {
         let data =
             std::fs::read_to_string(res.join(format!("{i}_{recipe}/run-data-0.json"))).unwrap();
         if recipe.starts_with("L2TP") {
@@ -152,10 +135,7 @@ fn vm_lwt_recipes_pass_and_their_packet_asserts_hold() {
             );
         }
     }
-    for id in run_ids_in_results(&res) {
-        assert_no_vm_leftovers(&id, &text);
-    }
-    assert_nothing_to_clean_up(home.path(), &vm_vars(&k));
+    run.assert_no_vm_leftovers(&k);
 }
 
 /// The negative test: host2's encap routes carry another VNI than host1's. An external VXLAN
@@ -163,30 +143,17 @@ fn vm_lwt_recipes_pass_and_their_packet_asserts_hold() {
 /// expects host2's replies to carry `tunnel_id`, sees none and the test FAILs with that reason.
 #[test]
 fn vm_vxlan_lwt_with_a_mismatched_tunnel_id_fails_naming_the_packet_assert() {
-    let Some(k) = require_vm_e2e() else { return };
-    if !require(have("tcpdump"), "tcpdump is not installed") {
+    let Some(k) = require_vm_tcpdump() else {
         return;
-    }
+    };
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let params = vxlan_lwt(json!({"tunnel_id": 4660, "tunnel_id_host2": 4661, "perf_tests": []}));
-    let db = test_db(home.path(), &[("VxlanLwtTunnelRecipe", params)]);
-    let mut vars = vm_vars(&k);
-    vars.push(("TEST_DB", &db));
-    let out = runner(home.path(), &vars).output().unwrap();
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    let res = home.path().join("results");
+    let run = run_test_db(&vm_vars(&k), &[("VxlanLwtTunnelRecipe", params)]);
+    run.assert_exit(1);
+    let res = &run.res;
     let summary = read_json(&res.join("summary.json"));
     assert_eq!(summary["tests"][0]["result"], "FAIL", "{summary:#}");
-    let data = read_json(&res.join("0_VxlanLwtTunnelRecipe/run-data-0.json"));
-    let list = data.as_array().cloned().unwrap_or_default();
-    let failed: Vec<String> = list
-        .iter()
-        .filter(|r| r["result"] == "FAIL")
-        .filter_map(|r| r["description"].as_str().map(str::to_string))
-        .collect();
+    let failed = failed_descriptions(res, 0, "VxlanLwtTunnelRecipe");
     assert!(
         failed.iter().any(
             |d| d.starts_with("PacketAssert on host2.eth0: 0 packets matched")
@@ -195,10 +162,8 @@ fn vm_vxlan_lwt_with_a_mismatched_tunnel_id_fails_naming_the_packet_assert() {
         "the failure names the packet assert: {failed:#?}"
     );
     // host2 really sent its replies with its own VNI (the routes show both ids).
-    let all = serde_json::to_string(&list).unwrap();
+    let data = read_json(&res.join("0_VxlanLwtTunnelRecipe/run-data-0.json"));
+    let all = serde_json::to_string(&data.as_array().cloned().unwrap_or_default()).unwrap();
     assert!(all.contains("encap ip id 4661 dst 198.18.176.1"), "{all}");
-    for id in run_ids_in_results(&res) {
-        assert_no_vm_leftovers(&id, &text);
-    }
-    assert_nothing_to_clean_up(home.path(), &vm_vars(&k));
+    run.assert_no_vm_leftovers(&k);
 }

@@ -48,7 +48,7 @@ fn vxlan_netns() -> Value {
 }
 
 /// (recipe, smoke parameters, pings, flows, packet asserts).
-fn variants() -> Vec<(&'static str, Value, usize, usize, usize)> {
+fn variants() -> Vec<Smoke<&'static str>> {
     vec![
         (
             "GreTunnelOverVlanRecipe",
@@ -144,50 +144,22 @@ fn assert_failed_for_the_keys(results: &Path, idx: usize, recipe: &str) {
 
 #[test]
 fn vm_tunnel_variants_pass_and_mismatched_gre_keys_fail() {
-    let Some(k) = require_vm_e2e() else { return };
-    if !require(
-        have("tcpdump"),
-        "tcpdump is not installed (.ci/run installs it)",
-    ) {
+    let Some(k) = require_vm_tcpdump() else {
         return;
-    }
+    };
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = variants();
-    let mut tests: Vec<(&str, Value)> = all.iter().map(|(r, p, ..)| (*r, p.clone())).collect();
+    let mut tests = smoke_tests(&all);
     tests.push(("GreTunnelRecipe", mismatched_keys()));
-    let db = test_db(home.path(), &tests);
-    let mut vars = vm_vars(&k);
-    vars.push(("TEST_DB", &db));
     let started = std::time::Instant::now();
-    let out = runner(home.path(), &vars).output().unwrap();
-    let text = output_text(&out);
+    let run = run_test_db(&vm_vars(&k), &tests);
     eprintln!("VM run of {} tests: {:?}", tests.len(), started.elapsed());
     // The mismatched keys fail the run; everything else passes.
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    let res = home.path().join("results");
-    for (i, (recipe, _, pings, flows, asserts)) in all.iter().enumerate() {
-        assert_passed(&res, i, recipe, *pings, *flows);
-        // At least one captured packet per ping sent (ping_count 5).
-        assert_eq!(
-            packet_asserts(&res, i, recipe, 5),
-            *asserts,
-            "{recipe}: packet asserts"
-        );
-    }
-    assert_failed_for_the_keys(&res, all.len(), "GreTunnelRecipe");
-    let summary = read_json(&res.join("summary.json"));
-    let release = guest_release(&k.1);
-    for t in summary["tests"].as_array().unwrap() {
-        for (h, a) in t["runs"][0]["agents"].as_object().unwrap() {
-            assert_eq!(a["kernel_release"], release.as_str(), "{h}: {t:#}");
-        }
-    }
-    for id in run_ids_in_results(&res) {
-        assert_no_vm_leftovers(&id, &text);
-    }
-    assert_nothing_to_clean_up(home.path(), &vm_vars(&k));
+    run.assert_exit(1);
+    assert_smoke_passed(&run.res, &all);
+    assert_failed_for_the_keys(&run.res, all.len(), "GreTunnelRecipe");
+    run.assert_guest_kernel(&k);
+    run.assert_no_vm_leftovers(&k);
 }
 
 #[test]
@@ -196,21 +168,14 @@ fn netns_vxlan_netns_tunnel_and_vxlan_multicast_pass_on_the_host_kernel() {
         return;
     }
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let tests = vec![
         ("VxlanNetnsTunnelRecipe", vxlan_netns()),
         ("VxlanMulticastRecipe", vxlan_multicast()),
     ];
-    let db = test_db(home.path(), &tests);
-    let out = runner(home.path(), &[("LNST_AGENTS", "netns"), ("TEST_DB", &db)])
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    let res = home.path().join("results");
-    assert_passed(&res, 0, "VxlanNetnsTunnelRecipe", 2, 2);
-    assert_eq!(packet_asserts(&res, 0, "VxlanNetnsTunnelRecipe", 5), 2);
-    assert_passed(&res, 1, "VxlanMulticastRecipe", 12, 2);
-    assert_nothing_to_clean_up(home.path(), &[("LNST_AGENTS", "netns")]);
+    let run = run_test_db(&[("LNST_AGENTS", "netns")], &tests);
+    run.assert_exit(0);
+    assert_passed(&run.res, 0, "VxlanNetnsTunnelRecipe", 2, 2);
+    assert_eq!(packet_asserts(&run.res, 0, "VxlanNetnsTunnelRecipe", 5), 2);
+    assert_passed(&run.res, 1, "VxlanMulticastRecipe", 12, 2);
+    assert_nothing_to_clean_up(run.home.path(), &[("LNST_AGENTS", "netns")]);
 }

@@ -16,7 +16,7 @@ use std::process::Command;
 /// (recipe, smoke parameters, pings, flows, packet asserts), from
 /// tests/data/tunnels-smoke.json (`bench/catalogue.sh 1 tests/data/tunnels-smoke.json` runs
 /// the same list).
-fn tunnels() -> Vec<(String, Value, usize, usize, usize)> {
+fn tunnels() -> Vec<Smoke<String>> {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tunnels-smoke.json");
     read_json(&path)
@@ -38,48 +38,16 @@ fn tunnels() -> Vec<(String, Value, usize, usize, usize)> {
 
 #[test]
 fn vm_tunnel_recipes_pass_and_their_packet_asserts_hold() {
-    let Some(k) = require_vm_e2e() else { return };
-    if !require(
-        have("tcpdump"),
-        "tcpdump is not installed (.ci/run installs it)",
-    ) {
+    let Some(k) = require_vm_tcpdump() else {
         return;
-    }
+    };
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = tunnels();
-    let tests: Vec<(&str, Value)> = all
-        .iter()
-        .map(|(r, p, ..)| (r.as_str(), p.clone()))
-        .collect();
-    let db = test_db(home.path(), &tests);
-    let mut vars = vm_vars(&k);
-    vars.push(("TEST_DB", &db));
-    let out = runner(home.path(), &vars).output().unwrap();
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    let res = home.path().join("results");
-    for (i, (recipe, _, pings, flows, asserts)) in all.iter().enumerate() {
-        assert_passed(&res, i, recipe, *pings, *flows);
-        // At least one captured packet per ping sent (ping_count 5).
-        assert_eq!(
-            packet_asserts(&res, i, recipe, 5),
-            *asserts,
-            "{recipe}: packet asserts"
-        );
-    }
-    let summary = read_json(&res.join("summary.json"));
-    let release = guest_release(&k.1);
-    for t in summary["tests"].as_array().unwrap() {
-        for (h, a) in t["runs"][0]["agents"].as_object().unwrap() {
-            assert_eq!(a["kernel_release"], release.as_str(), "{h}: {t:#}");
-        }
-    }
-    for id in run_ids_in_results(&res) {
-        assert_no_vm_leftovers(&id, &text);
-    }
-    assert_nothing_to_clean_up(home.path(), &vm_vars(&k));
+    let run = run_test_db(&vm_vars(&k), &smoke_tests(&all));
+    run.assert_exit(0);
+    assert_smoke_passed(&run.res, &all);
+    run.assert_guest_kernel(&k);
+    run.assert_no_vm_leftovers(&k);
 }
 
 /// Whether this kernel can create a GRE device (probed in a namespace of our own).
@@ -101,8 +69,6 @@ fn netns_vxlan_remote_passes_and_gre_needs_the_kernel_feature() {
         return;
     }
     let _g = serial();
-    let home = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(home.path().join("pool")).unwrap();
     let all = tunnels();
     let params = |name: &str| {
         all.iter()
@@ -114,24 +80,20 @@ fn netns_vxlan_remote_passes_and_gre_needs_the_kernel_feature() {
         ("VxlanRemoteRecipe", params("VxlanRemoteRecipe")),
         ("GreTunnelRecipe", params("GreTunnelRecipe")),
     ];
-    let db = test_db(home.path(), &tests);
-    let out = runner(home.path(), &[("LNST_AGENTS", "netns"), ("TEST_DB", &db)])
-        .output()
-        .unwrap();
-    let text = output_text(&out);
-    let res = home.path().join("results");
-    assert_passed(&res, 0, "VxlanRemoteRecipe", 2, 2);
+    let run = run_test_db(&[("LNST_AGENTS", "netns")], &tests);
+    let res = &run.res;
+    assert_passed(res, 0, "VxlanRemoteRecipe", 2, 2);
     if host_has_gre() {
-        assert_eq!(out.status.code(), Some(0), "{text}");
-        assert_passed(&res, 1, "GreTunnelRecipe", 2, 2);
-        assert_eq!(packet_asserts(&res, 1, "GreTunnelRecipe", 5), 2);
+        run.assert_exit(0);
+        assert_passed(res, 1, "GreTunnelRecipe", 2, 2);
+        assert_eq!(packet_asserts(res, 1, "GreTunnelRecipe", 5), 2);
     } else {
-        assert_eq!(out.status.code(), Some(1), "{text}");
+        run.assert_exit(1);
         let data = std::fs::read_to_string(res.join("1_GreTunnelRecipe/run-data-0.json")).unwrap();
         assert!(
             data.contains("kernel lacks GRE tunnel support (module ip_gre"),
             "{data}"
         );
     }
-    assert_nothing_to_clean_up(home.path(), &[("LNST_AGENTS", "netns")]);
+    assert_nothing_to_clean_up(run.home.path(), &[("LNST_AGENTS", "netns")]);
 }

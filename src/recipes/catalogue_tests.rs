@@ -15,10 +15,6 @@ const BOND_OR_TEAM: Devices = &[
     ("host2", &[("eth0", "veth-b")]),
 ];
 
-fn run(recipe: &str, params: &str, script: Script, devices: Devices) -> ScriptedRun {
-    run_on(recipe, params, script, devices)
-}
-
 const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4";
 
 const VLANS: &str = "vlan0_ipv4='198.18.50.0/24';vlan1_ipv4='198.18.51.0/24';vlan2_ipv4='198.18.52.0/24';vlan0_ipv6='fd00:50::/64';vlan1_ipv6='fd00:51::/64';vlan2_ipv6='fd00:52::/64'";
@@ -30,10 +26,7 @@ fn link_ops(r: &ScriptedRun, host: &str) -> Vec<String> {
         .into_iter()
         .filter(|e| e.host == host)
         .filter_map(|e| {
-            let op = match e.op {
-                Op::InNetns { inner, .. } => *inner,
-                op => op,
-            };
+            let (_, op) = out_of_netns(e.op);
             match op {
                 Op::CreateLink { ifname, .. } => Some(format!("CreateLink({ifname})")),
                 Op::DeleteLink { ifname } => Some(format!("DeleteLink({ifname})")),
@@ -52,17 +45,11 @@ fn link_ops(r: &ScriptedRun, host: &str) -> Vec<String> {
 
 #[test]
 fn vlans_are_created_on_the_nic_and_deleted_in_reverse() {
-    let r = run(
+    let r = run_passing(
         "VlansRecipe",
         &format!("{SMOKE};{VLANS}"),
         Script::default(),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     assert_eq!(
         link_ops(&r, "host2"),
@@ -75,22 +62,16 @@ fn vlans_are_created_on_the_nic_and_deleted_in_reverse() {
             "DeleteLink(t_vlan0)",
         ]
     );
-    let ids: Vec<u16> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == "host1")
-        .filter_map(|e| match e.op {
-            Op::CreateLink {
-                link: LinkSpec::Vlan { parent, id, .. },
-                ..
-            } => {
-                assert_eq!(parent, "veth-a");
-                Some(id)
-            }
-            _ => None,
-        })
-        .collect();
+    let ids: Vec<u16> = ops(&r, "host1", |op| match op {
+        Op::CreateLink {
+            link: LinkSpec::Vlan { parent, id, .. },
+            ..
+        } => {
+            assert_eq!(parent, "veth-a");
+            Some(id)
+        }
+        _ => None,
+    });
     assert_eq!(ids, [10, 20, 30]);
     // Three VLANs × two IP versions of pings, flows over vlan0 only.
     let pings = r
@@ -104,7 +85,7 @@ fn vlans_are_created_on_the_nic_and_deleted_in_reverse() {
 
 #[test]
 fn vlans_rate_evaluator_fails_when_one_vlan_loses_pings() {
-    let r = run(
+    let r = run_on(
         "VlansRecipe",
         &format!("{SMOKE};{VLANS}"),
         Script::default().ping_received_to("198.18.51.2", 25),
@@ -127,7 +108,7 @@ fn vlans_rate_evaluator_fails_when_one_vlan_loses_pings() {
 
 #[test]
 fn a_device_that_cannot_be_created_fails_the_test_and_the_others_come_down() {
-    let r = run(
+    let r = run_on(
         "VlansRecipe",
         &format!("{SMOKE};{VLANS}"),
         Script::default().failing("host2", "CreateLink"),
@@ -169,17 +150,11 @@ fn bond_options_follow_the_parameters() {
     const NET: &str = "net_ipv4='198.18.53.0/24';net_ipv6='fd00:53::/64'";
     // Upstream's StrParam makes 1 the string "1", which its agent refuses; here it is
     // active-backup, and fail_over_mac applies.
-    let r = run(
+    let r = run_passing(
         "BondRecipe",
         &format!("{SMOKE};{NET};bonding_mode='1';miimon_value=100;fail_over_mac='active'"),
         Script::default(),
         BOND_OR_TEAM,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let o = bond_link(&r).unwrap_or_default();
     assert_eq!(o.mode, Some(BondMode::ActiveBackup));
@@ -197,7 +172,7 @@ fn bond_options_follow_the_parameters() {
         ]
     );
     // Other modes leave fail_over_mac alone.
-    let r = run(
+    let r = run_on(
         "BondRecipe",
         &format!("{SMOKE};{NET};bonding_mode='balance-rr';miimon_value=50;fail_over_mac='active'"),
         Script::default(),
@@ -233,17 +208,11 @@ fn bad_bonding_mode_and_runner_are_plan_errors() {
 #[test]
 fn team_pings_both_ways_and_perf_reverse_swaps_the_flow() {
     const P: &str = "runner_name='activebackup';perf_reverse=True;net_ipv4='198.18.54.0/24';net_ipv6='fd00:54::/64'";
-    let r = run(
+    let r = run_passing(
         "TeamRecipe",
         &format!("{SMOKE};{P}"),
         Script::default(),
         BOND_OR_TEAM,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let jobs = r.journal.jobs();
     let pings_from = |h: &str| {
@@ -267,17 +236,11 @@ fn team_pings_both_ways_and_perf_reverse_swaps_the_flow() {
 #[test]
 fn netns_router_runs_the_receiver_in_the_namespace_and_measures_cpu_on_host2() {
     const P: &str = "net_ipv4='198.18.55.0/24';net_ipv6='fd00:55::/64';netns_ipv4='198.18.56.0/24';netns_ipv6='fd00:56::/64'";
-    let r = run(
+    let r = run_passing(
         "SimpleNetnsRouterRecipe",
         &format!("{SMOKE};{P}"),
         Script::default(),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     assert_eq!(
         link_ops(&r, "host2"),
@@ -310,16 +273,10 @@ fn netns_router_runs_the_receiver_in_the_namespace_and_measures_cpu_on_host2() {
     }
     assert_eq!((server_in_ns, cpu_in_ns), (2, 0));
     // The forwarding sysctls are written back to what they were, not to 0.
-    let writes: Vec<(String, String)> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == "host2")
-        .filter_map(|e| match e.op {
-            Op::SysctlWrite { path, value } if path.contains("forward") => Some((path, value)),
-            _ => None,
-        })
-        .collect();
+    let writes: Vec<(String, String)> = ops(&r, "host2", |op| match op {
+        Op::SysctlWrite { path, value } if path.contains("forward") => Some((path, value)),
+        _ => None,
+    });
     assert_eq!(writes.len(), 4, "{writes:?}");
     assert_eq!(writes[0].1, "1");
     assert_eq!(writes[3].1, "0", "the scripted agent's old value");
@@ -345,7 +302,7 @@ fn agents_configured_concurrently_record_their_steps_in_the_recipes_order() {
     // host1's and host2's links up. The agents work concurrently; the results read as if
     // one step followed the other.
     const NET: &str = "net_ipv4='198.18.53.0/24';net_ipv6='fd00:53::/64'";
-    let r = run(
+    let r = run_on(
         "BondRecipe",
         &format!("{SMOKE};{NET};bonding_mode='active-backup';miimon_value=100"),
         Script::default(),
@@ -391,7 +348,7 @@ fn when_two_agents_fail_the_error_is_the_earlier_step_and_both_come_down() {
     // its first link up (step 9), which fails too. The error is host1's, the earlier step,
     // as one step after the other would have made it.
     const NET: &str = "net_ipv4='198.18.54.0/24';net_ipv6='fd00:54::/64'";
-    let r = run(
+    let r = run_on(
         "BondRecipe",
         &format!("{SMOKE};{NET};bonding_mode='active-backup';miimon_value=100"),
         Script::default()
@@ -422,7 +379,7 @@ fn both_agents_take_their_configuration_back_concurrently_recorded_in_reverse_st
         ("host2", &[("eth0", "veth-b"), ("eth1", "veth-d")]),
     ];
     const NET: &str = "net_ipv4='198.18.55.0/24';net_ipv6='fd00:55::/64'";
-    let r = run(
+    let r = run_on(
         "DoubleBondRecipe",
         &format!("{SMOKE};{NET};bonding_mode='active-backup';miimon_value=100"),
         Script::default(),

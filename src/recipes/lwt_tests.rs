@@ -13,29 +13,11 @@ use crate::protocol::{
 use crate::results::ResultType;
 use crate::scripted::{Script, ScriptedRun};
 
-const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
 const DUMMIES: &str = "dummy1_ipv4='198.18.171.0/24';dummy2_ipv4='198.18.172.0/24';dummy1_ipv6='fd00:171::/64';dummy2_ipv6='fd00:172::/64'";
 const V4: &str = "carrier_ipversion='ipv4';net_ipv4='198.18.170.0/24'";
 
 fn params(extra: &str) -> String {
     format!("{SMOKE};{DUMMIES};{extra}")
-}
-
-/// The agent operations of `host` of one kind.
-fn ops<T>(r: &ScriptedRun, host: &str, f: impl Fn(Op) -> Option<T>) -> Vec<T> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| f(e.op))
-        .collect()
-}
-
-fn created(r: &ScriptedRun, host: &str) -> Vec<(String, LinkSpec)> {
-    ops(r, host, |op| match op {
-        Op::CreateLink { ifname, link, .. } => Some((ifname, link)),
-        _ => None,
-    })
 }
 
 fn routes(r: &ScriptedRun, host: &str) -> Vec<RouteSpec> {
@@ -61,13 +43,6 @@ fn captures(r: &ScriptedRun) -> Vec<(String, String, CaptureFilter)> {
             JobSpec::Capture { device, filter } => Some((h, device, filter)),
             _ => None,
         })
-        .collect()
-}
-
-fn asserts(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    generic(r)
-        .into_iter()
-        .filter(|(_, t)| t.starts_with("PacketAssert"))
         .collect()
 }
 
@@ -105,7 +80,7 @@ fn otv_replies(vni: u32, n: u32) -> String {
 
 #[test]
 fn vxlan_lwt_routes_carry_each_hosts_id_and_lo_is_left_as_found() {
-    let r = run_on(
+    let r = run_passing(
         "VxlanLwtTunnelRecipe",
         &params(V4),
         Script::default().capture(|dev| {
@@ -113,12 +88,6 @@ fn vxlan_lwt_routes_carry_each_hosts_id_and_lo_is_left_as_found() {
             otv_replies(1234, 4)
         }),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let vx = LinkSpec::Vxlan(VxlanOptions {
         external: true,
@@ -173,7 +142,7 @@ fn vxlan_lwt_routes_carry_each_hosts_id_and_lo_is_left_as_found() {
         captures(&r),
         [("host2".to_string(), "veth-b".to_string(), want)]
     );
-    let a = asserts(&r);
+    let a = packet_asserts(&r);
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].0, ResultType::Pass, "{a:?}");
 }
@@ -191,7 +160,7 @@ fn vxlan_lwt_fails_when_host2_sends_another_vni() {
     assert_eq!(r.run.overall_result(), ResultType::Fail);
     assert_eq!(routes(&r, "host1")[0].encap, encap(4660, "198.18.170.2"));
     assert_eq!(routes(&r, "host2")[0].encap, encap(4661, "198.18.170.1"));
-    let a = asserts(&r);
+    let a = packet_asserts(&r);
     assert_eq!(a.len(), 1, "{a:?}");
     assert_eq!(a[0].0, ResultType::Fail);
     assert!(
@@ -199,17 +168,11 @@ fn vxlan_lwt_fails_when_host2_sends_another_vni() {
         "{a:?}"
     );
     // The same lines with the expected VNI pass: the assert tells them apart.
-    let r = run_on(
+    run_passing(
         "VxlanLwtTunnelRecipe",
         &params(&format!("{V4};tunnel_id=4661")),
         Script::default().capture(|_| otv_replies(4661, 4)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     // Too few packets fail too.
     let r = run_on(
@@ -250,17 +213,11 @@ fn vxlan_gpe_is_external_without_learning_and_asserts_vxlan_gpe() {
             .map(|seq| format!("12:00:00.{seq:06} IP 198.18.170.2.40000 > 198.18.170.1.4790: VXLAN-GPE, flags [IP], vni {vni}: IP 198.18.172.1 > 198.18.171.1: ICMP echo reply, id 1, seq {seq}, length 64\n"))
             .collect::<String>()
     };
-    let r = run_on(
+    let r = run_passing(
         "VxlanGpeTunnelRecipe",
         &params(V4),
         Script::default().capture(move |_| lines(1234)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let gpe = LinkSpec::Vxlan(VxlanOptions {
         external: true,
@@ -286,17 +243,11 @@ fn gre_lwt_over_ipv6_uses_ip6_encap_and_asserts_gre_requests() {
     let lines: String = (1..=4)
         .map(|seq| format!("12:00:00.{seq:06} IP6 fd00:170::1 > fd00:170::2: GREv0, length 88: IP 198.18.171.1 > 198.18.172.1: ICMP echo request, id 1, seq {seq}, length 64\n"))
         .collect::<String>();
-    let r = run_on(
+    let r = run_passing(
         "GreLwtTunnelRecipe",
         &params(v6),
         Script::default().capture(move |_| lines.clone()),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let gre = LinkSpec::Gre(GreOptions {
         external: true,
@@ -314,7 +265,7 @@ fn gre_lwt_over_ipv6_uses_ip6_encap_and_asserts_gre_requests() {
     // Nothing on the underlay: FAIL although the ping was answered.
     let r = run_on("GreLwtTunnelRecipe", &params(v6), Script::default(), TWO);
     assert_eq!(r.run.overall_result(), ResultType::Fail);
-    assert_eq!(asserts(&r)[0].0, ResultType::Fail);
+    assert_eq!(packet_asserts(&r)[0].0, ResultType::Fail);
 }
 
 #[test]
@@ -327,17 +278,11 @@ fn geneve_lwt_flows_have_their_own_vni_option_addresses_and_cpu() {
     let p = params(&format!(
         "{V4};flow_count=2;geneve_opts=True;tunnel_id=100;perf_tool_cpu=[0,1];perf_tool_cpu_policy='round-robin'"
     ));
-    let r = run_on(
+    let r = run_passing(
         "GeneveLwtTunnelRecipe",
         &p,
         Script::default().capture(move |_| lines(true)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let gnv = LinkSpec::Geneve(GeneveOptions {
         external: true,
@@ -422,17 +367,11 @@ fn l2tp_tunnels_sessions_peer_addresses_flows_and_asserts() {
             format!("12:00:00.{seq:06} IP 198.18.188.1.5000 > 198.18.188.2.5000: UDP, length 110\n")
         })
         .collect();
-    let r = run_on(
+    let r = run_passing(
         "L2TPTunnelRecipe",
         &format!("{L2TP};carrier_ipversion='ipv4';l2tp_encapsulation='udp'"),
         Script::default().capture(move |_| udp_lines.clone()),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let tunnels = ops(&r, "host2", |op| match op {
         Op::AddL2tpTunnel { tunnel } => Some(tunnel),
@@ -499,7 +438,7 @@ fn l2tp_tunnels_sessions_peer_addresses_flows_and_asserts() {
     let c = captures(&r);
     assert_eq!(c[0].2.proto, Some(115));
     assert_eq!(c[0].2.src, Some("fd00:188::1".parse().unwrap()));
-    let a = asserts(&r);
+    let a = packet_asserts(&r);
     assert!(
         a[0].1.contains("ip-proto-115") && a[0].1.contains(": 0 packets"),
         "{a:?}"

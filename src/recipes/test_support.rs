@@ -1,12 +1,21 @@
 //! What the recipe-logic tests share: a registered recipe planned from `RECIPE_PARAMS` text,
-//! the scripted agents' device layouts, and a run on them.
+//! the scripted agents' device layouts, a run on them, what the agents were asked to do, and
+//! the captures' tcpdump lines.
 
 use super::find;
 use crate::params::parse_params;
 use crate::plan::TestSpec;
+use crate::protocol::{LinkSpec, Op};
 use crate::results::{ResultKind, ResultType};
 use crate::schema::resolve;
 use crate::scripted::{run_test, Script, ScriptedRun};
+
+/// Smoke parameters: one 1 s tcp_stream, four pings, no offload sub-configurations.
+pub const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
+
+/// [`SMOKE`] of the recipes without OffloadSubConfigMixin.
+pub const SMOKE_NO_OFFLOADS: &str =
+    "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ping_count=4;ping_interval=0.2";
 
 /// Requirement host → (requirement interface, agent device).
 pub type Devices<'a> = &'a [(&'a str, &'a [(&'a str, &'a str)])];
@@ -63,4 +72,79 @@ pub fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
         .filter(|e| matches!(e.kind, ResultKind::Generic))
         .map(|e| (e.result, e.description.clone()))
         .collect()
+}
+
+/// The run PASSed; else the generic results say why.
+pub fn assert_pass(r: &ScriptedRun) {
+    assert_eq!(r.run.overall_result(), ResultType::Pass, "{:?}", generic(r));
+}
+
+/// [`run_on`] that must PASS.
+pub fn run_passing(recipe: &str, params: &str, script: Script, devices: Devices) -> ScriptedRun {
+    let r = run_on(recipe, params, script, devices);
+    assert_pass(&r);
+    r
+}
+
+/// The packet asserts' results of a run.
+pub fn packet_asserts(r: &ScriptedRun) -> Vec<(ResultType, String)> {
+    generic(r)
+        .into_iter()
+        .filter(|(_, t)| t.starts_with("PacketAssert"))
+        .collect()
+}
+
+/// The agent operations of every host that `f` picks (given the host), in order.
+pub fn host_ops<T>(r: &ScriptedRun, f: impl Fn(String, Op) -> Option<T>) -> Vec<T> {
+    r.journal
+        .entries()
+        .into_iter()
+        .filter_map(|e| f(e.host, e.op))
+        .collect()
+}
+
+/// The agent operations of `host` that `f` picks, in order.
+pub fn ops<T>(r: &ScriptedRun, host: &str, f: impl Fn(Op) -> Option<T>) -> Vec<T> {
+    host_ops(r, |h, op| if h == host { f(op) } else { None })
+}
+
+/// The links created on `host` (in the root namespace), by name.
+pub fn created(r: &ScriptedRun, host: &str) -> Vec<(String, LinkSpec)> {
+    ops(r, host, |op| match op {
+        Op::CreateLink { ifname, link, .. } => Some((ifname, link)),
+        _ => None,
+    })
+}
+
+/// The op, out of its namespace wrapper, with the namespace.
+pub fn out_of_netns(op: Op) -> (Option<String>, Op) {
+    match op {
+        Op::InNetns { netns, inner } => (Some(netns), *inner),
+        op => (None, op),
+    }
+}
+
+/// tcpdump's lines for `n` encapsulated echo requests of each inner pair
+/// `(src, dst, IPv6?)`, over an IPv4 underlay from `outer.0` to `outer.1`.
+pub fn tcpdump_lines(
+    outer: (&str, &str),
+    encap: &str,
+    inner: &[(&str, &str, bool)],
+    n: u32,
+) -> String {
+    let mut out = String::new();
+    for (src, dst, v6) in inner {
+        for seq in 1..=n {
+            let icmp = if *v6 {
+                "ICMP6, echo request"
+            } else {
+                "ICMP echo request"
+            };
+            out.push_str(&format!(
+                "12:00:00.{seq:06} IP {} > {}: {encap}, length 88: IP {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n",
+                outer.0, outer.1
+            ));
+        }
+    }
+    out
 }

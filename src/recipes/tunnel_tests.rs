@@ -5,71 +5,20 @@
 
 use super::test_support::*;
 use crate::protocol::{CaptureFilter, GreOptions, JobSpec, LinkSpec, Op, VxlanOptions};
-use crate::results::{ResultKind, ResultType};
+use crate::results::ResultType;
 use crate::scripted::{Script, ScriptedRun};
-
-/// Smoke parameters of the recipes without OffloadSubConfigMixin.
-const SMOKE_NO_OFFLOADS: &str =
-    "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ping_count=4;ping_interval=0.2";
-const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
 
 const GRE: &str = "net_ipv4='198.18.128.0/24';tunnel1_ipv4='198.18.129.0/24';tunnel2_ipv4='198.18.130.0/24';tunnel1_ipv6='fd00:129::/64';tunnel2_ipv6='fd00:130::/64'";
 
-fn generic(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    r.run
-        .results
-        .iter()
-        .filter(|e| matches!(e.kind, ResultKind::Generic))
-        .map(|e| (e.result, e.description.clone()))
-        .collect()
-}
-
-/// The links created on `host`, by name.
-fn created(r: &ScriptedRun, host: &str) -> Vec<(String, LinkSpec)> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| match e.op {
-            Op::CreateLink { ifname, link, .. } => Some((ifname, link)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn routes(r: &ScriptedRun, host: &str) -> Vec<String> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| match e.op {
-            Op::AddRoute { route } => Some(format!(
-                "{} dev {}",
-                route.dst,
-                route.dev.unwrap_or_default()
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// tcpdump's lines for `n` encapsulated echo requests of each inner pair.
-fn tcpdump_lines(outer: (&str, &str), encap: &str, inner: &[(&str, &str, bool)], n: u32) -> String {
-    let mut out = String::new();
-    for (src, dst, v6) in inner {
-        for seq in 1..=n {
-            let icmp = if *v6 {
-                "ICMP6, echo request"
-            } else {
-                "ICMP echo request"
-            };
-            out.push_str(&format!(
-                "12:00:00.{seq:06} IP {} > {}: {encap}, length 88: IP {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n",
-                outer.0, outer.1
-            ));
-        }
-    }
-    out
+    ops(r, host, |op| match op {
+        Op::AddRoute { route } => Some(format!(
+            "{} dev {}",
+            route.dst,
+            route.dev.unwrap_or_default()
+        )),
+        _ => None,
+    })
 }
 
 fn gre_capture(n: u32) -> Script {
@@ -89,17 +38,11 @@ fn gre_capture(n: u32) -> Script {
 
 #[test]
 fn gre_tunnel_is_created_routed_and_its_pings_seen_as_gre() {
-    let r = run_on(
+    let r = run_passing(
         "GreTunnelRecipe",
         &format!("{SMOKE};{GRE}"),
         gre_capture(4),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let gre = |l: &str, rm: &str| {
         LinkSpec::Gre(GreOptions {
@@ -226,17 +169,11 @@ const VXLAN: &str =
 
 #[test]
 fn vxlan_remote_points_each_host_at_the_other_over_eth0() {
-    let r = run_on(
+    let r = run_passing(
         "VxlanRemoteRecipe",
         &format!("{SMOKE};{VXLAN}"),
         Script::default(),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let vx = |remote: &str, parent: &str| {
         LinkSpec::Vxlan(VxlanOptions {
@@ -298,17 +235,11 @@ fn ipip_tunnel_has_mode_ttl_and_ipv4_only_and_asserts_ipip() {
             4,
         )
     });
-    let r = run_on(
+    let r = run_passing(
         "IpIpTunnelRecipe",
         &format!("{SMOKE_NO_OFFLOADS};{IPIP}"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let ipip = |l: &str, rm: &str| {
         LinkSpec::Ipip(crate::protocol::IpTunOptions {
@@ -395,17 +326,11 @@ fn geneve_lines(vni: &str, n: u32) -> String {
 #[test]
 fn geneve_over_ipv6_is_created_with_mtu_1400_and_asserts_its_vni() {
     let script = Script::default().capture(|_| geneve_lines("0x4d2", 4));
-    let r = run_on(
+    let r = run_passing(
         "GeneveTunnelRecipe",
         &format!("{SMOKE};{GENEVE}"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let gnv = |rm: &str| {
         LinkSpec::Geneve(crate::protocol::GeneveOptions {
@@ -479,17 +404,11 @@ fn sit_tunnel_asserts_protocol_4_for_ipv4_and_41_for_ipv6() {
             4,
         )
     });
-    let r = run_on(
+    let r = run_passing(
         "SitTunnelRecipe",
         &format!("{SMOKE_NO_OFFLOADS};{SIT}"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let sit = |l: &str, rm: &str| {
         LinkSpec::Sit(crate::protocol::IpTunOptions {
@@ -549,17 +468,11 @@ const IP6TNL: &str = "tunnel_mode='ip6ip6';net_ipv6='fd00:142::/64';tunnel_ipv6=
 fn ip6tnl_is_ipv6_only_and_asserts_without_a_protocol_filter() {
     let script = Script::default()
         .capture(|_| ip6_dstopt_lines("", &[("fd00:143::2", "fd00:143::3", true)], 4));
-    let r = run_on(
+    let r = run_passing(
         "Ip6TnlTunnelRecipe",
         &format!("{SMOKE_NO_OFFLOADS};{IP6TNL}"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     assert_eq!(
         created(&r, "host1"),
@@ -604,17 +517,11 @@ fn ip6gre_carries_both_families_and_its_assert_wants_gre() {
     ];
     let script =
         Script::default().capture(move |_| ip6_dstopt_lines("GREv0, length 88: ", &inner, 4));
-    let r = run_on(
+    let r = run_passing(
         "Ip6GreTunnelRecipe",
         &format!("{SMOKE};{IP6GRE}"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     assert_eq!(
         created(&r, "host2"),

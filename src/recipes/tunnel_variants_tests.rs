@@ -10,9 +10,6 @@ use crate::protocol::{BondMode, CaptureFilter, GreOptions, JobSpec, LinkSpec, Op
 use crate::results::ResultType;
 use crate::scripted::{Script, ScriptedRun};
 
-const SMOKE: &str = "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];offload_combinations=();ping_count=4;ping_interval=0.2";
-const SMOKE_NO_OFFLOADS: &str =
-    "perf_iterations=1;perf_duration=1;perf_tests=['tcp_stream'];ping_count=4;ping_interval=0.2";
 const NETS: &str = "net_ipv4='198.18.150.0/24';tunnel1_ipv4='198.18.151.0/24';tunnel2_ipv4='198.18.152.0/24';tunnel1_ipv6='fd00:151::/64';tunnel2_ipv6='fd00:152::/64'";
 
 const BONDED: Devices = &[
@@ -26,71 +23,43 @@ const VIRT: Devices = &[
     ("guest1", &[("eth0", "veth-g")]),
 ];
 
-/// The op, out of its namespace wrapper, with the namespace.
-fn unwrap(op: Op) -> (Option<String>, Op) {
-    match op {
-        Op::InNetns { netns, inner } => (Some(netns), *inner),
-        op => (None, op),
-    }
-}
-
 /// The links created on `host`: (namespace, name, spec).
 fn created(r: &ScriptedRun, host: &str) -> Vec<(Option<String>, String, LinkSpec)> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == host)
-        .filter_map(|e| match unwrap(e.op) {
-            (ns, Op::CreateLink { ifname, link, .. }) => Some((ns, ifname, link)),
-            _ => None,
-        })
-        .collect()
+    ops(r, host, |op| match out_of_netns(op) {
+        (ns, Op::CreateLink { ifname, link, .. }) => Some((ns, ifname, link)),
+        _ => None,
+    })
 }
 
 /// The captures started: (host, namespace, device, filter).
 fn captures(r: &ScriptedRun) -> Vec<(String, Option<String>, String, CaptureFilter)> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter_map(|e| match unwrap(e.op) {
-            (
-                ns,
-                Op::StartJob {
-                    spec: JobSpec::Capture { device, filter },
-                },
-            ) => Some((e.host, ns, device, filter)),
-            _ => None,
-        })
-        .collect()
+    host_ops(r, |host, op| match out_of_netns(op) {
+        (
+            ns,
+            Op::StartJob {
+                spec: JobSpec::Capture { device, filter },
+            },
+        ) => Some((host, ns, device, filter)),
+        _ => None,
+    })
 }
 
 /// The pings started: `host[@ns]: src -> dst`.
 fn pings(r: &ScriptedRun) -> Vec<String> {
-    r.journal
-        .entries()
-        .into_iter()
-        .filter_map(|e| match unwrap(e.op) {
-            (
-                ns,
-                Op::StartJob {
-                    spec: JobSpec::Ping { dst, src, .. },
-                },
-            ) => Some(format!(
-                "{}{}: {} -> {dst}",
-                e.host,
-                ns.map(|n| format!("@{n}")).unwrap_or_default(),
-                src.unwrap_or_default()
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-fn packet_asserts(r: &ScriptedRun) -> Vec<(ResultType, String)> {
-    generic(r)
-        .into_iter()
-        .filter(|(_, t)| t.starts_with("PacketAssert"))
-        .collect()
+    host_ops(r, |host, op| match out_of_netns(op) {
+        (
+            ns,
+            Op::StartJob {
+                spec: JobSpec::Ping { dst, src, .. },
+            },
+        ) => Some(format!(
+            "{}{}: {} -> {dst}",
+            host,
+            ns.map(|n| format!("@{n}")).unwrap_or_default(),
+            src.unwrap_or_default()
+        )),
+        _ => None,
+    })
 }
 
 fn ip(s: &str) -> std::net::IpAddr {
@@ -101,18 +70,15 @@ fn ip(s: &str) -> std::net::IpAddr {
 /// `, key=0x..`), carrying host1's echo requests over IPv4 and IPv6.
 fn gre_lines(key: Option<u32>, n: u32) -> String {
     let key = key.map(|k| format!(", key={k:#x}")).unwrap_or_default();
-    let mut out = String::new();
-    for (src, dst, icmp) in [
-        ("198.18.151.2", "198.18.152.2", "ICMP echo request"),
-        ("fd00:151::2", "fd00:152::2", "ICMP6, echo request"),
-    ] {
-        for seq in 1..=n {
-            out.push_str(&format!(
-                "12:00:00.{seq:06} IP 198.18.150.1 > 198.18.150.2: GREv0{key}, length 88: IP {src} > {dst}: {icmp}, id 1, seq {seq}, length 64\n"
-            ));
-        }
-    }
-    out
+    tcpdump_lines(
+        ("198.18.150.1", "198.18.150.2"),
+        &format!("GREv0{key}"),
+        &[
+            ("198.18.151.2", "198.18.152.2", false),
+            ("fd00:151::2", "fd00:152::2", true),
+        ],
+        n,
+    )
 }
 
 fn gre(local: &str, remote: &str, key: Option<u32>) -> LinkSpec {
@@ -203,16 +169,10 @@ fn gre_over_vlan_tunnels_between_the_vlans_and_watches_host2_vlan() {
         }
     );
     // The VLAN is the underlay: it has the address.
-    let addrs: Vec<(String, String)> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter(|e| e.host == "host1")
-        .filter_map(|e| match e.op {
-            Op::AddAddress { ifname, addr } => Some((ifname, addr)),
-            _ => None,
-        })
-        .collect();
+    let addrs: Vec<(String, String)> = ops(&r, "host1", |op| match op {
+        Op::AddAddress { ifname, addr } => Some((ifname, addr)),
+        _ => None,
+    });
     assert_eq!(
         addrs[0],
         ("t_vlan0".to_string(), "198.18.150.1/24".to_string())
@@ -234,16 +194,10 @@ fn gre_over_macvlan_tunnels_between_the_macvlans() {
     // Only the macvlan answers ARP for its address (eth0 would steal host1's GRE packets);
     // the old value comes back at the end.
     for host in ["host1", "host2"] {
-        let writes: Vec<String> = r
-            .journal
-            .entries()
-            .into_iter()
-            .filter(|e| e.host == host)
-            .filter_map(|e| match e.op {
-                Op::SysctlWrite { path, value } => Some(format!("{path}={value}")),
-                _ => None,
-            })
-            .collect();
+        let writes: Vec<String> = ops(&r, host, |op| match op {
+            Op::SysctlWrite { path, value } => Some(format!("{path}={value}")),
+            _ => None,
+        });
         assert_eq!(
             writes,
             [
@@ -271,16 +225,10 @@ fn gre_over_bond_bonds_both_nics_and_watches_host2_bond() {
             }
             other => panic!("{host}: {other:?}"),
         }
-        let ports: Vec<String> = r
-            .journal
-            .entries()
-            .into_iter()
-            .filter(|e| e.host == host)
-            .filter_map(|e| match e.op {
-                Op::Enslave { ifname, master, .. } => Some(format!("{ifname}>{master}")),
-                _ => None,
-            })
-            .collect();
+        let ports: Vec<String> = ops(&r, host, |op| match op {
+            Op::Enslave { ifname, master, .. } => Some(format!("{ifname}>{master}")),
+            _ => None,
+        });
         let (a, b) = if host == "host1" {
             ("veth-a", "veth-c")
         } else {
@@ -309,17 +257,11 @@ fn gre_keys_default_to_none_and_gre_key_host2_defaults_to_gre_key() {
             );
         }
     }
-    let r = run_on(
+    let r = run_passing(
         "GreTunnelRecipe",
         &format!("{SMOKE};{NETS};gre_key=7"),
         Script::default().capture(|_| gre_lines(Some(7), 4)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     assert_eq!(
         created(&r, "host1")[0].2,
@@ -415,17 +357,11 @@ fn vxlan_netns_tunnel_lives_in_the_namespaces_and_asserts_host2_replies() {
         assert_eq!(dev, "t_veth1");
         vxlan_reply_lines(("198.18.153.2", "198.18.153.1"), 1234, 4)
     });
-    let r = run_on(
+    let r = run_passing(
         "VxlanNetnsTunnelRecipe",
         &format!("{SMOKE};{NETNS_V4};vxlan_group_ip='239.1.1.9'"),
         script,
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     for (host, ns) in [("host1", "host1-net1"), ("host2", "host2-net1")] {
         let links = created(&r, host);
@@ -451,16 +387,10 @@ fn vxlan_netns_tunnel_lives_in_the_namespaces_and_asserts_host2_replies() {
             })
         );
         // The routes to the peer's tunnel networks are added inside the namespace.
-        let routes: Vec<Option<String>> = r
-            .journal
-            .entries()
-            .into_iter()
-            .filter(|e| e.host == host)
-            .filter_map(|e| match unwrap(e.op) {
-                (ns, Op::AddRoute { .. }) => Some(ns),
-                _ => None,
-            })
-            .collect();
+        let routes: Vec<Option<String>> = ops(&r, host, |op| match out_of_netns(op) {
+            (ns, Op::AddRoute { .. }) => Some(ns),
+            _ => None,
+        });
         assert_eq!(routes, [Some(ns.to_string()), Some(ns.to_string())]);
     }
     let caps = captures(&r);
@@ -535,17 +465,11 @@ fn ip6gre_netns_tunnel_lives_in_the_namespaces_and_asserts_in_host2_namespace() 
         }
         out
     };
-    let r = run_on(
+    let r = run_passing(
         "Ip6GreNetnsTunnelRecipe",
         &format!("{SMOKE};{P}"),
         Script::default().capture(move |_| lines(4)),
         TWO,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     let links = created(&r, "host2");
     assert_eq!(
@@ -581,17 +505,11 @@ const MCAST: &str = "net_ipv4='198.18.154.0/24';vxlan_ipv4='198.18.155.0/24';vxl
 
 #[test]
 fn vxlan_multicast_joins_three_machines_and_pings_every_ordered_pair() {
-    let r = run_on(
+    let r = run_passing(
         "VxlanMulticastRecipe",
         &format!("{SMOKE_NO_OFFLOADS};{MCAST}"),
         Script::default(),
         VIRT,
-    );
-    assert_eq!(
-        r.run.overall_result(),
-        ResultType::Pass,
-        "{:?}",
-        generic(&r)
     );
     for (host, parent) in [
         ("host1", "t_br0"),
@@ -615,17 +533,12 @@ fn vxlan_multicast_joins_three_machines_and_pings_every_ordered_pair() {
         );
     }
     // Tracked and untracked underlay addresses, as upstream: .1/.2 on br0, .3/.4 guest1, .5/.6 host2.
-    let addrs: Vec<String> = r
-        .journal
-        .entries()
-        .into_iter()
-        .filter_map(|e| match e.op {
-            Op::AddAddress { ifname, addr } if addr.starts_with("198.18.154.") => {
-                Some(format!("{}.{ifname} {addr}", e.host))
-            }
-            _ => None,
-        })
-        .collect();
+    let addrs: Vec<String> = host_ops(&r, |host, op| match op {
+        Op::AddAddress { ifname, addr } if addr.starts_with("198.18.154.") => {
+            Some(format!("{}.{ifname} {addr}", host))
+        }
+        _ => None,
+    });
     let mut sorted = addrs.clone();
     sorted.sort();
     assert_eq!(

@@ -31,9 +31,29 @@ impl Netns {
         }
     }
 
+    /// `ip netns exec NS ARGS`, waited for.
+    pub fn exec(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
     /// Start `lnst-agent --stdio` in the namespace and connect to it as `host`; the child's
     /// stderr (its log) is captured for the caller to inspect.
     pub async fn agent(&self, host: &str) -> (tokio::process::Child, AgentClient) {
+        self.agent_with_stderr(host, std::process::Stdio::piped())
+            .await
+    }
+
+    /// [`Netns::agent`] with the agent's stderr (its log) going to `stderr`
+    /// (`Stdio::inherit()`: the test's own output).
+    pub async fn agent_with_stderr(
+        &self,
+        host: &str,
+        stderr: std::process::Stdio,
+    ) -> (tokio::process::Child, AgentClient) {
         let mut cmd = tokio::process::Command::new("ip");
         cmd.args([
             "netns",
@@ -44,7 +64,7 @@ impl Netns {
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn agent: {e}"));
         let (Some(out), Some(inp)) = (child.stdout.take(), child.stdin.take()) else {

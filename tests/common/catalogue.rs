@@ -1,5 +1,6 @@
 //! Smoke runs of catalogue recipes: a TEST_DB of short tests, and checks of what each left in
 //! the results.
+use super::vm::{assert_no_vm_leftovers, guest_release, require_vm_e2e, vm_vars};
 use super::*;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -146,4 +147,107 @@ pub fn packet_asserts(results: &Path, idx: usize, recipe: &str, min: u64) -> usi
         assert!(n >= min, "{recipe}: {d}");
     }
     asserts.len()
+}
+
+/// The prerequisites of a VM TEST_DB run with packet asserts: the VM ones and tcpdump. The
+/// guest kernel and its modules, or `None` to skip (under CI a missing one fails instead).
+pub fn require_vm_tcpdump() -> Option<(String, String)> {
+    let k = require_vm_e2e()?;
+    require(
+        have("tcpdump"),
+        "tcpdump is not installed (.ci/run installs it)",
+    )
+    .then_some(k)
+}
+
+/// One TEST_DB run, finished: its home (an empty pool, its results), the runner's output.
+pub struct DbRun {
+    pub home: tempfile::TempDir,
+    pub out: Output,
+    pub text: String,
+    /// `<home>/results`.
+    pub res: PathBuf,
+}
+
+/// Run the TEST_DB of `tests` with the runner's environment `vars`, in a fresh home with an
+/// empty pool.
+pub fn run_test_db(vars: &[(&str, &str)], tests: &[(&str, Value)]) -> DbRun {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("pool")).unwrap();
+    let db = test_db(home.path(), tests);
+    let mut vars = vars.to_vec();
+    vars.push(("TEST_DB", &db));
+    let out = runner(home.path(), &vars).output().unwrap();
+    let text = output_text(&out);
+    let res = home.path().join("results");
+    DbRun {
+        home,
+        out,
+        text,
+        res,
+    }
+}
+
+impl DbRun {
+    /// The runner exited with `code`.
+    pub fn assert_exit(&self, code: i32) {
+        assert_eq!(self.out.status.code(), Some(code), "{}", self.text);
+    }
+
+    /// Every agent of every test ran the guest kernel `k`.
+    pub fn assert_guest_kernel(&self, k: &(String, String)) {
+        let summary = read_json(&self.res.join("summary.json"));
+        let release = guest_release(&k.1);
+        for t in summary["tests"].as_array().unwrap() {
+            for (h, a) in t["runs"][0]["agents"].as_object().unwrap() {
+                assert_eq!(a["kernel_release"], release.as_str(), "{h}: {t:#}");
+            }
+        }
+    }
+
+    /// Nothing of the VM runs that the results mention is left, and `lnst-runner cleanup`
+    /// (on VM agents with the guest kernel `k`) finds nothing.
+    pub fn assert_no_vm_leftovers(&self, k: &(String, String)) {
+        for id in run_ids_in_results(&self.res) {
+            assert_no_vm_leftovers(&id, &self.text);
+        }
+        assert_nothing_to_clean_up(self.home.path(), &vm_vars(k));
+    }
+}
+
+/// A smoke test's (recipe, parameters, pings, flows, packet asserts).
+pub type Smoke<R> = (R, Value, usize, usize, usize);
+
+/// The TEST_DB entries of `all`.
+pub fn smoke_tests<R: AsRef<str>>(all: &[Smoke<R>]) -> Vec<(&str, Value)> {
+    all.iter()
+        .map(|(r, p, ..)| (r.as_ref(), p.clone()))
+        .collect()
+}
+
+/// Tests 0.. of `results` are `all`, in order: each PASSed with its pings and flows
+/// ([`assert_passed`]) and its number of packet asserts, each of which matched at least one
+/// captured packet per ping sent (ping_count 5; AH/ESP: 10).
+pub fn assert_smoke_passed<R: AsRef<str>>(results: &Path, all: &[Smoke<R>]) {
+    for (i, (recipe, _, pings, flows, asserts)) in all.iter().enumerate() {
+        let recipe = recipe.as_ref();
+        assert_passed(results, i, recipe, *pings, *flows);
+        assert_eq!(
+            packet_asserts(results, i, recipe, 5),
+            *asserts,
+            "{recipe}: packet asserts"
+        );
+    }
+}
+
+/// The descriptions of test `idx`'s (`<idx>_<recipe>`) FAIL results.
+pub fn failed_descriptions(results: &Path, idx: usize, recipe: &str) -> Vec<String> {
+    let data = read_json(&results.join(format!("{idx}_{recipe}/run-data-0.json")));
+    data.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r["result"] == "FAIL")
+        .filter_map(|r| r["description"].as_str().map(str::to_string))
+        .collect()
 }
