@@ -55,10 +55,6 @@ impl GreTunnelOverBondRecipe {
 impl GreOver for GreTunnelOverBondRecipe {
     const UNDERLAY: &'static str = "bond";
 
-    fn nics(&self) -> [Dev; 2] {
-        ["host1", "host2"].map(|h| Dev::new(h, "eth0"))
-    }
-
     fn offload_devs(&self) -> [Dev; 2] {
         TunnelRecipe::pair(self).underlay
     }

@@ -54,10 +54,6 @@ param_set! {
 impl GreOver for GreTunnelOverMacvlanRecipe {
     const UNDERLAY: &'static str = "macvlan10";
 
-    fn nics(&self) -> [Dev; 2] {
-        simple_network_req(&self.reqs).1
-    }
-
     fn configure_underlay(
         &self,
         tw: &mut TestWide,

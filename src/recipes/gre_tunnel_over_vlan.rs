@@ -48,10 +48,6 @@ param_set! {
 impl GreOver for GreTunnelOverVlanRecipe {
     const UNDERLAY: &'static str = "vlan0";
 
-    fn nics(&self) -> [Dev; 2] {
-        simple_network_req(&self.reqs).1
-    }
-
     fn configure_underlay(
         &self,
         tw: &mut TestWide,

@@ -301,13 +301,13 @@ pub fn host1_pinging(nics: [Dev; 2], ping: &super::common::ping::PingConf) -> Op
     (ping.client == n1.host).then_some(n2)
 }
 
-/// The `Recipe` and `EnrtRecipe` glue of the IPsec recipes. `$name` has the groups `nets`
-/// ([`IpsecNets`]), `base`, `reqs` and `hw` (`CommonHwParams`), and an inherent `fn
-/// check(&self) -> Result<(), RecipeError>` run before anything is configured. It gets
-/// `fn nics(&self)` (host1.eth0, host2.eth0), the test-wide configuration of [`IpsecNets`],
-/// the eth0 pair, and the hardware sub-configurations without pause frames (upstream's
-/// IPsec recipes do not take PauseFramesHWConfigMixin). The recipe's own `EnrtRecipe` methods
-/// follow in braces.
+/// The `Recipe` and `EnrtRecipe` glue of the IPsec recipes (`tunnel_recipe!`
+/// with the IPsec parts). `$name` has the groups `nets` ([`IpsecNets`]), `base`, `reqs` and
+/// `hw` (`CommonHwParams`), and an inherent `fn check(&self) -> Result<(), RecipeError>` run
+/// before anything is configured. It gets `fn nics(&self)` (host1.eth0, host2.eth0), the
+/// test-wide configuration of [`IpsecNets`], the eth0 pair, and the hardware
+/// sub-configurations without pause frames (upstream's IPsec recipes do not take
+/// PauseFramesHWConfigMixin). The recipe's own `EnrtRecipe` methods follow in braces.
 macro_rules! ipsec_recipe {
     ($name:ident, $doc:literal, { $($enrt:tt)* }) => {
         impl $name {
@@ -316,68 +316,42 @@ macro_rules! ipsec_recipe {
             }
         }
 
-        impl $crate::recipes::Recipe for $name {
-            const NAME: &'static str = stringify!($name);
-            const DOC: &'static str = $doc;
-
-            fn requirements(&self) -> $crate::requirements::Requirements {
-                $crate::recipes::reqs::simple_network_req(&self.reqs).0
-            }
-
-            fn layout() -> $crate::requirements::Requirements {
-                $crate::recipes::reqs::simple_network_req(
-                    &$crate::recipes::enrt::params::DeviceReqParams::NONE,
-                )
-                .0
-            }
-
-            async fn run(
-                &self,
-                ctx: &mut $crate::recipes::context::RunContext,
-            ) -> Result<(), $crate::recipes::context::RecipeError> {
-                self.check()?;
-                $crate::recipes::enrt::run(self, ctx).await
-            }
-
-            fn kernel_modules(&self) -> $crate::recipes::HostModules {
-                $crate::recipes::enrt::kernel_modules(self)
-            }
-        }
-
-        impl $crate::recipes::enrt::EnrtRecipe for $name {
-            fn base(&self) -> $crate::recipes::enrt::params::EnrtBase<'_> {
-                self.base.view()
-            }
-
-            fn test_wide_configuration(
-                &self,
-            ) -> Result<
-                $crate::recipes::common::config::TestWide,
-                $crate::recipes::context::RecipeError,
-            > {
-                self.nets.test_wide(&self.nics())
-            }
-
-            fn pair(
-                &self,
-            ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
-                let [a, b] = self.nics();
-                Some((a, b))
-            }
-
-            fn sub_configurations(&self) -> $crate::recipes::enrt::SubConfigs<'_> {
-                let nics = self.nics();
-                $crate::recipes::enrt::SubConfigs {
-                    offloads: None,
-                    hw: Some($crate::recipes::enrt::HwConfig {
-                        pause_frames_devs: Vec::new(),
-                        ..$crate::recipes::enrt::HwConfig::on(&self.hw, &nics)
-                    }),
+        $crate::recipes::tunnel::tunnel_recipe!(
+            $name,
+            $doc,
+            |r| $crate::recipes::reqs::simple_network_req(r).0,
+            check,
+            {
+                fn test_wide_configuration(
+                    &self,
+                ) -> Result<
+                    $crate::recipes::common::config::TestWide,
+                    $crate::recipes::context::RecipeError,
+                > {
+                    self.nets.test_wide(&self.nics())
                 }
-            }
 
-            $($enrt)*
-        }
+                fn pair(
+                    &self,
+                ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
+                    let [a, b] = self.nics();
+                    Some((a, b))
+                }
+
+                fn sub_configurations(&self) -> $crate::recipes::enrt::SubConfigs<'_> {
+                    let nics = self.nics();
+                    $crate::recipes::enrt::SubConfigs {
+                        offloads: None,
+                        hw: Some($crate::recipes::enrt::HwConfig {
+                            pause_frames_devs: Vec::new(),
+                            ..$crate::recipes::enrt::HwConfig::on(&self.hw, &nics)
+                        }),
+                    }
+                }
+
+                $($enrt)*
+            }
+        );
     };
 }
 pub(crate) use ipsec_recipe;

@@ -503,79 +503,70 @@ impl AsRef<LwtParams> for LwtFlowParams {
     }
 }
 
-/// The `Recipe` and `EnrtRecipe` glue every LWT recipe shares. `$name` has the groups `lwt`
-/// ([`LwtParams`] or a variant of it), `base` ([`LwtEnrtParams`]) and `reqs`, and an inherent
-/// `fn lwt(&self) -> Lwt`; its tunnel devices are `$link` (the same on both hosts), its
-/// packet asserts those of `$kind`. The recipe's own `EnrtRecipe` methods follow in braces.
+impl LwtEnrtParams {
+    /// The base's view of the parameters.
+    pub fn view(&self) -> super::enrt::params::EnrtBase<'_> {
+        self.0.view()
+    }
+}
+
+/// The `Recipe` and `EnrtRecipe` glue every LWT recipe shares (`tunnel_recipe!`
+/// with the LWT parts). `$name` has the groups `lwt` ([`LwtParams`] or a variant of it),
+/// `base` ([`LwtEnrtParams`]) and `reqs`, and an inherent `fn lwt(&self) -> Lwt`; its tunnel
+/// devices are `$link` (the same on both hosts), its packet asserts those of `$kind`; the
+/// test fails before any configuration without `carrier_ipversion`. The recipe's own
+/// `EnrtRecipe` methods follow in braces.
 macro_rules! lwt_recipe {
     ($name:ident, $doc:literal, $kind:expr, $link:expr, { $($enrt:tt)* }) => {
-        impl $crate::recipes::Recipe for $name {
-            const NAME: &'static str = stringify!($name);
-            const DOC: &'static str = $doc;
-
-            fn requirements(&self) -> $crate::requirements::Requirements {
-                $crate::recipes::reqs::simple_network_req(&self.reqs).0
-            }
-
-            fn layout() -> $crate::requirements::Requirements {
-                $crate::recipes::reqs::simple_network_req(
-                    &$crate::recipes::enrt::params::DeviceReqParams::NONE,
-                )
-                .0
-            }
-
-            async fn run(
-                &self,
-                ctx: &mut $crate::recipes::context::RunContext,
-            ) -> Result<(), $crate::recipes::context::RecipeError> {
-                AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt).require_carrier()?;
-                $crate::recipes::enrt::run(self, ctx).await
-            }
-
-            fn kernel_modules(&self) -> $crate::recipes::HostModules {
-                $crate::recipes::enrt::kernel_modules(self)
+        impl $name {
+            fn check(&self) -> Result<(), $crate::recipes::context::RecipeError> {
+                AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
+                    .require_carrier()
+                    .map(drop)
             }
         }
 
-        impl $crate::recipes::enrt::EnrtRecipe for $name {
-            fn base(&self) -> $crate::recipes::enrt::params::EnrtBase<'_> {
-                self.base.0.view()
-            }
+        $crate::recipes::tunnel::tunnel_recipe!(
+            $name,
+            $doc,
+            |r| $crate::recipes::reqs::simple_network_req(r).0,
+            check,
+            {
+                fn test_wide_configuration(
+                    &self,
+                ) -> Result<
+                    $crate::recipes::common::config::TestWide,
+                    $crate::recipes::context::RecipeError,
+                > {
+                    let link: $crate::recipes::common::config::Link = $link;
+                    AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
+                        .configure(&self.lwt(), [link.clone(), link])
+                }
 
-            fn test_wide_configuration(
-                &self,
-            ) -> Result<
-                $crate::recipes::common::config::TestWide,
-                $crate::recipes::context::RecipeError,
-            > {
-                let link: $crate::recipes::common::config::Link = $link;
-                AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
-                    .configure(&self.lwt(), [link.clone(), link])
-            }
+                fn pair(
+                    &self,
+                ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
+                    let [a, b] = self.lwt().endpoints();
+                    Some((a, b))
+                }
 
-            fn pair(
-                &self,
-            ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
-                let [a, b] = self.lwt().endpoints();
-                Some((a, b))
-            }
+                fn packet_assert(
+                    &self,
+                    config: &$crate::recipes::common::config::Configured,
+                    ping: &$crate::recipes::common::ping::PingConf,
+                ) -> Option<$crate::recipes::common::packet_assert::PacketAssertConf> {
+                    AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
+                        .packet_assert(&self.lwt(), $kind, config, ping)
+                }
 
-            fn packet_assert(
-                &self,
-                config: &$crate::recipes::common::config::Configured,
-                ping: &$crate::recipes::common::ping::PingConf,
-            ) -> Option<$crate::recipes::common::packet_assert::PacketAssertConf> {
-                AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
-                    .packet_assert(&self.lwt(), $kind, config, ping)
+                $($enrt)*
             }
-
-            $($enrt)*
-        }
+        );
     };
 }
 pub(crate) use lwt_recipe;
 
-/// [`lwt_recipe!`] of the VXLAN LWT recipes (VxlanLwt, VxlanGpe): [`vxlan_lwt`]'s devices,
+/// `lwt_recipe!` of the VXLAN LWT recipes (VxlanLwt, VxlanGpe): [`vxlan_lwt`]'s devices,
 /// VXLAN devices `external` with `$opts` (further [`crate::protocol::VxlanOptions`]), and
 /// PauseFramesHWConfigMixin + OffloadSubConfigMixin's sub-configurations.
 macro_rules! vxlan_lwt_recipe {

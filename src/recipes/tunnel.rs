@@ -477,14 +477,15 @@ pub fn group_addr(s: &str) -> Result<IpAddr, RecipeError> {
         .map_err(|e| RecipeError::Param(format!("vxlan_group_ip {s}: {e}")))
 }
 
-/// The `Recipe` and `EnrtRecipe` glue the tunnel recipes share: `NAME` (the type's name),
-/// `DOC`, the requirements `$req` makes of the `reqs` group (a `fn(&DeviceReqParams) ->
-/// Requirements`), `enrt::run`, and `base` from the `base` group. With `TunnelRecipe`, the
-/// ping pair is [`TunnelRecipe::pair`]'s tunnels. The recipe's own `EnrtRecipe` methods
-/// follow in braces.
+/// The `Recipe` and `EnrtRecipe` glue the tunnel recipes (and the LWT and IPsec ones) share:
+/// `NAME` (the type's name), `DOC`, the requirements `$req` makes of the `reqs` group (a
+/// `fn(&DeviceReqParams) -> Requirements`), `enrt::run` (with `check`, after the type's
+/// inherent `fn check(&self) -> Result<(), RecipeError>`), and `base` from the `base` group.
+/// With `TunnelRecipe`, the ping pair is [`TunnelRecipe::pair`]'s tunnels. The recipe's own
+/// `EnrtRecipe` methods follow in braces.
 macro_rules! tunnel_recipe {
     ($name:ident, $doc:literal, $req:expr, TunnelRecipe, { $($enrt:tt)* }) => {
-        $crate::recipes::tunnel::tunnel_recipe!($name, $doc, $req, {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [], {
             fn pair(
                 &self,
             ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
@@ -495,7 +496,13 @@ macro_rules! tunnel_recipe {
             $($enrt)*
         });
     };
+    ($name:ident, $doc:literal, $req:expr, check, { $($enrt:tt)* }) => {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [check], { $($enrt)* });
+    };
     ($name:ident, $doc:literal, $req:expr, { $($enrt:tt)* }) => {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [], { $($enrt)* });
+    };
+    (@glue $name:ident, $doc:literal, $req:expr, [$($check:ident)?], { $($enrt:tt)* }) => {
         impl $crate::recipes::Recipe for $name {
             const NAME: &'static str = stringify!($name);
             const DOC: &'static str = $doc;
@@ -518,6 +525,7 @@ macro_rules! tunnel_recipe {
                 &self,
                 ctx: &mut $crate::recipes::context::RunContext,
             ) -> Result<(), $crate::recipes::context::RecipeError> {
+                $(self.$check()?;)?
                 $crate::recipes::enrt::run(self, ctx).await
             }
 
@@ -539,12 +547,14 @@ pub(crate) use tunnel_recipe;
 
 /// A GRE tunnel (`gre_tunnel`, keys from [`GreKeyParams`]) over underlay devices of its own
 /// on host1 and host2 (GreTunnelOverVlan, GreTunnelOverMacvlan, GreTunnelOverBond): what
-/// differs between them; [`gre_over_recipe!`] makes the recipe of it.
+/// differs between them; `gre_over_recipe!` makes the recipe of it.
 pub trait GreOver {
     /// The underlay devices' name (on both hosts).
     const UNDERLAY: &'static str;
-    /// host1.eth0 and host2.eth0: the pause frames' devices.
-    fn nics(&self) -> [Dev; 2];
+    /// host1.eth0 and host2.eth0 (the NICs of the requirements): the pause frames' devices.
+    fn nics(&self) -> [Dev; 2] {
+        ["host1", "host2"].map(|h| Dev::new(h, "eth0"))
+    }
     /// The devices of the offload sub-configurations.
     fn offload_devs(&self) -> [Dev; 2] {
         self.nics()
