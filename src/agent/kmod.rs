@@ -109,7 +109,8 @@ pub async fn ensure_for(spec: &LinkSpec) {
 /// What [`ensure_list`] does when a module of its list does not load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
-    /// Give up the rest of the list (one load of all of them; the failure is logged).
+    /// Stop at the first module that does not load (the list loaded as a whole; the failure
+    /// is logged, the modules loaded before it stay).
     Stop,
     /// Skip that module and go on with the next (each loaded on its own).
     Skip,
