@@ -106,47 +106,53 @@ pub async fn ensure_for(spec: &LinkSpec) {
     ensure_modules(modules_for(spec)).await
 }
 
+/// What [`ensure_list`] does when a module of its list does not load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stop at the first module that does not load (the list loaded as a whole; the failure
+    /// is logged, the modules loaded before it stay).
+    Stop,
+    /// Skip that module and go on with the next (each loaded on its own).
+    Skip,
+}
+
 /// Make sure `wanted` are loaded (when enabled); never fails.
 pub async fn ensure_modules(wanted: Vec<&'static str>) {
-    if !ENABLED.load(Ordering::Relaxed) {
-        return;
-    }
-    if wanted.is_empty() {
-        return;
-    }
-    let res = tokio::task::spawn_blocking(move || {
-        let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
-        ensure(Path::new("/"), &wanted)
-    })
-    .await;
-    match res {
-        Ok(r) => log(r),
-        Err(e) => tracing::debug!("module loader task: {e}"),
-    }
+    ensure_list(wanted, OnFailure::Stop).await
 }
 
 /// Make sure each of `wanted` is loaded (when enabled), one by one: a module the tree does
 /// not have is skipped (built in, or the kernel's own loading says what is missing); never
 /// fails.
 pub async fn ensure_each(wanted: &'static [&'static str]) {
-    if !ENABLED.load(Ordering::Relaxed) {
+    ensure_list(wanted.to_vec(), OnFailure::Skip).await
+}
+
+/// Load `wanted` (when enabled) under the [`LOADING`] lock, in a blocking task; a module that
+/// does not load stops the list or is skipped (`on_failure`); never fails.
+pub async fn ensure_list(wanted: Vec<&'static str>, on_failure: OnFailure) {
+    if !ENABLED.load(Ordering::Relaxed) || wanted.is_empty() {
         return;
     }
     let res = tokio::task::spawn_blocking(move || {
-        let mut loaded = Vec::new();
         let _held = LOADING.lock().unwrap_or_else(|p| p.into_inner());
-        for w in wanted {
-            match ensure(Path::new("/"), std::slice::from_ref(w)) {
-                Ok(l) => loaded.extend(l),
-                Err(e) => tracing::debug!("module {w} not preloaded: {e}"),
+        match on_failure {
+            OnFailure::Stop => ensure(Path::new("/"), &wanted),
+            OnFailure::Skip => {
+                let mut loaded = Vec::new();
+                for w in &wanted {
+                    match ensure(Path::new("/"), std::slice::from_ref(w)) {
+                        Ok(l) => loaded.extend(l),
+                        Err(e) => tracing::debug!("module {w} not preloaded: {e}"),
+                    }
+                }
+                Ok(loaded)
             }
         }
-        loaded
     })
     .await;
     match res {
-        Ok(loaded) if !loaded.is_empty() => tracing::info!("loaded kernel modules {loaded:?}"),
-        Ok(_) => {}
+        Ok(r) => log(r),
         Err(e) => tracing::debug!("module loader task: {e}"),
     }
 }

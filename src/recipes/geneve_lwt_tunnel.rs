@@ -12,20 +12,16 @@
 //! capture keeps every packet from or to host1's carrier (every IPv6 packet over IPv6); ours
 //! keeps UDP to port 6081 from host1's to host2's carrier, with the same matching.
 
-use super::common::config::{Configured, Link, TestWide};
-use super::common::packet_assert::PacketAssertConf;
-use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::{offload_sets, offload_type, CommonHwParams, DeviceReqParams, EnrtBase};
-use super::enrt::{self, EndpointPair, EnrtRecipe, HwConfig, IpEndpoint, SubConfigs};
+use super::common::config::{Configured, Link};
+use super::context::Dev;
+use super::enrt::params::{offload_sets, offload_type, CommonHwParams, DeviceReqParams};
+use super::enrt::{EndpointPair, HwConfig, IpEndpoint, SubConfigs};
 use super::gre_tunnel::{GRE_OFFLOADS, GRE_OFFLOAD_KEYS};
 use super::lwt::{DummiesOn, Lwt, LwtEnrtParams, LwtFlowParams, LwtKind};
 use super::reqs::simple_network_req;
 use super::typed::{IpVersion, OffloadCombination};
-use super::Recipe;
 use crate::param_set;
 use crate::protocol::{GeneveOptions, LinkSpec};
-use crate::requirements::Requirements;
 
 param_set! {
     /// GeneveLwtTunnelRecipe's parameters.
@@ -65,86 +61,49 @@ impl GeneveLwtTunnelRecipe {
     }
 }
 
-impl Recipe for GeneveLwtTunnelRecipe {
-    const NAME: &'static str = "GeneveLwtTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through Geneve routes (lightweight tunnel), Geneve checked on the underlay";
+super::lwt::lwt_recipe!(
+    GeneveLwtTunnelRecipe,
+    "ping and flows through Geneve routes (lightweight tunnel), Geneve checked on the underlay",
+    LwtKind::Geneve,
+    Link::Tunnel(LinkSpec::Geneve(GeneveOptions {
+        external: true,
+        ..GeneveOptions::default()
+    })),
+    {
+        /// Upstream's `ip_endpoint_pairs(..., combination_func=zip)`: address N of host1's
+        /// tunnel with address N of host2's, IPv4 first.
+        fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
+            let [a, b] = self.lwt().endpoints();
+            let mut pairs = Vec::new();
+            for v in [IpVersion::Ipv4, IpVersion::Ipv6] {
+                for (x, y) in config
+                    .ips(&a, Some(v))
+                    .into_iter()
+                    .zip(config.ips(&b, Some(v)))
+                {
+                    let end = |dev: &Dev, addr| IpEndpoint {
+                        dev: dev.clone(),
+                        addr,
+                    };
+                    pairs.push((end(&a, x), end(&b, y)));
+                }
+            }
+            vec![pairs]
+        }
 
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
+        fn perf_cpupin_across_pairs(&self) -> bool {
+            true
+        }
 
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        self.lwt.0.require_carrier()?;
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for GeneveLwtTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.0.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let link = Link::Tunnel(LinkSpec::Geneve(GeneveOptions {
-            external: true,
-            ..GeneveOptions::default()
-        }));
-        self.lwt.0.configure(&self.lwt(), [link.clone(), link])
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = self.lwt().endpoints();
-        Some((a, b))
-    }
-
-    /// Upstream's `ip_endpoint_pairs(..., combination_func=zip)`: address N of host1's
-    /// tunnel with address N of host2's, IPv4 first.
-    fn perf_endpoints(&self, config: &Configured) -> Vec<Vec<EndpointPair>> {
-        let [a, b] = self.lwt().endpoints();
-        let mut pairs = Vec::new();
-        for v in [IpVersion::Ipv4, IpVersion::Ipv6] {
-            for (x, y) in config
-                .ips(&a, Some(v))
-                .into_iter()
-                .zip(config.ips(&b, Some(v)))
-            {
-                let end = |dev: &Dev, addr| IpEndpoint {
-                    dev: dev.clone(),
-                    addr,
-                };
-                pairs.push((end(&a, x), end(&b, y)));
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            let underlay = self.lwt().underlay;
+            SubConfigs {
+                offloads: Some((&self.offload_combinations, underlay.to_vec())),
+                hw: Some(HwConfig {
+                    parallel_stream_qdisc_devs: Vec::new(),
+                    ..HwConfig::on(&self.hw, &underlay)
+                }),
             }
         }
-        vec![pairs]
     }
-
-    fn perf_cpupin_across_pairs(&self) -> bool {
-        true
-    }
-
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        self.lwt
-            .0
-            .packet_assert(&self.lwt(), LwtKind::Geneve, config, ping)
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let underlay = self.lwt().underlay;
-        SubConfigs {
-            offloads: Some((&self.offload_combinations, underlay.to_vec())),
-            hw: Some(HwConfig {
-                parallel_stream_qdisc_devs: Vec::new(),
-                ..HwConfig::on(&self.hw, &underlay)
-            }),
-        }
-    }
-}
+);

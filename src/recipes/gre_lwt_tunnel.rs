@@ -12,20 +12,16 @@
 //! ping the dummy addresses, which is what upstream means; the `lo` addresses are deleted at
 //! the end.
 
-use super::common::config::{Configured, Link, TestWide};
-use super::common::packet_assert::PacketAssertConf;
-use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::{offload_sets, offload_type, DeviceReqParams, EnrtBase};
-use super::enrt::{self, EnrtRecipe, SubConfigs};
+use super::common::config::Link;
+use super::context::Dev;
+use super::enrt::params::{offload_sets, offload_type, DeviceReqParams};
+use super::enrt::SubConfigs;
 use super::gre_tunnel::{GRE_OFFLOADS, GRE_OFFLOAD_KEYS};
 use super::lwt::{self, DummiesOn, Lwt, LwtEnrtParams, LwtKind, LwtParams, PauseParams};
 use super::reqs::simple_network_req;
 use super::typed::OffloadCombination;
-use super::Recipe;
 use crate::param_set;
 use crate::protocol::{GreOptions, LinkSpec};
-use crate::requirements::Requirements;
 
 param_set! {
     /// GreLwtTunnelRecipe's parameters.
@@ -54,53 +50,17 @@ impl GreLwtTunnelRecipe {
     }
 }
 
-impl Recipe for GreLwtTunnelRecipe {
-    const NAME: &'static str = "GreLwtTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through GRE routes (lightweight tunnel), GRE checked on the underlay";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
+super::lwt::lwt_recipe!(
+    GreLwtTunnelRecipe,
+    "ping and flows through GRE routes (lightweight tunnel), GRE checked on the underlay",
+    LwtKind::Gre,
+    Link::Tunnel(LinkSpec::Gre(GreOptions {
+        external: true,
+        ..GreOptions::default()
+    })),
+    {
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            lwt::pause_offload_subconfigs(&self.lwt(), &self.offload_combinations, &self.hw)
+        }
     }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        self.lwt.require_carrier()?;
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for GreLwtTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.0.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let link = Link::Tunnel(LinkSpec::Gre(GreOptions {
-            external: true,
-            ..GreOptions::default()
-        }));
-        self.lwt.configure(&self.lwt(), [link.clone(), link])
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = self.lwt().endpoints();
-        Some((a, b))
-    }
-
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        self.lwt
-            .packet_assert(&self.lwt(), LwtKind::Gre, config, ping)
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        lwt::pause_offload_subconfigs(&self.lwt(), &self.offload_combinations, &self.hw)
-    }
-}
+);

@@ -18,17 +18,14 @@
 use super::common::config::{Configured, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
+use super::context::{Dev, RecipeError};
+use super::enrt::params::DeviceReqParams;
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, CommonHwParams};
-use super::enrt::params::{DeviceReqParams, EnrtBase};
-use super::enrt::{self, EnrtRecipe};
 use super::enrt::{HwConfig, SubConfigs};
 use super::reqs::simple_network_req;
 use super::tunnel::{self, Encap, GreKeyParams, TunnelNetsParams, TunnelPair, TunnelRecipe};
 use super::typed::OffloadCombination;
-use super::Recipe;
 use crate::param_set;
-use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 
 /// The offload keys and combinations of the GRE tunnel recipes.
@@ -80,61 +77,36 @@ impl TunnelRecipe for GreTunnelRecipe {
     }
 }
 
-impl Recipe for GreTunnelRecipe {
-    const NAME: &'static str = "GreTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through a GRE tunnel between two hosts, GRE checked on the underlay";
+super::tunnel::tunnel_recipe!(
+    GreTunnelRecipe,
+    "ping and flows through a GRE tunnel between two hosts, GRE checked on the underlay",
+    |r| simple_network_req(r).0,
+    TunnelRecipe,
+    {
+        fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+            let mut tw = TestWide::new();
+            let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
+            tunnel::configure_underlay(&mut tw, &underlay, &[self.net_ipv4.into()], true)?;
+            self.gre
+                .configure(&mut tw, self.net_ipv4.into(), &tunnels, &self.tunnel, true)?;
+            tw.wait_tentative();
+            Ok(tw)
+        }
 
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
+        fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            self.gre.packet_assert(self, config, ping, false)
+        }
 
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for GreTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let mut tw = TestWide::new();
-        let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
-        tunnel::configure_underlay(&mut tw, &underlay, &[self.net_ipv4.into()], true)?;
-        self.gre
-            .configure(&mut tw, self.net_ipv4.into(), &tunnels, &self.tunnel, true)?;
-        tw.wait_tentative();
-        Ok(tw)
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = TunnelRecipe::pair(self).tunnels;
-        Some((a, b))
-    }
-
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        self.gre.packet_assert(self, config, ping, false)
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let nics = self.nics();
-        let tunnels = TunnelRecipe::pair(self).tunnels;
-        SubConfigs {
-            offloads: Some((&self.offload_combinations, nics.to_vec())),
-            hw: Some(HwConfig {
-                mtu_devs: tunnels.to_vec(),
-                ..HwConfig::on(&self.hw, &nics)
-            }),
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            let nics = self.nics();
+            let tunnels = TunnelRecipe::pair(self).tunnels;
+            SubConfigs {
+                offloads: Some((&self.offload_combinations, nics.to_vec())),
+                hw: Some(HwConfig {
+                    mtu_devs: tunnels.to_vec(),
+                    ..HwConfig::on(&self.hw, &nics)
+                }),
+            }
         }
     }
-}
+);

@@ -19,21 +19,14 @@
 //! GRE packets then arrive on host2.eth0 instead of host2.macvlan10, and the packet assert on
 //! the macvlan (upstream's too) sees none of them.
 
-use super::common::config::{Configured, Link, TestWide};
-use super::common::packet_assert::PacketAssertConf;
-use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::EnrtBase;
+use super::common::config::{Link, TestWide};
+use super::context::{Dev, RecipeError};
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, DeviceReqParams};
-use super::enrt::{self, EnrtRecipe, SubConfigs};
 use super::gre_tunnel::{GRE_OFFLOADS, GRE_OFFLOAD_KEYS};
 use super::reqs::simple_network_req;
-use super::tunnel::{self, Encap, GreKeyParams, MtuPauseParams, TunnelNetsParams};
-use super::tunnel::{TunnelPair, TunnelRecipe};
+use super::tunnel::{self, GreKeyParams, GreOver, MtuPauseParams, TunnelNetsParams};
 use super::typed::OffloadCombination;
-use super::Recipe;
 use crate::param_set;
-use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 
 param_set! {
@@ -58,95 +51,30 @@ param_set! {
     }
 }
 
-impl GreTunnelOverMacvlanRecipe {
-    fn nics(&self) -> [Dev; 2] {
-        simple_network_req(&self.reqs).1
-    }
-}
+impl GreOver for GreTunnelOverMacvlanRecipe {
+    const UNDERLAY: &'static str = "macvlan10";
 
-impl TunnelRecipe for GreTunnelOverMacvlanRecipe {
-    fn pair(&self) -> TunnelPair {
-        TunnelPair {
-            underlay: ["host1", "host2"].map(|h| Dev::new(h, "macvlan10")),
-            tunnels: ["host1", "host2"].map(|h| Dev::new(h, "gre_tunnel")),
-        }
-    }
-    fn encap(&self, _inner_v6: bool) -> Encap {
-        tunnel::gre_encap(false)
-    }
-}
-
-impl Recipe for GreTunnelOverMacvlanRecipe {
-    const NAME: &'static str = "GreTunnelOverMacvlanRecipe";
-    const DOC: &'static str =
-        "ping and flows through a GRE tunnel over a macvlan between two hosts, GRE checked on the macvlan";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for GreTunnelOverMacvlanRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let mut tw = TestWide::new();
-        let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
-        for (nic, mv) in self.nics().iter().zip(&underlay) {
-            let link = Link::Macvlan {
+    fn configure_underlay(
+        &self,
+        tw: &mut TestWide,
+        underlay: &[Dev; 2],
+        net: ipnet::IpNet,
+    ) -> Result<(), RecipeError> {
+        tunnel::stacked_underlay(tw, &self.nics(), underlay, net, |tw, nic| {
+            tw.sysctl(&nic.host, "net.ipv4.conf.all.arp_ignore", "1");
+            Link::Macvlan {
                 parent: nic.clone(),
-            };
-            tw.sysctl(&nic.host, "net.ipv4.conf.all.arp_ignore", "1")
-                .create(mv, link);
-        }
-        let net = self.net_ipv4.into();
-        for (n, (nic, mv)) in (1..).zip(self.nics().iter().zip(&underlay)) {
-            tw.address(mv, super::common::config::nth_address(net, n)?);
-            tw.up(nic).up(mv);
-        }
-        self.gre
-            .configure(&mut tw, net, &tunnels, &self.tunnel, false)?;
-        tw.wait_tentative();
-        Ok(tw)
+            }
+        })
     }
 
-    fn test_wide_description(&self, config: &Configured) -> Vec<String> {
-        let mut desc = config.describe();
-        for h in ["host1", "host2"] {
-            desc.push(format!("Configured {h}.macvlan10.realdev = {h}.eth0"));
-        }
-        desc
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = TunnelRecipe::pair(self).tunnels;
-        Some((a, b))
-    }
-
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        self.gre.packet_assert(self, config, ping, false)
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let nics = self.nics();
-        let tunnels = TunnelRecipe::pair(self).tunnels;
-        SubConfigs {
-            offloads: Some((&self.offload_combinations, nics.to_vec())),
-            hw: Some(self.hw.hw_config(&tunnels, &nics)),
-        }
+    fn describe_underlay(&self, h: &str) -> Vec<String> {
+        vec![format!("Configured {h}.macvlan10.realdev = {h}.eth0")]
     }
 }
+
+super::tunnel::gre_over_recipe!(
+    GreTunnelOverMacvlanRecipe,
+    "ping and flows through a GRE tunnel over a macvlan between two hosts, GRE checked on the macvlan",
+    |r| simple_network_req(r).0
+);

@@ -18,18 +18,15 @@
 use super::common::config::{Configured, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::EnrtBase;
+use super::context::RecipeError;
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, DeviceReqParams};
-use super::enrt::{self, EnrtRecipe, SubConfigs};
+use super::enrt::SubConfigs;
 use super::gre_tunnel::{GRE_OFFLOADS, GRE_OFFLOAD_KEYS};
 use super::reqs::simple_network_req;
 use super::tunnel::{self, Encap, GreKeyParams, MtuPauseParams, TunnelNetsParams};
 use super::tunnel::{TunnelPair, TunnelRecipe};
 use super::typed::OffloadCombination;
-use super::Recipe;
 use crate::param_set;
-use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 
 param_set! {
@@ -65,64 +62,39 @@ impl TunnelRecipe for Ip6GreNetnsTunnelRecipe {
     }
 }
 
-impl Recipe for Ip6GreNetnsTunnelRecipe {
-    const NAME: &'static str = "Ip6GreNetnsTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through a GRE-over-IPv6 tunnel between namespaces of two hosts";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
 /// No key: upstream's block (the key parameters belong to the IPv4 GRE recipes).
 const NO_KEY: GreKeyParams = GreKeyParams {
     gre_key: None,
     gre_key_host2: None,
 };
 
-impl EnrtRecipe for Ip6GreNetnsTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
+super::tunnel::tunnel_recipe!(
+    Ip6GreNetnsTunnelRecipe,
+    "ping and flows through a GRE-over-IPv6 tunnel between namespaces of two hosts",
+    |r| simple_network_req(r).0,
+    TunnelRecipe,
+    {
+        fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+            let mut tw = TestWide::new();
+            let net = self.net_ipv6.into();
+            tunnel::netns_underlay(&mut tw, net)?;
+            let tunnels = TunnelRecipe::pair(self).tunnels;
+            NO_KEY.configure(&mut tw, net, &tunnels, &self.tunnel, false)?;
+            tw.wait_tentative();
+            Ok(tw)
+        }
 
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let mut tw = TestWide::new();
-        let net = self.net_ipv6.into();
-        tunnel::netns_underlay(&mut tw, net)?;
-        let tunnels = TunnelRecipe::pair(self).tunnels;
-        NO_KEY.configure(&mut tw, net, &tunnels, &self.tunnel, false)?;
-        tw.wait_tentative();
-        Ok(tw)
-    }
+        fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            tunnel::encap_assert(self, config, ping, true)
+        }
 
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = TunnelRecipe::pair(self).tunnels;
-        Some((a, b))
-    }
-
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        tunnel::encap_assert(self, config, ping, true)
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let eth0s = simple_network_req(&self.reqs).1;
-        let tunnels = TunnelRecipe::pair(self).tunnels;
-        SubConfigs {
-            offloads: Some((&self.offload_combinations, eth0s.to_vec())),
-            hw: Some(self.hw.hw_config(&tunnels, &eth0s)),
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            let eth0s = simple_network_req(&self.reqs).1;
+            let tunnels = TunnelRecipe::pair(self).tunnels;
+            SubConfigs {
+                offloads: Some((&self.offload_combinations, eth0s.to_vec())),
+                hw: Some(self.hw.hw_config(&tunnels, &eth0s)),
+            }
         }
     }
-}
+);

@@ -259,3 +259,99 @@ pub const ALGO_BITS: Check = Check {
         Ok(())
     },
 };
+
+/// host1's and host2's SPIs, `n` each: `spi_values`, and `spi_values_host2` for host2 when
+/// given.
+pub fn host_spis(
+    spi_values: &[String],
+    spi_values_host2: Option<&[String]>,
+    n: usize,
+) -> Result<[Vec<u32>; 2], RecipeError> {
+    let one = parse_spis("spi_values", spi_values, n)?;
+    let two = match spi_values_host2 {
+        Some(s) => parse_spis("spi_values_host2", s, n)?,
+        None => one.clone(),
+    };
+    Ok([one, two])
+}
+
+/// One sub-configuration's IPsec on the eth0s `nics`: the two addresses of `ipv` the
+/// test-wide configuration put on them (host1's, host2's), and on each host (`i` 0: host1)
+/// the states and policies `host_config(i, addresses)` makes. Returns the two addresses.
+pub async fn apply<F>(
+    ctx: &mut RunContext,
+    config: &Configured,
+    nics: &[Dev; 2],
+    ipv: IpVersion,
+    host_config: F,
+) -> Result<[IfAddr; 2], RecipeError>
+where
+    F: Fn(usize, [std::net::IpAddr; 2]) -> (Vec<XfrmState>, Vec<XfrmPolicy>),
+{
+    let ips = endpoints(config, nics, ipv)?;
+    let addrs = [ips[0].addr, ips[1].addr];
+    configure(ctx, nics, [host_config(0, addrs), host_config(1, addrs)]).await?;
+    Ok(ips)
+}
+
+/// The packet asserts watch only the pings host1 sends: host2's eth0 (the device they are
+/// watched on) for those, None for host2's.
+pub fn host1_pinging(nics: [Dev; 2], ping: &super::common::ping::PingConf) -> Option<Dev> {
+    let [n1, n2] = nics;
+    (ping.client == n1.host).then_some(n2)
+}
+
+/// The `Recipe` and `EnrtRecipe` glue of the IPsec recipes (`tunnel_recipe!`
+/// with the IPsec parts). `$name` has the groups `nets` ([`IpsecNets`]), `base`, `reqs` and
+/// `hw` (`CommonHwParams`), and an inherent `fn check(&self) -> Result<(), RecipeError>` run
+/// before anything is configured. It gets `fn nics(&self)` (host1.eth0, host2.eth0), the
+/// test-wide configuration of [`IpsecNets`], the eth0 pair, and the hardware
+/// sub-configurations without pause frames (upstream's IPsec recipes do not take
+/// PauseFramesHWConfigMixin). The recipe's own `EnrtRecipe` methods follow in braces.
+macro_rules! ipsec_recipe {
+    ($name:ident, $doc:literal, { $($enrt:tt)* }) => {
+        impl $name {
+            fn nics(&self) -> [$crate::recipes::context::Dev; 2] {
+                $crate::recipes::reqs::simple_network_req(&self.reqs).1
+            }
+        }
+
+        $crate::recipes::tunnel::tunnel_recipe!(
+            $name,
+            $doc,
+            |r| $crate::recipes::reqs::simple_network_req(r).0,
+            check,
+            {
+                fn test_wide_configuration(
+                    &self,
+                ) -> Result<
+                    $crate::recipes::common::config::TestWide,
+                    $crate::recipes::context::RecipeError,
+                > {
+                    self.nets.test_wide(&self.nics())
+                }
+
+                fn pair(
+                    &self,
+                ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
+                    let [a, b] = self.nics();
+                    Some((a, b))
+                }
+
+                fn sub_configurations(&self) -> $crate::recipes::enrt::SubConfigs<'_> {
+                    let nics = self.nics();
+                    $crate::recipes::enrt::SubConfigs {
+                        offloads: None,
+                        hw: Some($crate::recipes::enrt::HwConfig {
+                            pause_frames_devs: Vec::new(),
+                            ..$crate::recipes::enrt::HwConfig::on(&self.hw, &nics)
+                        }),
+                    }
+                }
+
+                $($enrt)*
+            }
+        );
+    };
+}
+pub(crate) use ipsec_recipe;

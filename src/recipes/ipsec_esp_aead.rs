@@ -17,20 +17,16 @@
 //! `transport`/`tunnel` (upstream passes any text to `mode`); `ipsec_offload_modprobe=True`
 //! fails the test as unsupported (the agent loads no offload modules on request).
 
-use super::common::config::{Configured, TestWide};
+use super::common::config::Configured;
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
-use super::enrt::{self, EnrtRecipe, HwConfig, SubConfigs};
+use super::context::{RecipeError, RunContext};
+use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams};
 use super::ipsec::{self, IpsecNets, SPIS2};
-use super::reqs::simple_network_req;
-use super::Recipe;
 use crate::param_set;
 use crate::protocol::{
     CaptureFilter, XfrmAlgo, XfrmDir, XfrmPolicy, XfrmProto, XfrmState, XfrmTmpl,
 };
-use crate::requirements::Requirements;
 
 /// Upstream's algorithm: (name, key bits, ICV bits).
 pub const ALGORITHM: (&str, u32, u32) = ("rfc4106(gcm(aes))", 160, 96);
@@ -65,18 +61,20 @@ param_set! {
 pub const ADDED: [&str; 2] = ["spi_values", "spi_values_host2"];
 
 impl IpsecEspAeadRecipe {
-    fn nics(&self) -> [Dev; 2] {
-        simple_network_req(&self.reqs).1
-    }
-
     /// host1's and host2's SPIs.
     fn spis(&self) -> Result<[Vec<u32>; 2], RecipeError> {
-        let one = ipsec::parse_spis("spi_values", &self.spi_values, 2)?;
-        let two = match &self.spi_values_host2 {
-            Some(s) => ipsec::parse_spis("spi_values_host2", s, 2)?,
-            None => one.clone(),
-        };
-        Ok([one, two])
+        ipsec::host_spis(&self.spi_values, self.spi_values_host2.as_deref(), 2)
+    }
+
+    /// Before anything is configured: no ESP offload modules, valid SPIs.
+    fn check(&self) -> Result<(), RecipeError> {
+        if self.ipsec_offload_modprobe {
+            return Err(RecipeError::Unsupported(
+                "ipsec_offload_modprobe=True: the agents load no ESP offload modules on request"
+                    .into(),
+            ));
+        }
+        self.spis().map(drop)
     }
 
     /// XfrmTools' `configure_ipsec_esp_aead` on one host (`i` 0: host1): the same two SAs on
@@ -129,107 +127,52 @@ impl IpsecEspAeadRecipe {
     }
 }
 
-impl Recipe for IpsecEspAeadRecipe {
-    const NAME: &'static str = "IpsecEspAeadRecipe";
-    const DOC: &'static str =
-        "ping and flows over IPsec ESP (rfc4106(gcm(aes))) between two hosts, ESP checked on host2";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        if self.ipsec_offload_modprobe {
-            return Err(RecipeError::Unsupported(
-                "ipsec_offload_modprobe=True: the agents load no ESP offload modules on request"
-                    .into(),
-            ));
+ipsec::ipsec_recipe!(
+    IpsecEspAeadRecipe,
+    "ping and flows over IPsec ESP (rfc4106(gcm(aes))) between two hosts, ESP checked on host2",
+    {
+        fn variants(&self) -> usize {
+            self.base.enrt.ip_versions.len()
         }
-        self.spis()?;
-        enrt::run(self, ctx).await
-    }
 
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for IpsecEspAeadRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        self.nets.test_wide(&self.nics())
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = self.nics();
-        Some((a, b))
-    }
-
-    fn variants(&self) -> usize {
-        self.base.enrt.ip_versions.len()
-    }
-
-    async fn apply_variant(
-        &self,
-        ctx: &mut RunContext,
-        config: &Configured,
-        v: usize,
-    ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
-        let nics = self.nics();
-        let ipv = self.base.enrt.ip_versions[v];
-        let ips = ipsec::endpoints(config, &nics, ipv)?;
-        let spis = self.spis()?;
-        let (name, bits, icv) = ALGORITHM;
-        let key = ipsec::random_key(bits);
-        let addrs = [ips[0].addr, ips[1].addr];
-        let per_host = [
-            self.host_config(0, addrs, &spis[0], &key),
-            self.host_config(1, addrs, &spis[1], &key),
-        ];
-        ipsec::configure(ctx, &nics, per_host).await?;
-        let desc = vec![format!(
-            "Configured IPsec {} mode with {name} algorithm using key length of {bits} and \
-             icv length of {icv} between {} and {}",
-            self.nets.ipsec_mode, ips[0].addr, ips[1].addr
-        )];
-        Ok((Some(ipsec::variant_config(&nics, ips)), desc))
-    }
-
-    fn packet_assert(&self, _config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        let [n1, n2] = self.nics();
-        if ping.client != n1.host {
-            return None;
+        async fn apply_variant(
+            &self,
+            ctx: &mut RunContext,
+            config: &Configured,
+            v: usize,
+        ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
+            let nics = self.nics();
+            let ipv = self.base.enrt.ip_versions[v];
+            let spis = self.spis()?;
+            let (name, bits, icv) = ALGORITHM;
+            let key = ipsec::random_key(bits);
+            let ips = ipsec::apply(ctx, config, &nics, ipv, |i, addrs| {
+                self.host_config(i, addrs, &spis[i], &key)
+            })
+            .await?;
+            let desc = vec![format!(
+                "Configured IPsec {} mode with {name} algorithm using key length of {bits} and \
+                 icv length of {icv} between {} and {}",
+                self.nets.ipsec_mode, ips[0].addr, ips[1].addr
+            )];
+            Ok((Some(ipsec::variant_config(&nics, ips)), desc))
         }
-        let spi = self.spis().ok()?[1][1];
-        Some(PacketAssertConf {
-            dev: n2,
-            filter: CaptureFilter {
-                proto: Some(50),
-                src: Some(ping.dst.addr),
-                dst: Some(ping.src.addr),
-                udp_dport: None,
-            },
-            grep_for: vec![format!("ESP(spi={spi:#010x}")],
-            p_min: u64::from(ping.count),
-            p_max: None,
-        })
-    }
 
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let nics = self.nics();
-        SubConfigs {
-            offloads: None,
-            hw: Some(HwConfig {
-                pause_frames_devs: Vec::new(),
-                ..HwConfig::on(&self.hw, &nics)
-            }),
+        fn packet_assert(&self, _config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            let n2 = ipsec::host1_pinging(self.nics(), ping)?;
+            let spi = self.spis().ok()?[1][1];
+            Some(PacketAssertConf {
+                dev: n2,
+                filter: CaptureFilter {
+                    proto: Some(50),
+                    src: Some(ping.dst.addr),
+                    dst: Some(ping.src.addr),
+                    udp_dport: None,
+                },
+                grep_for: vec![format!("ESP(spi={spi:#010x}")],
+                p_min: u64::from(ping.count),
+                p_max: None,
+            })
         }
     }
-}
+);

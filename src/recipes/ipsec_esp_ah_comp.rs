@@ -16,21 +16,17 @@
 //! transport mode too (upstream: no evaluators, the second ping is reported only in tunnel
 //! mode); `ipsec_mode` is a choice of `transport`/`tunnel`.
 
-use super::common::config::{Configured, TestWide};
+use super::common::config::Configured;
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams, EnrtBase};
-use super::enrt::{self, EnrtRecipe, HwConfig, SubConfigs};
+use super::context::{RecipeError, RunContext};
+use super::enrt::params::{BaremetalEnrtParams, CommonHwParams, DeviceReqParams};
 use super::ipsec::{self, AlgoBits, IpsecNets, ALGO_BITS, SPIS4};
-use super::reqs::simple_network_req;
-use super::Recipe;
 use crate::param_set;
 use crate::params::Value;
 use crate::protocol::{
     CaptureFilter, XfrmAlgo, XfrmDir, XfrmMode, XfrmPolicy, XfrmProto, XfrmState, XfrmTmpl,
 };
-use crate::requirements::Requirements;
 use std::net::IpAddr;
 
 fn pairs(p: &[(&str, i64)]) -> Value {
@@ -88,17 +84,13 @@ pub struct Keys {
 }
 
 impl IpsecEspAhCompRecipe {
-    fn nics(&self) -> [Dev; 2] {
-        simple_network_req(&self.reqs).1
+    fn spis(&self) -> Result<[Vec<u32>; 2], RecipeError> {
+        ipsec::host_spis(&self.spi_values, self.spi_values_host2.as_deref(), 4)
     }
 
-    fn spis(&self) -> Result<[Vec<u32>; 2], RecipeError> {
-        let one = ipsec::parse_spis("spi_values", &self.spi_values, 4)?;
-        let two = match &self.spi_values_host2 {
-            Some(s) => ipsec::parse_spis("spi_values_host2", s, 4)?,
-            None => one.clone(),
-        };
-        Ok([one, two])
+    /// Before anything is configured: valid SPIs.
+    fn check(&self) -> Result<(), RecipeError> {
+        self.spis().map(drop)
     }
 
     /// (IP version, cipher, hash) of variant `v`.
@@ -179,132 +171,82 @@ impl IpsecEspAhCompRecipe {
     }
 }
 
-impl Recipe for IpsecEspAhCompRecipe {
-    const NAME: &'static str = "IpsecEspAhCompRecipe";
-    const DOC: &'static str =
-        "ping and flows over IPComp + ESP + AH between two hosts, AH/ESP (and IPComp) checked on host2";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        self.spis()?;
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for IpsecEspAhCompRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        self.nets.test_wide(&self.nics())
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = self.nics();
-        Some((a, b))
-    }
-
-    fn variants(&self) -> usize {
-        self.base.enrt.ip_versions.len() * self.ciphers.len() * self.hashes.len()
-    }
-
-    async fn apply_variant(
-        &self,
-        ctx: &mut RunContext,
-        config: &Configured,
-        v: usize,
-    ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
-        let nics = self.nics();
-        let (ipv, cipher, hash) = self.variant(v);
-        let ips = ipsec::endpoints(config, &nics, ipv)?;
-        let spis = self.spis()?;
-        let keys = Keys {
-            cipher: (cipher.name.clone(), ipsec::random_key(cipher.bits)),
-            hash: (hash.name.clone(), ipsec::random_key(hash.bits)),
-        };
-        let addrs = [ips[0].addr, ips[1].addr];
-        let per_host = [
-            self.host_config(0, addrs, &spis[0], &keys),
-            self.host_config(1, addrs, &spis[1], &keys),
-        ];
-        ipsec::configure(ctx, &nics, per_host).await?;
-        let desc = vec![format!(
-            "Configured IPsec {} mode: IPComp deflate, ESP {} ({} bits), AH {} ({} bits) \
-             between {} and {}",
-            self.nets.ipsec_mode,
-            cipher.name,
-            cipher.bits,
-            hash.name,
-            hash.bits,
-            ips[0].addr,
-            ips[1].addr
-        )];
-        Ok((Some(ipsec::variant_config(&nics, ips)), desc))
-    }
-
-    fn packet_assert(&self, _config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        let [n1, n2] = self.nics();
-        if ping.client != n1.host {
-            return None;
+ipsec::ipsec_recipe!(
+    IpsecEspAhCompRecipe,
+    "ping and flows over IPComp + ESP + AH between two hosts, AH/ESP (and IPComp) checked on host2",
+    {
+        fn variants(&self) -> usize {
+            self.base.enrt.ip_versions.len() * self.ciphers.len() * self.hashes.len()
         }
-        let s = self.spis().ok()?;
-        // Both directions (upstream's filter `ah`): every packet of the family is captured
-        // and the lines with AH and ESP of our SPIs counted.
-        Some(PacketAssertConf {
-            dev: n2,
-            filter: CaptureFilter::default(),
-            grep_for: vec![
-                format!("AH(spi={:#010x}", s[0][2]),
-                format!("ESP(spi={:#010x}", s[0][1]),
-            ],
-            p_min: 2 * u64::from(ping.count),
-            p_max: None,
-        })
-    }
 
-    fn extra_pings(
-        &self,
-        _config: &Configured,
-        ping: &PingConf,
-    ) -> Vec<(PingConf, Option<PacketAssertConf>)> {
-        let [n1, n2] = self.nics();
-        if ping.client != n1.host {
-            return Vec::new();
+        async fn apply_variant(
+            &self,
+            ctx: &mut RunContext,
+            config: &Configured,
+            v: usize,
+        ) -> Result<(Option<Configured>, Vec<String>), RecipeError> {
+            let nics = self.nics();
+            let (ipv, cipher, hash) = self.variant(v);
+            let spis = self.spis()?;
+            let keys = Keys {
+                cipher: (cipher.name.clone(), ipsec::random_key(cipher.bits)),
+                hash: (hash.name.clone(), ipsec::random_key(hash.bits)),
+            };
+            let ips = ipsec::apply(ctx, config, &nics, ipv, |i, addrs| {
+                self.host_config(i, addrs, &spis[i], &keys)
+            })
+            .await?;
+            let desc = vec![format!(
+                "Configured IPsec {} mode: IPComp deflate, ESP {} ({} bits), AH {} ({} bits) \
+                 between {} and {}",
+                self.nets.ipsec_mode,
+                cipher.name,
+                cipher.bits,
+                hash.name,
+                hash.bits,
+                ips[0].addr,
+                ips[1].addr
+            )];
+            Ok((Some(ipsec::variant_config(&nics, ips)), desc))
         }
-        let big = PingConf {
-            size: Some(1500),
-            ..ping.clone()
-        };
-        let assert = (self.nets.mode() == XfrmMode::Tunnel).then(|| PacketAssertConf {
-            dev: n2,
-            filter: CaptureFilter::default(),
-            grep_for: vec!["IPComp".into()],
-            p_min: u64::from(ping.count),
-            p_max: None,
-        });
-        vec![(big, assert)]
-    }
 
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let nics = self.nics();
-        SubConfigs {
-            offloads: None,
-            hw: Some(HwConfig {
-                pause_frames_devs: Vec::new(),
-                ..HwConfig::on(&self.hw, &nics)
-            }),
+        fn packet_assert(&self, _config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            let n2 = ipsec::host1_pinging(self.nics(), ping)?;
+            let s = self.spis().ok()?;
+            // Both directions (upstream's filter `ah`): every packet of the family is captured
+            // and the lines with AH and ESP of our SPIs counted.
+            Some(PacketAssertConf {
+                dev: n2,
+                filter: CaptureFilter::default(),
+                grep_for: vec![
+                    format!("AH(spi={:#010x}", s[0][2]),
+                    format!("ESP(spi={:#010x}", s[0][1]),
+                ],
+                p_min: 2 * u64::from(ping.count),
+                p_max: None,
+            })
+        }
+
+        fn extra_pings(
+            &self,
+            _config: &Configured,
+            ping: &PingConf,
+        ) -> Vec<(PingConf, Option<PacketAssertConf>)> {
+            let Some(n2) = ipsec::host1_pinging(self.nics(), ping) else {
+                return Vec::new();
+            };
+            let big = PingConf {
+                size: Some(1500),
+                ..ping.clone()
+            };
+            let assert = (self.nets.mode() == XfrmMode::Tunnel).then(|| PacketAssertConf {
+                dev: n2,
+                filter: CaptureFilter::default(),
+                grep_for: vec!["IPComp".into()],
+                p_min: u64::from(ping.count),
+                p_max: None,
+            });
+            vec![(big, assert)]
         }
     }
-}
+);

@@ -484,3 +484,121 @@ pub fn pause_offload_subconfigs<'a>(
         hw: Some(pause.0.hw_config(&[], &lwt.underlay)),
     }
 }
+
+impl AsRef<LwtParams> for LwtParams {
+    fn as_ref(&self) -> &LwtParams {
+        self
+    }
+}
+
+impl AsRef<LwtParams> for LwtV4Params {
+    fn as_ref(&self) -> &LwtParams {
+        &self.0
+    }
+}
+
+impl AsRef<LwtParams> for LwtFlowParams {
+    fn as_ref(&self) -> &LwtParams {
+        &self.0
+    }
+}
+
+impl LwtEnrtParams {
+    /// The base's view of the parameters.
+    pub fn view(&self) -> super::enrt::params::EnrtBase<'_> {
+        self.0.view()
+    }
+}
+
+/// The `Recipe` and `EnrtRecipe` glue every LWT recipe shares (`tunnel_recipe!`
+/// with the LWT parts). `$name` has the groups `lwt` ([`LwtParams`] or a variant of it),
+/// `base` ([`LwtEnrtParams`]) and `reqs`, and an inherent `fn lwt(&self) -> Lwt`; its tunnel
+/// devices are `$link` (the same on both hosts), its packet asserts those of `$kind`; the
+/// test fails before any configuration without `carrier_ipversion`. The recipe's own
+/// `EnrtRecipe` methods follow in braces.
+macro_rules! lwt_recipe {
+    ($name:ident, $doc:literal, $kind:expr, $link:expr, { $($enrt:tt)* }) => {
+        impl $name {
+            fn check(&self) -> Result<(), $crate::recipes::context::RecipeError> {
+                AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
+                    .require_carrier()
+                    .map(drop)
+            }
+        }
+
+        $crate::recipes::tunnel::tunnel_recipe!(
+            $name,
+            $doc,
+            |r| $crate::recipes::reqs::simple_network_req(r).0,
+            check,
+            {
+                fn test_wide_configuration(
+                    &self,
+                ) -> Result<
+                    $crate::recipes::common::config::TestWide,
+                    $crate::recipes::context::RecipeError,
+                > {
+                    let link: $crate::recipes::common::config::Link = $link;
+                    AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
+                        .configure(&self.lwt(), [link.clone(), link])
+                }
+
+                fn pair(
+                    &self,
+                ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
+                    let [a, b] = self.lwt().endpoints();
+                    Some((a, b))
+                }
+
+                fn packet_assert(
+                    &self,
+                    config: &$crate::recipes::common::config::Configured,
+                    ping: &$crate::recipes::common::ping::PingConf,
+                ) -> Option<$crate::recipes::common::packet_assert::PacketAssertConf> {
+                    AsRef::<$crate::recipes::lwt::LwtParams>::as_ref(&self.lwt)
+                        .packet_assert(&self.lwt(), $kind, config, ping)
+                }
+
+                $($enrt)*
+            }
+        );
+    };
+}
+pub(crate) use lwt_recipe;
+
+/// `lwt_recipe!` of the VXLAN LWT recipes (VxlanLwt, VxlanGpe): [`vxlan_lwt`]'s devices,
+/// VXLAN devices `external` with `$opts` (further [`crate::protocol::VxlanOptions`]), and
+/// PauseFramesHWConfigMixin + OffloadSubConfigMixin's sub-configurations.
+macro_rules! vxlan_lwt_recipe {
+    ($name:ident, $doc:literal, $kind:expr, { $($opts:tt)* }) => {
+        impl $name {
+            fn lwt(&self) -> $crate::recipes::lwt::Lwt {
+                $crate::recipes::lwt::vxlan_lwt(&self.reqs)
+            }
+        }
+
+        $crate::recipes::lwt::lwt_recipe!(
+            $name,
+            $doc,
+            $kind,
+            $crate::recipes::common::config::Link::Vxlan {
+                parent: None,
+                opts: $crate::protocol::VxlanOptions {
+                    external: true,
+                    $($opts)*
+                    ..$crate::protocol::VxlanOptions::default()
+                },
+            },
+            {
+                fn sub_configurations(&self) -> $crate::recipes::enrt::SubConfigs<'_> {
+                    $crate::recipes::lwt::pause_offload_subconfigs(
+                        &self.lwt(),
+                        &self.offload_combinations,
+                        &self.hw,
+                    )
+                }
+            }
+        );
+    };
+}
+pub(crate) use vxlan_lwt_recipe;

@@ -476,3 +476,191 @@ pub fn group_addr(s: &str) -> Result<IpAddr, RecipeError> {
         .map(IpAddr::V4)
         .map_err(|e| RecipeError::Param(format!("vxlan_group_ip {s}: {e}")))
 }
+
+/// The `Recipe` and `EnrtRecipe` glue the tunnel recipes (and the LWT and IPsec ones) share:
+/// `NAME` (the type's name), `DOC`, the requirements `$req` makes of the `reqs` group (a
+/// `fn(&DeviceReqParams) -> Requirements`), `enrt::run` (with `check`, after the type's
+/// inherent `fn check(&self) -> Result<(), RecipeError>`), and `base` from the `base` group.
+/// With `TunnelRecipe`, the ping pair is [`TunnelRecipe::pair`]'s tunnels. The recipe's own
+/// `EnrtRecipe` methods follow in braces.
+macro_rules! tunnel_recipe {
+    ($name:ident, $doc:literal, $req:expr, TunnelRecipe, { $($enrt:tt)* }) => {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [], {
+            fn pair(
+                &self,
+            ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
+                let [a, b] = $crate::recipes::tunnel::TunnelRecipe::pair(self).tunnels;
+                Some((a, b))
+            }
+
+            $($enrt)*
+        });
+    };
+    ($name:ident, $doc:literal, $req:expr, check, { $($enrt:tt)* }) => {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [check], { $($enrt)* });
+    };
+    ($name:ident, $doc:literal, $req:expr, { $($enrt:tt)* }) => {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [], { $($enrt)* });
+    };
+    (@glue $name:ident, $doc:literal, $req:expr, [$($check:ident)?], { $($enrt:tt)* }) => {
+        impl $crate::recipes::Recipe for $name {
+            const NAME: &'static str = stringify!($name);
+            const DOC: &'static str = $doc;
+
+            fn requirements(&self) -> $crate::requirements::Requirements {
+                let req: fn(
+                    &$crate::recipes::enrt::params::DeviceReqParams,
+                ) -> $crate::requirements::Requirements = $req;
+                req(&self.reqs)
+            }
+
+            fn layout() -> $crate::requirements::Requirements {
+                let req: fn(
+                    &$crate::recipes::enrt::params::DeviceReqParams,
+                ) -> $crate::requirements::Requirements = $req;
+                req(&$crate::recipes::enrt::params::DeviceReqParams::NONE)
+            }
+
+            async fn run(
+                &self,
+                ctx: &mut $crate::recipes::context::RunContext,
+            ) -> Result<(), $crate::recipes::context::RecipeError> {
+                $(self.$check()?;)?
+                $crate::recipes::enrt::run(self, ctx).await
+            }
+
+            fn kernel_modules(&self) -> $crate::recipes::HostModules {
+                $crate::recipes::enrt::kernel_modules(self)
+            }
+        }
+
+        impl $crate::recipes::enrt::EnrtRecipe for $name {
+            fn base(&self) -> $crate::recipes::enrt::params::EnrtBase<'_> {
+                self.base.view()
+            }
+
+            $($enrt)*
+        }
+    };
+}
+pub(crate) use tunnel_recipe;
+
+/// A GRE tunnel (`gre_tunnel`, keys from [`GreKeyParams`]) over underlay devices of its own
+/// on host1 and host2 (GreTunnelOverVlan, GreTunnelOverMacvlan, GreTunnelOverBond): what
+/// differs between them; `gre_over_recipe!` makes the recipe of it.
+pub trait GreOver {
+    /// The underlay devices' name (on both hosts).
+    const UNDERLAY: &'static str;
+    /// host1.eth0 and host2.eth0 (the NICs of the requirements): the pause frames' devices.
+    fn nics(&self) -> [Dev; 2] {
+        ["host1", "host2"].map(|h| Dev::new(h, "eth0"))
+    }
+    /// The devices of the offload sub-configurations.
+    fn offload_devs(&self) -> [Dev; 2] {
+        self.nics()
+    }
+    /// Create the underlay devices `underlay`, address them from `net` (host1 `.1`, host2
+    /// `.2`) and bring them (and what they sit on) up, in upstream's order.
+    fn configure_underlay(
+        &self,
+        tw: &mut TestWide,
+        underlay: &[Dev; 2],
+        net: ipnet::IpNet,
+    ) -> Result<(), RecipeError>;
+    /// Upstream's description lines of host `host`'s underlay device.
+    fn describe_underlay(&self, host: &str) -> Vec<String>;
+}
+
+/// [`GreOver::configure_underlay`] of a device stacked on each eth0 (VLAN, macvlan): per
+/// host, `link(tw, nic)` (which may configure the host first) created as the underlay
+/// device; then per host its address from `net` (host1 `.1`, host2 `.2`), eth0 and it up.
+pub fn stacked_underlay(
+    tw: &mut TestWide,
+    nics: &[Dev; 2],
+    underlay: &[Dev; 2],
+    net: ipnet::IpNet,
+    link: impl Fn(&mut TestWide, &Dev) -> Link,
+) -> Result<(), RecipeError> {
+    for (nic, dev) in nics.iter().zip(underlay) {
+        let l = link(tw, nic);
+        tw.create(dev, l);
+    }
+    for (n, (nic, dev)) in (1..).zip(nics.iter().zip(underlay)) {
+        tw.address(dev, nth_address(net, n)?);
+        tw.up(nic).up(dev);
+    }
+    Ok(())
+}
+
+/// The whole recipe of a [`GreOver`] type `$name` with groups `base`, `reqs`, `hw`
+/// (`MtuPauseParams`), `tunnel`, `gre` and the parameters `net_ipv4` and
+/// `offload_combinations`: the underlay, then upstream's GRE block (no wait) and the
+/// tentative-address wait; GRE checked on the destination's underlay device; offloads on
+/// [`GreOver::offload_devs`], MTU on the tunnels, pause frames on [`GreOver::nics`].
+macro_rules! gre_over_recipe {
+    ($name:ident, $doc:literal, $req:expr) => {
+        impl $crate::recipes::tunnel::TunnelRecipe for $name {
+            fn pair(&self) -> $crate::recipes::tunnel::TunnelPair {
+                use $crate::recipes::context::Dev;
+                use $crate::recipes::tunnel::GreOver;
+                $crate::recipes::tunnel::TunnelPair {
+                    underlay: ["host1", "host2"].map(|h| Dev::new(h, <$name as GreOver>::UNDERLAY)),
+                    tunnels: ["host1", "host2"].map(|h| Dev::new(h, "gre_tunnel")),
+                }
+            }
+            fn encap(&self, _inner_v6: bool) -> $crate::recipes::tunnel::Encap {
+                $crate::recipes::tunnel::gre_encap(false)
+            }
+        }
+
+        $crate::recipes::tunnel::tunnel_recipe!($name, $doc, $req, TunnelRecipe, {
+            fn test_wide_configuration(
+                &self,
+            ) -> Result<
+                $crate::recipes::common::config::TestWide,
+                $crate::recipes::context::RecipeError,
+            > {
+                let mut tw = $crate::recipes::common::config::TestWide::new();
+                let $crate::recipes::tunnel::TunnelPair { underlay, tunnels } =
+                    $crate::recipes::tunnel::TunnelRecipe::pair(self);
+                let net: ipnet::IpNet = self.net_ipv4.into();
+                $crate::recipes::tunnel::GreOver::configure_underlay(
+                    self, &mut tw, &underlay, net,
+                )?;
+                self.gre
+                    .configure(&mut tw, net, &tunnels, &self.tunnel, false)?;
+                tw.wait_tentative();
+                Ok(tw)
+            }
+
+            fn test_wide_description(
+                &self,
+                config: &$crate::recipes::common::config::Configured,
+            ) -> Vec<String> {
+                let mut desc = config.describe();
+                for h in ["host1", "host2"] {
+                    desc.extend($crate::recipes::tunnel::GreOver::describe_underlay(self, h));
+                }
+                desc
+            }
+
+            fn packet_assert(
+                &self,
+                config: &$crate::recipes::common::config::Configured,
+                ping: &$crate::recipes::common::ping::PingConf,
+            ) -> Option<$crate::recipes::common::packet_assert::PacketAssertConf> {
+                self.gre.packet_assert(self, config, ping, false)
+            }
+
+            fn sub_configurations(&self) -> $crate::recipes::enrt::SubConfigs<'_> {
+                use $crate::recipes::tunnel::GreOver;
+                let tunnels = $crate::recipes::tunnel::TunnelRecipe::pair(self).tunnels;
+                $crate::recipes::enrt::SubConfigs {
+                    offloads: Some((&self.offload_combinations, self.offload_devs().to_vec())),
+                    hw: Some(self.hw.hw_config(&tunnels, &self.nics())),
+                }
+            }
+        });
+    };
+}
+pub(crate) use gre_over_recipe;

@@ -21,18 +21,15 @@
 use super::common::config::{Configured, Link, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::EnrtBase;
+use super::context::{Dev, RecipeError};
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, DeviceReqParams};
-use super::enrt::{self, EnrtRecipe, SubConfigs};
+use super::enrt::SubConfigs;
 use super::gre_tunnel::{GRE_OFFLOADS, GRE_OFFLOAD_KEYS};
 use super::reqs::simple_network_req;
 use super::tunnel::{self, PauseParams, TunnelNetsParams, MULTICAST_V4};
 use super::typed::{IpVersion, OffloadCombination};
-use super::Recipe;
 use crate::param_set;
 use crate::protocol::{CaptureFilter, VxlanOptions};
-use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 
 /// The kernel's VXLAN port (no `dstport` given, as upstream).
@@ -81,100 +78,79 @@ impl VxlanNetnsTunnelRecipe {
     }
 }
 
-impl Recipe for VxlanNetnsTunnelRecipe {
-    const NAME: &'static str = "VxlanNetnsTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through a multicast VXLAN between namespaces of two hosts";
+super::tunnel::tunnel_recipe!(
+    VxlanNetnsTunnelRecipe,
+    "ping and flows through a multicast VXLAN between namespaces of two hosts",
+    |r| simple_network_req(r).0,
+    {
+        fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+            let mut tw = TestWide::new();
+            let ends = tunnel::netns_underlay(&mut tw, self.net_ipv4.into())?;
+            let group = tunnel::group_addr(&self.vxlan_group_ip)?;
+            let links = [0, 1].map(|i| Link::Vxlan {
+                parent: Some(ends[i].clone()),
+                opts: VxlanOptions {
+                    id: self.vnis()[i],
+                    group: Some(group),
+                    ..VxlanOptions::default()
+                },
+            });
+            self.tunnel
+                .configure(&mut tw, &Self::tunnels(), links, false)?;
+            tw.wait_tentative();
+            Ok(tw)
+        }
 
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
+        fn pair(&self) -> Option<(Dev, Dev)> {
+            let [a, b] = Self::tunnels();
+            Some((a, b))
+        }
 
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
+        /// Upstream's assert: in the destination's namespace on veth1, the VXLAN packets it sends
+        /// back to the client's veth1 with the destination's VNI, carrying the echo replies.
+        fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            let ends = tunnel::netns_tunnels("veth1");
+            let d = usize::from(ping.dst_host.split('.').next() == Some("host2"));
+            let (dst, client) = (&ends[d], &ends[1 - d]);
+            let ip = |dev: &Dev| {
+                config
+                    .ips(dev, Some(IpVersion::Ipv4))
+                    .first()
+                    .map(|a| a.addr)
+            };
+            let (c_dst, c_client) = (ip(dst)?, ip(client)?);
+            let (i_dst, i_client) = (ping.dst.addr, ping.src.addr);
+            let inner = if i_dst.is_ipv6() {
+                format!("IP6 {i_dst} > {i_client}: ICMP6, echo reply")
+            } else {
+                format!("IP {i_dst} > {i_client}: ICMP echo reply")
+            };
+            Some(PacketAssertConf {
+                dev: dst.clone(),
+                filter: CaptureFilter {
+                    proto: None,
+                    src: Some(c_dst),
+                    dst: Some(c_client),
+                    udp_dport: Some(VXLAN_PORT),
+                },
+                grep_for: vec![
+                    format!("{c_dst}."),
+                    format!(" > {c_client}.{VXLAN_PORT}: "),
+                    // tcpdump prints the inner packet on the next line (joined with ` | `).
+                    format!("instance {} ", self.vnis()[d]),
+                    inner,
+                ],
+                p_min: u64::from(ping.count),
+                p_max: None,
+            })
+        }
 
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
-    }
-}
-
-impl EnrtRecipe for VxlanNetnsTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let mut tw = TestWide::new();
-        let ends = tunnel::netns_underlay(&mut tw, self.net_ipv4.into())?;
-        let group = tunnel::group_addr(&self.vxlan_group_ip)?;
-        let links = [0, 1].map(|i| Link::Vxlan {
-            parent: Some(ends[i].clone()),
-            opts: VxlanOptions {
-                id: self.vnis()[i],
-                group: Some(group),
-                ..VxlanOptions::default()
-            },
-        });
-        self.tunnel
-            .configure(&mut tw, &Self::tunnels(), links, false)?;
-        tw.wait_tentative();
-        Ok(tw)
-    }
-
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = Self::tunnels();
-        Some((a, b))
-    }
-
-    /// Upstream's assert: in the destination's namespace on veth1, the VXLAN packets it sends
-    /// back to the client's veth1 with the destination's VNI, carrying the echo replies.
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        let ends = tunnel::netns_tunnels("veth1");
-        let d = usize::from(ping.dst_host.split('.').next() == Some("host2"));
-        let (dst, client) = (&ends[d], &ends[1 - d]);
-        let ip = |dev: &Dev| {
-            config
-                .ips(dev, Some(IpVersion::Ipv4))
-                .first()
-                .map(|a| a.addr)
-        };
-        let (c_dst, c_client) = (ip(dst)?, ip(client)?);
-        let (i_dst, i_client) = (ping.dst.addr, ping.src.addr);
-        let inner = if i_dst.is_ipv6() {
-            format!("IP6 {i_dst} > {i_client}: ICMP6, echo reply")
-        } else {
-            format!("IP {i_dst} > {i_client}: ICMP echo reply")
-        };
-        Some(PacketAssertConf {
-            dev: dst.clone(),
-            filter: CaptureFilter {
-                proto: None,
-                src: Some(c_dst),
-                dst: Some(c_client),
-                udp_dport: Some(VXLAN_PORT),
-            },
-            grep_for: vec![
-                format!("{c_dst}."),
-                format!(" > {c_client}.{VXLAN_PORT}: "),
-                // tcpdump prints the inner packet on the next line (joined with ` | `).
-                format!("instance {} ", self.vnis()[d]),
-                inner,
-            ],
-            p_min: u64::from(ping.count),
-            p_max: None,
-        })
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let eth0s = simple_network_req(&self.reqs).1;
-        SubConfigs {
-            offloads: Some((&self.offload_combinations, eth0s.to_vec())),
-            hw: Some(self.hw.hw_config(&eth0s)),
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            let eth0s = simple_network_req(&self.reqs).1;
+            SubConfigs {
+                offloads: Some((&self.offload_combinations, eth0s.to_vec())),
+                hw: Some(self.hw.hw_config(&eth0s)),
+            }
         }
     }
-}
+);
