@@ -651,7 +651,7 @@ pub enum JobSpec {
         #[serde(default)]
         frequency: Option<u32>,
     },
-    /// Packet capture for upstream's `PacketAssert`: `tcpdump -n -l -p -i DEV FILTER`, one
+    /// Packet capture for upstream's `PacketAssert`: `tcpdump -n -l --immediate-mode -p -i DEV FILTER`, one
     /// stdout line per packet, until stopped (StopJob, SIGINT). The filter is built by the
     /// agent from typed fields, never sent as text.
     Capture {
@@ -897,10 +897,20 @@ impl JobSpec {
             }
             JobSpec::CpuStat { .. } => None,
             JobSpec::Capture { device, filter } => {
-                let mut v: Vec<String> = ["tcpdump", "-n", "-l", "-p", "-i", device]
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect();
+                // Immediate mode: each packet is printed when it arrives, not when a buffer fills
+                // or times out, so a stop right after the traffic loses nothing.
+                let mut v: Vec<String> = [
+                    "tcpdump",
+                    "-n",
+                    "-l",
+                    "--immediate-mode",
+                    "-p",
+                    "-i",
+                    device,
+                ]
+                .into_iter()
+                .map(str::to_string)
+                .collect();
                 v.extend(filter.words());
                 Some(v)
             }

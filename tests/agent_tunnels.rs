@@ -96,6 +96,13 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
         .await,
         "capture",
     );
+    // StartJob answers once tcpdump listens: its packet socket exists at once.
+    let sockets = ns.exec(&["ss", "-0", "-p"]);
+    let sockets = String::from_utf8_lossy(&sockets.stdout);
+    assert!(
+        sockets.contains("\"tcpdump\""),
+        "no tcpdump packet socket right after StartJob: {sockets}"
+    );
     // A second capture for Geneve's port sees none of it: the filter is applied.
     let other = ok(
         c.start_job(JobSpec::Capture {
@@ -108,7 +115,6 @@ async fn vxlan_is_created_captured_on_its_underlay_and_removed() {
         .await,
         "capture 6081",
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let ping = ok(
         c.start_job(JobSpec::Ping {
             dst: "198.18.132.2".into(),

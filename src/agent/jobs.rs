@@ -271,6 +271,8 @@ struct Job {
     interrupt_after: Option<Duration>,
     /// xdp-bench redirect-cpu whose `-e` does not work: SIGQUIT once ready.
     toggle_extended: bool,
+    /// A capture: true once tcpdump says it is listening ([`Jobs::wait_ready`]).
+    capturing: Option<watch::Receiver<bool>>,
 }
 
 /// The jobs of one controller session.
@@ -313,6 +315,13 @@ impl Jobs {
         let killed = Arc::new(AtomicBool::new(false));
         let pgid = Arc::new(Mutex::new(None));
         let mut stop = None;
+        let (capture_tx, capturing) = match &spec {
+            JobSpec::Capture { .. } => {
+                let (t, r) = watch::channel(false);
+                (Some(t), Some(r))
+            }
+            _ => (None, None),
+        };
         match render_argv(&spec) {
             Some(argv) => {
                 let k = killed.clone();
@@ -340,7 +349,8 @@ impl Jobs {
                     Ok((child, pid)) => {
                         *lock(&pg) = Some(pid);
                         tokio::spawn(async move {
-                            let r = finish_process(id, &spec, child, started_at, pg, k).await;
+                            let r = finish_process(id, &spec, child, started_at, pg, k, capture_tx)
+                                .await;
                             let r = match perf_dir {
                                 Some(d) => super::tunables::perf_collect(r, d).await,
                                 None => r,
@@ -427,6 +437,7 @@ impl Jobs {
                 stop,
                 interrupt_after,
                 toggle_extended,
+                capturing,
             },
         );
         Ok(id)
@@ -439,7 +450,7 @@ impl Jobs {
     /// takes seconds. Waits [`READY_TIMEOUT`] at most (then arms the SIGINT anyway); returns
     /// at once for other jobs and for a job that already ended.
     pub async fn wait_ready(&self, id: u64) {
-        let (pgid, after, rx, toggle) = {
+        let (pgid, after, rx, toggle, capturing) = {
             let jobs = lock(&self.jobs);
             let Some(j) = jobs.get(&id) else { return };
             (
@@ -447,8 +458,33 @@ impl Jobs {
                 j.interrupt_after,
                 j.result.clone(),
                 j.toggle_extended,
+                j.capturing.clone(),
             )
         };
+        if let Some(mut listening) = capturing {
+            // tcpdump has opened its socket and set its filter once it says "listening on"
+            // (or it ended: the result tells why).
+            let t0 = std::time::Instant::now();
+            let mut rx = rx;
+            let ready = tokio::time::timeout(READY_TIMEOUT, async {
+                tokio::select! {
+                    _ = listening.wait_for(|l| *l) => {}
+                    _ = rx.wait_for(|r| r.is_some()) => {}
+                }
+            })
+            .await;
+            if ready.is_err() {
+                tracing::warn!(
+                    "job {id}: the capture did not say it was listening within {} s",
+                    READY_TIMEOUT.as_secs()
+                );
+            }
+            tracing::debug!(
+                "job {id}: capturing after {:.2} s",
+                t0.elapsed().as_secs_f64()
+            );
+            return;
+        }
         let Some(after) = after else { return };
         let t0 = std::time::Instant::now();
         loop {
@@ -640,6 +676,18 @@ fn spawn_process(
 
 /// Read a stream to the end, keeping at most `cap` bytes.
 async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize) -> (String, bool) {
+    read_capped_watching(r, cap, None).await
+}
+
+/// What tcpdump writes to stderr once its capture is open and filtered.
+const CAPTURE_LISTENING: &[u8] = b"listening on ";
+
+/// [`read_capped`], telling `watch.1` as soon as the output holds `watch.0`.
+async fn read_capped_watching<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    cap: usize,
+    mut watch: Option<(&'static [u8], watch::Sender<bool>)>,
+) -> (String, bool) {
     let Some(mut r) = r else {
         return (String::new(), false);
     };
@@ -656,6 +704,12 @@ async fn read_capped<R: AsyncRead + Unpin>(r: Option<R>, cap: usize) -> (String,
                     truncated = true;
                 }
                 out.extend_from_slice(buf.get(..take).unwrap_or_default());
+                if let Some((marker, tx)) = &watch {
+                    if out.windows(marker.len()).any(|w| w == *marker) {
+                        let _ = tx.send(true);
+                        watch = None;
+                    }
+                }
             }
         }
     }
@@ -669,11 +723,16 @@ async fn finish_process(
     started_at: f64,
     pgid: Arc<Mutex<Option<i32>>>,
     killed: Arc<AtomicBool>,
+    listening: Option<watch::Sender<bool>>,
 ) -> JobResult {
     use std::os::unix::process::ExitStatusExt;
     let timed = timed_lines(spec);
     let out = tokio::spawn(read_capped_lines(child.stdout.take(), OUTPUT_CAP, timed));
-    let err = tokio::spawn(read_capped(child.stderr.take(), OUTPUT_CAP));
+    let err = tokio::spawn(read_capped_watching(
+        child.stderr.take(),
+        OUTPUT_CAP,
+        listening.map(|tx| (CAPTURE_LISTENING, tx)),
+    ));
     let status = child.wait().await;
     // The leader is reaped; do not signal a group id that may be reused.
     *lock(&pgid) = None;
@@ -840,6 +899,49 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_capture_is_ready_when_tcpdump_says_listening_even_across_reads() {
+        use tokio::io::AsyncWriteExt;
+        let (mut w, r) = tokio::io::duplex(64);
+        let (tx, mut ready) = watch::channel(false);
+        let reader = tokio::spawn(read_capped_watching(
+            Some(r),
+            1024,
+            Some((CAPTURE_LISTENING, tx)),
+        ));
+        let step = Duration::from_millis(100);
+        w.write_all(b"tcpdump: verbose output suppressed\nlisten")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let early = tokio::time::timeout(step, ready.wait_for(|l| *l))
+            .await
+            .is_err();
+        assert!(early, "ready before tcpdump said it listens");
+        w.write_all(b"ing on eth0, link-type EN10MB\n")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let on_time = tokio::time::timeout(Duration::from_secs(5), ready.wait_for(|l| *l))
+            .await
+            .is_ok();
+        assert!(on_time, "not ready after 'listening on'");
+        drop(w);
+        let (text, truncated) = reader.await.unwrap_or_default();
+        assert!(!truncated);
+        assert!(
+            text.ends_with("listening on eth0, link-type EN10MB\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_capture_that_never_listens_is_never_ready() {
+        let (tx, ready) = watch::channel(false);
+        let text: &[u8] = b"tcpdump: eth9: No such device exists\n";
+        let (out, _) = read_capped_watching(Some(text), 1024, Some((CAPTURE_LISTENING, tx))).await;
+        assert!(out.contains("No such device"));
+        assert!(!*ready.borrow());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Packet asserts (upstream `RecipeCommon/PacketAssert.py`): a capture on an underlay device
 //! for the duration of a ping, and an evaluation of how many captured packets match. The
-//! agent runs `tcpdump -n -l -p -i DEV FILTER` (a [`JobSpec::Capture`] with a typed filter);
+//! agent runs `tcpdump -n -l --immediate-mode -p -i DEV FILTER` (a [`JobSpec::Capture`] with a typed filter);
 //! the controller counts the lines that contain every `grep_for` text, in order (upstream
 //! greps tcpdump's lines with regular expressions), and checks `p_min <= count <= p_max`.
 
@@ -207,7 +207,7 @@ mod tests {
         };
         assert_eq!(
             spec.argv().unwrap().join(" "),
-            "tcpdump -n -l -p -i eth0 udp dst port 4789"
+            "tcpdump -n -l --immediate-mode -p -i eth0 udp dst port 4789"
         );
     }
 }

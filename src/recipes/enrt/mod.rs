@@ -577,7 +577,12 @@ async fn do_ping_tests<R: EnrtRecipe>(
     Ok(())
 }
 
-/// Pings, each packet assert capturing from 2 s before them to 2 s after them.
+/// How long the captures keep running after the pings: tcpdump prints each packet as it
+/// arrives (`--immediate-mode`), this covers a guest slow to schedule it.
+const CAPTURE_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pings, each packet assert capturing from before them (the agent answers StartJob once
+/// tcpdump listens) to [`CAPTURE_DRAIN`] after them. Upstream waits 2 s before and 2 s after.
 async fn ping_with_asserts(
     ctx: &mut RunContext,
     confs: &[PingConf],
@@ -590,9 +595,8 @@ async fn ping_with_asserts(
     }
     use crate::recipes::common::packet_assert;
     let ids = packet_assert::start(ctx, asserts).await?;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let pinged = ping_test_and_evaluate(ctx, confs, raw_prefix).await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    tokio::time::sleep(CAPTURE_DRAIN).await;
     let raw = format!("{raw_prefix}packet_assert_{ipv}_");
     let stopped = packet_assert::stop_and_evaluate(ctx, asserts, ids, &raw).await;
     pinged?;
