@@ -21,6 +21,9 @@ runs="${1:-1}"
 list="${2:-tests/data/catalogue-smoke.json}"
 [ -f "$list" ] || { echo "bench/catalogue.sh: no recipe list $list" >&2; exit 2; }
 name=$(basename "$list" -smoke.json)
+# LNST_VM_PRELOAD=1 (the experimental module preload, docs/VM.md): bench/<name>-preload-report.md.
+preload="${LNST_VM_PRELOAD:-}"
+[ "$preload" = 1 ] && name="$name-preload"
 cargo build --release --bins -q
 eval "$(bash .ci/vm-kernel.sh)"
 export LNST_VM_KERNEL LNST_VM_MODULES
@@ -37,7 +40,7 @@ for i in $(seq 1 "$runs"); do
     mkdir -p "$home/pool"
     t0=$(date +%s.%N)
     env -i PATH="$PATH" HOME="$home" LNST_AGENTS=vm LNST_VM_KERNEL="$LNST_VM_KERNEL" \
-        LNST_VM_MODULES="$LNST_VM_MODULES" LNST_AGENT_BIN="$PWD/target/release/lnst-agent" \
+        LNST_VM_MODULES="$LNST_VM_MODULES" LNST_VM_PRELOAD="$preload" LNST_AGENT_BIN="$PWD/target/release/lnst-agent" \
         LNST_POOL_DIR="$home/pool" LNST_RESULTS_DIR="$home/results" TEST_DB="$work/db.json" \
         target/release/lnst-runner >"$work/out$i.txt" 2>&1 || {
         cp "$work/out$i.txt" bench/catalogue-failed-run.txt
