@@ -21,19 +21,16 @@
 use super::common::config::{nth_address, Configured, Link, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
+use super::context::{Dev, RecipeError};
+use super::enrt::params::DeviceReqParams;
 use super::enrt::params::{offload_sets, offload_type, BaremetalEnrtParams, CommonHwParams};
-use super::enrt::params::{DeviceReqParams, EnrtBase};
-use super::enrt::{self, EnrtRecipe};
 use super::enrt::{HwConfig, SubConfigs};
 use super::gre_tunnel::{GRE_OFFLOADS, GRE_OFFLOAD_KEYS};
 use super::reqs::simple_network_req;
 use super::tunnel::{self, Encap, TunnelPair, TunnelRecipe};
 use super::typed::{IpVersion, OffloadCombination};
-use super::Recipe;
 use crate::param_set;
 use crate::protocol::{GeneveOptions, LinkSpec};
-use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 
 /// Upstream's VNI.
@@ -109,86 +106,72 @@ impl TunnelRecipe for GeneveTunnelRecipe {
     }
 }
 
-impl Recipe for GeneveTunnelRecipe {
-    const NAME: &'static str = "GeneveTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through a Geneve tunnel between two hosts, Geneve checked on the underlay";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
-        // Upstream declares it without a default and fails when it is read; the test FAILs
-        // before any configuration, naming it.
+impl GeneveTunnelRecipe {
+    /// Upstream declares `carrier_ipversion` without a default and fails when it is read; the
+    /// test FAILs before any configuration, naming it.
+    fn check(&self) -> Result<(), RecipeError> {
         if self.carrier_ipversion.is_none() {
             return Err(RecipeError::Param(
                 "carrier_ipversion is not set: give 'ipv4' or 'ipv6'".into(),
             ));
         }
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
+        Ok(())
     }
 }
 
-impl EnrtRecipe for GeneveTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
-
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let mut tw = TestWide::new();
-        let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
-        let net = self.underlay_net();
-        tunnel::configure_underlay(&mut tw, &underlay, &[net], true)?;
-        let remotes = [nth_address(net, 2)?.addr, nth_address(net, 1)?.addr];
-        // 20.0.0.10 and fee0::10: the same digits, decimal for IPv4 and hexadecimal for IPv6.
-        let hosts = [(10, 0x10), (20, 0x20)];
-        for ((tun, remote), (n4, n6)) in tunnels.iter().zip(remotes).zip(hosts) {
-            tw.create(
-                tun,
-                Link::Tunnel(LinkSpec::Geneve(GeneveOptions {
-                    id: VNI,
-                    remote: Some(remote),
-                    dstport: None,
-                    ttl: None,
-                    external: false,
-                })),
-            )
-            .mtu(tun, TUNNEL_MTU)
-            .up_and_wait(tun)
-            .address(tun, nth_address(self.tunnel_ipv4.into(), n4)?)
-            .address(tun, nth_address(self.tunnel_ipv6.into(), n6)?);
+super::tunnel::tunnel_recipe!(
+    GeneveTunnelRecipe,
+    "ping and flows through a Geneve tunnel between two hosts, Geneve checked on the underlay",
+    |r| simple_network_req(r).0,
+    check,
+    {
+        fn pair(&self) -> Option<(Dev, Dev)> {
+            let [a, b] = TunnelRecipe::pair(self).tunnels;
+            Some((a, b))
         }
-        tw.wait_tentative();
-        Ok(tw)
-    }
 
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = TunnelRecipe::pair(self).tunnels;
-        Some((a, b))
-    }
+        fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+            let mut tw = TestWide::new();
+            let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
+            let net = self.underlay_net();
+            tunnel::configure_underlay(&mut tw, &underlay, &[net], true)?;
+            let remotes = [nth_address(net, 2)?.addr, nth_address(net, 1)?.addr];
+            // 20.0.0.10 and fee0::10: the same digits, decimal for IPv4 and hexadecimal for IPv6.
+            let hosts = [(10, 0x10), (20, 0x20)];
+            for ((tun, remote), (n4, n6)) in tunnels.iter().zip(remotes).zip(hosts) {
+                tw.create(
+                    tun,
+                    Link::Tunnel(LinkSpec::Geneve(GeneveOptions {
+                        id: VNI,
+                        remote: Some(remote),
+                        dstport: None,
+                        ttl: None,
+                        external: false,
+                    })),
+                )
+                .mtu(tun, TUNNEL_MTU)
+                .up_and_wait(tun)
+                .address(tun, nth_address(self.tunnel_ipv4.into(), n4)?)
+                .address(tun, nth_address(self.tunnel_ipv6.into(), n6)?);
+            }
+            tw.wait_tentative();
+            Ok(tw)
+        }
 
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        let v6 = self.carrier_ipversion == Some(IpVersion::Ipv6);
-        tunnel::encap_assert(self, config, ping, v6)
-    }
+        fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            let v6 = self.carrier_ipversion == Some(IpVersion::Ipv6);
+            tunnel::encap_assert(self, config, ping, v6)
+        }
 
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
-        SubConfigs {
-            offloads: Some((&self.offload_combinations, underlay.to_vec())),
-            hw: Some(HwConfig {
-                mtu_devs: tunnels.to_vec(),
-                ..HwConfig::on(&self.hw, &underlay)
-            }),
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);
+            SubConfigs {
+                offloads: Some((&self.offload_combinations, underlay.to_vec())),
+                hw: Some(HwConfig {
+                    mtu_devs: tunnels.to_vec(),
+                    ..HwConfig::on(&self.hw, &underlay)
+                }),
+            }
         }
     }
-}
+);

@@ -23,16 +23,14 @@
 use super::common::config::{Configured, TestWide};
 use super::common::packet_assert::PacketAssertConf;
 use super::common::ping::PingConf;
-use super::context::{Dev, RecipeError, RunContext};
-use super::enrt::params::{BaremetalEnrtParams, DeviceReqParams, EnrtBase};
-use super::enrt::{self, EnrtRecipe, SubConfigs};
+use super::context::{Dev, RecipeError};
+use super::enrt::params::{BaremetalEnrtParams, DeviceReqParams};
+use super::enrt::SubConfigs;
 use super::lwt::PauseParams;
 use super::reqs::simple_network_req;
 use super::typed::{IfAddr, IpVersion};
-use super::Recipe;
 use crate::param_set;
 use crate::protocol::{CaptureFilter, L2tpEncap, L2tpTunnelSpec};
-use crate::requirements::Requirements;
 use crate::schema::TWO_HOSTS;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -122,138 +120,126 @@ impl L2TPTunnelRecipe {
     }
 }
 
-impl Recipe for L2TPTunnelRecipe {
-    const NAME: &'static str = "L2TPTunnelRecipe";
-    const DOC: &'static str =
-        "ping and flows through a static L2TPv3 tunnel (ip or udp), L2TP checked on the underlay";
-
-    fn requirements(&self) -> Requirements {
-        simple_network_req(&self.reqs).0
-    }
-
-    fn layout() -> Requirements {
-        simple_network_req(&DeviceReqParams::NONE).0
-    }
-
-    async fn run(&self, ctx: &mut RunContext) -> Result<(), RecipeError> {
+impl L2TPTunnelRecipe {
+    /// `carrier_ipversion` has no default (as upstream's, which fails when it is read): the
+    /// test FAILs before any configuration, naming it.
+    fn check(&self) -> Result<(), RecipeError> {
         if self.carrier_ipversion.is_none() {
             return Err(RecipeError::Param(
                 "carrier_ipversion is not set: give 'ipv4' or 'ipv6'".into(),
             ));
         }
-        enrt::run(self, ctx).await
-    }
-
-    fn kernel_modules(&self) -> super::HostModules {
-        enrt::kernel_modules(self)
+        Ok(())
     }
 }
 
-impl EnrtRecipe for L2TPTunnelRecipe {
-    fn base(&self) -> EnrtBase<'_> {
-        self.base.view()
-    }
+super::tunnel::tunnel_recipe!(
+    L2TPTunnelRecipe,
+    "ping and flows through a static L2TPv3 tunnel (ip or udp), L2TP checked on the underlay",
+    |r| simple_network_req(r).0,
+    check,
+    {
+        fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
+            let mut tw = TestWide::new();
+            let nics = self.nics();
+            let c = self.carriers()?;
+            for (nic, addr) in nics.iter().zip(c) {
+                let prefix = if self.v6() {
+                    self.net_ipv6.prefix_len()
+                } else {
+                    self.net_ipv4.prefix_len()
+                };
+                tw.address(nic, IfAddr { addr, prefix }).up(nic);
+            }
+            // Upstream waits for the carriers' tentative addresses before the tunnels.
+            tw.wait_tentative();
+            let udp = self.encap() == L2tpEncap::Udp;
+            for (i, nic) in nics.iter().enumerate() {
+                tw.l2tp_tunnel(
+                    &nic.host,
+                    L2tpTunnelSpec {
+                        tunnel_id: TUNNEL_ID,
+                        peer_tunnel_id: TUNNEL_ID,
+                        encap: self.encap(),
+                        local: c[i],
+                        remote: c[1 - i],
+                        udp_sport: udp.then_some(UDP_PORT),
+                        udp_dport: udp.then_some(UDP_PORT),
+                    },
+                );
+            }
+            let sessions = self.sessions();
+            for s in &sessions {
+                tw.l2tp_session(s, TUNNEL_ID, SESSION_ID, SESSION_ID);
+            }
+            for s in &sessions {
+                tw.up(s);
+            }
+            let (a1, a2) = (self.session_addr(1)?, self.session_addr(2)?);
+            tw.peer_address(&sessions[0], a1, a2.addr)
+                .peer_address(&sessions[1], a2, a1.addr);
+            tw.wait_tentative();
+            Ok(tw)
+        }
 
-    fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
-        let mut tw = TestWide::new();
-        let nics = self.nics();
-        let c = self.carriers()?;
-        for (nic, addr) in nics.iter().zip(c) {
-            let prefix = if self.v6() {
-                self.net_ipv6.prefix_len()
+        fn pair(&self) -> Option<(Dev, Dev)> {
+            let [a, b] = self.sessions();
+            Some((a, b))
+        }
+
+        /// Upstream: on the destination's eth0, `ip proto 115` (`ip6 proto 115`) with
+        /// `IP c1 > c2: ip-proto-115`, or `udp` with `IP c1.N > c2.N: UDP`.
+        fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
+            let nics = self.nics();
+            let fam = Some(if self.v6() {
+                IpVersion::Ipv6
             } else {
-                self.net_ipv4.prefix_len()
+                IpVersion::Ipv4
+            });
+            let (from, to) = if ping.client == nics[1].host {
+                (&nics[1], &nics[0])
+            } else {
+                (&nics[0], &nics[1])
             };
-            tw.address(nic, IfAddr { addr, prefix }).up(nic);
+            let first = |d: &Dev| config.ips(d, fam).first().map(|a| a.addr);
+            let (c1, c2) = (first(from)?, first(to)?);
+            let (filter, grep_for) = match self.encap() {
+                L2tpEncap::Ip => (
+                    CaptureFilter {
+                        proto: Some(115),
+                        src: Some(c1),
+                        dst: Some(c2),
+                        udp_dport: None,
+                    },
+                    vec![format!("{c1} > {c2}:"), "ip-proto-115".to_string()],
+                ),
+                L2tpEncap::Udp => (
+                    CaptureFilter {
+                        proto: Some(17),
+                        src: Some(c1),
+                        dst: Some(c2),
+                        udp_dport: Some(UDP_PORT),
+                    },
+                    vec![
+                        format!("{c1}.{UDP_PORT} > {c2}.{UDP_PORT}:"),
+                        "UDP".to_string(),
+                    ],
+                ),
+            };
+            Some(PacketAssertConf {
+                dev: to.clone(),
+                filter,
+                grep_for,
+                p_min: u64::from(ping.count),
+                p_max: None,
+            })
         }
-        // Upstream waits for the carriers' tentative addresses before the tunnels.
-        tw.wait_tentative();
-        let udp = self.encap() == L2tpEncap::Udp;
-        for (i, nic) in nics.iter().enumerate() {
-            tw.l2tp_tunnel(
-                &nic.host,
-                L2tpTunnelSpec {
-                    tunnel_id: TUNNEL_ID,
-                    peer_tunnel_id: TUNNEL_ID,
-                    encap: self.encap(),
-                    local: c[i],
-                    remote: c[1 - i],
-                    udp_sport: udp.then_some(UDP_PORT),
-                    udp_dport: udp.then_some(UDP_PORT),
-                },
-            );
-        }
-        let sessions = self.sessions();
-        for s in &sessions {
-            tw.l2tp_session(s, TUNNEL_ID, SESSION_ID, SESSION_ID);
-        }
-        for s in &sessions {
-            tw.up(s);
-        }
-        let (a1, a2) = (self.session_addr(1)?, self.session_addr(2)?);
-        tw.peer_address(&sessions[0], a1, a2.addr)
-            .peer_address(&sessions[1], a2, a1.addr);
-        tw.wait_tentative();
-        Ok(tw)
-    }
 
-    fn pair(&self) -> Option<(Dev, Dev)> {
-        let [a, b] = self.sessions();
-        Some((a, b))
-    }
-
-    /// Upstream: on the destination's eth0, `ip proto 115` (`ip6 proto 115`) with
-    /// `IP c1 > c2: ip-proto-115`, or `udp` with `IP c1.N > c2.N: UDP`.
-    fn packet_assert(&self, config: &Configured, ping: &PingConf) -> Option<PacketAssertConf> {
-        let nics = self.nics();
-        let fam = Some(if self.v6() {
-            IpVersion::Ipv6
-        } else {
-            IpVersion::Ipv4
-        });
-        let (from, to) = if ping.client == nics[1].host {
-            (&nics[1], &nics[0])
-        } else {
-            (&nics[0], &nics[1])
-        };
-        let first = |d: &Dev| config.ips(d, fam).first().map(|a| a.addr);
-        let (c1, c2) = (first(from)?, first(to)?);
-        let (filter, grep_for) = match self.encap() {
-            L2tpEncap::Ip => (
-                CaptureFilter {
-                    proto: Some(115),
-                    src: Some(c1),
-                    dst: Some(c2),
-                    udp_dport: None,
-                },
-                vec![format!("{c1} > {c2}:"), "ip-proto-115".to_string()],
-            ),
-            L2tpEncap::Udp => (
-                CaptureFilter {
-                    proto: Some(17),
-                    src: Some(c1),
-                    dst: Some(c2),
-                    udp_dport: Some(UDP_PORT),
-                },
-                vec![
-                    format!("{c1}.{UDP_PORT} > {c2}.{UDP_PORT}:"),
-                    "UDP".to_string(),
-                ],
-            ),
-        };
-        Some(PacketAssertConf {
-            dev: to.clone(),
-            filter,
-            grep_for,
-            p_min: u64::from(ping.count),
-            p_max: None,
-        })
-    }
-
-    fn sub_configurations(&self) -> SubConfigs<'_> {
-        SubConfigs {
-            offloads: None,
-            hw: Some(self.hw.0.hw_config(&[], &self.nics())),
+        fn sub_configurations(&self) -> SubConfigs<'_> {
+            SubConfigs {
+                offloads: None,
+                hw: Some(self.hw.0.hw_config(&[], &self.nics())),
+            }
         }
     }
-}
+);
