@@ -128,7 +128,7 @@ pub async fn ensure_each(wanted: &'static [&'static str]) {
     ensure_list(wanted.to_vec(), OnFailure::Skip).await
 }
 
-/// Load `wanted` (when enabled) under the [`LOADING`] lock, in a blocking task; a module that
+/// Load `wanted` (when enabled) under the `LOADING` lock, in a blocking task; a module that
 /// does not load stops the list or is skipped (`on_failure`); never fails.
 pub async fn ensure_list(wanted: Vec<&'static str>, on_failure: OnFailure) {
     if !ENABLED.load(Ordering::Relaxed) || wanted.is_empty() {

@@ -121,15 +121,9 @@ impl L2TPTunnelRecipe {
 }
 
 impl L2TPTunnelRecipe {
-    /// `carrier_ipversion` has no default (as upstream's, which fails when it is read): the
-    /// test FAILs before any configuration, naming it.
+    /// [`super::tunnel::require_carrier`].
     fn check(&self) -> Result<(), RecipeError> {
-        if self.carrier_ipversion.is_none() {
-            return Err(RecipeError::Param(
-                "carrier_ipversion is not set: give 'ipv4' or 'ipv6'".into(),
-            ));
-        }
-        Ok(())
+        super::tunnel::require_carrier(self.carrier_ipversion).map(|_| ())
     }
 }
 

@@ -191,12 +191,9 @@ impl Lwt {
 }
 
 impl LwtParams {
-    /// Upstream reads `carrier_ipversion` without a default and fails when the configuration
-    /// starts; the test FAILs before any configuration, naming it.
+    /// [`super::tunnel::require_carrier`] of `carrier_ipversion`.
     pub fn require_carrier(&self) -> Result<IpVersion, RecipeError> {
-        self.carrier_ipversion.ok_or_else(|| {
-            RecipeError::Param("carrier_ipversion is not set: give 'ipv4' or 'ipv6'".into())
-        })
+        super::tunnel::require_carrier(self.carrier_ipversion)
     }
 
     fn carrier_v6(&self) -> bool {

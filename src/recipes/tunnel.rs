@@ -470,6 +470,14 @@ pub const MULTICAST_V4: crate::schema::Check = crate::schema::Check {
     },
 };
 
+/// `carrier_ipversion` has no default (GeneveTunnel, L2TPTunnel, the LWT recipes): upstream declares it so and
+/// fails when it is read; here the test FAILs before any configuration, naming it.
+pub fn require_carrier(carrier: Option<IpVersion>) -> Result<IpVersion, RecipeError> {
+    carrier.ok_or_else(|| {
+        RecipeError::Param("carrier_ipversion is not set: give 'ipv4' or 'ipv6'".into())
+    })
+}
+
 /// A group parameter checked by [`MULTICAST_V4`] as an address.
 pub fn group_addr(s: &str) -> Result<IpAddr, RecipeError> {
     s.parse::<std::net::Ipv4Addr>()
