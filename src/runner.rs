@@ -349,7 +349,7 @@ fn record_agents(
 async fn connect_host(ep: AgentEndpoint) -> Result<HostHandle, String> {
     let host = ep.host_id.clone();
     let console = ep.console_log.clone();
-    let socket = ep.control_socket.clone();
+    let socket = ep.control_socket;
     let client = AgentClient::connect(
         &host,
         ep.transport,

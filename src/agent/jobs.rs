@@ -703,9 +703,13 @@ async fn read_capped_watching<R: AsyncRead + Unpin>(
                 if take < n {
                     truncated = true;
                 }
+                let before = out.len();
                 out.extend_from_slice(buf.get(..take).unwrap_or_default());
                 if let Some((marker, tx)) = &watch {
-                    if out.windows(marker.len()).any(|w| w == *marker) {
+                    // Only where the new bytes can complete the marker.
+                    let from = before.saturating_sub(marker.len().saturating_sub(1));
+                    let tail = out.get(from..).unwrap_or_default();
+                    if tail.windows(marker.len()).any(|w| w == *marker) {
                         let _ = tx.send(true);
                         watch = None;
                     }

@@ -58,7 +58,7 @@ pub struct AgentEndpoint {
     /// A duplicate of the transport's socket, when it is one (a VM's control channel): a
     /// failed handshake's reason then says what each side had not yet taken off it
     /// ([`socket_queues`]), which tells a stalled VM channel from a silent agent.
-    pub control_socket: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    pub control_socket: Option<std::os::fd::OwnedFd>,
 }
 
 /// What a connected stream socket holds: whether the peer has read all we sent (`SIOCOUTQ`,

@@ -559,10 +559,7 @@ impl VmProvisioner {
 
         let mut endpoints = Vec::new();
         for (h, stream) in hosts.iter().zip(streams) {
-            let control_socket = std::os::fd::AsFd::as_fd(&stream)
-                .try_clone_to_owned()
-                .map(std::sync::Arc::new)
-                .ok();
+            let control_socket = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
             let (r, w) = stream.into_split();
             endpoints.push(AgentEndpoint {
                 host_id: h.host_id.clone(),

@@ -117,13 +117,8 @@ super::tunnel::tunnel_recipe!(
     GeneveTunnelRecipe,
     "ping and flows through a Geneve tunnel between two hosts, Geneve checked on the underlay",
     |r| simple_network_req(r).0,
-    check,
+    TunnelRecipe + check,
     {
-        fn pair(&self) -> Option<(Dev, Dev)> {
-            let [a, b] = TunnelRecipe::pair(self).tunnels;
-            Some((a, b))
-        }
-
         fn test_wide_configuration(&self) -> Result<TestWide, RecipeError> {
             let mut tw = TestWide::new();
             let TunnelPair { underlay, tunnels } = TunnelRecipe::pair(self);

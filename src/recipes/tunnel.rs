@@ -489,11 +489,12 @@ pub fn group_addr(s: &str) -> Result<IpAddr, RecipeError> {
 /// `NAME` (the type's name), `DOC`, the requirements `$req` makes of the `reqs` group (a
 /// `fn(&DeviceReqParams) -> Requirements`), `enrt::run` (with `check`, after the type's
 /// inherent `fn check(&self) -> Result<(), RecipeError>`), and `base` from the `base` group.
-/// With `TunnelRecipe`, the ping pair is [`TunnelRecipe::pair`]'s tunnels. The recipe's own
+/// With `TunnelRecipe` (or `TunnelRecipe + check`), the ping pair is [`TunnelRecipe::pair`]'s
+/// tunnels. The recipe's own
 /// `EnrtRecipe` methods follow in braces.
 macro_rules! tunnel_recipe {
-    ($name:ident, $doc:literal, $req:expr, TunnelRecipe, { $($enrt:tt)* }) => {
-        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [], {
+    ($name:ident, $doc:literal, $req:expr, TunnelRecipe $(+ $check:ident)?, { $($enrt:tt)* }) => {
+        $crate::recipes::tunnel::tunnel_recipe!(@glue $name, $doc, $req, [$($check)?], {
             fn pair(
                 &self,
             ) -> Option<($crate::recipes::context::Dev, $crate::recipes::context::Dev)> {
