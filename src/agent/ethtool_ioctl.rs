@@ -2,6 +2,11 @@
 //! instead of by running the ethtool binary: the driver of an interface (listing interfaces)
 //! and its features by kernel name (the state snapshot at recipe start and its restore).
 //!
+//! It also asks for the link state (`ETHTOOL_GLINK`), for what that does in the kernel: the
+//! answer first runs the device's pending link-watch event (`linkwatch_sync_dev`), which the
+//! kernel otherwise delays by up to a second after the previous one. Until that event runs, a
+//! device that came up has no operational state `up`, so IPv6 keeps its addresses tentative.
+//!
 //! Running ethtool costs a process start per interface, which in a TCG guest (a freshly
 //! booted VM agent, every library cold) is 0.1–0.5 s each; the ioctls cost microseconds.
 //! Changing offloads still runs ethtool (`-K`), which checks names and dependencies.
@@ -11,6 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+const ETHTOOL_GLINK: u32 = 0x0000_000a;
 const ETHTOOL_GSTRINGS: u32 = 0x0000_001b;
 const ETHTOOL_GSSET_INFO: u32 = 0x0000_0037;
 const ETHTOOL_GFEATURES: u32 = 0x0000_003a;
@@ -66,6 +72,16 @@ pub fn driver(ifname: &str) -> Option<String> {
     let bytes: Vec<u8> = buf[1..9].iter().flat_map(|w| w.to_ne_bytes()).collect();
     let name = c_string(&bytes);
     (!name.is_empty()).then_some(name)
+}
+
+/// The carrier of `ifname` as `ethtool` shows it ("Link detected"), None when the device has
+/// no such question. Asking runs the device's pending link-watch event at once (see the module
+/// documentation): [`super::net::Netlink::wait_dad`] asks every device for that.
+pub fn link_detected(ifname: &str) -> Option<bool> {
+    // struct ethtool_value: cmd, data.
+    let mut buf = [ETHTOOL_GLINK, 0u32];
+    ioctl(ifname, buf.as_mut_ptr().cast()).ok()?;
+    Some(buf[1] != 0)
 }
 
 /// Every feature of `ifname` by its kernel name (`tx-tcp-segmentation`, `rx-gro`), on or off,

@@ -399,6 +399,7 @@ fn is_link_local(ip: IpAddr) -> bool {
 }
 
 async fn address_messages(nl: &net::Netlink, ifindex: u32) -> Result<Vec<AddressMessage>, OpError> {
+    let _turn = nl.dump_turn().await;
     nl.handle()
         .address()
         .get()
@@ -1132,6 +1133,7 @@ async fn bridge_vlan_get(
     ifindex: u32,
     vid: u16,
 ) -> Result<Option<u16>, OpError> {
+    let _turn = nl.dump_turn().await;
     let msgs: Vec<LinkMessage> = nl
         .handle()
         .link()
@@ -1555,6 +1557,7 @@ async fn neigh_find(
     ifindex: u32,
     ip: IpAddr,
 ) -> Result<Option<NeighbourMessage>, OpError> {
+    let _turn = nl.dump_turn().await;
     let all: Vec<NeighbourMessage> = nl
         .handle()
         .neighbours()
@@ -1978,6 +1981,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
             } else {
                 rtnetlink::IpVersion::V4
             };
+            let turn = nl.dump_turn().await;
             let all: Vec<RouteMessage> = nl
                 .handle()
                 .route()
@@ -1986,6 +1990,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 .try_collect()
                 .await
                 .map_err(|e| nl_failed("dumping routes", e))?;
+            drop(turn);
             let Some(have) = all.iter().find(|h| route_matches(&want, h)) else {
                 return Err(OpError::new(
                     ErrorKind::NotFound,

@@ -19,6 +19,10 @@ pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct Netlink {
     handle: rtnetlink::Handle,
     conn: tokio::task::JoinHandle<()>,
+    /// Held for every dump request: the kernel runs one dump per netlink socket at a time and
+    /// answers a second one, started while the first is running, with EBUSY — which two
+    /// concurrent requests of one controller (waiting for DAD on two devices) hit.
+    dumping: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Netlink {
@@ -123,7 +127,17 @@ impl Netlink {
         let (conn, handle, _) = rtnetlink::new_connection()
             .map_err(|e| OpError::new(ErrorKind::Internal, format!("netlink socket: {e}")))?;
         let conn = tokio::spawn(conn);
-        Ok(Netlink { handle, conn })
+        Ok(Netlink {
+            handle,
+            conn,
+            dumping: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Hold this while a dump request (`get()` without a name or index) is sent and read:
+    /// one dump at a time per socket (see `dumping`).
+    pub async fn dump_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.dumping.lock().await
     }
 
     /// The rtnetlink handle (for the requests of [`super::links`]).
@@ -132,6 +146,7 @@ impl Netlink {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, OpError> {
+        let _turn = self.dump_turn().await;
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -167,6 +182,7 @@ impl Netlink {
 
     /// Addresses of every interface, keyed by ifindex.
     pub async fn all_addresses(&self) -> Result<BTreeMap<u32, Vec<Addr>>, OpError> {
+        let _turn = self.dump_turn().await;
         let msgs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -185,6 +201,7 @@ impl Netlink {
     }
 
     async fn address_messages(&self, ifindex: u32) -> Result<Vec<AddressMessage>, OpError> {
+        let _turn = self.dump_turn().await;
         self.handle
             .address()
             .get()
@@ -349,6 +366,15 @@ impl Netlink {
             .checked_add(timeout.min(MAX_WAIT))
             .unwrap_or_else(tokio::time::Instant::now);
         loop {
+            // An address stays tentative until its device's operational state is up, which
+            // the kernel's link watch sets up to a second after the carrier came (it runs its
+            // events at most once a second): asking each device for its link state runs its
+            // pending event now. A read-only question, as `ethtool DEV` asks it.
+            for link in self.links().await? {
+                if link.up {
+                    super::ethtool_ioctl::link_detected(&link.name);
+                }
+            }
             let tentative: Vec<String> = self
                 .addresses(l.ifindex)
                 .await?

@@ -423,12 +423,25 @@ impl RunContext {
         res.map_err(RecipeError::from)
     }
 
-    pub async fn wait_dad(&mut self, dev: &Dev, timeout: Duration) -> Result<(), RecipeError> {
-        let (client, ifname) = self.dev(dev)?;
-        client
-            .wait_dad(&ifname, timeout)
-            .await
-            .map_err(|e| RecipeError::Run(format!("{dev}: IPv6 addresses still tentative: {e}")))
+    /// Wait until no IPv6 address of any of `devs` is tentative, all devices at once (each
+    /// wait is a round trip to its agent); the first device in `devs` order that still has
+    /// one is the error.
+    pub async fn wait_dad_all(
+        &mut self,
+        devs: &[Dev],
+        timeout: Duration,
+    ) -> Result<(), RecipeError> {
+        let mut waits = Vec::with_capacity(devs.len());
+        for dev in devs {
+            let (client, ifname) = self.dev(dev)?;
+            waits.push(async move { (dev, client.wait_dad(&ifname, timeout).await) });
+        }
+        for (dev, res) in futures::future::join_all(waits).await {
+            res.map_err(|e| {
+                RecipeError::Run(format!("{dev}: IPv6 addresses still tentative: {e}"))
+            })?;
+        }
+        Ok(())
     }
 
     /// Set offload features (recorded as `set_offloads('gro=on ...')`); the device's features

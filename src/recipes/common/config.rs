@@ -519,9 +519,7 @@ pub async fn apply(ctx: &mut RunContext, steps: &[Step]) -> Result<Configured, R
         }
         ctx.begin_undo_group();
         let devs: Vec<Dev> = configured.devices().cloned().collect();
-        for dev in devs {
-            ctx.wait_dad(&dev, TENTATIVE_TIMEOUT).await?;
-        }
+        ctx.wait_dad_all(&devs, TENTATIVE_TIMEOUT).await?;
         rest = &rest[cut + 1..];
     }
     Ok(configured)
