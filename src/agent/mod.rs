@@ -31,6 +31,7 @@ pub mod net;
 pub mod netns;
 pub mod pktgen;
 pub mod rr;
+pub mod stdin_relay;
 pub mod sysctl;
 pub mod tunables;
 pub mod tunnels;
@@ -1287,7 +1288,7 @@ pub fn stdio_config(mut cfg: AgentConfig) -> AgentConfig {
 /// Serve one controller on stdin/stdout, then return.
 pub async fn run_stdio(cfg: AgentConfig) -> Result<(), AgentError> {
     serve_connection(
-        tokio::io::stdin(),
+        stdin_relay::stdin()?,
         tokio::io::stdout(),
         Arc::new(stdio_config(cfg)),
         "stdio",

@@ -123,13 +123,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         if args.stdio {
             agent::run_stdio(cfg).await
         } else {
             let port = args.port.unwrap_or(lnst_runner::protocol::DEFAULT_PORT);
             agent::run_tcp(SocketAddr::new(args.bind, port), cfg).await
         }
-    })?;
+    });
+    // The session is over and cleaned up. A write to a control channel whose other end is gone
+    // may still block in the runtime's blocking pool (a virtio-serial port whose host side
+    // closed does that): exit without waiting for it.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(())
 }

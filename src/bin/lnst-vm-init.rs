@@ -345,10 +345,11 @@ fn run() -> Result<(), String> {
     let secret = read_secret(&mut port)?;
     step("secret received");
 
-    // The controller's end of the channel is watched: when it goes away for good (the runner
-    // died, or was killed mid-boot), the VM ends instead of waiting for a cleanup. A write to a
-    // port whose host side is closed blocks, so the agent alone would never notice.
-    let watch = port.try_clone().map_err(|e| format!("control port: {e}"))?;
+    // The agent is the port's only reader. When the controller's end goes away for good (the
+    // runner died), the agent reads the end of its input, exits, and the VM ends with it. No
+    // one else may even poll the port: virtio_console's poll takes a delivered buffer off the
+    // ring without waking the reader, whose wake-up then never comes (the stalled handshakes
+    // of docs/VM.md, when this process polled the port for a hang-up).
     let mut cmd = std::process::Command::new(&conf.agent);
     cmd.args(&conf.args);
     // The kernel modules of the devices the recipe will create (the controller's hint): the
@@ -380,7 +381,6 @@ fn run() -> Result<(), String> {
     let agent = libc::pid_t::try_from(child.id()).map_err(|_| "agent pid".to_string())?;
     drop(secret);
     step("agent started");
-    std::thread::spawn(move || watch_controller(watch));
     // Process 1 reaps every orphan; the VM ends with the agent.
     loop {
         let mut status = 0;
@@ -392,33 +392,6 @@ fn run() -> Result<(), String> {
         }
         if pid < 0 && errno().raw_os_error() == Some(libc::ECHILD) {
             return Ok(());
-        }
-    }
-}
-
-/// Poll the control port for a hang-up (the host side closed); then give the agent a moment
-/// and end the VM.
-fn watch_controller(port: std::fs::File) {
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: port.as_raw_fd(),
-            events: 0,
-            revents: 0,
-        };
-        // SAFETY: poll on one pollfd of an open descriptor.
-        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
-        if r > 0 && pfd.revents & libc::POLLHUP != 0 {
-            // A closed host side also ends a normal session (the agent then exits and process
-            // 1 ends the VM): wait a little so that path wins when it is the one.
-            std::thread::sleep(Duration::from_secs(2));
-            let _ = writeln!(
-                std::io::stderr(),
-                "lnst-vm-init: the controller closed the control channel; stopping the VM"
-            );
-            halt();
-        }
-        if r < 0 && errno().raw_os_error() != Some(libc::EINTR) {
-            return;
         }
     }
 }

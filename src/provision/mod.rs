@@ -88,6 +88,11 @@ pub fn socket_queues(fd: &std::os::fd::OwnedFd) -> String {
 /// The last `n` non-empty lines of a log file joined with " | ", for error messages; empty when
 /// the file is missing.
 pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    log_last_lines(path, n).join(" | ")
+}
+
+/// The last `n` non-empty lines of a log file (none when it cannot be read).
+pub fn log_last_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
@@ -96,7 +101,10 @@ pub fn log_tail(path: &std::path::Path, n: usize) -> String {
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.trim().is_empty())
         .collect();
-    lines[lines.len().saturating_sub(n)..].join(" | ")
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
 }
 
 /// Errors while provisioning: the test fails with this reason.

@@ -73,6 +73,9 @@ pub struct VmOptions {
     pub agent_secret: Option<String>,
     /// Extra words for the guest kernel's command line (LNST_VM_APPEND).
     pub extra_append: Vec<String>,
+    /// Put the modules of each VM's devices on its kernel command line (`lnst.modules=`), for
+    /// the agent to load before it says Hello (LNST_VM_PRELOAD).
+    pub preload_modules: bool,
     /// The uncompressed kernel in a memory file, when [`prepare_kernel`] extracted it: QEMU
     /// boots that (`-kernel /dev/fd/N`) instead of `kernel`.
     pub boot_kernel: Option<Arc<OwnedFd>>,
@@ -303,6 +306,9 @@ async fn pidfd_exited(fd: RawFd) {
 }
 
 use super::log_tail as console_tail;
+
+/// The console lines of each VM that go to the debug log when it is torn down.
+const CONSOLE_LOGGED: usize = 60;
 
 impl VmProvisioner {
     pub fn new(opts: VmOptions) -> VmProvisioner {
@@ -647,11 +653,7 @@ impl VmProvisioner {
             nics,
             extra_append: {
                 let mut words = self.opts.extra_append.clone();
-                // Experimental, off unless LNST_VM_PRELOAD=1: in release benchmarks 3 VMs of
-                // 37 with a preload never answered the controller's authentication, a stall
-                // seen once without a preload too (docs/VM.md, "A handshake that stalls").
-                let preload = std::env::var_os("LNST_VM_PRELOAD").is_some_and(|v| v == "1");
-                if preload && !h.modules.is_empty() {
+                if self.opts.preload_modules && !h.modules.is_empty() {
                     words.push(format!("lnst.modules={}", h.modules.join(",")));
                 }
                 words
@@ -733,6 +735,7 @@ impl VmProvisioner {
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let hosts: Vec<String> = self.vms.iter().map(|v| v.host_id.clone()).collect();
         for mut vm in self.vms.drain(..) {
             match tokio::time::timeout_at(deadline, vm.child.wait()).await {
                 Ok(Ok(_)) => {}
@@ -754,7 +757,16 @@ impl VmProvisioner {
         }
         remaining.reverse();
         self.state.namespaces = remaining;
-        // 3. The run directory (sockets, console logs, initramfs).
+        // 3. The run directory (sockets, console logs, initramfs); with DEBUG the end of
+        //    each console goes to the log first (the guest's init and agent write there).
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for host in &hosts {
+                let path = run_dir(&self.opts.run_id).join(format!("{host}.console"));
+                for line in super::log_last_lines(&path, CONSOLE_LOGGED) {
+                    tracing::debug!(host = %host, "console: {line}");
+                }
+            }
+        }
         if self.made_run_dir {
             let dir = run_dir(&self.opts.run_id);
             match std::fs::remove_dir_all(&dir) {
@@ -1038,6 +1050,7 @@ mod tests {
             boot_timeout: Duration::from_secs(1),
             agent_secret: None,
             extra_append: Vec::new(),
+            preload_modules: true,
             boot_kernel: None,
         }
     }
