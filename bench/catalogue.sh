@@ -21,9 +21,10 @@ runs="${1:-1}"
 list="${2:-tests/data/catalogue-smoke.json}"
 [ -f "$list" ] || { echo "bench/catalogue.sh: no recipe list $list" >&2; exit 2; }
 name=$(basename "$list" -smoke.json)
-# LNST_VM_PRELOAD=1 (the experimental module preload, docs/VM.md): bench/<name>-preload-report.md.
+# The module preload (docs/VM.md) is on by default; LNST_VM_PRELOAD=0 runs without it and
+# writes bench/<name>-nopreload-report.md.
 preload="${LNST_VM_PRELOAD:-}"
-[ "$preload" = 1 ] && name="$name-preload"
+[ "$preload" = 0 ] && name="$name-nopreload"
 cargo build --release --bins -q
 eval "$(bash .ci/vm-kernel.sh)"
 export LNST_VM_KERNEL LNST_VM_MODULES

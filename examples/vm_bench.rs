@@ -116,6 +116,8 @@ async fn main() -> anyhow::Result<()> {
         boot_timeout: vm::default_boot_timeout(accel()),
         agent_secret: Some(secret.clone()),
         extra_append: append(),
+        // No device is configured here: nothing to preload.
+        preload_modules: false,
         boot_kernel,
     });
     let t0 = Instant::now();

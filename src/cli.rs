@@ -25,7 +25,7 @@ pub const EXIT_BAD_INPUT: i32 = 2;
         The job comes from the environment: RECIPE, RECIPE_PARAMS, TEST_DB, FORMATTERS, DEBUG, \
         MULTIMATCH, PODMAN_URI, IMAGE_NAME, LNST_POOL_DIR, LNST_RESULTS_DIR, LNST_AGENTS \
         (auto|netns|pool|podman|vm), LNST_AGENT_BIN, LNST_VM_KERNEL, LNST_VM_MODULES, \
-        LNST_VM_ACCEL, LNST_VM_CPUS, LNST_VM_MEMORY, LNST_VM_APPEND."
+        LNST_VM_ACCEL, LNST_VM_CPUS, LNST_VM_MEMORY, LNST_VM_APPEND, LNST_VM_PRELOAD."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -43,6 +43,7 @@ pub const VARS: &[&str] = &[
     "LNST_VM_CPUS",
     "LNST_VM_MEMORY",
     "LNST_VM_APPEND",
+    "LNST_VM_PRELOAD",
 ];
 
 /// Which run summaries are printed to stdout.
@@ -118,6 +119,9 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Extra words for the guest kernel's command line (`LNST_VM_APPEND`).
     pub append: Vec<String>,
+    /// Load the modules of the devices a recipe creates while the VM starts, before its agent
+    /// says Hello (`LNST_VM_PRELOAD`, on unless 0/false/no/off).
+    pub preload: bool,
 }
 
 /// Defaults of the VM source.
@@ -262,6 +266,7 @@ struct RawEnv {
     lnst_vm_cpus: Option<String>,
     lnst_vm_memory: Option<String>,
     lnst_vm_append: Option<String>,
+    lnst_vm_preload: Option<String>,
 }
 
 fn quote(s: &str) -> String {
@@ -618,6 +623,10 @@ impl Config {
             None => VM_DEFAULT_CPUS,
             Some(v) => parse_vm_cpus(&v)?,
         };
+        let preload = match non_empty(raw.lnst_vm_preload) {
+            None => true,
+            Some(v) => parse_bool("LNST_VM_PRELOAD", &v)?,
+        };
         let memory_mib = match non_empty(raw.lnst_vm_memory) {
             None => VM_DEFAULT_MEMORY_MIB,
             Some(v) => parse_vm_memory(&v)?,
@@ -652,6 +661,7 @@ impl Config {
                     .split_whitespace()
                     .map(str::to_string)
                     .collect(),
+                preload,
             })
         } else {
             None
@@ -1155,6 +1165,15 @@ mod tests {
             (AccelChoice::Tcg, 4, 1024)
         );
         assert_eq!(vm.modules, PathBuf::from(&m));
+        assert!(vm.preload, "the module preload is on by default");
+        let off = cfg(&[
+            ("LNST_AGENTS", "vm"),
+            ("LNST_VM_KERNEL", &k),
+            ("LNST_VM_MODULES", &m),
+            ("LNST_VM_PRELOAD", "0"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!off.vm.unwrap_or_else(|| panic!("no vm config")).preload);
 
         // Defaults, and the modules tree found from the kernel's release.
         let (kernel, release, modules) = resolve_vm_kernel(
@@ -1229,6 +1248,7 @@ mod tests {
             ("LNST_VM_MEMORY", "lots"),
             ("LNST_VM_MEMORY", "1T"),
             ("LNST_VM_ACCEL", "hvf"),
+            ("LNST_VM_PRELOAD", "maybe"),
         ] {
             // Checked whatever the agent source.
             let e = err_of(&[(var, val)]);

@@ -119,6 +119,7 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
         boot_timeout: vm::default_boot_timeout(Accel::Tcg),
         agent_secret: Some(secret.into()),
         extra_append: Vec::new(),
+        preload_modules: true,
         boot_kernel: vm::prepare_kernel(Path::new(&k.0)).unwrap(),
     });
     let mut reqs = Requirements::default();

@@ -66,6 +66,7 @@ impl ProvisionerKind for Vm {
                 boot_timeout: vm::default_boot_timeout(accel),
                 agent_secret: None,
                 extra_append: vc.append,
+                preload_modules: vc.preload,
                 boot_kernel,
             });
             Ok(())
