@@ -21,10 +21,10 @@ runs="${1:-1}"
 list="${2:-tests/data/catalogue-smoke.json}"
 [ -f "$list" ] || { echo "bench/catalogue.sh: no recipe list $list" >&2; exit 2; }
 name=$(basename "$list" -smoke.json)
-# The module preload (docs/VM.md) is on by default; LNST_VM_PRELOAD=0 runs without it and
-# writes bench/<name>-nopreload-report.md.
+# LNST_VM_PRELOAD=1 (the module preload, off by default, docs/VM.md) writes
+# bench/<name>-preload-report.md.
 preload="${LNST_VM_PRELOAD:-}"
-[ "$preload" = 0 ] && name="$name-nopreload"
+[ "$preload" = 1 ] && name="$name-preload"
 cargo build --release --bins -q
 eval "$(bash .ci/vm-kernel.sh)"
 export LNST_VM_KERNEL LNST_VM_MODULES
