@@ -18,9 +18,10 @@ fn device_key(host: &Value, dev: &Value) -> Result<Dev, String> {
     let host = host
         .as_str()
         .ok_or_else(|| format!("host keys are strings, got {host}"))?;
-    let dev = dev
-        .as_str()
-        .ok_or_else(|| format!("{host}: device keys are strings, got {dev}"))?;
+    let dev = dev.as_str().ok_or_else(|| {
+        let h = crate::text::quote(host, 64);
+        format!("{h}: device keys are strings, got {dev}")
+    })?;
     let part_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 64
@@ -29,8 +30,10 @@ fn device_key(host: &Value, dev: &Value) -> Result<Dev, String> {
     };
     let parts: Vec<&str> = host.split('.').collect();
     if parts.len() > 2 {
+        // Quoted: the key is the user's, and may hold a newline.
         return Err(format!(
-            "{host}: nested namespaces are not supported (a host key is 'host1' or 'host1.<namespace>')"
+            "{}: nested namespaces are not supported (a host key is 'host1' or 'host1.<namespace>')",
+            crate::text::quote(host, 64)
         ));
     }
     if !parts.iter().all(|p| part_ok(p)) {
@@ -418,6 +421,11 @@ mod tests {
                 "adaptive-rx: expected 'on' or 'off'",
             ),
             ("{'host1.a.b': {'eth0': {}}}", "nested namespaces"),
+            // The fuzzer's find: the key is quoted, so its newline stays escaped.
+            (
+                "{'h.a\\n.b': {'eth0': {}}}",
+                "'h.a\\n.b': nested namespaces",
+            ),
             ("{'host 1': {'eth0': {}}}", "is not a host id"),
             ("{'host1': {'eth/0': {}}}", "is not a device id"),
             ("{'host1': [1]}", "host1: expected {device: settings}"),
@@ -431,6 +439,7 @@ mod tests {
                 .err()
                 .unwrap_or_default();
             assert!(e.contains(want), "{given}: {e}");
+            assert!(!e.contains('\n'), "{given}: {e}");
         }
     }
 
