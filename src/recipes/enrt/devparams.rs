@@ -13,15 +13,24 @@ use crate::recipes::typed::FromParam;
 
 use super::params::MAX_CPU_INDEX;
 
+/// A user's key as an error shows it: as given when it is short and printable, else quoted
+/// (a newline in it would split the one-line error).
+fn shown_key(s: &str) -> String {
+    if s.len() <= 64 && !s.chars().any(char::is_control) {
+        s.to_string()
+    } else {
+        crate::text::quote(s, 64)
+    }
+}
+
 /// The device a `{host: {device: …}}` entry names.
 fn device_key(host: &Value, dev: &Value) -> Result<Dev, String> {
     let host = host
         .as_str()
         .ok_or_else(|| format!("host keys are strings, got {host}"))?;
-    let dev = dev.as_str().ok_or_else(|| {
-        let h = crate::text::quote(host, 64);
-        format!("{h}: device keys are strings, got {dev}")
-    })?;
+    let dev = dev
+        .as_str()
+        .ok_or_else(|| format!("{}: device keys are strings, got {dev}", shown_key(host)))?;
     let part_ok = |s: &str| {
         !s.is_empty()
             && s.len() <= 64
@@ -30,10 +39,9 @@ fn device_key(host: &Value, dev: &Value) -> Result<Dev, String> {
     };
     let parts: Vec<&str> = host.split('.').collect();
     if parts.len() > 2 {
-        // Quoted: the key is the user's, and may hold a newline.
         return Err(format!(
             "{}: nested namespaces are not supported (a host key is 'host1' or 'host1.<namespace>')",
-            crate::text::quote(host, 64)
+            shown_key(host)
         ));
     }
     if !parts.iter().all(|p| part_ok(p)) {
@@ -60,9 +68,7 @@ pub(super) fn keyed<T>(
     let mut out: Vec<(Dev, T)> = Vec::new();
     for (host, devs) in hosts {
         let devs = devs.as_dict().ok_or_else(|| {
-            let h = host
-                .as_str()
-                .map_or_else(|| host.to_string(), str::to_string);
+            let h = host.as_str().map_or_else(|| host.to_string(), shown_key);
             format!("{h}: expected {{device: settings}}, got {devs}")
         })?;
         for (dev, s) in devs {
@@ -426,6 +432,7 @@ mod tests {
                 "{'h.a\\n.b': {'eth0': {}}}",
                 "'h.a\\n.b': nested namespaces",
             ),
+            ("{'h\\n': [1]}", "'h\\n': expected {device: settings}"),
             ("{'host 1': {'eth0': {}}}", "is not a host id"),
             ("{'host1': {'eth/0': {}}}", "is not a device id"),
             ("{'host1': [1]}", "host1: expected {device: settings}"),
