@@ -398,18 +398,6 @@ fn is_link_local(ip: IpAddr) -> bool {
     }
 }
 
-async fn address_messages(nl: &net::Netlink, ifindex: u32) -> Result<Vec<AddressMessage>, OpError> {
-    let _turn = nl.dump_turn().await;
-    nl.handle()
-        .address()
-        .get()
-        .set_link_index_filter(ifindex)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| nl_failed("address dump", e))
-}
-
 /// Add an address back as it was (header and address, local, broadcast and label only: no
 /// lifetimes or kernel flags).
 async fn readd_address(
@@ -451,7 +439,8 @@ async fn capture(nl: &net::Netlink, f: &Facts) -> Result<LinkState, OpError> {
         Some(i) => name_of(nl, i).await?,
         None => None,
     };
-    let addrs = address_messages(nl, f.ifindex)
+    let addrs = nl
+        .address_messages(f.ifindex)
         .await?
         .into_iter()
         .filter(|m| addr_of(m).is_some_and(|(ip, _)| !is_link_local(ip)))
@@ -2050,7 +2039,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
                 .parse()
                 .map_err(|_| bad(format!("invalid address {addr:?}: expected ADDRESS/PREFIX")))?;
             let f = facts(nl, &ifname).await?;
-            let have = address_messages(nl, f.ifindex).await?;
+            let have = nl.address_messages(f.ifindex).await?;
             let Some(old) = have
                 .into_iter()
                 .find(|m| addr_of(m) == Some((net.addr(), net.prefix_len())))

@@ -200,7 +200,8 @@ impl Netlink {
         Ok(out)
     }
 
-    async fn address_messages(&self, ifindex: u32) -> Result<Vec<AddressMessage>, OpError> {
+    /// The raw address messages of one interface (a dump, filtered to it).
+    pub async fn address_messages(&self, ifindex: u32) -> Result<Vec<AddressMessage>, OpError> {
         let _turn = self.dump_turn().await;
         self.handle
             .address()
