@@ -76,7 +76,12 @@ med = statistics.median
 lines = [f"# {lst}: the recipes on VM agents, back to back (bench/catalogue.sh)", ""]
 cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 kern = open("/proc/sys/kernel/osrelease").read().strip()
-lines += [f"Machine: {cpu} CPUs, host kernel {kern}; guests: Debian 6.1 kernel under TCG, 2 vCPUs and 512 MiB each.",
+# The runner's own line per provisioning: "2 VM(s) under tcg, 1 vCPU(s) and 512 MiB each".
+import re
+vms = sorted(set(m.group(1) + " VMs: " + m.group(2) for i in range(1, runs + 1)
+                 for m in re.finditer(r"(\d+) VM\(s\) under \w+, (\d+ vCPU\(s\) and \d+ MiB) each", open(f"{work}/out{i}.txt").read())),
+             key=lambda s: int(s.split()[0]))
+lines += [f"Machine: {cpu} CPUs, host kernel {kern}; guests: Debian 6.1 kernel under TCG; " + ("; ".join(vms) or "vCPUs not reported") + ".",
           f"{len(per)} recipes with {lst} (smoke parameters: 1 s tcp_stream per IP version, a few pings per endpoint pair and IP version), {runs} run(s); medians.", "",
           f"Wall time of the whole TEST_DB run: {med(walls):.1f} s (runs: {', '.join(f'{w:.1f}' for w in walls)}).", "",
           "| recipe | VMs | total s | agents s (boot + teardown) | traffic s | outside traffic s | connect | configure | sub-config | deconfigure | end | rest |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         kernel,
         modules_dir: modules,
         accel: accel(),
-        cpus: 2,
+        cpus: Some(2),
         memory_mib: 512,
         agent,
         init,

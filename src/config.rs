@@ -115,18 +115,18 @@ pub struct VmConfig {
     /// A modules tree holding `modules.dep`.
     pub modules: PathBuf,
     pub accel: AccelChoice,
-    pub cpus: u32,
+    /// vCPUs per VM (`LNST_VM_CPUS`); None: chosen per run, [`crate::provision::vm::vcpus`].
+    pub cpus: Option<u32>,
     pub memory_mib: u32,
     /// Extra words for the guest kernel's command line (`LNST_VM_APPEND`).
     pub append: Vec<String>,
-    /// Load the modules of the devices a recipe creates while the VM starts, before its agent
-    /// says Hello (`LNST_VM_PRELOAD`, off unless 1/true/yes/on: it moves the modules' load
-    /// time into the boot, and costs more wall time there than it saves; bench/catalogue-report.md).
+    /// Load the modules of the devices a recipe creates from the agent's start, beside its
+    /// handshake (`LNST_VM_PRELOAD`, off unless 1/true/yes/on: with one vCPU per VM it measured
+    /// no faster; docs/VM.md).
     pub preload: bool,
 }
 
-/// Defaults of the VM source.
-pub const VM_DEFAULT_CPUS: u32 = 2;
+/// Defaults of the VM source (the vCPUs are chosen per run: [`crate::provision::vm::vcpus`]).
 pub const VM_DEFAULT_MEMORY_MIB: u32 = 512;
 
 /// Podman API endpoint.
@@ -620,10 +620,9 @@ impl Config {
                 message: format!("{} is not an accelerator (use auto, kvm or tcg)", quote(v)),
             })?,
         };
-        let cpus = match non_empty(raw.lnst_vm_cpus) {
-            None => VM_DEFAULT_CPUS,
-            Some(v) => parse_vm_cpus(&v)?,
-        };
+        let cpus = non_empty(raw.lnst_vm_cpus)
+            .map(|v| parse_vm_cpus(&v))
+            .transpose()?;
         let preload = match non_empty(raw.lnst_vm_preload) {
             None => false,
             Some(v) => parse_bool("LNST_VM_PRELOAD", &v)?,
@@ -1163,7 +1162,7 @@ mod tests {
         assert_eq!(vm.release.as_deref(), Some("6.1.0-56-amd64"));
         assert_eq!(
             (vm.accel, vm.cpus, vm.memory_mib),
-            (AccelChoice::Tcg, 4, 1024)
+            (AccelChoice::Tcg, Some(4), 1024)
         );
         assert_eq!(vm.modules, PathBuf::from(&m));
         assert!(!vm.preload, "the module preload is off by default");
@@ -1198,7 +1197,7 @@ mod tests {
         let vm = c.vm.unwrap_or_else(|| panic!("no vm config"));
         assert_eq!(
             (vm.accel, vm.cpus, vm.memory_mib),
-            (AccelChoice::Auto, 2, 512)
+            (AccelChoice::Auto, None, 512)
         );
         // The newest kernel of a boot directory whose modules exist.
         let boot = d.path().to_path_buf();

@@ -111,7 +111,7 @@ fn vm_agent_creates_vlan_and_bond_on_an_e1000e_nic() {
         kernel: PathBuf::from(&k.0),
         modules_dir: PathBuf::from(&k.1),
         accel: Accel::Tcg,
-        cpus: 2,
+        cpus: Some(2),
         memory_mib: 512,
         init: vm::find_init(&agent).unwrap(),
         agent,

@@ -37,7 +37,8 @@ struct Args {
     #[arg(long)]
     load_modules: bool,
     /// With --load-modules: load these kernel modules (comma-separated names, with their
-    /// dependencies) before serving; VM agents get the recipe's list from the VM init.
+    /// dependencies) on a thread beside serving (a device that needs one waits for it); VM
+    /// agents get the recipe's list from the VM init.
     #[arg(long, value_delimiter = ',', requires = "load_modules")]
     preload_modules: Vec<String>,
     /// Debug logging.
@@ -103,16 +104,8 @@ fn main() -> anyhow::Result<()> {
     }
     if args.load_modules {
         agent::kmod::enable();
-        let names: Vec<&str> = args.preload_modules.iter().map(String::as_str).collect();
-        agent::kmod::check_names(&names)
+        agent::kmod::load_in_background(args.preload_modules.clone())
             .unwrap_or_else(|e| bad_input(&format!("--preload-modules: {e}")));
-        match agent::kmod::load_now(&names) {
-            Ok(loaded) if !loaded.is_empty() => {
-                tracing::info!("preloaded kernel modules {loaded:?}")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("modules not preloaded ({e}); devices load their own"),
-        }
     }
     // Idle blocking-pool threads (sysctl and restore work, malloc_trim after a session) end
     // after 1 s instead of tokio's 10 s: a long-lived lab agent's threads return to their

@@ -353,7 +353,7 @@ fn run() -> Result<(), String> {
     let mut cmd = std::process::Command::new(&conf.agent);
     cmd.args(&conf.args);
     // The kernel modules of the devices the recipe will create (the controller's hint): the
-    // agent loads them before it says Hello, while the run's other VMs may still be booting.
+    // agent loads them on a thread of its own from its start, beside the handshake.
     if let Some(m) = cmdline_value(&cmdline, "lnst.modules") {
         cmd.arg(format!("--preload-modules={m}"));
     }

@@ -53,6 +53,32 @@ pub fn default_boot_timeout(accel: Accel) -> Duration {
     }
 }
 
+/// vCPUs per VM when `LNST_VM_CPUS` does not say (`requested`): 2 under KVM. Under TCG every
+/// vCPU is a host thread that is busy whenever the guest is, so a run's VMs get no more vCPUs
+/// than the host has cores for them: `host_cpus / vms`, at least 1, at most 2. Oversubscribed,
+/// TCG guests lose far more than the second vCPU gives: on 2 host cores, two 2-vCPU VMs took
+/// 4.0–4.6 s to boot and 1.7–2.5 s to make a team, against 2.9–3.2 s and 0.34–0.39 s with one
+/// vCPU each (docs/VM.md, "vCPUs").
+pub fn vcpus(accel: Accel, requested: Option<u32>, vms: usize, host_cpus: usize) -> u32 {
+    if let Some(n) = requested {
+        return n;
+    }
+    match accel {
+        Accel::Kvm => 2,
+        Accel::Tcg => {
+            let per_vm = host_cpus / vms.max(1);
+            u32::try_from(per_vm.clamp(1, 2)).unwrap_or(1)
+        }
+    }
+}
+
+/// The host's CPUs this process may run on (1 when that cannot be read).
+fn host_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// Everything a VM provisioner needs; checked before the run starts.
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -60,7 +86,8 @@ pub struct VmOptions {
     pub kernel: PathBuf,
     pub modules_dir: PathBuf,
     pub accel: Accel,
-    pub cpus: u32,
+    /// vCPUs per VM as asked (`LNST_VM_CPUS`); None: [`vcpus`] chooses.
+    pub cpus: Option<u32>,
     pub memory_mib: u32,
     /// `lnst-agent` as a path of this host (the guest sees the same path).
     pub agent: PathBuf,
@@ -74,7 +101,7 @@ pub struct VmOptions {
     /// Extra words for the guest kernel's command line (LNST_VM_APPEND).
     pub extra_append: Vec<String>,
     /// Put the modules of each VM's devices on its kernel command line (`lnst.modules=`), for
-    /// the agent to load before it says Hello (LNST_VM_PRELOAD).
+    /// the agent to load from its start, beside the handshake (LNST_VM_PRELOAD).
     pub preload_modules: bool,
     /// The uncompressed kernel in a memory file, when [`prepare_kernel`] extracted it: QEMU
     /// boots that (`-kernel /dev/fd/N`) instead of `kernel`.
@@ -225,6 +252,8 @@ struct HostPlan {
     /// Kernel modules the agent loads while it connects (`lnst.modules=` on the kernel
     /// command line, passed on by lnst-vm-init as `--preload-modules`).
     modules: Vec<&'static str>,
+    /// vCPUs of this VM ([`vcpus`]).
+    cpus: u32,
 }
 
 /// A started VM.
@@ -346,6 +375,12 @@ impl VmProvisioner {
             .map(|(i, l)| (l.as_str(), names::bridge_name(i)))
             .collect();
         let mut hosts = Vec::new();
+        let cpus = vcpus(
+            self.opts.accel,
+            self.opts.cpus,
+            reqs.hosts.len(),
+            host_cpus(),
+        );
         for (hidx, (host_id, host)) in reqs.hosts.iter().enumerate() {
             names::validate_host_id(host_id).map_err(ProvisionError::Unsatisfiable)?;
             let mut nics = Vec::new();
@@ -364,7 +399,7 @@ impl VmProvisioner {
                     mac: qemu::nic_mac(hidx, iidx).map_err(ProvisionError::Unsatisfiable)?,
                     tap: format!("tap{hidx}i{iidx}"),
                     bridge,
-                    queues: model.queues(self.opts.cpus),
+                    queues: model.queues(cpus),
                 });
             }
             hosts.push(HostPlan {
@@ -376,6 +411,7 @@ impl VmProvisioner {
                     .get(host_id)
                     .cloned()
                     .unwrap_or_default(),
+                cpus,
             });
         }
         let bridges = (0..labels.len()).map(names::bridge_name).collect();
@@ -420,6 +456,13 @@ impl VmProvisioner {
             return Ok(Vec::new());
         }
         self.check_models(&hosts).await?;
+        let cpus = hosts.first().map_or(0, |h| h.cpus);
+        crate::say!(
+            "{} VM(s) under {}, {cpus} vCPU(s) and {} MiB each",
+            hosts.len(),
+            self.opts.accel,
+            self.opts.memory_mib
+        );
         let started = Instant::now();
         let run_id = self.opts.run_id.clone();
         let sw = names::switch_ns_name(&run_id);
@@ -602,6 +645,7 @@ impl VmProvisioner {
             run = %run_id,
             hosts = endpoints.len(),
             accel = %self.opts.accel,
+            vcpus = cpus,
             elapsed = ?started.elapsed(),
             "VM agents started"
         );
@@ -645,7 +689,7 @@ impl VmProvisioner {
             initramfs: initrd.to_path_buf(),
             modules_dir: self.opts.modules_dir.clone(),
             accel: self.opts.accel,
-            cpus: self.opts.cpus,
+            cpus: h.cpus,
             memory_mib: self.opts.memory_mib,
             control_socket: sock.clone(),
             console_log: console.clone(),
@@ -1042,7 +1086,7 @@ mod tests {
             kernel: "/k".into(),
             modules_dir: "/m".into(),
             accel: Accel::Tcg,
-            cpus: 2,
+            cpus: Some(2),
             memory_mib: 512,
             agent: "/a".into(),
             init: "/i".into(),
@@ -1059,6 +1103,21 @@ mod tests {
         [("driver".to_string(), driver.to_string())]
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn vcpus_fit_the_host_under_tcg() {
+        // Asked for: as asked, whatever the accelerator.
+        assert_eq!(vcpus(Accel::Tcg, Some(8), 6, 2), 8);
+        assert_eq!(vcpus(Accel::Kvm, Some(1), 2, 64), 1);
+        // KVM: 2.
+        assert_eq!(vcpus(Accel::Kvm, None, 6, 2), 2);
+        // TCG: the host's cores shared out, 1 to 2 each.
+        assert_eq!(vcpus(Accel::Tcg, None, 2, 2), 1);
+        assert_eq!(vcpus(Accel::Tcg, None, 6, 2), 1);
+        assert_eq!(vcpus(Accel::Tcg, None, 2, 4), 2);
+        assert_eq!(vcpus(Accel::Tcg, None, 3, 64), 2);
+        assert_eq!(vcpus(Accel::Tcg, None, 0, 1), 1);
     }
 
     #[test]
