@@ -237,6 +237,8 @@ fn vm_e1000e_pause_frames_and_coalescing_restored() {
         )],
     );
     let mut vars = vm_vars(&k);
+    // The IRQs are pinned to CPU 1: two vCPUs, whatever the host's cores would choose.
+    vars.push(("LNST_VM_CPUS", "2"));
     vars.push(("TEST_DB", &db));
     let out = runner(home.path(), &vars).output().unwrap();
     let text = output_text(&out);

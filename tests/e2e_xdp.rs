@@ -296,6 +296,8 @@ fn vm_packet_recipes_with_smoke_parameters() {
     let tests: Vec<(&str, Value)> = tests.into_iter().collect();
     let db = common::catalogue::test_db(home.path(), &tests);
     let mut vars = vm_vars(&k);
+    // perf_tool_cpu [1]: two vCPUs, whatever the host's cores would choose.
+    vars.push(("LNST_VM_CPUS", "2"));
     vars.push(("TEST_DB", &db));
     let out = runner(home.path(), &vars).output().unwrap();
     let text = output_text(&out);
