@@ -410,6 +410,33 @@ async fn tcp_agent_without_secret() {
     }
 }
 
+/// Wait (up to 5 s) until every thread of `pid` is in the stopped state (`T` in
+/// /proc/PID/task/TID/stat).
+fn wait_stopped(pid: i32) {
+    let all_stopped = || {
+        let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        rd.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+                })
+                .is_some_and(|state| state == "T")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !all_stopped() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent {pid} did not stop within 5 s of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[tokio::test]
 async fn sigstopped_agent_is_lost_within_keepalive_bound() {
     use nix::sys::signal::{kill, Signal};
@@ -426,6 +453,10 @@ async fn sigstopped_agent_is_lost_within_keepalive_bound() {
         .unwrap_or_else(|e| panic!("connect: {e}"));
     let pid = Pid::from_raw(agent.child.id() as i32);
     kill(pid, Signal::SIGSTOP).unwrap_or_else(|e| panic!("SIGSTOP: {e}"));
+    // kill(2) returns before every thread has stopped: a thread running on another core stops
+    // only when the kernel's kick reaches it, which a loaded machine can delay long enough for
+    // the agent to answer one more request. Wait until each thread shows as stopped.
+    wait_stopped(pid.as_raw());
     let t0 = std::time::Instant::now();
     let r = c.list_interfaces().await;
     let took = t0.elapsed();
