@@ -47,13 +47,29 @@ _lnst_ping() {
     curl -fsS --max-time 2 --unix-socket "$_lnst_sock" http://d/_ping >/dev/null 2>&1
 }
 
+# A service left by an earlier checkout whose directory is gone answers /_ping but cannot start
+# a container: conmon inherits the deleted working directory and dies, and every attach fails
+# with 409 "preparing container ... for attach: write child: broken pipe". Stop it.
+_lnst_stale=
+for _p in $(pgrep -f "podman system service .*unix://$_lnst_sock" || true); do
+    case "$(readlink "/proc/$_p/cwd" 2>/dev/null)" in
+    *" (deleted)")
+        echo "podman-setup: stopping the Podman service $_p (its working directory was deleted)"
+        kill "$_p" 2>/dev/null || true
+        _lnst_stale=1
+        ;;
+    esac
+done
+[ -z "$_lnst_stale" ] || sleep 1
 if _lnst_ping; then
     echo "podman-setup: API already answers on $PODMAN_URI"
 else
     rm -f "$_lnst_sock"
     echo "podman-setup: starting podman system service on $PODMAN_URI (log $_lnst_log)"
     # setsid: the service must outlive this script and the CI step's process group.
-    CONTAINERS_CONF="$_lnst_conf" setsid podman system service --time=0 "unix://$_lnst_sock" \
+    # cd /: the service (and every conmon it starts) must not keep this checkout as its working
+    # directory, which CI deletes after the run.
+    CONTAINERS_CONF="$_lnst_conf" setsid env -C / podman system service --time=0 "unix://$_lnst_sock" \
         >>"$_lnst_log" 2>&1 </dev/null &
     _i=0
     until _lnst_ping; do
