@@ -14,9 +14,9 @@
 use super::netns::{self, Netns};
 use super::{net, OpError, Session};
 use crate::protocol::{
-    BondOptions, BridgeOptions, BridgeVlan, ErrorKind, InterfaceInfo, JobSpec, LinkSpec,
-    MacvlanMode, NeighbourSpec, NeighbourState as WireNeighState, Op, Reply, RouteKind, RouteSpec,
-    ShellOutput, TeamLinkWatch, TeamOptions, TeamPortConfig, TeamRunner, VlanProtocol,
+    BondOptions, BridgeOptions, BridgeVlan, ErrorKind, JobSpec, LinkSpec, MacvlanMode,
+    NeighbourSpec, NeighbourState as WireNeighState, Op, Reply, RouteKind, RouteSpec, ShellOutput,
+    TeamLinkWatch, TeamOptions, TeamPortConfig, TeamRunner, VlanProtocol,
 };
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -550,15 +550,6 @@ async fn move_link(nl: &net::Netlink, f: &Facts, target: RawFd) -> Result<(), Op
         .execute()
         .await
         .map_err(|e| nl_failed(&format!("moving {}", f.name), e))
-}
-
-async fn interfaces(nl: &net::Netlink, names: &[&str]) -> Result<Vec<InterfaceInfo>, OpError> {
-    Ok(nl
-        .list_interfaces()
-        .await?
-        .into_iter()
-        .filter(|i| names.contains(&i.name.as_str()))
-        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1808,7 +1799,7 @@ async fn run_task(nl: &net::Netlink, task: Task) -> Result<(Reply, Effect), OpEr
             if let (Some(p), None) = (&peer, peer_fd) {
                 names.push(p.as_str());
             }
-            let info = interfaces(nl, &names).await?;
+            let info = nl.interfaces_named(&names).await?;
             let peer = peer.map(|p| (peer_loc, p));
             tracing::info!("created {} {ifname}", spec.kind_name());
             Ok((
