@@ -235,9 +235,7 @@ fn version_key(release: &str) -> Vec<u64> {
 
 /// `foo-bar.ko.xz` → `foo_bar`: the name modprobe and the kernel use.
 pub fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split(".ko").next().unwrap_or(file);
-    stem.replace('-', "_")
+    file_stem(path).replace('-', "_")
 }
 
 /// A modules tree (`/lib/modules/<release>`): `modules.dep` and `modules.builtin`, kept as
@@ -346,8 +344,11 @@ impl ModuleTree {
         let mut seen = BTreeSet::new();
         for w in wanted {
             let name = w.replace('-', "_");
-            if self.has_module(&name) {
-                self.visit(&name, &mut seen, &mut Vec::new(), &mut order)?;
+            if seen.contains(&name) {
+                continue;
+            }
+            if let Some(entry) = self.entry(&name) {
+                self.visit_entry(&name, entry, &mut seen, &mut Vec::new(), &mut order)?;
             } else if !self.is_builtin(&name) {
                 return Err(bad(format!(
                     "the kernel of modules tree {} has no {name} (neither a module in modules.dep nor built in)",
@@ -374,7 +375,7 @@ impl ModuleTree {
                 self.dir.display()
             )));
         }
-        let Some((rel, deps)) = self.entry(name) else {
+        let Some(entry) = self.entry(name) else {
             // A dependency missing from modules.dep: built in, or the tree is inconsistent.
             if self.is_builtin(name) {
                 return Ok(());
@@ -384,6 +385,18 @@ impl ModuleTree {
                 self.dir.display()
             )));
         };
+        self.visit_entry(name, entry, seen, stack, order)
+    }
+
+    /// [`ModuleTree::visit`] with `name`'s `modules.dep` entry (file, dependencies) found.
+    fn visit_entry(
+        &self,
+        name: &str,
+        (rel, deps): (&str, &str),
+        seen: &mut BTreeSet<String>,
+        stack: &mut Vec<String>,
+        order: &mut Vec<String>,
+    ) -> Result<(), KernelError> {
         stack.push(name.to_string());
         for d in deps.split_whitespace() {
             self.visit(&module_name(d), seen, stack, order)?;
@@ -452,6 +465,11 @@ kernel/drivers/x/snd-mixed_name.ko:
         dedup.dedup();
         assert_eq!(dedup.len(), n.len(), "{n:?}");
         assert!(!n.contains(&"virtio_console".to_string()), "built in");
+        // A wanted module that an earlier one already brought in comes once.
+        let again = t
+            .load_order(&["8021q", "llc", "stp"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&again), ["llc", "stp", "garp", "mrp", "8021q"]);
         assert_eq!(
             order[0],
             PathBuf::from("/m/kernel/drivers/virtio/virtio_pci_modern_dev.ko")
